@@ -1,0 +1,80 @@
+"""pmemsim: PMDK libpmemset's part-mapping API on simulated and real address spaces.
+
+Every documented error of ``pmemset_part_map`` can be reproduced on demand (occupy a
+range, exhaust the space, inject a fault), on a backend that never touches real
+memory. See DESIGN.md for the contract and README.md for a tour.
+"""
+
+from __future__ import annotations
+
+from pmemsim.addrspace import (
+    AddressSpace,
+    LayoutAddressSpace,
+    Mapping,
+    Occupied,
+    Placement,
+    Reservation,
+    SimulatedAddressSpace,
+    default_address_space,
+    set_default_address_space,
+)
+from pmemsim.config import Config
+from pmemsim.enums import Coalescing, EventType, Granularity, MemFlags, SourceFlags
+from pmemsim.errors import ErrorCode, PmemsetError, err_to_errno
+from pmemsim.events import (
+    BadBlockEvent,
+    CopyEvent,
+    DrainEvent,
+    Event,
+    FlushEvent,
+    MoveEvent,
+    PartAddEvent,
+    PartRemoveEvent,
+    PersistEvent,
+    SetEvent,
+)
+from pmemsim.faults import FaultPlan, FaultSite, FiredFault
+from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
+from pmemsim.source import Source
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AddressSpace",
+    "BadBlockEvent",
+    "Coalescing",
+    "Config",
+    "CopyEvent",
+    "DrainEvent",
+    "ErrorCode",
+    "Event",
+    "EventType",
+    "FaultPlan",
+    "FaultSite",
+    "FiredFault",
+    "FlushEvent",
+    "Granularity",
+    "LayoutAddressSpace",
+    "Mapping",
+    "MemFlags",
+    "MoveEvent",
+    "Occupied",
+    "Part",
+    "PartAddEvent",
+    "PartDescriptor",
+    "PartMap",
+    "PartRemoveEvent",
+    "PersistEvent",
+    "Placement",
+    "PmemSet",
+    "PmemsetError",
+    "Reservation",
+    "SetEvent",
+    "SimulatedAddressSpace",
+    "Source",
+    "SourceFlags",
+    "__version__",
+    "default_address_space",
+    "err_to_errno",
+    "set_default_address_space",
+]

@@ -1,0 +1,201 @@
+"""The seam between the part-mapping core and an address-space backend.
+
+A backend answers a handful of questions — reserve, extend, shrink, release, map a
+file range, unmap, read, write, flush — and raises one of the small
+:class:`AddressSpaceError` subclasses when it cannot; the core turns those into
+libpmemset's documented errors. Backends never import the core.
+
+:class:`Reservation` (libpmem2's ``pmem2_vm_reservation``) is shared by both backends:
+it keeps the file mappings placed inside it in an :class:`IntervalMap`, so "is this
+range free?" and "where is the first gap that fits?" have one answer everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from pmemsim.addrspace.intervals import IntervalMap
+from pmemsim.enums import Granularity
+
+__all__ = [
+    "AddressSpace",
+    "AddressSpaceError",
+    "FileRef",
+    "MapFailed",
+    "Mapping",
+    "OutOfAddressSpace",
+    "RangeOccupied",
+    "Reservation",
+]
+
+
+class AddressSpaceError(Exception):
+    """A backend could not do what the core asked; the core converts it at the seam."""
+
+
+class RangeOccupied(AddressSpaceError):
+    """The requested range overlaps something already there."""
+
+
+class OutOfAddressSpace(AddressSpaceError):
+    """No free range of the requested size is left."""
+
+
+class MapFailed(AddressSpaceError):
+    """A file range could not be mapped (the OS refused, the file is too short, ...)."""
+
+    def __init__(self, message: str, errno: int | None = None) -> None:
+        super().__init__(message)
+        self.errno = errno
+
+
+@runtime_checkable
+class FileRef(Protocol):
+    """An open file a backend can map: its descriptor and, when known, its path."""
+
+    @property
+    def fd(self) -> int:
+        """The open file descriptor (read-write)."""
+        ...
+
+    @property
+    def path(self) -> str | None:
+        """The file's path, or None for a descriptor or an unlinked temporary file."""
+        ...
+
+
+@dataclass(eq=False)
+class Mapping:
+    """One file range mapped at ``[addr, addr + length)`` inside ``reservation``."""
+
+    reservation: Reservation
+    addr: int
+    length: int
+    file: FileRef
+    file_offset: int
+    granularity: Granularity
+
+    @property
+    def end(self) -> int:
+        """One past the last mapped byte."""
+        return self.addr + self.length
+
+
+class Reservation:
+    """A range of virtual addresses set aside (``pmem2_vm_reservation``).
+
+    ``addr`` and ``size`` describe it; the mappings placed inside are kept by address.
+    Only the address space that made it may change it.
+    """
+
+    def __init__(self, space: AddressSpace, addr: int, size: int) -> None:
+        self.space = space
+        self._mappings: IntervalMap[Mapping] = IntervalMap(addr, addr + size)
+        self.released = False
+
+    @property
+    def addr(self) -> int:
+        """Start address."""
+        return self._mappings.low
+
+    @property
+    def size(self) -> int:
+        """Size in bytes."""
+        return self._mappings.high - self._mappings.low
+
+    @property
+    def end(self) -> int:
+        """One past the last reserved byte."""
+        return self._mappings.high
+
+    @property
+    def mappings(self) -> list[Mapping]:
+        """The mappings inside, in address order."""
+        return [m for _s, _e, m in self._mappings]
+
+    def is_free(self, addr: int, length: int) -> bool:
+        """True when ``[addr, addr+length)`` is inside and holds no mapping."""
+        return self._mappings.is_free(addr, addr + length)
+
+    def first_fit(self, length: int) -> int | None:
+        """Lowest address of a free range of ``length`` bytes inside, or None."""
+        return self._mappings.first_fit(length)
+
+    def mapping_at(self, addr: int) -> Mapping | None:
+        """The mapping containing ``addr``, or None."""
+        hit = self._mappings.find(addr)
+        return None if hit is None else hit[2]
+
+    def content_bounds(self) -> tuple[int, int] | None:
+        """``(lowest mapped address, one past highest)``, or None when empty."""
+        if not len(self._mappings):
+            return None
+        items = self._mappings.intersecting(self.addr, self.end)
+        return items[0][0], items[-1][1]
+
+    def __repr__(self) -> str:
+        state = " released" if self.released else ""
+        return f"<Reservation [{self.addr:#x}, {self.end:#x}) size={self.size:#x}{state}>"
+
+
+class AddressSpace(Protocol):
+    """What the core needs from a backend. Addresses and sizes are ints (bytes)."""
+
+    @property
+    def page_size(self) -> int:
+        """Allocation granularity: reservations, mappings and file offsets align to it."""
+        ...
+
+    @property
+    def supported_granularities(self) -> frozenset[Granularity]:
+        """Store granularities a set on this space may require."""
+        ...
+
+    def reserve(self, size: int, addr: int | None = None) -> Reservation:
+        """Reserve ``size`` bytes (at ``addr`` when given). Raises OutOfAddressSpace / RangeOccupied."""
+        ...
+
+    def release(self, rsv: Reservation) -> None:
+        """Give a reservation back; it must hold no mapping."""
+        ...
+
+    def extend(self, rsv: Reservation, size: int) -> None:
+        """Grow ``rsv`` by ``size`` bytes at its end. Raises RangeOccupied."""
+        ...
+
+    def shrink(self, rsv: Reservation, offset: int, size: int) -> None:
+        """Cut ``[rsv.addr+offset, +size)`` off either end of ``rsv``; the range must be free."""
+        ...
+
+    def map_file(
+        self,
+        rsv: Reservation,
+        addr: int,
+        file: FileRef,
+        file_offset: int,
+        length: int,
+        granularity: Granularity,
+    ) -> Mapping:
+        """Map ``length`` bytes of ``file`` from ``file_offset`` at ``addr`` inside ``rsv``."""
+        ...
+
+    def unmap(self, mapping: Mapping) -> None:
+        """Remove a mapping made by :meth:`map_file`; its range becomes free in its reservation."""
+        ...
+
+    def read(self, addr: int, length: int) -> bytes:
+        """Bytes at ``[addr, addr+length)``; the whole range must be mapped."""
+        ...
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Store ``data`` at ``addr``; the whole range must be mapped."""
+        ...
+
+    def flush(self, addr: int, length: int) -> None:
+        """Make ``[addr, addr+length)`` durable in the files behind it."""
+        ...
+
+    def device_granularity(self, file: FileRef) -> Granularity:
+        """The store granularity of the device holding ``file`` (PAGE for a regular file)."""
+        ...

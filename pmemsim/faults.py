@@ -1,0 +1,152 @@
+"""Fault injection at named sites, counted per site.
+
+The core asks ``plan.hit(site)`` just before the operation a site stands for; a hit
+that is planned to fail returns a :class:`FiredFault` and the core turns it into the
+site's documented error (the table ``SITE_ERRORS``). A plan is independent of the
+backend: the same plan fails the same call on the simulator and on real mmap.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from pmemsim.errors import ErrorCode
+
+__all__ = ["SITE_ERRORS", "FaultPlan", "FaultSite", "FiredFault"]
+
+
+class FaultSite(StrEnum):
+    """The named places where a :class:`FaultPlan` can make an operation fail."""
+
+    ALLOC_CONFIG = "alloc.config"
+    CONFIG_GRANULARITY = "config.granularity"
+    ALLOC_PART_MAP = "alloc.part_map"
+    ALLOC_PART = "alloc.part"
+    ALLOC_SOURCE = "alloc.source"
+    FILE_TRUNCATE = "file.truncate"
+    VM_RESERVE = "vm.reserve"
+    MAP_FILE = "map.file"
+    FLUSH_DEEP = "flush.deep"
+
+
+#: What each site's failure becomes at the API (DESIGN.md §5).
+SITE_ERRORS: dict[FaultSite, ErrorCode] = {
+    FaultSite.ALLOC_CONFIG: ErrorCode.CANNOT_ALLOCATE_INTERNAL_STRUCTURE,
+    FaultSite.CONFIG_GRANULARITY: ErrorCode.GRANULARITY_NOT_SUPPORTED,
+    FaultSite.ALLOC_PART_MAP: ErrorCode.ENOMEM,
+    FaultSite.ALLOC_PART: ErrorCode.ENOMEM,
+    FaultSite.ALLOC_SOURCE: ErrorCode.ENOMEM,
+    FaultSite.FILE_TRUNCATE: ErrorCode.CANNOT_TRUNCATE_SOURCE_FILE,
+    FaultSite.VM_RESERVE: ErrorCode.ENOMEM,
+    FaultSite.MAP_FILE: ErrorCode.INVALID_PMEM2_MAP,
+    FaultSite.FLUSH_DEEP: ErrorCode.DEEP_FLUSH_FAIL,
+}
+
+# The OS error a site reports when the plan names none.
+_DEFAULT_ERRNO: dict[FaultSite, int] = {
+    FaultSite.FILE_TRUNCATE: _errno.ENOSPC,
+    FaultSite.VM_RESERVE: _errno.ENOMEM,
+    FaultSite.ALLOC_PART_MAP: _errno.ENOMEM,
+    FaultSite.ALLOC_PART: _errno.ENOMEM,
+    FaultSite.ALLOC_SOURCE: _errno.ENOMEM,
+    FaultSite.MAP_FILE: _errno.EINVAL,
+    FaultSite.FLUSH_DEEP: _errno.EIO,
+}
+
+
+@dataclass(frozen=True)
+class FiredFault:
+    """One injected failure: which site, which hit of it (1-based), and the OS errno."""
+
+    site: FaultSite
+    hit: int
+    errno: int | None
+
+    @property
+    def code(self) -> ErrorCode:
+        """The error code the API reports for this failure."""
+        return SITE_ERRORS[self.site]
+
+
+@dataclass
+class _Rule:
+    at: int | None
+    every: bool
+    errno: int | None
+
+
+def _as_site(site: FaultSite | str) -> FaultSite:
+    if isinstance(site, FaultSite):
+        return site
+    if not isinstance(site, str):
+        raise TypeError(f"fault site must be a FaultSite or str, not {type(site).__name__}")
+    try:
+        return FaultSite(site)
+    except ValueError:
+        known = ", ".join(s.value for s in FaultSite)
+        raise ValueError(f"unknown fault site {site!r}; known sites: {known}") from None
+
+
+@dataclass
+class FaultPlan:
+    """Which hits of which sites fail.
+
+    >>> plan = FaultPlan().fail("map.file", at=2)   # the 2nd mapping fails, others succeed
+    >>> plan.fail("file.truncate", every=True, errno=errno.ENOSPC)
+
+    ``fired`` lists every failure injected so far, in order; ``hits`` counts how often
+    each site was reached (failed or not).
+    """
+
+    _rules: dict[FaultSite, list[_Rule]] = field(default_factory=dict)
+    hits: dict[FaultSite, int] = field(default_factory=dict)
+    fired: list[FiredFault] = field(default_factory=list)
+
+    def fail(
+        self,
+        site: FaultSite | str,
+        *,
+        at: int | None = None,
+        every: bool = False,
+        errno: int | None = None,
+    ) -> FaultPlan:
+        """Plan a failure of ``site``: its ``at``-th hit (default 1st), or every hit.
+
+        Returns the plan so calls chain. Raises ValueError for an unknown site, an
+        ``at`` below 1, or both ``at`` and ``every``.
+        """
+        s = _as_site(site)
+        if every and at is not None:
+            raise ValueError("give either at=k or every=True, not both")
+        if at is not None and (not isinstance(at, int) or isinstance(at, bool) or at < 1):
+            raise ValueError(f"at must be a positive int (1 = first hit), got {at!r}")
+        if errno is not None and (not isinstance(errno, int) or errno <= 0):
+            raise ValueError(f"errno must be a positive errno value, got {errno!r}")
+        self._rules.setdefault(s, []).append(
+            _Rule(at=None if every else (at if at is not None else 1), every=every, errno=errno)
+        )
+        return self
+
+    def hit(self, site: FaultSite | str) -> FiredFault | None:
+        """Count one arrival at ``site``; return the fault if this hit is planned to fail."""
+        s = _as_site(site)
+        n = self.hits.get(s, 0) + 1
+        self.hits[s] = n
+        for rule in self._rules.get(s, ()):
+            if rule.every or rule.at == n:
+                err = rule.errno if rule.errno is not None else _DEFAULT_ERRNO.get(s)
+                fault = FiredFault(site=s, hit=n, errno=err)
+                self.fired.append(fault)
+                return fault
+        return None
+
+    def fired_sites(self) -> list[FaultSite]:
+        """The sites of ``fired``, in order."""
+        return [f.site for f in self.fired]
+
+    def reset(self) -> None:
+        """Forget the counts and what fired; keep the planned failures."""
+        self.hits.clear()
+        self.fired.clear()

@@ -1,0 +1,917 @@
+"""PmemSet: parts, part maps and the ``pmemset_part_map`` algorithm (DESIGN.md §4).
+
+Rule 1: everything that decides where a part goes and what a set holds lives here,
+written once for every backend. This module never calls mmap, ctypes or the file
+system itself: it asks the address space (reserve / extend / shrink / map / unmap /
+read / write / flush) and the source (size / truncate) and converts their failures
+into libpmemset's documented errors at the seam.
+
+Rule 2: a failed call changes nothing. ``part_map`` records an undo action for every
+step that changed something and runs them in reverse when a later step fails;
+every other mutating call checks everything before it changes anything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import weakref
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sortedcontainers import SortedDict
+
+from pmemsim.addrspace.base import (
+    AddressSpace,
+    AddressSpaceError,
+    MapFailed,
+    Mapping,
+    OutOfAddressSpace,
+    RangeOccupied,
+    Reservation,
+)
+from pmemsim.config import Config, EventCallback
+from pmemsim.enums import Coalescing, Granularity, MemFlags
+from pmemsim.errors import ErrorCode, PmemsetError
+from pmemsim.events import (
+    CopyEvent,
+    DrainEvent,
+    Event,
+    FlushEvent,
+    MoveEvent,
+    PartAddEvent,
+    PartRemoveEvent,
+    PersistEvent,
+    SetEvent,
+)
+from pmemsim.faults import SITE_ERRORS, FaultPlan, FaultSite
+from pmemsim.source import Source, _OpenFile
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+__all__ = ["Part", "PartDescriptor", "PartMap", "PmemSet"]
+
+INT64_MAX = (1 << 63) - 1
+SIZE_MAX = (1 << 64) - 1
+_VALID_MEM_FLAGS = int(
+    MemFlags.NODRAIN | MemFlags.NONTEMPORAL | MemFlags.TEMPORAL | MemFlags.WC | MemFlags.WB | MemFlags.NOFLUSH
+)
+
+
+def _size_arg(name: str, value: object) -> int:
+    """A C ``size_t`` argument: an int in [0, SIZE_MAX]."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value}")
+    if value > SIZE_MAX:
+        raise ValueError(f"{name} {value} does not fit in size_t (max {SIZE_MAX})")
+    return value
+
+
+def _flags_arg(flags: object) -> MemFlags:
+    if not isinstance(flags, int) or isinstance(flags, bool):
+        raise TypeError(f"flags must be an int or MemFlags, not {type(flags).__name__}")
+    if flags < 0 or flags & ~_VALID_MEM_FLAGS:
+        raise ValueError(f"unknown memory flags {flags:#x}; valid bits are {_VALID_MEM_FLAGS:#x}")
+    return MemFlags(flags)
+
+
+@dataclass(frozen=True)
+class PartDescriptor:
+    """Where a part map lives: ``[addr, addr + size)`` (``struct pmemset_part_descriptor``)."""
+
+    addr: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        """One past the last byte."""
+        return self.addr + self.size
+
+
+class Part:
+    """A range of a source waiting to be mapped (``struct pmemset_part``).
+
+    ``consumed`` turns True when ``part_map`` succeeds; a consumed or deleted part
+    cannot be used again.
+    """
+
+    def __init__(self, pset: PmemSet, source: Source, offset: int, length: int) -> None:
+        self.pset = pset
+        self.source = source
+        self.offset = offset
+        self.length = length
+        self.consumed = False
+        self.deleted = False
+
+    def delete(self) -> None:
+        """Discard an unmapped part (``pmemset_part_delete``)."""
+        self.deleted = True
+
+    def __repr__(self) -> str:
+        state = " consumed" if self.consumed else (" deleted" if self.deleted else "")
+        return f"<Part {self.source!r} offset={self.offset:#x} length={self.length:#x}{state}>"
+
+
+class _PartMapRecord:
+    """The set's own record of one part map: contiguous file mappings in one reservation."""
+
+    __slots__ = ("granularity", "mappings", "refcount", "reservation", "source_of")
+
+    def __init__(self, reservation: Reservation, mappings: list[Mapping], granularity: Granularity) -> None:
+        self.reservation = reservation
+        self.mappings = mappings
+        self.granularity = granularity
+        self.refcount = 0
+
+    @property
+    def addr(self) -> int:
+        return self.mappings[0].addr
+
+    @property
+    def end(self) -> int:
+        return self.mappings[-1].end
+
+    @property
+    def size(self) -> int:
+        return self.end - self.addr
+
+    @property
+    def descriptor(self) -> PartDescriptor:
+        return PartDescriptor(self.addr, self.size)
+
+
+class PartMap:
+    """A reference to a part map, from first / next / by-address (``struct pmemset_part_map``).
+
+    Each reference counts (PMDK's refcount): give it back with :meth:`drop`. Two
+    references to the same part map compare equal.
+    """
+
+    def __init__(self, pset: PmemSet, record: _PartMapRecord) -> None:
+        self._pset = pset
+        self._record: _PartMapRecord | None = record
+        record.refcount += 1
+
+    def _live(self) -> _PartMapRecord:
+        if self._record is None:
+            raise ValueError("this part map reference was dropped or its part map removed")
+        return self._record
+
+    @property
+    def descriptor(self) -> PartDescriptor:
+        """The part map's current address and size (``pmemset_descriptor_part_map``)."""
+        return self._live().descriptor
+
+    @property
+    def dropped(self) -> bool:
+        """True after :meth:`drop` or after the part map was removed through this reference."""
+        return self._record is None
+
+    def drop(self) -> None:
+        """Give the reference back (``pmemset_part_map_drop``)."""
+        rec = self._live()
+        rec.refcount -= 1
+        self._record = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PartMap):
+            return NotImplemented
+        return self._record is not None and self._record is other._record
+
+    def __hash__(self) -> int:
+        return id(self._record)
+
+    def __repr__(self) -> str:
+        if self._record is None:
+            return "<PartMap dropped>"
+        d = self._record.descriptor
+        return f"<PartMap [{d.addr:#x}, {d.end:#x}) size={d.size:#x}>"
+
+
+@dataclass(frozen=True)
+class _Placement:
+    reservation: Reservation
+    addr: int
+    grows: _PartMapRecord | None  # coalescing: the part map that grows
+
+
+def _release_everything(space: AddressSpace, maps: SortedDict, own: dict[int, Reservation]) -> None:
+    """Unmap every part map and release the set's own reservations (close and GC)."""
+    for rec in list(maps.values()):
+        for m in rec.mappings:
+            with contextlib.suppress(AddressSpaceError, ValueError):
+                space.unmap(m)
+            file = m.file
+            if isinstance(file, _OpenFile):
+                file.release()
+    maps.clear()
+    for rsv in list(own.values()):
+        with contextlib.suppress(AddressSpaceError, ValueError):
+            space.release(rsv)
+    own.clear()
+
+
+class PmemSet:
+    """A set of part maps (``struct pmemset``). Use as a context manager or call :meth:`close`.
+
+    Raises PmemsetError GRANULARITY_NOT_SET when the config has no granularity.
+    """
+
+    def __init__(self, config: Config) -> None:
+        if not isinstance(config, Config):
+            raise TypeError(f"PmemSet needs a Config, not {type(config).__name__}")
+        if config.granularity is None:
+            raise PmemsetError(ErrorCode.GRANULARITY_NOT_SET, "the config has no required store granularity")
+        space = config.address_space
+        rsv = config.reservation
+        if space is None:
+            if rsv is not None:
+                space = rsv.space
+            else:
+                from pmemsim.addrspace import default_address_space
+
+                space = default_address_space()
+        if rsv is not None and (rsv.space is not space or rsv.released):
+            raise ValueError(f"{rsv!r} does not belong to the config's address space")
+        self._space: AddressSpace = space
+        self._granularity: Granularity = config.granularity
+        self._reservation: Reservation | None = rsv
+        self._callback: EventCallback | None = config.event_callback
+        self._plan: FaultPlan = config.fault_plan if config.fault_plan is not None else FaultPlan()
+        self._coalescing = Coalescing.NONE
+        self._maps: SortedDict = SortedDict()  # addr -> _PartMapRecord
+        self._own_rsvs: dict[int, Reservation] = {}  # id(rsv) -> rsv
+        self._anchor: _PartMapRecord | None = None
+        self._effective: Granularity | None = None
+        self._closed = False
+        self._finalizer = weakref.finalize(self, _release_everything, space, self._maps, self._own_rsvs)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    @property
+    def address_space(self) -> AddressSpace:
+        """The backend the set maps parts in."""
+        return self._space
+
+    @property
+    def fault_plan(self) -> FaultPlan:
+        """The fault plan consulted by this set (an empty one when the config had none)."""
+        return self._plan
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close`."""
+        return self._closed
+
+    def close(self) -> None:
+        """Unmap everything and release the set's reservations (``pmemset_delete``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._anchor = None
+        self._finalizer()
+
+    def __enter__(self) -> PmemSet:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._maps)} part map(s)"
+        return f"<PmemSet {state} coalescing={self._coalescing.name}>"
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ValueError("this PmemSet was closed")
+
+    def _fault(self, site: FaultSite, what: str) -> None:
+        fault = self._plan.hit(site)
+        if fault is not None:
+            raise PmemsetError(
+                SITE_ERRORS[site],
+                f"{what} (injected fault at {site.value}, hit {fault.hit})",
+                os_errno=fault.errno,
+            )
+
+    def _emit(self, event: Event) -> None:
+        if self._callback is not None:
+            self._callback(self, event)
+
+    # -- parts --------------------------------------------------------------------------------
+
+    def part_new(self, source: Source, offset: int = 0, length: int = 0) -> Part:
+        """A part of ``source`` starting at ``offset``; ``length`` 0 = to the end of the source.
+
+        Nothing is checked against the file until :meth:`part_map`. Raises -ENOMEM when
+        the ``alloc.part`` fault fires, TypeError / ValueError for bad arguments.
+        """
+        self._check_open()
+        if not isinstance(source, Source):
+            raise TypeError(f"source must be a Source, not {type(source).__name__}")
+        if source.deleted:
+            raise ValueError(f"{source!r} was deleted")
+        _size_arg("offset", offset)
+        _size_arg("length", length)
+        self._fault(FaultSite.ALLOC_PART, "cannot allocate the part")
+        return Part(self, source, offset, length)
+
+    def _own_part(self, part: Part) -> None:
+        if not isinstance(part, Part):
+            raise TypeError(f"expected a Part, not {type(part).__name__}")
+        if part.pset is not self:
+            raise ValueError(f"{part!r} belongs to another PmemSet")
+        if part.consumed or part.deleted:
+            raise PmemsetError(
+                ErrorCode.PART_NOT_FOUND,
+                f"part was already {'consumed by part_map' if part.consumed else 'deleted'}",
+            )
+
+    def part_map(self, part: Part) -> PartDescriptor:
+        """Map ``part`` (``pmemset_part_map``) and consume it; return the part map's descriptor.
+
+        Follows DESIGN.md §4. On failure raises PmemsetError with the step's code and
+        leaves the set, the address space, the file and the part as they were.
+        """
+        self._check_open()
+        self._own_part(part)
+        source = part.source
+        file = source._open_file()
+        offset = part.offset
+        undo: list[Callable[[], None]] = []
+        try:
+            length = self._step_length(part)
+            self._step_truncate(source, offset, length, undo)
+            self._fault(FaultSite.ALLOC_CONFIG, "cannot allocate the mapping configuration")
+            if offset > INT64_MAX:
+                raise PmemsetError(
+                    ErrorCode.INVALID_OFFSET_VALUE, f"offset {offset} is larger than INT64_MAX ({INT64_MAX})"
+                )
+            self._step_granularity()
+            place = self._step_place(length, undo)
+            if place.grows is None:
+                self._fault(FaultSite.ALLOC_PART_MAP, "cannot allocate the part map")
+            mapping = self._step_map(place, source, offset, length, undo)
+            if self._effective is not None and mapping.granularity != self._effective:
+                raise PmemsetError(
+                    ErrorCode.GRANULARITY_MISMATCH,
+                    f"part has store granularity {mapping.granularity.name} but the set's part maps "
+                    f"have {self._effective.name}",
+                )
+        except BaseException:
+            for action in reversed(undo):
+                action()
+            raise
+        # Step 10: commit. Nothing below can fail.
+        file.acquire()
+        if place.grows is not None:
+            rec = place.grows
+            rec.mappings.append(mapping)
+        else:
+            rec = _PartMapRecord(place.reservation, [mapping], mapping.granularity)
+            self._maps[rec.addr] = rec
+            if place.reservation is not self._reservation:
+                self._own_rsvs[id(place.reservation)] = place.reservation
+        self._anchor = rec
+        self._effective = mapping.granularity
+        part.consumed = True
+        desc = rec.descriptor
+        self._emit(PartAddEvent(desc.addr, desc.size, source))
+        return desc
+
+    def _step_length(self, part: Part) -> int:
+        """Step 1: length 0 means the whole source, at its current size."""
+        if part.length:
+            return part.length
+        size = part.source.size()
+        if size == 0:
+            raise PmemsetError(
+                ErrorCode.INVALID_PMEM2_MAP,
+                "length 0 means the whole source, but the source is empty: nothing to map",
+            )
+        return size
+
+    def _step_truncate(
+        self, source: Source, offset: int, length: int, undo: list[Callable[[], None]]
+    ) -> None:
+        if not source.grows_on_map:
+            return
+        old = source.size()
+        want = offset + length
+        if want <= old:
+            return
+        self._fault(FaultSite.FILE_TRUNCATE, f"cannot grow the source file from {old} to {want} bytes")
+        try:
+            source._truncate(want)
+        except (OSError, OverflowError, MemoryError) as exc:
+            err = getattr(exc, "errno", None)
+            raise PmemsetError(
+                ErrorCode.CANNOT_TRUNCATE_SOURCE_FILE,
+                f"cannot grow the source file from {old} to offset {offset} + length {length} = {want} bytes",
+                os_errno=err if isinstance(err, int) and err > 0 else None,
+            ) from exc
+        undo.append(lambda: source._truncate(old))
+
+    def _step_granularity(self) -> None:
+        if self._granularity not in self._space.supported_granularities:
+            supported = ", ".join(sorted(g.name for g in self._space.supported_granularities))
+            raise PmemsetError(
+                ErrorCode.GRANULARITY_NOT_SUPPORTED,
+                f"required granularity {self._granularity.name} is not supported by the address "
+                f"space (supported: {supported or 'none'})",
+            )
+        self._fault(FaultSite.CONFIG_GRANULARITY, f"cannot set granularity {self._granularity.name}")
+
+    def _step_place(self, length: int, undo: list[Callable[[], None]]) -> _Placement:
+        page = self._space.page_size
+        if length % page:
+            raise PmemsetError(
+                ErrorCode.LENGTH_UNALIGNED,
+                f"length {length} is not a multiple of the page size {page}",
+            )
+        anchor = self._anchor
+        if self._coalescing is not Coalescing.NONE and anchor is not None:
+            if self._try_coalesce(anchor, length, undo):
+                return _Placement(anchor.reservation, anchor.end, anchor)
+            if self._coalescing is Coalescing.FULL:
+                raise PmemsetError(
+                    ErrorCode.CANNOT_COALESCE_PARTS,
+                    f"cannot place {length:#x} bytes right after the part map ending at "
+                    f"{anchor.end:#x}: [{anchor.end:#x}, {anchor.end + length:#x}) is occupied",
+                )
+        rsv = self._reservation
+        if rsv is not None:
+            addr = rsv.first_fit(length)
+            if addr is None:
+                raise PmemsetError(
+                    ErrorCode.CANNOT_FIT_PART_MAP,
+                    f"no free range of {length:#x} bytes in the reservation [{rsv.addr:#x}, "
+                    f"{rsv.end:#x}) of {rsv.size:#x} bytes",
+                )
+            return _Placement(rsv, addr, None)
+        self._fault(FaultSite.VM_RESERVE, f"cannot reserve {length:#x} bytes of address space")
+        try:
+            new = self._space.reserve(length)
+        except OutOfAddressSpace as exc:
+            raise PmemsetError(ErrorCode.ENOMEM, f"cannot reserve {length:#x} bytes: {exc}") from exc
+        undo.append(lambda: self._space.release(new))
+        return _Placement(new, new.addr, None)
+
+    def _try_coalesce(self, anchor: _PartMapRecord, length: int, undo: list[Callable[[], None]]) -> bool:
+        rsv = anchor.reservation
+        start, end = anchor.end, anchor.end + length
+        if rsv is self._reservation:
+            # A configured reservation never grows: its end counts as occupied.
+            return rsv.is_free(start, length)
+        inside = min(end, rsv.end)
+        if inside > start and not rsv.is_free(start, inside - start):
+            return False
+        if end > rsv.end:
+            old_size = rsv.size
+            grow = end - rsv.end
+            try:
+                self._space.extend(rsv, grow)
+            except RangeOccupied:
+                return False
+            except OutOfAddressSpace as exc:
+                raise PmemsetError(
+                    ErrorCode.ENOMEM, f"cannot extend the reservation by {grow:#x} bytes: {exc}"
+                ) from exc
+            undo.append(lambda: self._space.shrink(rsv, old_size, grow))
+        return True
+
+    def _step_map(
+        self, place: _Placement, source: Source, offset: int, length: int, undo: list[Callable[[], None]]
+    ) -> Mapping:
+        page = self._space.page_size
+        if offset % page:
+            raise PmemsetError(
+                ErrorCode.INVALID_PMEM2_MAP, f"offset {offset} is not a multiple of the page size {page}"
+            )
+        file = source._open_file()
+        size = source.size()
+        if offset + length > size:
+            raise PmemsetError(
+                ErrorCode.INVALID_PMEM2_MAP,
+                f"the source file has {size} bytes, fewer than offset {offset} + length {length}",
+            )
+        device = self._space.device_granularity(file)
+        if device > self._granularity:
+            raise PmemsetError(
+                ErrorCode.INVALID_PMEM2_MAP,
+                f"the file's device has store granularity {device.name}, coarser than the "
+                f"required {self._granularity.name}",
+            )
+        self._fault(FaultSite.MAP_FILE, f"cannot map {length:#x} bytes at {place.addr:#x}")
+        try:
+            mapping = self._space.map_file(place.reservation, place.addr, file, offset, length, device)
+        except (MapFailed, RangeOccupied) as exc:
+            raise PmemsetError(
+                ErrorCode.INVALID_PMEM2_MAP,
+                f"cannot map {length:#x} bytes at {place.addr:#x}: {exc}",
+                os_errno=getattr(exc, "errno", None),
+            ) from exc
+        undo.append(lambda: self._space.unmap(mapping))
+        return mapping
+
+    # -- coalescing and granularity ---------------------------------------------------------
+
+    @property
+    def coalescing(self) -> Coalescing:
+        """The current contiguous part coalescing mode."""
+        return self._coalescing
+
+    def set_contiguous_part_coalescing(self, value: Coalescing | int) -> None:
+        """Switch coalescing (``pmemset_set_contiguous_part_coalescing``); applies to later maps.
+
+        Raises INVALID_COALESCING_VALUE for an unknown value.
+        """
+        self._check_open()
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"coalescing must be a Coalescing value, not {type(value).__name__}")
+        try:
+            self._coalescing = Coalescing(value)
+        except ValueError:
+            raise PmemsetError(
+                ErrorCode.INVALID_COALESCING_VALUE,
+                f"coalescing value {value} is not one of "
+                + ", ".join(f"{c.name}={c.value}" for c in Coalescing),
+            ) from None
+
+    @property
+    def coalescing_anchor(self) -> PartDescriptor | None:
+        """The part map the next coalesced part would follow (None when there is none)."""
+        return None if self._anchor is None else self._anchor.descriptor
+
+    def get_store_granularity(self) -> Granularity:
+        """The effective store granularity of the set's part maps; NO_PART_MAPPED when empty."""
+        self._check_open()
+        if self._effective is None:
+            raise PmemsetError(ErrorCode.NO_PART_MAPPED, "no part is mapped yet")
+        return self._effective
+
+    @property
+    def required_granularity(self) -> Granularity:
+        """The granularity the config required."""
+        return self._granularity
+
+    @property
+    def reservation(self) -> Reservation | None:
+        """The configured reservation, if any."""
+        return self._reservation
+
+    # -- iteration and lookup --------------------------------------------------------------
+
+    def descriptors(self) -> list[PartDescriptor]:
+        """Every part map's descriptor in address order (takes no reference)."""
+        return [rec.descriptor for rec in self._maps.values()]
+
+    def __len__(self) -> int:
+        return len(self._maps)
+
+    def _record_of(self, pmap: PartMap) -> _PartMapRecord:
+        if not isinstance(pmap, PartMap):
+            raise TypeError(f"expected a PartMap, not {type(pmap).__name__}")
+        if pmap._pset is not self:
+            raise ValueError(f"{pmap!r} belongs to another PmemSet")
+        return pmap._live()
+
+    def first_part_map(self) -> PartMap | None:
+        """A reference to the lowest part map, or None (``pmemset_first_part_map``)."""
+        self._check_open()
+        if not self._maps:
+            return None
+        return PartMap(self, self._maps.peekitem(0)[1])
+
+    def next_part_map(self, current: PartMap) -> PartMap | None:
+        """A reference to the part map after ``current``, or None (``pmemset_next_part_map``)."""
+        self._check_open()
+        rec = self._record_of(current)
+        i = self._maps.bisect_right(rec.addr)
+        if i >= len(self._maps):
+            return None
+        return PartMap(self, self._maps.peekitem(i)[1])
+
+    def _find(self, addr: int) -> _PartMapRecord | None:
+        i = self._maps.bisect_right(addr) - 1
+        if i < 0:
+            return None
+        rec: _PartMapRecord = self._maps.peekitem(i)[1]
+        return rec if addr < rec.end else None
+
+    def part_map_by_address(self, addr: int) -> PartMap:
+        """A reference to the part map containing ``addr``; CANNOT_FIND_PART_MAP if none."""
+        self._check_open()
+        _size_arg("addr", addr)
+        rec = self._find(addr)
+        if rec is None:
+            raise PmemsetError(ErrorCode.CANNOT_FIND_PART_MAP, f"no part map contains address {addr:#x}")
+        return PartMap(self, rec)
+
+    # -- removal ---------------------------------------------------------------------------------
+
+    def remove_part_map(self, pmap: PartMap) -> None:
+        """Unmap a part map (``pmemset_remove_part_map``); the reference becomes dropped.
+
+        Raises PART_MAP_POSSIBLE_USE_AFTER_DROP when another reference is still held.
+        """
+        self._check_open()
+        rec = self._record_of(pmap)
+        if rec.refcount > 1:
+            raise PmemsetError(
+                ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
+                f"part map [{rec.addr:#x}, {rec.end:#x}) is referenced {rec.refcount} times; "
+                "drop the other references first",
+            )
+        desc = rec.descriptor
+        pmap._record = None
+        rec.refcount = 0
+        self._unmap_pieces(rec.mappings)
+        self._forget(rec)
+        self._tidy_reservation(rec.reservation)
+        self._emit(PartRemoveEvent(desc.addr, desc.size))
+
+    def remove_range(self, addr: int, length: int) -> None:
+        """Unmap every part that intersects ``[addr, addr+length)`` (``pmemset_remove_range``).
+
+        Whole parts go: a part map shrinks, splits in two or disappears. Raises
+        CANNOT_FIND_PART_MAP when nothing is mapped there and
+        PART_MAP_POSSIBLE_USE_AFTER_DROP (changing nothing) when an affected part map is
+        referenced.
+        """
+        self._check_open()
+        _size_arg("addr", addr)
+        _size_arg("length", length)
+        end = addr + length
+        affected: list[_PartMapRecord] = []
+        if length:
+            i = max(self._maps.bisect_right(addr) - 1, 0)
+            values = self._maps.values()
+            while i < len(values) and values[i].addr < end:
+                if values[i].end > addr:
+                    affected.append(values[i])
+                i += 1
+        if not affected:
+            raise PmemsetError(
+                ErrorCode.CANNOT_FIND_PART_MAP, f"no part map intersects [{addr:#x}, {end:#x})"
+            )
+        held = [r for r in affected if r.refcount > 0]
+        if held:
+            r = held[0]
+            raise PmemsetError(
+                ErrorCode.PART_MAP_POSSIBLE_USE_AFTER_DROP,
+                f"part map [{r.addr:#x}, {r.end:#x}) is still referenced {r.refcount} time(s); "
+                "drop it before removing a range of it",
+            )
+        for rec in affected:
+            gone = [m for m in rec.mappings if m.addr < end and m.end > addr]
+            runs: list[list[Mapping]] = [[]]
+            for m in rec.mappings:
+                if m in gone:
+                    if runs[-1]:
+                        runs.append([])
+                else:
+                    runs[-1].append(m)
+            runs = [run for run in runs if run]
+            self._unmap_pieces(gone)
+            if not runs:
+                self._forget(rec)
+            else:
+                # The first run keeps the record (and with it the anchor role, if it had it).
+                del self._maps[rec.addr]
+                rec.mappings = runs[0]
+                self._maps[rec.addr] = rec
+                for run in runs[1:]:
+                    extra = _PartMapRecord(rec.reservation, run, rec.granularity)
+                    self._maps[extra.addr] = extra
+            self._tidy_reservation(rec.reservation)
+            for piece in _contiguous(gone):
+                self._emit(PartRemoveEvent(piece[0], piece[1] - piece[0]))
+
+    def _unmap_pieces(self, mappings: list[Mapping]) -> None:
+        for m in mappings:
+            self._space.unmap(m)
+            if isinstance(m.file, _OpenFile):
+                m.file.release()
+
+    def _forget(self, rec: _PartMapRecord) -> None:
+        """Drop ``rec`` from the set; move the anchor to a neighbour (previous, else next)."""
+        i = self._maps.index(rec.addr)
+        del self._maps[rec.addr]
+        if self._anchor is rec:
+            if i > 0:
+                self._anchor = self._maps.peekitem(i - 1)[1]
+            elif self._maps:
+                self._anchor = self._maps.peekitem(0)[1]
+            else:
+                self._anchor = None
+        if not self._maps:
+            self._effective = None
+
+    def _tidy_reservation(self, rsv: Reservation) -> None:
+        """Shrink one of the set's own reservations to its contents, or release it when empty."""
+        if rsv is self._reservation:
+            return
+        bounds = rsv.content_bounds()
+        if bounds is None:
+            self._space.release(rsv)
+            del self._own_rsvs[id(rsv)]
+            return
+        lo, hi = bounds
+        if hi < rsv.end:
+            self._space.shrink(rsv, hi - rsv.addr, rsv.end - hi)
+        if lo > rsv.addr:
+            self._space.shrink(rsv, 0, lo - rsv.addr)
+
+    # -- memory operations -----------------------------------------------------------------------
+
+    def _check_range(self, addr: int, length: int) -> None:
+        """CANNOT_FIND_PART_MAP unless ``[addr, addr+length)`` lies in this set's part maps."""
+        _size_arg("addr", addr)
+        _size_arg("length", length)
+        cur, end = addr, addr + length
+        while True:
+            rec = self._find(cur)
+            if rec is None:
+                raise PmemsetError(
+                    ErrorCode.CANNOT_FIND_PART_MAP,
+                    f"[{addr:#x}, {end:#x}) is not inside the set's part maps: {cur:#x} is not mapped",
+                )
+            if rec.end >= end:
+                return
+            cur = rec.end
+
+    def read(self, addr: int, length: int) -> bytes:
+        """The ``length`` bytes at ``addr`` (CANNOT_FIND_PART_MAP outside the part maps)."""
+        self._check_open()
+        self._check_range(addr, length)
+        return self._space.read(addr, length) if length else b""
+
+    def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
+        """Plain stores of ``data`` at ``addr``: no flush, no fence."""
+        self._check_open()
+        buf = _buffer(data)
+        self._check_range(addr, len(buf))
+        if buf:
+            self._space.write(addr, buf)
+
+    def _store_and_persist(self, addr: int, data: bytes, flags: MemFlags) -> None:
+        if data:
+            self._space.write(addr, data)
+        if not flags & MemFlags.NOFLUSH:
+            self._space.flush(addr, len(data))
+
+    def memcpy(
+        self,
+        dest: int,
+        src: bytes | bytearray | memoryview,
+        length: int | None = None,
+        flags: MemFlags | int = 0,
+    ) -> int:
+        """Copy ``src`` (its first ``length`` bytes) to ``dest`` and persist it unless ``flags`` say not.
+
+        NOFLUSH skips the flush (and so the drain), NODRAIN skips the drain. Returns ``dest``.
+        """
+        self._check_open()
+        f = _flags_arg(flags)
+        data = _take(_buffer(src), length)
+        self._check_range(dest, len(data))
+        self._emit(CopyEvent(dest, len(data), f))
+        self._store_and_persist(dest, data, f)
+        return dest
+
+    def memmove(
+        self,
+        dest: int,
+        src: int | bytes | bytearray | memoryview,
+        length: int | None = None,
+        flags: MemFlags | int = 0,
+    ) -> int:
+        """Like memcpy; ``src`` may also be an address inside the set (ranges may overlap)."""
+        self._check_open()
+        f = _flags_arg(flags)
+        if isinstance(src, int) and not isinstance(src, bool):
+            if length is None:
+                raise TypeError("memmove from an address needs a length")
+            _size_arg("length", length)
+            self._check_range(src, length)
+            data = self._space.read(src, length) if length else b""
+        else:
+            data = _take(_buffer(src), length)
+        self._check_range(dest, len(data))
+        self._emit(MoveEvent(dest, len(data), f))
+        self._store_and_persist(dest, data, f)
+        return dest
+
+    def memset(self, dest: int, value: int, length: int, flags: MemFlags | int = 0) -> int:
+        """Fill ``length`` bytes at ``dest`` with the byte ``value`` (0..255) and persist them."""
+        self._check_open()
+        f = _flags_arg(flags)
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
+            raise ValueError(f"memset value must be a byte (0..255), got {value!r}")
+        _size_arg("length", length)
+        self._check_range(dest, length)
+        self._emit(SetEvent(dest, value, length, f))
+        self._store_and_persist(dest, bytes([value]) * length, f)
+        return dest
+
+    def flush(self, addr: int, length: int) -> None:
+        """Flush ``[addr, addr+length)`` (durable after the next :meth:`drain`)."""
+        self._check_open()
+        self._check_range(addr, length)
+        self._emit(FlushEvent(addr, length))
+        if length:
+            self._space.flush(addr, length)
+
+    def drain(self) -> None:
+        """Wait for earlier flushes to complete (a store fence)."""
+        self._check_open()
+        self._emit(DrainEvent())
+
+    def persist(self, addr: int, length: int) -> None:
+        """Flush ``[addr, addr+length)`` and drain."""
+        self._check_open()
+        self._check_range(addr, length)
+        self._emit(PersistEvent(addr, length))
+        if length:
+            self._space.flush(addr, length)
+
+    def deep_flush(self, addr: int, length: int) -> None:
+        """Flush ``[addr, addr+length)`` all the way to the media; DEEP_FLUSH_FAIL when it cannot."""
+        self._check_open()
+        self._check_range(addr, length)
+        self._fault(FaultSite.FLUSH_DEEP, f"deep flush of [{addr:#x}, {addr + length:#x}) failed")
+        if length:
+            self._space.flush(addr, length)
+
+    # -- introspection for tests --------------------------------------------------------------
+
+    def reservations(self) -> list[Reservation]:
+        """The reservations holding this set's part maps, in address order."""
+        seen: dict[int, Reservation] = {}
+        for rec in self._maps.values():
+            seen.setdefault(id(rec.reservation), rec.reservation)
+        return sorted(seen.values(), key=lambda r: r.addr)
+
+    def _check(self) -> None:
+        """Assert the set's bookkeeping is consistent (tests call it after each step)."""
+        prev_end = None
+        for addr, rec in self._maps.items():
+            assert addr == rec.addr
+            assert rec.mappings, "empty part map"
+            for a, b in zip(rec.mappings, rec.mappings[1:], strict=False):
+                assert a.end == b.addr, "part map is not contiguous"
+            for m in rec.mappings:
+                assert rec.reservation.mapping_at(m.addr) is m
+            assert rec.reservation.addr <= rec.addr and rec.end <= rec.reservation.end
+            if prev_end is not None:
+                assert prev_end <= addr, "part maps overlap"
+            prev_end = rec.end
+            assert rec.refcount >= 0
+        if self._anchor is not None:
+            assert self._maps.get(self._anchor.addr) is self._anchor
+        else:
+            assert not self._maps or self._closed
+        for rsv in self._own_rsvs.values():
+            assert not rsv.released
+            bounds = rsv.content_bounds()
+            assert bounds == (rsv.addr, rsv.end), f"own reservation {rsv!r} not tidy: {bounds}"
+
+    def __iter__(self) -> Iterator[PartDescriptor]:
+        return iter(self.descriptors())
+
+
+def _buffer(data: object) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
+
+
+def _take(data: bytes, length: int | None) -> bytes:
+    if length is None:
+        return data
+    _size_arg("length", length)
+    if length > len(data):
+        raise ValueError(f"length {length} is larger than the {len(data)}-byte source buffer")
+    return data[:length]
+
+
+def _contiguous(mappings: list[Mapping]) -> list[tuple[int, int]]:
+    """Merge mappings into contiguous ``(start, end)`` ranges."""
+    out: list[tuple[int, int]] = []
+    for m in sorted(mappings, key=lambda m: m.addr):
+        if out and out[-1][1] == m.addr:
+            out[-1] = (out[-1][0], m.end)
+        else:
+            out.append((m.addr, m.end))
+    return out
