@@ -129,6 +129,11 @@ class FaultPlan:
         )
         return self
 
+    def fail_next(self, site: FaultSite | str, *, errno: int | None = None) -> FaultPlan:
+        """Plan a failure of the next hit of ``site`` (``at`` counts from the plan's creation)."""
+        s = _as_site(site)
+        return self.fail(s, at=self.hits.get(s, 0) + 1, errno=errno)
+
     def hit(self, site: FaultSite | str) -> FiredFault | None:
         """Count one arrival at ``site``; return the fault if this hit is planned to fail."""
         s = _as_site(site)

@@ -15,6 +15,7 @@ from pmemsim.addrspace.base import (
     Reservation,
 )
 from pmemsim.addrspace.layout import LayoutAddressSpace, NotMapped, Occupied, Placement
+from pmemsim.addrspace.mmap import MmapAddressSpace
 from pmemsim.addrspace.simulated import SimulatedAddressSpace
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "LayoutAddressSpace",
     "MapFailed",
     "Mapping",
+    "MmapAddressSpace",
     "NotMapped",
     "Occupied",
     "OutOfAddressSpace",
@@ -43,9 +45,11 @@ _default: LayoutAddressSpace | None = None
 def _make_default() -> LayoutAddressSpace:
     backend = os.environ.get(BACKEND_ENV, "").strip().lower()
     if backend in ("", "sim", "simulated"):
-        # The real-mmap backend is not built yet; the simulator is the default until it is.
+        # The simulator stays the default until the choice of default is made (DESIGN §5).
         return SimulatedAddressSpace()
-    raise ValueError(f"{BACKEND_ENV}={backend!r} is not a known backend; use 'sim'")
+    if backend == "mmap":
+        return MmapAddressSpace()
+    raise ValueError(f"{BACKEND_ENV}={backend!r} is not a known backend; use 'sim' or 'mmap'")
 
 
 def default_address_space() -> LayoutAddressSpace:

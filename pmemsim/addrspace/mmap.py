@@ -1,0 +1,492 @@
+"""Real mappings of real files in this process, through ctypes over libc.
+
+Theory of operation: at creation the space reserves one arena, an anonymous
+``PROT_NONE`` ``MAP_PRIVATE|MAP_NORESERVE`` mapping placed by the kernel (64 GiB of
+address space by default, no memory). :class:`~pmemsim.addrspace.layout.LayoutAddressSpace`
+does all the bookkeeping and placement with the arena as its bounds, so layouts,
+relative to the arena's start, are the ones the simulator gives. Every system call
+below targets a range inside the arena that the bookkeeping has just said is ours,
+so ``MAP_FIXED`` never clobbers anybody else's memory:
+
+* reservations are bookkeeping only (the arena is already ``PROT_NONE``/NORESERVE);
+* a file range is ``mmap(addr, len, PROT_READ|PROT_WRITE, MAP_SHARED|MAP_FIXED, fd, off)``;
+* unmapping, releasing and freeing map the range back as the arena's own kind of
+  anonymous ``PROT_NONE`` mapping with ``MAP_FIXED`` (never a hole another allocator
+  could take; the kernel merges it back into the arena);
+* ``occupy`` places a distinct shared anonymous ``PROT_NONE`` mapping;
+* flush is ``msync(MS_SYNC)`` of the page-aligned range.
+
+Reads and writes go through a ``memoryview`` of each live mapping, sliced from one
+view of the arena. A view exists only between a successful map and its unmap, the
+layout checks every address before a hook runs, and the hooks check bounds again,
+so Python never touches memory that is not mapped. The one way a shared mapping can
+still fault is a file that shrank under it (SIGBUS), so every access first compares
+the range with the file's current size: reads past the end give zeros and writes
+past the end grow the file, as the simulator's plain file I/O does.
+
+Linux only (the flag values below are the generic Linux ones, as on x86-64 and
+arm64), 64-bit only.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno as _errno
+import mmap as _mmap
+import os
+import stat
+import sys
+import weakref
+from dataclasses import dataclass, field
+
+from pmemsim.addrspace.base import FileRef, MapFailed, Mapping
+from pmemsim.addrspace.layout import LayoutAddressSpace, NotMapped, Occupied, Placement
+from pmemsim.enums import Granularity
+
+__all__ = ["DEFAULT_ARENA_SIZE", "MmapAddressSpace"]
+
+#: Address space set aside by default: 64 GiB (no memory: PROT_NONE, MAP_NORESERVE).
+DEFAULT_ARENA_SIZE = 64 << 30
+
+#: The kernel's page size: mappings, file offsets and msync ranges align to it.
+OS_PAGE = _mmap.PAGESIZE
+
+PROT_NONE = 0x0
+PROT_READ = 0x1
+PROT_WRITE = 0x2
+MAP_SHARED = 0x01
+MAP_PRIVATE = 0x02
+MAP_FIXED = 0x10
+MAP_ANONYMOUS = 0x20
+MAP_NORESERVE = 0x4000
+MS_SYNC = 4
+
+_ARENA_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
+# A foreign mapping must not merge with the arena, so /proc/self/maps shows it:
+# shared anonymous memory is shmem-backed and never merges with private anonymous.
+_OCCUPY_FLAGS = MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE
+_MAP_FAILED = ctypes.c_void_p(-1).value
+_OFF_MAX = (1 << 63) - 1
+
+
+class _Libc:
+    """The four libc calls the backend makes, with their C signatures."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        self.mmap = libc.mmap
+        self.mmap.argtypes = [
+            ctypes.c_void_p,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int,
+            ctypes.c_int64,
+        ]
+        self.mmap.restype = ctypes.c_void_p
+        self.munmap = libc.munmap
+        self.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+        self.munmap.restype = ctypes.c_int
+        self.msync = libc.msync
+        self.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+        self.msync.restype = ctypes.c_int
+
+
+_libc: _Libc | None = None
+
+
+def _get_libc() -> _Libc:
+    global _libc
+    if _libc is None:
+        if not sys.platform.startswith("linux"):
+            raise OSError(_errno.ENOSYS, f"MmapAddressSpace needs Linux, not {sys.platform}")
+        if ctypes.sizeof(ctypes.c_void_p) != 8:
+            raise OSError(_errno.ENOSYS, "MmapAddressSpace needs a 64-bit process")
+        _libc = _Libc()
+    return _libc
+
+
+def _oserror(call: str) -> OSError:
+    err = ctypes.get_errno() or _errno.EIO
+    return OSError(err, f"{call}: {os.strerror(err)}")
+
+
+def _mmap_call(libc: _Libc, addr: int, length: int, prot: int, flags: int, fd: int, off: int) -> int:
+    """``mmap``; returns the address or raises OSError with the call in the message."""
+    ctypes.set_errno(0)
+    got = libc.mmap(addr or None, length, prot, flags, fd, off)
+    if got is None or got == _MAP_FAILED:
+        raise _oserror(
+            f"mmap({addr:#x}, {length:#x}, prot={prot:#x}, flags={flags:#x}, fd={fd}, off={off:#x})"
+        )
+    return int(got)
+
+
+@dataclass(eq=False)
+class _Live:
+    """A file mapping the kernel holds: its view and what was mapped there."""
+
+    view: memoryview
+    length: int
+    file_offset: int
+    dev: int
+    ino: int
+
+
+@dataclass(eq=False)
+class _Arena:
+    """What the finalizer needs to tear the arena down (no reference to the space)."""
+
+    libc: _Libc
+    raw_addr: int
+    raw_size: int
+    view: memoryview | None
+    live: dict[int, _Live] = field(default_factory=dict)  # by address
+    closed: bool = False
+
+
+def _teardown(arena: _Arena) -> None:
+    """Drop every view, then unmap the whole arena (file mappings inside go with it)."""
+    if arena.closed:
+        return
+    arena.closed = True
+    for rec in arena.live.values():
+        rec.view.release()
+    arena.live.clear()
+    if arena.view is not None:
+        arena.view.release()
+        arena.view = None
+    arena.libc.munmap(arena.raw_addr, arena.raw_size)
+
+
+class MmapAddressSpace(LayoutAddressSpace):
+    """An address space of real mappings inside one ``PROT_NONE`` arena of this process.
+
+    ``arena_size`` (default 64 GiB, rounded up to ``page_size``) is the address space
+    set aside at creation; it bounds the space as ``[low, high)`` does the simulator's.
+    ``page_size`` defaults to the kernel's page size and may be any power-of-two
+    multiple of it. ``placement``, ``limit`` and ``supported_granularities`` are as for
+    :class:`~pmemsim.addrspace.simulated.SimulatedAddressSpace`.
+
+    Raises OSError when the arena cannot be reserved (e.g. RLIMIT_AS) or the platform
+    is not 64-bit Linux. :meth:`close` (or garbage collection) unmaps the arena and
+    everything still mapped inside it; a closed space refuses new reservations and
+    mappings, and reads or writes through it raise NotMapped.
+    """
+
+    def __init__(
+        self,
+        arena_size: int = DEFAULT_ARENA_SIZE,
+        *,
+        page_size: int | None = None,
+        placement: Placement | str = Placement.BOTTOM_UP,
+        limit: int | None = None,
+        supported_granularities: frozenset[Granularity] | None = None,
+    ) -> None:
+        page = OS_PAGE if page_size is None else page_size
+        for name, value in (("arena_size", arena_size), ("page_size", page)):
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+            if value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
+        if page % OS_PAGE or page & (page - 1):
+            raise ValueError(
+                f"page_size must be a power-of-two multiple of the OS page size {OS_PAGE}, got {page}"
+            )
+        size = -(-arena_size // page) * page
+        libc = _get_libc()
+        # Over-reserve by one page so the arena can start on a page_size boundary.
+        raw_size = size + page - OS_PAGE
+        raw = _mmap_call(libc, 0, raw_size, PROT_NONE, _ARENA_FLAGS, -1, 0)
+        low = -(-raw // page) * page
+        head, tail = low - raw, raw + raw_size - (low + size)
+        if head:
+            libc.munmap(raw, head)
+        if tail:
+            libc.munmap(low + size, tail)
+        self._arena = _Arena(libc, low, size, None)
+        self._finalizer = weakref.finalize(self, _teardown, self._arena)
+        try:
+            super().__init__(
+                page_size=page,
+                low=low,
+                high=low + size,
+                placement=placement,
+                limit=limit,
+                supported_granularities=supported_granularities,
+            )
+            self._arena.view = memoryview((ctypes.c_ubyte * size).from_address(low)).cast("B")
+        except BaseException:
+            self._finalizer()
+            raise
+        self._libc = libc
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else ""
+        return (
+            f"MmapAddressSpace(arena=[{self.low:#x}, {self.high:#x}), page_size={self.page_size}, "
+            f"reservations={len(self.reservations())}, mappings={len(self._arena.live)}{state})"
+        )
+
+    # -- life cycle ------------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """True after :meth:`close` (or once the arena was torn down)."""
+        return self._arena.closed
+
+    def close(self) -> None:
+        """Unmap the arena and every mapping still inside it. Idempotent.
+
+        Sets still using the space afterwards get NotMapped on reads and writes and
+        ValueError on new mappings; their clean-up becomes bookkeeping only.
+        """
+        self._finalizer()
+
+    def __enter__(self) -> MmapAddressSpace:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _open_arena(self, what: str) -> None:
+        if self._arena.closed:
+            raise ValueError(f"cannot {what}: this MmapAddressSpace was closed")
+
+    # -- system calls on our own arena ----------------------------------------------------
+
+    def _check_arena_range(self, addr: int, size: int) -> None:
+        """Refuse (before any system call) a range that is not page-aligned inside the arena."""
+        if addr % OS_PAGE or size % OS_PAGE or size <= 0:
+            raise ValueError(
+                f"[{addr:#x}, +{size:#x}) is not a non-empty range of whole OS pages ({OS_PAGE})"
+            )
+        if addr < self.low or addr + size > self.high:
+            raise ValueError(
+                f"[{addr:#x}, {addr + size:#x}) is outside the arena [{self.low:#x}, {self.high:#x})"
+            )
+
+    def _to_arena(self, addr: int, size: int) -> None:
+        """Turn ``[addr, addr+size)`` of the arena back into plain arena (PROT_NONE, NORESERVE)."""
+        got = _mmap_call(self._libc, addr, size, PROT_NONE, _ARENA_FLAGS | MAP_FIXED, -1, 0)
+        if got != addr:  # pragma: no cover - MAP_FIXED either lands at addr or fails
+            raise OSError(_errno.EFAULT, f"mmap(MAP_FIXED) placed {size:#x} bytes at {got:#x}, not {addr:#x}")
+
+    # -- hooks -------------------------------------------------------------------------------
+
+    def _os_reserve(self, addr: int, size: int) -> None:
+        # The arena is already PROT_NONE and NORESERVE: a reservation is bookkeeping.
+        self._open_arena("reserve")
+        self._check_arena_range(addr, size)
+
+    def _os_extend(self, addr: int, size: int) -> None:
+        self._open_arena("extend a reservation")
+        self._check_arena_range(addr, size)
+
+    def _os_release(self, addr: int, size: int) -> None:
+        if self._arena.closed:
+            return  # the arena is gone: nothing of ours is left to touch
+        self._check_arena_range(addr, size)
+        # A reservation's range holds no mapping and is plain arena already, but an
+        # occupied range is a distinct mapping; re-laying arena over either is the same.
+        self._to_arena(addr, size)
+
+    def _os_occupy(self, addr: int, size: int) -> None:
+        self._open_arena("occupy")
+        self._check_arena_range(addr, size)
+        got = _mmap_call(self._libc, addr, size, PROT_NONE, _OCCUPY_FLAGS | MAP_FIXED, -1, 0)
+        if got != addr:  # pragma: no cover - MAP_FIXED either lands at addr or fails
+            self._to_arena(addr, size)
+            raise OSError(_errno.EFAULT, f"mmap(MAP_FIXED) placed {size:#x} bytes at {got:#x}, not {addr:#x}")
+
+    def _os_map(self, addr: int, length: int, file: FileRef, file_offset: int) -> None:
+        self._open_arena("map a file")
+        if addr % OS_PAGE or length % OS_PAGE:
+            raise MapFailed(
+                f"address {addr:#x} and length {length:#x} must be multiples of the OS page size {OS_PAGE}",
+                _errno.EINVAL,
+            )
+        self._check_arena_range(addr, length)
+        if file_offset % OS_PAGE:
+            raise MapFailed(
+                f"file offset {file_offset:#x} is not a multiple of the OS page size {OS_PAGE}", _errno.EINVAL
+            )
+        if file_offset + length > _OFF_MAX:
+            raise MapFailed(
+                f"file offset {file_offset} + length {length} does not fit in off_t", _errno.EOVERFLOW
+            )
+        fd = file.fd
+        if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:
+            raise MapFailed(f"invalid file descriptor {fd!r}", _errno.EBADF)
+        try:
+            st = os.fstat(fd)
+        except OSError as exc:
+            raise MapFailed(f"cannot stat the file to map (fd {fd}): {exc.strerror}", exc.errno) from exc
+        if not stat.S_ISREG(st.st_mode):
+            raise MapFailed(f"fd {fd} is not a regular file", _errno.ENODEV)
+        if file_offset + length > st.st_size:
+            # Touching a page past the end of the file would raise SIGBUS: refuse up front.
+            raise MapFailed(
+                f"file of {st.st_size} bytes is shorter than offset {file_offset} + length {length}"
+            )
+        try:
+            got = _mmap_call(
+                self._libc, addr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, file_offset
+            )
+        except OSError as exc:
+            # A failed MAP_FIXED may have unmapped the range already: lay the arena back.
+            self._to_arena(addr, length)
+            raise MapFailed(
+                f"cannot map {length:#x} bytes of fd {fd} at {addr:#x}: {exc.strerror}", exc.errno
+            ) from exc
+        if got != addr:  # pragma: no cover - MAP_FIXED either lands at addr or fails
+            self._to_arena(addr, length)
+            raise MapFailed(f"mmap(MAP_FIXED) placed the file at {got:#x}, not {addr:#x}", _errno.EFAULT)
+        arena = self._arena
+        assert arena.view is not None
+        start = addr - self.low
+        view = arena.view[start : start + length]
+        arena.live[addr] = _Live(view, length, file_offset, st.st_dev, st.st_ino)
+
+    def _os_unmap(self, mapping: Mapping) -> None:
+        arena = self._arena
+        if arena.closed:
+            return
+        self._check_arena_range(mapping.addr, mapping.length)
+        rec = arena.live.pop(mapping.addr, None)
+        if rec is not None:
+            rec.view.release()
+        try:
+            self._to_arena(mapping.addr, mapping.length)
+        except OSError:
+            if rec is not None:
+                start = mapping.addr - self.low
+                assert arena.view is not None
+                rec.view = arena.view[start : start + rec.length]
+                arena.live[mapping.addr] = rec
+            raise
+
+    def _live(self, mapping: Mapping, offset: int, n: int) -> _Live:
+        """The live record of ``mapping``; NotMapped unless ``[offset, offset+n)`` is inside it."""
+        rec = self._arena.live.get(mapping.addr)
+        if rec is None or rec.length != mapping.length or rec.file_offset != mapping.file_offset:
+            raise NotMapped(f"no live mapping at {mapping.addr:#x} in this address space")
+        if offset < 0 or n < 0 or offset + n > rec.length:
+            raise NotMapped(f"[{offset:#x}, +{n:#x}) is outside the mapping of {rec.length:#x} bytes")
+        return rec
+
+    def _file_size(self, mapping: Mapping, rec: _Live) -> int:
+        """The current size of the file behind ``mapping`` (OSError if its descriptor is gone)."""
+        fd = mapping.file.fd
+        st = os.fstat(fd)
+        if (st.st_dev, st.st_ino) != (rec.dev, rec.ino):
+            raise OSError(_errno.EBADF, f"fd {fd} no longer refers to the file mapped at {mapping.addr:#x}")
+        return st.st_size
+
+    def _os_read(self, mapping: Mapping, offset: int, n: int) -> bytes:
+        rec = self._live(mapping, offset, n)
+        avail = self._file_size(mapping, rec) - mapping.file_offset - offset
+        if avail >= n:
+            return bytes(rec.view[offset : offset + n])
+        # The file shrank under the mapping: past its end a load would SIGBUS; read zeros.
+        k = max(avail, 0)
+        return bytes(rec.view[offset : offset + k]) + bytes(n - k)
+
+    def _os_write(self, mapping: Mapping, offset: int, data: memoryview) -> None:
+        n = len(data)
+        rec = self._live(mapping, offset, n)
+        need = mapping.file_offset + offset + n
+        if self._file_size(mapping, rec) < need:
+            # The file shrank under the mapping: grow it back first (a store past the
+            # end would SIGBUS), which is what the simulator's write() does.
+            os.ftruncate(mapping.file.fd, need)
+        rec.view[offset : offset + n] = data
+
+    def _os_flush(self, mapping: Mapping, offset: int, n: int) -> None:
+        self._live(mapping, offset, n)
+        if not n:
+            return
+        addr = mapping.addr + offset
+        start = addr - addr % OS_PAGE
+        end = -(-(addr + n) // OS_PAGE) * OS_PAGE
+        ctypes.set_errno(0)
+        if self._libc.msync(start, end - start, MS_SYNC) != 0:
+            raise _oserror(f"msync({start:#x}, {end - start:#x}, MS_SYNC)")
+
+    # -- consistency -------------------------------------------------------------------------
+
+    def _check(self) -> None:
+        """Assert the bookkeeping is consistent and matches what the kernel has mapped.
+
+        Reads ``/proc/self/maps``: O(number of mappings in the process).
+        """
+        super()._check()
+        mapped = {m.addr: m for rsv in self.reservations() for m in rsv.mappings}
+        live = self._arena.live
+        if self._arena.closed:
+            assert not live, "a closed arena kept views"
+            return
+        assert set(live) == set(mapped), "live views do not match the mappings"
+        for addr, m in mapped.items():
+            assert (live[addr].length, live[addr].file_offset) == (m.length, m.file_offset)
+        self._check_kernel(sorted(mapped.values(), key=lambda m: m.addr))
+
+    def _check_kernel(self, mappings: list[Mapping]) -> None:
+        """Walk the arena's VMAs and the expected layout together; assert they agree."""
+        segs: list[tuple[int, int, Mapping | Occupied]] = [(m.addr, m.end, m) for m in mappings]
+        segs += [(o.addr, o.addr + o.size, o) for o in self.occupied()]
+        segs.sort(key=lambda seg: seg[0])
+        expected: list[tuple[int, int, Mapping | Occupied | None]] = []
+        cur = self.low
+        for s, e, obj in segs:
+            if s > cur:
+                expected.append((cur, s, None))
+            expected.append((s, e, obj))
+            cur = e
+        if cur < self.high:
+            expected.append((cur, self.high, None))
+        vmas = [v for v in proc_maps() if v.end > self.low and v.start < self.high]
+        i = j = 0
+        pos = self.low
+        while pos < self.high:
+            assert i < len(vmas) and vmas[i].start <= pos, f"hole in the arena at {pos:#x}"
+            v = vmas[i]
+            _s, e, want = expected[j]
+            if isinstance(want, Mapping):
+                ino = self._arena.live[want.addr].ino
+                assert v.perms == "rw-s" and v.inode == ino, f"{want} is not mapped: {v}"
+                assert v.offset + (pos - v.start) == want.file_offset + (pos - want.addr), f"{want} vs {v}"
+            elif isinstance(want, Occupied):
+                assert v.perms == "---s", f"{want} is not a shared PROT_NONE mapping: {v}"
+            else:
+                assert v.perms == "---p" and v.inode == 0, f"{pos:#x} should be plain arena: {v}"
+            pos = min(v.end, e)
+            if v.end <= pos:
+                i += 1
+            if e <= pos:
+                j += 1
+
+
+@dataclass(frozen=True)
+class Vma:
+    """One line of ``/proc/self/maps``."""
+
+    start: int
+    end: int
+    perms: str
+    offset: int
+    inode: int
+    path: str
+
+
+def proc_maps() -> list[Vma]:
+    """This process's mappings, from ``/proc/self/maps``, in address order."""
+    out: list[Vma] = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            lo, hi = parts[0].split("-")
+            path = parts[5].rstrip("\n") if len(parts) > 5 else ""
+            out.append(Vma(int(lo, 16), int(hi, 16), parts[1], int(parts[2], 16), int(parts[4]), path))
+    return out

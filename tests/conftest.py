@@ -1,0 +1,135 @@
+"""Shared fixtures: address spaces per backend, sized files, set factories, state snapshots."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import pmemsim
+from pmemsim import Config, FaultPlan, Granularity, PmemSet, Reservation
+
+settings.register_profile("ci", max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("dev", max_examples=30, deadline=None)
+settings.register_profile("long", max_examples=2000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+
+PAGE = 4096
+
+#: Backends the error-path suite runs on. The mmap backend joins when it exists.
+BACKENDS = ["sim"]
+
+
+def make_space(backend: str, **kwargs: Any) -> pmemsim.LayoutAddressSpace:
+    """A fresh address space of the named backend."""
+    if backend == "sim":
+        return pmemsim.SimulatedAddressSpace(**kwargs)
+    raise ValueError(backend)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    """The name of the backend under test ("sim", later also "mmap")."""
+    return str(request.param)
+
+
+@pytest.fixture
+def space(backend: str) -> Iterator[pmemsim.LayoutAddressSpace]:
+    """A fresh address space of the backend under test, checked for consistency at teardown."""
+    sp = make_space(backend)
+    yield sp
+    sp._check()
+
+
+@pytest.fixture
+def make_file(tmp_path: Path) -> Callable[..., str]:
+    """``make_file(size, name=None, fill=b"\\0")`` creates a file of ``size`` bytes; returns its path."""
+    counter = iter(range(1_000_000))
+
+    def make(size: int, name: str | None = None, fill: bytes = b"\0") -> str:
+        path = tmp_path / (name or f"part{next(counter)}.pmem")
+        with open(path, "wb") as f:
+            if fill == b"\0":
+                f.truncate(size)
+            else:
+                f.write((fill * (size // len(fill) + 1))[:size])
+        return str(path)
+
+    return make
+
+
+@pytest.fixture
+def make_set(space: pmemsim.LayoutAddressSpace) -> Iterator[Callable[..., PmemSet]]:
+    """``make_set(granularity=PAGE, reservation=None, fault_plan=None, event_callback=None)``.
+
+    Every set made is checked (``_check``) and closed at teardown.
+    """
+    made: list[PmemSet] = []
+
+    def make(
+        granularity: Granularity = Granularity.PAGE,
+        *,
+        reservation: Reservation | None = None,
+        fault_plan: FaultPlan | None = None,
+        event_callback: Any = None,
+    ) -> PmemSet:
+        cfg = Config(
+            granularity,
+            reservation=reservation,
+            event_callback=event_callback,
+            address_space=space,
+            fault_plan=fault_plan,
+        )
+        pset = PmemSet(cfg)
+        made.append(pset)
+        return pset
+
+    yield make
+    for pset in made:
+        if not pset.closed:
+            pset._check()
+        pset.close()
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """Everything a failed call promises not to change."""
+
+    descriptors: tuple[pmemsim.PartDescriptor, ...]
+    reservations: tuple[tuple[int, int], ...]
+    space_reservations: tuple[tuple[int, int], ...]
+    occupied: tuple[tuple[int, int], ...]
+    anchor: pmemsim.PartDescriptor | None
+    coalescing: pmemsim.Coalescing
+    file_sizes: tuple[int, ...]
+    granularity: Granularity | None
+    part: tuple[bool, bool] | None
+
+
+def snapshot(
+    pset: PmemSet, *paths: str, part: pmemsim.Part | None = None, sources: tuple[pmemsim.Source, ...] = ()
+) -> Snapshot:
+    """Capture the observable state of ``pset``, its address space, files and a part."""
+    space = pset.address_space
+    assert isinstance(space, pmemsim.LayoutAddressSpace)
+    try:
+        gran: Granularity | None = pset.get_store_granularity()
+    except pmemsim.PmemsetError:
+        gran = None
+    sizes = [os.stat(p).st_size for p in paths] + [s.size() for s in sources]
+    return Snapshot(
+        descriptors=tuple(pset.descriptors()),
+        reservations=tuple((r.addr, r.size) for r in pset.reservations()),
+        space_reservations=tuple((r.addr, r.size) for r in space.reservations()),
+        occupied=tuple((o.addr, o.size) for o in space.occupied()),
+        anchor=pset.coalescing_anchor,
+        coalescing=pset.coalescing,
+        file_sizes=tuple(sizes),
+        granularity=gran,
+        part=None if part is None else (part.consumed, part.deleted),
+    )
