@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
 from pmemsim.addrspace.base import AddressSpace, Reservation
@@ -184,7 +184,8 @@ def _event_data(event: Event) -> EventData:
         return EventData(event, part_add=PartAddData(event.addr, event.len, event.source))
     member = event.type.name.lower()
     if member in ("part_remove", "copy", "move", "set", "flush", "persist", "bad_block"):
-        return replace(EventData(event), **{member: event})
+        fields: dict[str, Any] = {member: event}
+        return EventData(event, **fields)
     return EventData(event)  # DRAIN carries no data
 
 
