@@ -31,6 +31,8 @@ _VALID_FLAGS = int(SourceFlags.CREATE_ALWAYS | SourceFlags.CREATE_IF_NEEDED | So
 # off_t is signed 64-bit: no file can be longer.
 _MAX_FILE_SIZE = (1 << 63) - 1
 _CREATE_MODE = 0o600
+# File descriptors are C ints.
+_INT_MAX = (1 << 31) - 1
 
 
 class _OpenFile:
@@ -185,7 +187,7 @@ class Source:
         """
         if not isinstance(fd, int) or isinstance(fd, bool):
             raise TypeError(f"fd must be an int, not {type(fd).__name__}")
-        if fd < 0:
+        if not 0 <= fd <= _INT_MAX:
             raise PmemsetError(-_errno.EBADF, f"invalid file descriptor {fd}", os_errno=_errno.EBADF)
         _alloc(fault_plan, f"fd {fd}")
         try:

@@ -34,11 +34,11 @@ class AddressSpaceError(Exception):
     """A backend could not do what the core asked; the core converts it at the seam."""
 
 
-class RangeOccupied(AddressSpaceError):
+class RangeOccupied(AddressSpaceError, ValueError):
     """The requested range overlaps something already there."""
 
 
-class OutOfAddressSpace(AddressSpaceError):
+class OutOfAddressSpace(AddressSpaceError, MemoryError):
     """No free range of the requested size is left."""
 
 
