@@ -13,6 +13,7 @@ every other mutating call checks everything before it changes anything.
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import weakref
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from sortedcontainers import SortedDict
 
+from pmemsim._recording import Piece, SetRecording
 from pmemsim.addrspace.base import (
     AddressSpace,
     AddressSpaceError,
@@ -49,6 +51,8 @@ from pmemsim.source import Source, _OpenFile
 
 if TYPE_CHECKING:
     from types import TracebackType
+
+    from pmemsim.persistence.log import StoreLog
 
 __all__ = ["Part", "PartDescriptor", "PartMap", "PmemSet"]
 
@@ -247,6 +251,7 @@ class PmemSet:
         self._anchor: _PartMapRecord | None = None
         self._effective: Granularity | None = None
         self._closed = False
+        self._recording: SetRecording | None = None
         self._finalizer = weakref.finalize(self, _release_everything, space, self._maps, self._own_rsvs)
 
     # -- life cycle -------------------------------------------------------------------------
@@ -383,6 +388,8 @@ class PmemSet:
         self._anchor = rec
         self._effective = mapping.granularity
         part.consumed = True
+        if self._recording is not None:
+            self._recording.track(mapping)
         desc = rec.descriptor
         self._emit(PartAddEvent(desc.addr, desc.size, source))
         return desc
@@ -762,12 +769,34 @@ class PmemSet:
         self._check_range(addr, len(buf))
         if buf:
             self._space.write(addr, buf)
+            if self._recording is not None:
+                self._recording.store(self._pieces(addr, len(buf)), buf)
 
     def _store_and_persist(self, addr: int, data: bytes, flags: MemFlags) -> None:
+        """The stores, flush and fence of memcpy / memmove / memset, as ``flags`` choose.
+
+        NOFLUSH: stores only (it implies NODRAIN). NONTEMPORAL: the stores bypass the
+        cache, so no flush is needed before the fence. NODRAIN: no fence.
+        """
+        rec = self._recording
         if data:
             self._space.write(addr, data)
-        if not flags & MemFlags.NOFLUSH:
+        if flags & MemFlags.NOFLUSH:
+            if rec is not None and data:
+                rec.store(self._pieces(addr, len(data)), data)
+            return
+        if data:
             self._space.flush(addr, len(data))
+        if rec is None:
+            return
+        pieces = self._pieces(addr, len(data)) if data else []
+        if flags & MemFlags.NONTEMPORAL:
+            rec.store(pieces, data, nontemporal=True)
+        else:
+            rec.store(pieces, data)
+            rec.flush(pieces)
+        if not flags & MemFlags.NODRAIN:
+            rec.fence()
 
     def memcpy(
         self,
@@ -830,11 +859,15 @@ class PmemSet:
         self._emit(FlushEvent(addr, length))
         if length:
             self._space.flush(addr, length)
+        if self._recording is not None:
+            self._recording.flush(self._pieces(addr, length))
 
     def drain(self) -> None:
         """Wait for earlier flushes to complete (a store fence)."""
         self._check_open()
         self._emit(DrainEvent())
+        if self._recording is not None:
+            self._recording.fence()
 
     def persist(self, addr: int, length: int) -> None:
         """Flush ``[addr, addr+length)`` and drain."""
@@ -843,6 +876,9 @@ class PmemSet:
         self._emit(PersistEvent(addr, length))
         if length:
             self._space.flush(addr, length)
+        if self._recording is not None:
+            self._recording.flush(self._pieces(addr, length))
+            self._recording.fence()
 
     def deep_flush(self, addr: int, length: int) -> None:
         """Flush ``[addr, addr+length)`` all the way to the media; DEEP_FLUSH_FAIL when it cannot."""
@@ -851,6 +887,59 @@ class PmemSet:
         self._fault(FaultSite.FLUSH_DEEP, f"deep flush of [{addr:#x}, {addr + length:#x}) failed")
         if length:
             self._space.flush(addr, length)
+        if self._recording is not None:
+            self._recording.flush(self._pieces(addr, length))
+            self._recording.fence()
+
+    # -- recording --------------------------------------------------------------------------------
+
+    def _pieces(self, addr: int, length: int) -> list[Piece]:
+        """The file mappings covering ``[addr, addr+length)`` (already range-checked)."""
+        out: list[Piece] = []
+        cur, end = addr, addr + length
+        while cur < end:
+            rec = self._find(cur)
+            assert rec is not None
+            i = bisect.bisect_right(rec.mappings, cur, key=_mapping_addr) - 1
+            m = rec.mappings[i]
+            n = min(m.end, end) - cur
+            out.append((m, cur - m.addr, n))
+            cur += n
+        return out
+
+    @property
+    def recording(self) -> bool:
+        """True inside a :meth:`record` block."""
+        return self._recording is not None
+
+    @contextlib.contextmanager
+    def record(self) -> Iterator[StoreLog]:
+        """Record every store, flush, fence and marker made through the set into a store log.
+
+        ``with pset.record() as log: ...`` — the log's records use file offsets and the
+        files are registered with their content when first seen, so the log replays onto
+        the files' images (see :mod:`pmemsim.persistence`). Recording blocks do not nest.
+        """
+        self._check_open()
+        if self._recording is not None:
+            raise ValueError("this set is already recording; recording blocks do not nest")
+        recording = SetRecording(self._effective or self._granularity, self._space.page_size)
+        for rec in self._maps.values():
+            for m in rec.mappings:
+                recording.track(m)
+        self._recording = recording
+        try:
+            yield recording.log
+        finally:
+            self._recording = None
+
+    def mark(self, name: str) -> None:
+        """Put a marker in the store log (``"NAME.BEGIN"`` / ``"NAME.END"``); no-op when not recording."""
+        self._check_open()
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"marker name must be a non-empty str, got {name!r}")
+        if self._recording is not None:
+            self._recording.mark(name)
 
     # -- introspection for tests --------------------------------------------------------------
 
@@ -887,6 +976,10 @@ class PmemSet:
 
     def __iter__(self) -> Iterator[PartDescriptor]:
         return iter(self.descriptors())
+
+
+def _mapping_addr(m: Mapping) -> int:
+    return m.addr
 
 
 def _buffer(data: object) -> bytes:

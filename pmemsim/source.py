@@ -260,3 +260,19 @@ class Source:
         if size > _MAX_FILE_SIZE:
             raise OSError(_errno.EFBIG, f"{size} bytes exceeds the largest file size")
         os.ftruncate(self._open_file().fd, size)
+
+
+def _file_contents(file: _OpenFile) -> bytes:
+    """The whole content of an open file (the durable image when recording starts)."""
+    size = os.fstat(file.fd).st_size
+    os.lseek(file.fd, 0, os.SEEK_SET)
+    chunks: list[bytes] = []
+    left = size
+    while left:
+        chunk = os.read(file.fd, min(left, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        left -= len(chunk)
+    data = b"".join(chunks)
+    return data + bytes(size - len(data))
