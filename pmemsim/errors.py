@@ -17,9 +17,17 @@ from __future__ import annotations
 import errno as _errno
 import os
 import threading
+from collections.abc import Callable
 from enum import IntEnum
 
-__all__ = ["ErrorCode", "PmemsetError", "err_to_errno", "last_error_message"]
+__all__ = [
+    "ErrorCode",
+    "PmemsetError",
+    "add_error_observer",
+    "err_to_errno",
+    "last_error_message",
+    "remove_error_observer",
+]
 
 # PMDK numbers libpmemset's own errors downward from this base (libpmemset/errormsg.h).
 _PMEMSET_E_BASE = -200000
@@ -87,6 +95,22 @@ def err_to_errno(code: int) -> int:
 
 _last = threading.local()
 
+# Who wants to hear about every PmemsetError raised (the scenario runner and the pytest
+# plugin count error paths reached for the coverage matrix).
+_observers: list[Callable[[PmemsetError], None]] = []
+
+
+def add_error_observer(observer: Callable[[PmemsetError], None]) -> None:
+    """Call ``observer(exc)`` whenever a PmemsetError is created (to count error paths reached)."""
+    if not callable(observer):
+        raise TypeError(f"observer must be callable, not {type(observer).__name__}")
+    _observers.append(observer)
+
+
+def remove_error_observer(observer: Callable[[PmemsetError], None]) -> None:
+    """Stop calling ``observer`` (ValueError if it was not added)."""
+    _observers.remove(observer)
+
 
 def last_error_message() -> str:
     """The message of the most recent PmemsetError raised in this thread ('' if none)."""
@@ -111,6 +135,8 @@ class PmemsetError(Exception):
         self.message: str = message
         _last.message = f"{self.name}: {message}"
         super().__init__(f"{self.name}: {message}")
+        for observer in tuple(_observers):
+            observer(self)
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_error, (self.code, self.message, self.errno))
