@@ -1,0 +1,175 @@
+"""Values and handles of a set: descriptors, parts, and references to part maps.
+
+``PartDescriptor`` is a frozen value; ``Part`` is a part waiting to be mapped;
+``PartMap`` is one counted reference to the set's own record of a part map
+(``_PartMapRecord``), as PMDK's first / next / by-address hand out. Argument checks
+shared by the set's calls live here too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from pmemsim.addrspace.base import Mapping, Reservation
+from pmemsim.enums import Granularity, MemFlags
+from pmemsim.source import Source
+
+if TYPE_CHECKING:
+    from pmemsim.pmemset import PmemSet
+
+__all__ = ["Part", "PartDescriptor", "PartMap"]
+
+SIZE_MAX = (1 << 64) - 1
+_VALID_MEM_FLAGS = int(
+    MemFlags.NODRAIN | MemFlags.NONTEMPORAL | MemFlags.TEMPORAL | MemFlags.WC | MemFlags.WB | MemFlags.NOFLUSH
+)
+
+
+def _size_arg(name: str, value: object) -> int:
+    """A C ``size_t`` argument: an int in [0, SIZE_MAX]."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"{name} must not be negative, got {value}")
+    if value > SIZE_MAX:
+        raise ValueError(f"{name} {value} does not fit in size_t (max {SIZE_MAX})")
+    return value
+
+
+def _flags_arg(flags: object) -> MemFlags:
+    if not isinstance(flags, int) or isinstance(flags, bool):
+        raise TypeError(f"flags must be an int or MemFlags, not {type(flags).__name__}")
+    if flags < 0 or flags & ~_VALID_MEM_FLAGS:
+        raise ValueError(f"unknown memory flags {flags:#x}; valid bits are {_VALID_MEM_FLAGS:#x}")
+    return MemFlags(flags)
+
+
+@dataclass(frozen=True)
+class PartDescriptor:
+    """Where a part map lives: ``[addr, addr + size)`` (``struct pmemset_part_descriptor``)."""
+
+    addr: int
+    size: int
+
+    @property
+    def end(self) -> int:
+        """One past the last byte."""
+        return self.addr + self.size
+
+
+class Part:
+    """A range of a source waiting to be mapped (``struct pmemset_part``).
+
+    ``consumed`` turns True when ``part_map`` succeeds; a consumed or deleted part
+    cannot be used again.
+    """
+
+    def __init__(self, pset: PmemSet, source: Source, offset: int, length: int) -> None:
+        self.pset = pset
+        self.source = source
+        self.offset = offset
+        self.length = length
+        self.consumed = False
+        self.deleted = False
+
+    def delete(self) -> None:
+        """Discard an unmapped part (``pmemset_part_delete``)."""
+        self.deleted = True
+
+    def __repr__(self) -> str:
+        state = " consumed" if self.consumed else (" deleted" if self.deleted else "")
+        return f"<Part {self.source!r} offset={self.offset:#x} length={self.length:#x}{state}>"
+
+
+class _PartMapRecord:
+    """The set's own record of one part map: contiguous file mappings in one reservation."""
+
+    __slots__ = ("granularity", "mappings", "refcount", "reservation", "source_of")
+
+    def __init__(self, reservation: Reservation, mappings: list[Mapping], granularity: Granularity) -> None:
+        self.reservation = reservation
+        self.mappings = mappings
+        self.granularity = granularity
+        self.refcount = 0
+
+    @property
+    def addr(self) -> int:
+        return self.mappings[0].addr
+
+    @property
+    def end(self) -> int:
+        return self.mappings[-1].end
+
+    @property
+    def size(self) -> int:
+        return self.end - self.addr
+
+    @property
+    def descriptor(self) -> PartDescriptor:
+        return PartDescriptor(self.addr, self.size)
+
+
+class PartMap:
+    """A reference to a part map, from first / next / by-address (``struct pmemset_part_map``).
+
+    Each reference counts (PMDK's refcount): give it back with :meth:`drop`. Two
+    references to the same part map compare equal.
+    """
+
+    def __init__(self, pset: PmemSet, record: _PartMapRecord) -> None:
+        self._pset = pset
+        self._record: _PartMapRecord | None = record
+        record.refcount += 1
+
+    def _live(self) -> _PartMapRecord:
+        if self._record is None:
+            raise ValueError("this part map reference was dropped or its part map removed")
+        return self._record
+
+    @property
+    def descriptor(self) -> PartDescriptor:
+        """The part map's current address and size (``pmemset_descriptor_part_map``)."""
+        return self._live().descriptor
+
+    @property
+    def dropped(self) -> bool:
+        """True after :meth:`drop` or after the part map was removed through this reference."""
+        return self._record is None
+
+    def drop(self) -> None:
+        """Give the reference back (``pmemset_part_map_drop``)."""
+        rec = self._live()
+        rec.refcount -= 1
+        self._record = None
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, PartMap):
+            return NotImplemented
+        return self._record is not None and self._record is other._record
+
+    def __hash__(self) -> int:
+        return id(self._record)
+
+    def __repr__(self) -> str:
+        if self._record is None:
+            return "<PartMap dropped>"
+        d = self._record.descriptor
+        return f"<PartMap [{d.addr:#x}, {d.end:#x}) size={d.size:#x}>"
+
+
+def _buffer(data: object) -> bytes:
+    if isinstance(data, bytes):
+        return data
+    if isinstance(data, bytearray | memoryview):
+        return bytes(data)
+    raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
+
+
+def _take(data: bytes, length: int | None) -> bytes:
+    if length is None:
+        return data
+    _size_arg("length", length)
+    if length > len(data):
+        raise ValueError(f"length {length} is larger than the {len(data)}-byte source buffer")
+    return data[:length]
