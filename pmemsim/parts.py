@@ -8,10 +8,14 @@ shared by the set's calls live here too.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sortedcontainers import SortedList
+
 from pmemsim.addrspace.base import Mapping, Reservation
+from pmemsim.addrspace.intervals import _floor
 from pmemsim.enums import Granularity, MemFlags
 from pmemsim.source import Source
 
@@ -173,3 +177,68 @@ def _take(data: bytes, length: int | None) -> bytes:
     if length > len(data):
         raise ValueError(f"length {length} is larger than the {len(data)}-byte source buffer")
     return data[:length]
+
+
+class _RecordIndex:
+    """The set's part maps by start address: floor lookups, neighbours, address order.
+
+    A SortedList of starts plus a dict, so the hot lookup (which part map holds this
+    address?) is one O(log n) floor search and one dict probe.
+    """
+
+    def __init__(self) -> None:
+        self._starts = SortedList()
+        self._by_start: dict[int, _PartMapRecord] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_start)
+
+    def __iter__(self) -> Iterator[_PartMapRecord]:
+        by_start = self._by_start
+        return (by_start[a] for a in self._starts)
+
+    def add(self, rec: _PartMapRecord) -> None:
+        self._starts.add(rec.addr)
+        self._by_start[rec.addr] = rec
+
+    def discard(self, addr: int) -> None:
+        del self._by_start[addr]
+        self._starts.remove(addr)
+
+    def get(self, addr: int) -> _PartMapRecord | None:
+        return self._by_start.get(addr)
+
+    def containing(self, addr: int) -> _PartMapRecord | None:
+        """The part map holding ``addr``, or None. O(log n)."""
+        start = _floor(self._starts, addr)
+        if start is None:
+            return None
+        rec = self._by_start[start]
+        return rec if addr < rec.end else None
+
+    def first(self) -> _PartMapRecord | None:
+        return self._by_start[self._starts[0]] if self._starts else None
+
+    def after(self, addr: int) -> _PartMapRecord | None:
+        """The first part map starting above ``addr``."""
+        i = self._starts.bisect_right(addr)
+        return self._by_start[self._starts[i]] if i < len(self._starts) else None
+
+    def before(self, addr: int) -> _PartMapRecord | None:
+        """The last part map starting below ``addr``."""
+        i = self._starts.bisect_left(addr)
+        return self._by_start[self._starts[i - 1]] if i else None
+
+    def intersecting(self, start: int, end: int) -> list[_PartMapRecord]:
+        """Part maps intersecting ``[start, end)``, in address order."""
+        out: list[_PartMapRecord] = []
+        first = self.containing(start)
+        if first is not None:
+            out.append(first)
+        for a in self._starts.irange(start, end, inclusive=(first is None, False)):
+            out.append(self._by_start[a])
+        return out
+
+    def clear(self) -> None:
+        self._starts.clear()
+        self._by_start.clear()

@@ -20,8 +20,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from sortedcontainers import SortedDict
-
 from pmemsim._recording import Piece, SetRecording
 from pmemsim.addrspace.base import (
     AddressSpace,
@@ -54,6 +52,7 @@ from pmemsim.parts import (
     _buffer,
     _flags_arg,
     _PartMapRecord,
+    _RecordIndex,
     _size_arg,
     _take,
 )
@@ -76,9 +75,9 @@ class _Placement:
     grows: _PartMapRecord | None  # coalescing: the part map that grows
 
 
-def _release_everything(space: AddressSpace, maps: SortedDict, own: dict[int, Reservation]) -> None:
+def _release_everything(space: AddressSpace, maps: _RecordIndex, own: dict[int, Reservation]) -> None:
     """Unmap every part map and release the set's own reservations (close and GC)."""
-    for rec in list(maps.values()):
+    for rec in list(maps):
         for m in rec.mappings:
             with contextlib.suppress(AddressSpaceError, ValueError):
                 space.unmap(m)
@@ -120,7 +119,7 @@ class PmemSet:
         self._callback: EventCallback | None = config.event_callback
         self._plan: FaultPlan = config.fault_plan if config.fault_plan is not None else FaultPlan()
         self._coalescing = Coalescing.NONE
-        self._maps: SortedDict = SortedDict()  # addr -> _PartMapRecord
+        self._maps = _RecordIndex()
         self._own_rsvs: dict[int, Reservation] = {}  # id(rsv) -> rsv
         self._anchor: _PartMapRecord | None = None
         self._effective: Granularity | None = None
@@ -256,7 +255,7 @@ class PmemSet:
             rec.mappings.append(mapping)
         else:
             rec = _PartMapRecord(place.reservation, [mapping], mapping.granularity)
-            self._maps[rec.addr] = rec
+            self._maps.add(rec)
             if place.reservation is not self._reservation:
                 self._own_rsvs[id(place.reservation)] = place.reservation
         self._anchor = rec
@@ -453,7 +452,7 @@ class PmemSet:
 
     def descriptors(self) -> list[PartDescriptor]:
         """Every part map's descriptor in address order (takes no reference)."""
-        return [rec.descriptor for rec in self._maps.values()]
+        return [rec.descriptor for rec in self._maps]
 
     def __len__(self) -> int:
         return len(self._maps)
@@ -468,25 +467,18 @@ class PmemSet:
     def first_part_map(self) -> PartMap | None:
         """A reference to the lowest part map, or None (``pmemset_first_part_map``)."""
         self._check_open()
-        if not self._maps:
-            return None
-        return PartMap(self, self._maps.peekitem(0)[1])
+        rec = self._maps.first()
+        return None if rec is None else PartMap(self, rec)
 
     def next_part_map(self, current: PartMap) -> PartMap | None:
         """A reference to the part map after ``current``, or None (``pmemset_next_part_map``)."""
         self._check_open()
         rec = self._record_of(current)
-        i = self._maps.bisect_right(rec.addr)
-        if i >= len(self._maps):
-            return None
-        return PartMap(self, self._maps.peekitem(i)[1])
+        nxt = self._maps.after(rec.addr)
+        return None if nxt is None else PartMap(self, nxt)
 
     def _find(self, addr: int) -> _PartMapRecord | None:
-        i = self._maps.bisect_right(addr) - 1
-        if i < 0:
-            return None
-        rec: _PartMapRecord = self._maps.peekitem(i)[1]
-        return rec if addr < rec.end else None
+        return self._maps.containing(addr)
 
     def part_map_by_address(self, addr: int) -> PartMap:
         """A reference to the part map containing ``addr``; CANNOT_FIND_PART_MAP if none."""
@@ -532,14 +524,7 @@ class PmemSet:
         _size_arg("addr", addr)
         _size_arg("length", length)
         end = addr + length
-        affected: list[_PartMapRecord] = []
-        if length:
-            i = max(self._maps.bisect_right(addr) - 1, 0)
-            values = self._maps.values()
-            while i < len(values) and values[i].addr < end:
-                if values[i].end > addr:
-                    affected.append(values[i])
-                i += 1
+        affected = self._maps.intersecting(addr, end) if length else []
         if not affected:
             raise PmemsetError(
                 ErrorCode.CANNOT_FIND_PART_MAP, f"no part map intersects [{addr:#x}, {end:#x})"
@@ -553,29 +538,24 @@ class PmemSet:
                 "drop it before removing a range of it",
             )
         for rec in affected:
-            gone = [m for m in rec.mappings if m.addr < end and m.end > addr]
-            runs: list[list[Mapping]] = [[]]
-            for m in rec.mappings:
-                if m in gone:
-                    if runs[-1]:
-                        runs.append([])
-                else:
-                    runs[-1].append(m)
-            runs = [run for run in runs if run]
+            # A part map's mappings are contiguous and sorted: the ones the range touches
+            # are one slice, leaving at most a head and a tail.
+            ms = rec.mappings
+            lo = max(bisect.bisect_right(ms, addr, key=_mapping_addr) - 1, 0)
+            hi = bisect.bisect_left(ms, end, key=_mapping_addr)
+            gone, head, tail = ms[lo:hi], ms[:lo], ms[hi:]
             self._unmap_pieces(gone)
-            if not runs:
+            if not head and not tail:
                 self._forget(rec)
             else:
-                # The first run keeps the record (and with it the anchor role, if it had it).
-                del self._maps[rec.addr]
-                rec.mappings = runs[0]
-                self._maps[rec.addr] = rec
-                for run in runs[1:]:
-                    extra = _PartMapRecord(rec.reservation, run, rec.granularity)
-                    self._maps[extra.addr] = extra
+                # The first remaining run keeps the record (and the anchor role, if it had it).
+                self._maps.discard(rec.addr)
+                rec.mappings = head or tail
+                self._maps.add(rec)
+                if head and tail:
+                    self._maps.add(_PartMapRecord(rec.reservation, tail, rec.granularity))
             self._tidy_reservation(rec.reservation)
-            for piece in _contiguous(gone):
-                self._emit(PartRemoveEvent(piece[0], piece[1] - piece[0]))
+            self._emit(PartRemoveEvent(gone[0].addr, gone[-1].end - gone[0].addr))
 
     def _unmap_pieces(self, mappings: list[Mapping]) -> None:
         for m in mappings:
@@ -585,16 +565,10 @@ class PmemSet:
 
     def _forget(self, rec: _PartMapRecord) -> None:
         """Drop ``rec`` from the set; move the anchor to a neighbour (previous, else next)."""
-        i = self._maps.index(rec.addr)
-        del self._maps[rec.addr]
+        self._maps.discard(rec.addr)
         if self._anchor is rec:
-            if i > 0:
-                self._anchor = self._maps.peekitem(i - 1)[1]
-            elif self._maps:
-                self._anchor = self._maps.peekitem(0)[1]
-            else:
-                self._anchor = None
-        if not self._maps:
+            self._anchor = self._maps.before(rec.addr) or self._maps.after(rec.addr)
+        if not len(self._maps):
             self._effective = None
 
     def _tidy_reservation(self, rsv: Reservation) -> None:
@@ -798,7 +772,7 @@ class PmemSet:
         if self._recording is not None:
             raise ValueError("this set is already recording; recording blocks do not nest")
         recording = SetRecording(self._effective or self._granularity, self._space.page_size)
-        for rec in self._maps.values():
+        for rec in self._maps:
             for m in rec.mappings:
                 recording.track(m)
         self._recording = recording
@@ -820,15 +794,16 @@ class PmemSet:
     def reservations(self) -> list[Reservation]:
         """The reservations holding this set's part maps, in address order."""
         seen: dict[int, Reservation] = {}
-        for rec in self._maps.values():
+        for rec in self._maps:
             seen.setdefault(id(rec.reservation), rec.reservation)
         return sorted(seen.values(), key=lambda r: r.addr)
 
     def _check(self) -> None:
         """Assert the set's bookkeeping is consistent (tests call it after each step)."""
         prev_end = None
-        for addr, rec in self._maps.items():
-            assert addr == rec.addr
+        for rec in self._maps:
+            addr = rec.addr
+            assert self._maps.get(addr) is rec
             assert rec.mappings, "empty part map"
             for a, b in zip(rec.mappings, rec.mappings[1:], strict=False):
                 assert a.end == b.addr, "part map is not contiguous"
@@ -842,7 +817,7 @@ class PmemSet:
         if self._anchor is not None:
             assert self._maps.get(self._anchor.addr) is self._anchor
         else:
-            assert not self._maps or self._closed
+            assert not len(self._maps) or self._closed
         for rsv in self._own_rsvs.values():
             assert not rsv.released
             bounds = rsv.content_bounds()
@@ -854,14 +829,3 @@ class PmemSet:
 
 def _mapping_addr(m: Mapping) -> int:
     return m.addr
-
-
-def _contiguous(mappings: list[Mapping]) -> list[tuple[int, int]]:
-    """Merge mappings into contiguous ``(start, end)`` ranges."""
-    out: list[tuple[int, int]] = []
-    for m in sorted(mappings, key=lambda m: m.addr):
-        if out and out[-1][1] == m.addr:
-            out[-1] = (out[-1][0], m.end)
-        else:
-            out.append((m.addr, m.end))
-    return out

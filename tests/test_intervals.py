@@ -21,59 +21,84 @@ TOP = HIGH + 4 * UNIT  # queries reach a little past the space on both sides
 
 # Mostly slot-aligned addresses (so intervals touch and gaps fit exactly), sometimes any byte.
 addrs = st.one_of(st.integers(0, TOP // UNIT).map(lambda k: k * UNIT), st.integers(0, TOP))
-sizes = st.one_of(st.integers(1, 66).map(lambda k: k * UNIT), st.integers(1, HIGH))
+# Mostly a few slots, so maps hold many intervals (and gaps) and span several sublists.
+sizes = st.one_of(
+    st.integers(1, 4).map(lambda k: k * UNIT),
+    st.integers(1, 66).map(lambda k: k * UNIT),
+    st.integers(1, HIGH),
+)
 
 
 class Model:
-    """The obvious, slow implementation."""
+    """The obvious, slow implementation: a byte map of who covers each address."""
 
     def __init__(self, low: int, high: int) -> None:
         self.low, self.high = low, high
         self.spans: dict[int, tuple[int, object]] = {}
 
+    def owner_map(self) -> list[int | None]:
+        """``owner[a]`` is the start of the interval covering address ``a``, or None."""
+        owner: list[int | None] = [None] * (2 * TOP + 2)
+        for s, (e, _v) in self.spans.items():
+            for a in range(s, e):
+                owner[a] = s
+        return owner
+
     def covered(self, addr: int) -> bool:
-        return any(s <= addr < e for s, (e, _v) in self.spans.items())
+        return self.owner_map()[addr] is not None
 
     def items(self) -> list[tuple[int, int, object]]:
         return [(s, e, v) for s, (e, v) in sorted(self.spans.items())]
 
     def is_free(self, start: int, end: int) -> bool:
+        # An empty range touches nothing: it is free wherever it lies inside the bounds.
         if not self.low <= start <= end <= self.high:
             return False
-        return not any(s < end and e > start for s, (e, _v) in self.spans.items())
+        owner = self.owner_map()
+        return all(owner[a] is None for a in range(start, end))
 
     def gaps(self) -> list[tuple[int, int]]:
+        owner = self.owner_map()
         out: list[tuple[int, int]] = []
-        a = self.low
-        while a < self.high:
-            if self.covered(a):
-                a += 1
-                continue
-            b = a
-            while b < self.high and not self.covered(b):
-                b += 1
-            out.append((a, b))
-            a = b
+        for a in range(self.low, self.high):
+            if owner[a] is None:
+                if out and out[-1][1] == a:
+                    out[-1] = (out[-1][0], a + 1)
+                else:
+                    out.append((a, a + 1))
         return out
 
     def first_fit(self, size: int) -> int | None:
-        for start in range(self.low, self.high - size + 1):
-            if self.is_free(start, start + size):
-                return start
+        owner = self.owner_map()
+        run = 0
+        for a in range(self.low, self.high):
+            run = run + 1 if owner[a] is None else 0
+            if run == size:
+                return a - size + 1
+        return None
+
+    def last_fit(self, size: int) -> int | None:
+        owner = self.owner_map()
+        run = 0
+        for a in range(self.high - 1, self.low - 1, -1):
+            run = run + 1 if owner[a] is None else 0
+            if run == size:
+                return a
         return None
 
     def free_after(self, addr: int) -> int:
+        owner = self.owner_map()
         n = 0
-        while self.low <= addr + n < self.high and not self.covered(addr + n):
+        while self.low <= addr + n < self.high and owner[addr + n] is None:
             n += 1
         return n
 
     def find(self, addr: int) -> tuple[int, int, object] | None:
-        hits = [(s, e, v) for s, (e, v) in self.spans.items() if s <= addr < e]
-        assert len(hits) <= 1
-        return hits[0] if hits else None
+        s = self.owner_map()[addr]
+        return None if s is None else (s, *self.spans[s])
 
     def intersecting(self, start: int, end: int) -> list[tuple[int, int, object]]:
+        assert start < end
         return [(s, e, v) for s, e, v in self.items() if s < end and e > start]
 
 
@@ -91,10 +116,17 @@ class IntervalMapMachine(RuleBasedStateMachine):
         self.model = Model(LOW, HIGH)
         self.counter = 0
 
-    @initialize(low=st.integers(0, 8).map(lambda k: k * UNIT), extra=st.integers(0, 64).map(lambda k: k * UNIT))
-    def bounds(self, low: int, extra: int) -> None:
-        # Start from an arbitrary (possibly empty) range rather than always [LOW, HIGH).
+    @initialize(
+        low=st.integers(0, 8).map(lambda k: k * UNIT),
+        extra=st.integers(0, 64).map(lambda k: k * UNIT),
+        load=st.sampled_from([None, 2, 4]),
+    )
+    def bounds(self, low: int, extra: int, load: int | None) -> None:
+        # Start from an arbitrary (possibly empty) range rather than always [LOW, HIGH),
+        # and with tiny sorted-list sublists so lookups cross sublist boundaries.
         self.map = IntervalMap(low, min(low + extra, TOP))
+        if load is not None:
+            self.map._reset(load)
         self.model = Model(low, min(low + extra, TOP))
 
     # -- mutations -------------------------------------------------------------
@@ -132,8 +164,9 @@ class IntervalMapMachine(RuleBasedStateMachine):
         if at is None:
             return LOW
         self.counter += 1
-        self.map.insert(at, at + size, ("ff", self.counter))
-        self.model.spans[at] = (at + size, ("ff", self.counter))
+        value = ("ff", self.counter)
+        self.map.insert(at, at + size, value)
+        self.model.spans[at] = (at + size, value)
         self.map._check()
         return at
 
@@ -192,6 +225,26 @@ class IntervalMapMachine(RuleBasedStateMachine):
         assume(end < start)
         assert self.map.is_free(start, end) is False
 
+    @rule(data=st.data())
+    def gap_edges(self, data: st.DataObject) -> None:
+        """Queries exactly at, and one byte past, the edges of a free gap."""
+        gaps = self.model.gaps()
+        if not gaps:
+            assert self.map.first_fit(1) is None
+            return
+        gstart, gend = data.draw(st.sampled_from(gaps))
+        inner = data.draw(st.integers(gstart, gend - 1))
+        assert self.map.is_free(gstart, gend)
+        assert self.map.is_free(inner, gend)
+        assert not self.map.is_free(gstart, gend + 1)
+        assert not self.map.is_free(gstart - 1, gend)
+        assert self.map.free_after(inner) == gend - inner
+        assert self.map.free_after(gend) == self.model.free_after(gend)
+        assert self.map.first_fit(gend - gstart) == self.model.first_fit(gend - gstart)
+        assert self.map.first_fit(gend - gstart + 1) == self.model.first_fit(gend - gstart + 1)
+        assert self.map.last_fit(gend - gstart) == self.model.last_fit(gend - gstart)
+        assert self.map.last_fit(gend - gstart + 1) == self.model.last_fit(gend - gstart + 1)
+
     @rule(addr=addrs)
     def free_after(self, addr: int) -> None:
         assert self.map.free_after(addr) == self.model.free_after(addr)
@@ -199,6 +252,7 @@ class IntervalMapMachine(RuleBasedStateMachine):
     @rule(size=sizes)
     def first_fit(self, size: int) -> None:
         assert self.map.first_fit(size) == self.model.first_fit(size)
+        assert self.map.last_fit(size) == self.model.last_fit(size)
 
     @rule(start=addrs, size=st.integers(1, HIGH))
     def intersecting(self, start: int, size: int) -> None:
@@ -213,6 +267,7 @@ class IntervalMapMachine(RuleBasedStateMachine):
         assert len(self.map) == len(items)
         assert self.map.used == sum(e - s for s, e, _v in items)
         assert list(self.map.gaps()) == self.model.gaps()
+        assert self.map.extent() == ((items[0][0], items[-1][1]) if items else None)
 
 
 TestIntervalMapMachine = IntervalMapMachine.TestCase
@@ -225,6 +280,7 @@ TestIntervalMapMachine = IntervalMapMachine.TestCase
 def layouts(draw: st.DrawFn) -> tuple[IntervalMap[object], Model]:
     """A map with random disjoint intervals built by random inserts (only the ones that fit)."""
     m: IntervalMap[object] = IntervalMap(LOW, HIGH)
+    m._reset(draw(st.sampled_from([2, 1000])))
     model = Model(LOW, HIGH)
     for i, (start, size) in enumerate(draw(st.lists(st.tuples(addrs, sizes), max_size=30))):
         if model.is_free(start, start + size):
@@ -240,6 +296,7 @@ def test_first_fit_is_lowest_fitting_gap(layout: tuple[IntervalMap[object], Mode
     m._check()
     got = m.first_fit(size)
     assert got == model.first_fit(size)
+    assert m.last_fit(size) == model.last_fit(size)
     if got is not None:
         assert m.is_free(got, got + size)
         # A first fit always starts a gap: the byte before it is taken or out of bounds.
@@ -254,6 +311,9 @@ def test_every_gap_size_is_found_exactly(layout: tuple[IntervalMap[object], Mode
         got = m.first_fit(gend - gstart)
         assert got is not None and got <= gstart
         assert got == model.first_fit(gend - gstart)
+        top = m.last_fit(gend - gstart)
+        assert top is not None and top >= gstart
+        assert top == model.last_fit(gend - gstart)
 
 
 # -- edge cases ---------------------------------------------------------------------------------
@@ -302,6 +362,8 @@ def test_bad_bounds(low: int, high: int) -> None:
 def test_first_fit_needs_positive_size(size: int) -> None:
     with pytest.raises(ValueError, match="positive"):
         IntervalMap(LOW, HIGH).first_fit(size)
+    with pytest.raises(ValueError, match="positive"):
+        IntervalMap(LOW, HIGH).last_fit(size)
 
 
 def test_insert_fills_gap_exactly_and_remove_merges_both_sides() -> None:
@@ -349,11 +411,23 @@ def test_first_fit_prefers_lowest_start_across_size_classes() -> None:
     assert m.first_fit(16) == 40  # only the bigger class fits
     assert m.first_fit(40) == 40
     assert m.first_fit(41) is None
+    # last_fit: the top of the highest gap that fits.
+    assert m.last_fit(9) == 80 - 9
+    assert m.last_fit(15) == 80 - 15
+    assert m.last_fit(40) == 40
+    assert m.last_fit(41) is None
+    m.insert(40, 80, "d")  # only the two class-4 gaps are left
+    assert m.last_fit(9) == 35 - 9  # same class, highest first
+    assert m.last_fit(10) == 35 - 10
+    assert m.last_fit(16) is None
+    assert m.remove(40) == "d"
     # A bigger class lying lower than a same-class fit wins.
     m2: IntervalMap[str] = IntervalMap(0, 200)
     m2.insert(64, 70, "a")  # gap (0, 64): class 7
     m2.insert(82, 200, "b")  # gap (70, 82): 12 bytes, class 4
     assert m2.first_fit(12) == 0
+    assert m2.last_fit(12) == 70  # ... and for last_fit the same-class gap above it wins
+    assert m2.last_fit(13) == 64 - 13
 
 
 def test_set_bounds_grows_and_shrinks_around_intervals() -> None:

@@ -129,10 +129,7 @@ class Reservation:
 
     def content_bounds(self) -> tuple[int, int] | None:
         """``(lowest mapped address, one past highest)``, or None when empty."""
-        if not len(self._mappings):
-            return None
-        items = self._mappings.intersecting(self.addr, self.end)
-        return items[0][0], items[-1][1]
+        return self._mappings.extent()
 
     def __repr__(self) -> str:
         state = " released" if self.released else ""

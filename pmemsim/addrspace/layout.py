@@ -145,11 +145,8 @@ class LayoutAddressSpace:
         if self.placement is Placement.BOTTOM_UP:
             addr = self._space.first_fit(size)
         else:
-            addr = None
-            for gstart, gend in reversed(list(self._space.gaps())):
-                if gend - gstart >= size:
-                    addr = gend - size
-                    break
+            # The top of the highest gap that fits, found through the size-class index.
+            addr = self._space.last_fit(size)
         if addr is None:
             raise OutOfAddressSpace(f"no free range of {size:#x} bytes in [{self.low:#x}, {self.high:#x})")
         return addr
@@ -186,8 +183,9 @@ class LayoutAddressSpace:
     def release(self, rsv: Reservation) -> None:
         """Give back an empty reservation (ValueError if it still holds mappings)."""
         self._own(rsv)
-        if rsv.mappings:
-            raise ValueError(f"{rsv!r} still holds {len(rsv.mappings)} mapping(s)")
+        held = len(rsv._mappings)  # not rsv.mappings: that builds a list of them all
+        if held:
+            raise ValueError(f"{rsv!r} still holds {held} mapping(s)")
         self._os_release(rsv.addr, rsv.size)
         self._space.remove(rsv.addr)
         rsv.released = True

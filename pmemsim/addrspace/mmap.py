@@ -22,7 +22,10 @@ layout checks every address before a hook runs, and the hooks check bounds again
 so Python never touches memory that is not mapped. The one way a shared mapping can
 still fault is a file that shrank under it (SIGBUS), so every access first compares
 the range with the file's current size: reads past the end give zeros and writes
-past the end grow the file, as the simulator's plain file I/O does.
+past the end grow the file, as the simulator's plain file I/O does. The size comes
+from ``lseek(SEEK_END)`` on a private descriptor per mapped file (reopened through
+``/proc/self/fd``, so the caller's file position is never moved): on ext4 an
+``fstat`` right after an ``msync`` costs tens of microseconds, the lseek well under one.
 
 Linux only (the flag values below are the generic Linux ones, as on x86-64 and
 arm64), 64-bit only.
@@ -31,12 +34,12 @@ arm64), 64-bit only.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno as _errno
 import mmap as _mmap
 import os
 import stat
 import sys
+import types
 import weakref
 from dataclasses import dataclass, field
 
@@ -68,13 +71,17 @@ _ARENA_FLAGS = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE
 _OCCUPY_FLAGS = MAP_SHARED | MAP_ANONYMOUS | MAP_NORESERVE
 _MAP_FAILED = ctypes.c_void_p(-1).value
 _OFF_MAX = (1 << 63) - 1
+# Larger than any user address space (x86-64 5-level paging gives 2**56): refuse up front.
+_ARENA_MAX = 1 << 60
 
 
 class _Libc:
-    """The four libc calls the backend makes, with their C signatures."""
+    """The libc calls the backend makes (mmap, munmap, msync), with their C signatures."""
 
     def __init__(self) -> None:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
+        # The interpreter is linked against libc: dlopen(NULL) finds its symbols without
+        # ctypes.util.find_library, which runs ldconfig in a subprocess.
+        libc = ctypes.CDLL(None, use_errno=True)
         self.mmap = libc.mmap
         self.mmap.argtypes = [
             ctypes.c_void_p,
@@ -124,14 +131,26 @@ def _mmap_call(libc: _Libc, addr: int, length: int, prot: int, flags: int, fd: i
 
 
 @dataclass(eq=False)
+class _SizeProbe:
+    """A private read-only descriptor of one mapped file, shared by its mappings.
+
+    ``fd`` is -1 when the file could not be reopened; sizes then come from ``fstat``
+    of the mapping's own descriptor.
+    """
+
+    key: tuple[int, int]  # (st_dev, st_ino)
+    fd: int
+    refs: int = 0
+
+
+@dataclass(eq=False)
 class _Live:
     """A file mapping the kernel holds: its view and what was mapped there."""
 
     view: memoryview
     length: int
     file_offset: int
-    dev: int
-    ino: int
+    probe: _SizeProbe
 
 
 @dataclass(eq=False)
@@ -143,6 +162,7 @@ class _Arena:
     raw_size: int
     view: memoryview | None
     live: dict[int, _Live] = field(default_factory=dict)  # by address
+    probes: dict[tuple[int, int], _SizeProbe] = field(default_factory=dict)
     closed: bool = False
 
 
@@ -154,6 +174,10 @@ def _teardown(arena: _Arena) -> None:
     for rec in arena.live.values():
         rec.view.release()
     arena.live.clear()
+    for probe in arena.probes.values():
+        if probe.fd >= 0:
+            os.close(probe.fd)
+    arena.probes.clear()
     if arena.view is not None:
         arena.view.release()
         arena.view = None
@@ -195,6 +219,8 @@ class MmapAddressSpace(LayoutAddressSpace):
                 f"page_size must be a power-of-two multiple of the OS page size {OS_PAGE}, got {page}"
             )
         size = -(-arena_size // page) * page
+        if size > _ARENA_MAX:
+            raise ValueError(f"arena_size {arena_size:#x} is larger than any address space ({_ARENA_MAX:#x})")
         libc = _get_libc()
         # Over-reserve by one page so the arena can start on a page_size boundary.
         raw_size = size + page - OS_PAGE
@@ -205,6 +231,7 @@ class MmapAddressSpace(LayoutAddressSpace):
             libc.munmap(raw, head)
         if tail:
             libc.munmap(low + size, tail)
+        self._libc = libc
         self._arena = _Arena(libc, low, size, None)
         self._finalizer = weakref.finalize(self, _teardown, self._arena)
         try:
@@ -220,7 +247,6 @@ class MmapAddressSpace(LayoutAddressSpace):
         except BaseException:
             self._finalizer()
             raise
-        self._libc = libc
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else ""
@@ -295,7 +321,11 @@ class MmapAddressSpace(LayoutAddressSpace):
     def _os_occupy(self, addr: int, size: int) -> None:
         self._open_arena("occupy")
         self._check_arena_range(addr, size)
-        got = _mmap_call(self._libc, addr, size, PROT_NONE, _OCCUPY_FLAGS | MAP_FIXED, -1, 0)
+        try:
+            got = _mmap_call(self._libc, addr, size, PROT_NONE, _OCCUPY_FLAGS | MAP_FIXED, -1, 0)
+        except OSError:
+            self._to_arena(addr, size)  # a failed MAP_FIXED may have left a hole
+            raise
         if got != addr:  # pragma: no cover - MAP_FIXED either lands at addr or fails
             self._to_arena(addr, size)
             raise OSError(_errno.EFAULT, f"mmap(MAP_FIXED) placed {size:#x} bytes at {got:#x}, not {addr:#x}")
@@ -319,6 +349,14 @@ class MmapAddressSpace(LayoutAddressSpace):
         fd = file.fd
         if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:
             raise MapFailed(f"invalid file descriptor {fd!r}", _errno.EBADF)
+        if not isinstance(os, types.ModuleType):
+            # pyfakefs swapped this module's ``os`` for a fake: ``fd`` is a fake descriptor,
+            # and the kernel would map whatever real file happens to have that number.
+            raise MapFailed(
+                "a fake file system (pyfakefs) is active: its descriptors cannot be mmap'ed; "
+                "use SimulatedAddressSpace with fake files",
+                _errno.EBADF,
+            )
         try:
             st = os.fstat(fd)
         except OSError as exc:
@@ -347,7 +385,32 @@ class MmapAddressSpace(LayoutAddressSpace):
         assert arena.view is not None
         start = addr - self.low
         view = arena.view[start : start + length]
-        arena.live[addr] = _Live(view, length, file_offset, st.st_dev, st.st_ino)
+        arena.live[addr] = _Live(view, length, file_offset, self._acquire_probe(fd, st))
+
+    def _acquire_probe(self, fd: int, st: os.stat_result) -> _SizeProbe:
+        probes = self._arena.probes
+        key = (st.st_dev, st.st_ino)
+        probe = probes.get(key)
+        if probe is None:
+            try:
+                pfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
+            except OSError:
+                pfd = -1
+            else:
+                pst = os.fstat(pfd)
+                if (pst.st_dev, pst.st_ino) != key:  # pragma: no cover - /proc gave another file
+                    os.close(pfd)
+                    pfd = -1
+            probe = probes[key] = _SizeProbe(key, pfd)
+        probe.refs += 1
+        return probe
+
+    def _release_probe(self, probe: _SizeProbe) -> None:
+        probe.refs -= 1
+        if probe.refs == 0:
+            del self._arena.probes[probe.key]
+            if probe.fd >= 0:
+                os.close(probe.fd)
 
     def _os_unmap(self, mapping: Mapping) -> None:
         arena = self._arena
@@ -366,6 +429,8 @@ class MmapAddressSpace(LayoutAddressSpace):
                 rec.view = arena.view[start : start + rec.length]
                 arena.live[mapping.addr] = rec
             raise
+        if rec is not None:
+            self._release_probe(rec.probe)
 
     def _live(self, mapping: Mapping, offset: int, n: int) -> _Live:
         """The live record of ``mapping``; NotMapped unless ``[offset, offset+n)`` is inside it."""
@@ -377,10 +442,13 @@ class MmapAddressSpace(LayoutAddressSpace):
         return rec
 
     def _file_size(self, mapping: Mapping, rec: _Live) -> int:
-        """The current size of the file behind ``mapping`` (OSError if its descriptor is gone)."""
+        """The current size of the file behind ``mapping`` (OSError if it cannot be learnt)."""
+        probe = rec.probe
+        if probe.fd >= 0:
+            return os.lseek(probe.fd, 0, os.SEEK_END)
         fd = mapping.file.fd
         st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != (rec.dev, rec.ino):
+        if (st.st_dev, st.st_ino) != probe.key:
             raise OSError(_errno.EBADF, f"fd {fd} no longer refers to the file mapped at {mapping.addr:#x}")
         return st.st_size
 
@@ -430,6 +498,11 @@ class MmapAddressSpace(LayoutAddressSpace):
         assert set(live) == set(mapped), "live views do not match the mappings"
         for addr, m in mapped.items():
             assert (live[addr].length, live[addr].file_offset) == (m.length, m.file_offset)
+        refs: dict[tuple[int, int], int] = {}
+        for rec in live.values():
+            refs[rec.probe.key] = refs.get(rec.probe.key, 0) + 1
+            assert self._arena.probes[rec.probe.key] is rec.probe
+        assert {k: p.refs for k, p in self._arena.probes.items()} == refs, "size probes leak"
         self._check_kernel(sorted(mapped.values(), key=lambda m: m.addr))
 
     def _check_kernel(self, mappings: list[Mapping]) -> None:
@@ -454,7 +527,7 @@ class MmapAddressSpace(LayoutAddressSpace):
             v = vmas[i]
             _s, e, want = expected[j]
             if isinstance(want, Mapping):
-                ino = self._arena.live[want.addr].ino
+                ino = self._arena.live[want.addr].probe.key[1]
                 assert v.perms == "rw-s" and v.inode == ino, f"{want} is not mapped: {v}"
                 assert v.offset + (pos - v.start) == want.file_offset + (pos - want.addr), f"{want} vs {v}"
             elif isinstance(want, Occupied):

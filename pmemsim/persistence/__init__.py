@@ -1,0 +1,128 @@
+"""Crash-consistency checking: record stores, flushes and fences; replay every crash state.
+
+* :mod:`~pmemsim.persistence.log` -- the store log (:class:`Store`, :class:`Flush`,
+  :class:`Fence`, :class:`Marker`) and the :class:`Recorder` that builds it;
+* :mod:`~pmemsim.persistence.model` -- the x86 ADR/eADR persistency model cutting a log
+  into fence epochs of in-flight 8-byte atoms;
+* :mod:`~pmemsim.persistence.engines` -- pmreorder's engines plus :class:`Exhaustive`
+  and :class:`Random`;
+* :mod:`~pmemsim.persistence.checkers` -- Python or program consistency checkers;
+* :func:`replay` -- explore the crash states (optionally in parallel) into a
+  :class:`CrashReport`; :func:`shrink` -- reduce a failure to a minimal trace;
+* :mod:`~pmemsim.persistence.pmemcheck` -- pmemcheck store-log import/export.
+
+Typical use::
+
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.store("pool", 0, payload); rec.persist("pool", 0, len(payload))
+    rec.store("pool", 64, b"\\x01"); rec.persist("pool", 64, 1)
+    report = replay(rec.log, check, engine="Exhaustive")
+    if not report.ok:
+        print(shrink(rec.log, report.failures[0], check))
+"""
+
+from __future__ import annotations
+
+from pmemsim.persistence.checkers import (
+    CallableChecker,
+    Checker,
+    CheckOutcome,
+    ProgramChecker,
+    Verdict,
+    as_checker,
+)
+from pmemsim.persistence.engines import (
+    ENGINES,
+    Engine,
+    Exhaustive,
+    NoReorderDoCheck,
+    NoReorderNoCheck,
+    Random,
+    ReorderAccumulative,
+    ReorderFull,
+    ReorderPartial,
+    ReorderReverseAccumulative,
+    engine_from_name,
+)
+from pmemsim.persistence.explore import initial_images, plan_replay, replay
+from pmemsim.persistence.log import (
+    Fence,
+    FileInfo,
+    Flush,
+    LogError,
+    Marker,
+    Record,
+    Recorder,
+    Store,
+    StoreLog,
+    caller_location,
+)
+from pmemsim.persistence.model import (
+    Atom,
+    Epoch,
+    EpochPlan,
+    MarkerError,
+    PersistencyModel,
+    Platform,
+    build_epochs,
+)
+from pmemsim.persistence.pmemcheck import (
+    PmemcheckFormatError,
+    dump_pmemcheck,
+    dumps_pmemcheck,
+    load_pmemcheck,
+    loads_pmemcheck,
+)
+from pmemsim.persistence.results import CrashReport, Failure
+from pmemsim.persistence.shrink import ShrinkError, ShrinkResult, shrink
+
+__all__ = [
+    "ENGINES",
+    "Atom",
+    "CallableChecker",
+    "CheckOutcome",
+    "Checker",
+    "CrashReport",
+    "Engine",
+    "Epoch",
+    "EpochPlan",
+    "Exhaustive",
+    "Failure",
+    "Fence",
+    "FileInfo",
+    "Flush",
+    "LogError",
+    "Marker",
+    "MarkerError",
+    "NoReorderDoCheck",
+    "NoReorderNoCheck",
+    "PersistencyModel",
+    "Platform",
+    "PmemcheckFormatError",
+    "ProgramChecker",
+    "Random",
+    "Record",
+    "Recorder",
+    "ReorderAccumulative",
+    "ReorderFull",
+    "ReorderPartial",
+    "ReorderReverseAccumulative",
+    "ShrinkError",
+    "ShrinkResult",
+    "Store",
+    "StoreLog",
+    "Verdict",
+    "as_checker",
+    "build_epochs",
+    "caller_location",
+    "dump_pmemcheck",
+    "dumps_pmemcheck",
+    "engine_from_name",
+    "initial_images",
+    "load_pmemcheck",
+    "loads_pmemcheck",
+    "plan_replay",
+    "replay",
+    "shrink",
+]

@@ -1,0 +1,275 @@
+"""Shrinking a failing crash state to the few stores that decide it (delta debugging).
+
+A failing state is "these in-flight atoms reached media, the others did not". Most of
+them do not matter. :func:`shrink` finds
+
+1. a 1-minimal set **P** of atoms such that the state where *only* P reached media (every
+   other in-flight atom lost) still fails -- ddmin over the atoms that reached media;
+2. a 1-minimal set **L** of atoms such that the state where *everything but* L reached
+   media still fails -- ddmin over the remaining in-flight atoms.
+
+The trace reports P as PERSISTED and L as LOST: the crash fails with only P on media
+and with all but L on media, whatever the other atoms did between those two extremes
+is what the checker tolerated. Under the model, an atom reaching media implies the
+earlier atoms of its 8-byte word did (cache coherence), so P is closed downwards and L
+upwards per word when states are built. A failure found by a pmreorder engine in a
+state the model does not allow (ReorderFull can apply a word's stores out of order) is
+shrunk in the engine's order instead, phase 1 only.
+
+Runtime: O(n^2) checker calls in the worst case, usually O(|P| log n).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pmemsim.enums import Granularity
+from pmemsim.persistence.checkers import Checker, CheckOutcome, as_checker
+from pmemsim.persistence.explore import Explorer, initial_images, plan_replay
+from pmemsim.persistence.log import Marker, Store, StoreLog
+from pmemsim.persistence.model import Atom, Epoch, PersistencyModel
+from pmemsim.persistence.results import Failure
+
+__all__ = ["ShrinkError", "ShrinkResult", "ddmin", "shrink"]
+
+T = TypeVar("T")
+
+
+class ShrinkError(ValueError):
+    """The failure cannot be shrunk: it does not belong to the log, or it no longer fails."""
+
+
+def ddmin(items: Sequence[T], fails: Callable[[list[T]], bool]) -> list[T]:
+    """Zeller's ddmin: a 1-minimal sublist of ``items`` (order kept) for which ``fails`` holds.
+
+    ``fails(list(items))`` must hold. Runtime: O(n^2) calls in the worst case.
+    """
+    current = list(items)
+    if fails([]):
+        return []
+    n = 2
+    while len(current) >= 2:
+        size = -(-len(current) // n)
+        subsets = [current[i : i + size] for i in range(0, len(current), size)]
+        for subset in subsets:
+            if fails(subset):
+                current, n = subset, 2
+                break
+        else:
+            for i in range(len(subsets)):
+                complement = [x for j, s in enumerate(subsets) if j != i for x in s]
+                if fails(complement):
+                    current, n = complement, max(n - 1, 2)
+                    break
+            else:
+                if n >= len(current):
+                    break
+                n = min(len(current), 2 * n)
+    return current
+
+
+@dataclass(frozen=True)
+class ShrinkResult:
+    """The smallest explanation found for a failure; ``str()`` gives the readable trace."""
+
+    failure: Failure
+    persisted: tuple[Atom, ...]
+    lost: tuple[Atom, ...]
+    irrelevant: int
+    message: str
+    tests: int
+    in_model: bool
+    trace: str
+
+    @property
+    def size(self) -> int:
+        """How many stores the trace needs: persisted plus lost."""
+        return len(self.persisted) + len(self.lost)
+
+    def __str__(self) -> str:
+        return self.trace
+
+
+class _Tester:
+    def __init__(self, ex: Explorer, checker: Checker, markers: str) -> None:
+        self.ex = ex
+        self.checker = checker
+        self.markers = markers
+        self.cache: dict[tuple[int, ...], CheckOutcome | None] = {}
+        self.tests = 0
+
+    def run(self, atoms: Sequence[Atom]) -> CheckOutcome | None:
+        key = tuple(a.id for a in atoms)
+        if key not in self.cache:
+            for atom in atoms:
+                self.ex.push(atom)
+            try:
+                self.tests += 1
+                self.cache[key] = self.checker.check(self.ex.views, self.markers)
+            finally:
+                self.ex.unwind()
+        return self.cache[key]
+
+
+def _word_closure(epoch: Epoch, chosen: set[int], downwards: bool) -> set[int]:
+    """Add the earlier (downwards) or later atoms of the same words as ``chosen``."""
+    out = set(chosen)
+    by_word: dict[int, list[Atom]] = {}
+    for atom in epoch.inflight:
+        by_word.setdefault(atom.word, []).append(atom)
+    for atoms in by_word.values():
+        ids = [a.id for a in atoms]
+        marked = [i for i, a in enumerate(ids) if a in chosen]
+        if marked:
+            cut = max(marked) if downwards else min(marked)
+            out.update(ids[: cut + 1] if downwards else ids[cut:])
+    return out
+
+
+def shrink(
+    log: StoreLog,
+    failure: Failure,
+    checker: Checker | Callable[[Any], object] | str | Sequence[str],
+    *,
+    model: PersistencyModel | Granularity | None = None,
+    images: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
+    timeout: float | None = 60.0,
+) -> ShrinkResult:
+    """Reduce ``failure`` (from :func:`replay` of ``log`` with the same ``model``) to a minimal trace.
+
+    Raises ShrinkError when the failure does not match the log's epochs or its state no
+    longer fails (a nondeterministic checker), LogError for a bad log or image.
+    """
+    plan = plan_replay(log, model=model, allow_open_markers=True)
+    if not 0 <= failure.epoch < len(plan.epochs):
+        raise ShrinkError(f"failure is in epoch {failure.epoch}, the log has {len(plan.epochs)} epochs")
+    epoch = plan.epochs[failure.epoch]
+    inflight = {a.id: a for a in epoch.inflight}
+    if any(inflight.get(a.id) != a for a in failure.applied):
+        raise ShrinkError(f"the failure's stores are not in flight in epoch {failure.epoch} of this log")
+    check = as_checker(checker, timeout=timeout)
+    ex = Explorer(plan, initial_images(log, images), None)
+    ex.advance(failure.epoch)
+    check.open(plan.keys, plan.sizes)
+    try:
+        tester = _Tester(ex, check, "|".join(plan.markers[: epoch.markers_before]))
+        return _shrink(log, failure, epoch, tester)
+    finally:
+        check.close()
+
+
+def _shrink(log: StoreLog, failure: Failure, epoch: Epoch, tester: _Tester) -> ShrinkResult:
+    order = list(epoch.inflight)
+
+    def state(ids: set[int]) -> list[Atom]:
+        return [a for a in order if a.id in ids]
+
+    def persisted_only(atoms: list[Atom]) -> CheckOutcome | None:
+        return tester.run(state(_word_closure(epoch, {a.id for a in atoms}, downwards=True)))
+
+    applied = sorted(failure.applied, key=lambda a: a.id)
+    in_model = persisted_only(applied) is not None
+    if in_model:
+        persisted = ddmin(applied, lambda s: persisted_only(s) is not None)
+        kept = _word_closure(epoch, {a.id for a in persisted}, downwards=True)
+        outcome = persisted_only(persisted)
+        candidates = [a for a in order if a.id not in kept]
+
+        def all_but(atoms: list[Atom]) -> CheckOutcome | None:
+            gone = _word_closure(epoch, {a.id for a in atoms}, downwards=False)
+            return tester.run([a for a in order if a.id not in gone])
+
+        lost = ddmin(candidates, lambda s: all_but(s) is not None)
+    else:
+        sequence = list(failure.applied)
+        if tester.run(sequence) is None:
+            raise ShrinkError(
+                f"epoch {failure.epoch} state {failure.seq} no longer fails: is the checker deterministic?"
+            )
+        persisted = ddmin(sequence, lambda s: tester.run(s) is not None)
+        outcome = tester.run(persisted)
+        shown = {a.id for a in persisted}
+        lost = [a for a in failure.applied + failure.lost if a.id not in shown]
+        lost.sort(key=lambda a: a.id)
+    assert outcome is not None
+    irrelevant = len(order) - len(persisted) - len(lost)
+    trace = _trace(log, failure, epoch, persisted, lost, irrelevant, outcome, in_model)
+    return ShrinkResult(
+        failure, tuple(persisted), tuple(lost), irrelevant, outcome.message, tester.tests, in_model, trace
+    )
+
+
+def _open_begins(log: StoreLog, upto: int) -> list[tuple[int, str]]:
+    """The BEGIN markers still open at record ``upto``: (record index, name)."""
+    stack: list[tuple[int, str]] = []
+    for i, rec in enumerate(log.records[:upto]):
+        if isinstance(rec, Marker) and rec.section is not None:
+            if rec.is_begin:
+                stack.append((i, rec.name))
+            elif stack:
+                stack.pop()
+    return stack
+
+
+def _trace(
+    log: StoreLog,
+    failure: Failure,
+    epoch: Epoch,
+    persisted: list[Atom],
+    lost: list[Atom],
+    irrelevant: int,
+    outcome: CheckOutcome,
+    in_model: bool,
+) -> str:
+    flushed = {a.id for a in epoch.flushed}
+    status = {a.id: "PERSISTED" for a in persisted} | {a.id: "LOST" for a in lost}
+    atoms = sorted(persisted + lost, key=lambda a: a.id)
+    fence = epoch.end
+    first = min([a.record for a in atoms] + [fence])
+    rows = _open_begins(log, first)
+    for i in range(first, min(fence, len(log.records))):
+        rec = log.records[i]
+        if isinstance(rec, Marker):
+            rows.append((i, rec.name))
+    for atom in atoms:
+        store = log.records[atom.record]
+        assert isinstance(store, Store)
+        piece = (
+            f" (piece {atom.piece} of a {len(store.data)}-byte store)"
+            if len(store.data) != len(atom.data)
+            else ""
+        )
+        where = f" at {store.location}" if store.location else ""
+        flush = "flushed" if atom.id in flushed else "NOT flushed"
+        rows.append(
+            (
+                atom.record,
+                f"STORE {atom.describe()} ({len(atom.data)} B){piece}{where}, {flush} -> {status[atom.id]}",
+            )
+        )
+    rows.sort(key=lambda r: r[0])
+    where = f"before FENCE record {fence}" if not epoch.final else "at the end of the log (no fence after)"
+    lines = [
+        f"Minimal crash {where}, epoch {epoch.index}"
+        + (f", inside {'/'.join(epoch.sections)}" if epoch.sections else "")
+        + f": {len(persisted)} store(s) persisted, {len(lost)} lost",
+        f"checker [{outcome.file}]: {outcome.message}",
+    ]
+    width = len(str(max([r[0] for r in rows] + [fence])))
+    lines += [f"  [{i:>{width}}] {text}" for i, text in rows]
+    if not epoch.final:
+        lines.append(f"  [{fence:>{width}}] FENCE  <- crash before this fence")
+    if in_model:
+        lines.append(
+            f"It fails with only the PERSISTED stores on media and with everything but the LOST ones; "
+            f"the other {irrelevant} in-flight store piece(s) do not matter."
+        )
+    else:
+        lines.append(
+            "This state is outside the persistency model (the engine applied a word's stores out of "
+            "program order); shown in the engine's order."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,183 @@
+"""Checkers: verdict conventions, raising, hanging and garbage-returning checkers, programs."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+from test_persistence_examples import BUGGY, CORRECT, Q, check_flag
+
+from pmemsim.persistence import CallableChecker, ProgramChecker, Verdict, as_checker, replay
+
+FLAG_BUG = BUGGY["flag before payload is fenced"]
+FLAG_OK = CORRECT[0]
+
+
+def test_none_and_true_are_consistent() -> None:
+    assert replay(FLAG_BUG.log, lambda image: None).ok
+    assert replay(FLAG_BUG.log, lambda image: True).ok
+
+
+def test_a_raising_checker_marks_the_state_inconsistent_with_its_message() -> None:
+    def check(image: memoryview) -> None:
+        if not check_flag(image):
+            raise ValueError("payload missing behind the flag")
+
+    report = replay(FLAG_BUG.log, check)
+    assert not report.ok and report.errors == 0
+    assert report.failures[0].verdict is Verdict.INCONSISTENT
+    assert report.failures[0].message == "checker raised ValueError: payload missing behind the flag"
+
+
+@pytest.mark.parametrize("garbage", [0, 1, "ok", [], 0.0])
+def test_garbage_return_values_are_checker_errors(garbage: object) -> None:
+    report = replay(FLAG_OK.log, lambda image: garbage)
+    assert report.inconsistent == report.errors == report.states_checked > 0
+    failure = report.failures[0]
+    assert failure.verdict is Verdict.ERROR
+    assert f"checker returned {garbage!r} ({type(garbage).__name__})" in failure.message
+    assert "expected True or None (consistent) or False (inconsistent)" in failure.message
+
+
+def test_a_hanging_checker_times_out_and_exploration_goes_on() -> None:
+    hung: list[int] = []
+
+    def check(image: memoryview) -> bool:
+        flag = Q.unpack_from(image, 0)[0]
+        if flag == 1 and not hung:
+            hung.append(1)
+            while True:  # hangs on the first state with the flag set
+                time.sleep(0.01)
+        return check_flag(image)
+
+    report = replay(FLAG_BUG.log, check, engine="Exhaustive", timeout=0.2)
+    assert report.errors == 1
+    errors = [f for f in report.failures if f.verdict is Verdict.ERROR]
+    assert errors[0].message == "checker timed out after 0.2 s"
+    # The other flag-set states were still checked and found inconsistent.
+    assert report.inconsistent > 1
+    assert report.states_checked == replay(FLAG_BUG.log, check_flag, engine="Exhaustive").states_checked
+
+
+def test_timeouts_restore_the_previous_alarm_handler() -> None:
+    import signal
+
+    before = signal.getsignal(signal.SIGALRM)
+    replay(FLAG_OK.log, check_flag, timeout=5)
+    assert signal.getsignal(signal.SIGALRM) is before
+
+
+def test_all_files_checker_sees_every_image() -> None:
+    seen: list[set[str]] = []
+
+    def check(images: dict[str, memoryview]) -> bool:
+        seen.append(set(images))
+        return True
+
+    assert replay(FLAG_OK.log, CallableChecker(check, all_files=True)).ok
+    assert seen and all(s == {"pool"} for s in seen)
+
+
+def test_images_are_read_only_views() -> None:
+    def check(image: memoryview) -> bool:
+        image[0] = 1
+        return True
+
+    report = replay(FLAG_OK.log, check)
+    assert report.failures[0].message.startswith("checker raised TypeError")
+
+
+def _script(tmp_path: Path, body: str) -> list[str]:
+    path = tmp_path / "checker.py"
+    path.write_text(textwrap.dedent(body))
+    return [sys.executable, "-S", str(path)]  # -S: no site import, a faster start per state
+
+
+FLAG_CHECKER = """
+    import os, struct, sys
+    data = open(sys.argv[-1], "rb").read()
+    flag = struct.unpack_from("<Q", data, 0)[0]
+    payload = bytes(range(1, 33))
+    ok = flag == 0 or (flag == 1 and data[64:96] == payload)
+    if not ok:
+        print("flag without payload; markers:", os.environ["PMREORDER_MARKERS"])
+    sys.exit(0 if ok else 1)
+"""
+
+
+def test_program_checker_exit_status_decides(tmp_path: Path) -> None:
+    argv = _script(tmp_path, FLAG_CHECKER)
+    engine = "ReorderReverseAccumulative"
+    good = replay(FLAG_OK.log, argv, engine=engine)
+    assert good.ok
+    bad = replay(FLAG_BUG.log, argv, engine=engine)
+    python = replay(FLAG_BUG.log, check_flag, engine=engine)
+    assert (bad.states_checked, bad.inconsistent) == (python.states_checked, python.inconsistent)
+    message = bad.failures[0].message
+    assert message.startswith("checker program: exit status 1: flag without payload; markers: publish.BEGIN")
+
+
+def test_program_checker_timeout_and_signals(tmp_path: Path) -> None:
+    argv = _script(tmp_path, "import time\ntime.sleep(30)\n")
+    start = time.monotonic()
+    report = replay(FLAG_OK.log, ProgramChecker(argv, timeout=0.3), engine="NoReorderDoCheck")
+    assert time.monotonic() - start < 10
+    assert report.errors == report.states_checked == 2
+    assert report.failures[0].message == "checker program timed out after 0.3 s"
+    killed = _script(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
+    report = replay(FLAG_OK.log, killed, engine="NoReorderDoCheck")
+    assert report.failures[0].message == "checker program: killed by signal 15"
+
+
+def test_program_checker_cannot_corrupt_later_states(tmp_path: Path) -> None:
+    argv = _script(
+        tmp_path,
+        """
+        import sys
+        with open(sys.argv[-1], "r+b") as f:
+            data = f.read()
+            f.seek(0)
+            f.write(b"\\xff" * 8)  # scribble on the image
+        sys.exit(0 if data[:8] != b"\\xff" * 8 else 1)
+        """,
+    )
+    assert replay(FLAG_OK.log, argv, engine="ReorderAccumulative").ok
+
+
+def test_checker_construction_errors() -> None:
+    with pytest.raises(ValueError, match="not found or not executable"):
+        ProgramChecker("/no/such/checker --flag")
+    with pytest.raises(ValueError, match="command is empty"):
+        ProgramChecker([])
+    with pytest.raises(ValueError, match="timeout must be positive"):
+        CallableChecker(check_flag, timeout=0)
+    with pytest.raises(TypeError, match="must be callable"):
+        CallableChecker(3)  # type: ignore[arg-type]
+    assert isinstance(as_checker("true"), ProgramChecker)
+    assert isinstance(as_checker(["true", "x"]), ProgramChecker)
+    assert isinstance(as_checker(check_flag), CallableChecker)
+
+
+def test_timeouts_outside_the_main_thread_are_reported_as_not_enforced() -> None:
+    import threading
+
+    reports = []
+    worker = threading.Thread(target=lambda: reports.append(replay(FLAG_OK.log, check_flag, timeout=1)))
+    worker.start()
+    worker.join()
+    assert reports[0].ok
+    assert reports[0].warnings == (
+        "checker timeout not enforced: SIGALRM needs the main thread (use workers >= 2)",
+    )
+
+
+def test_sys_exit_in_a_checker_is_an_error_not_a_verdict() -> None:
+    def check(image: memoryview) -> bool:
+        sys.exit(0)
+
+    report = replay(FLAG_OK.log, check, engine="NoReorderDoCheck")
+    assert report.errors == 2
+    assert report.failures[0].message == "checker called sys.exit(0); return a bool instead"
