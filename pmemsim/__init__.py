@@ -11,6 +11,7 @@ from pmemsim.addrspace import (
     AddressSpace,
     LayoutAddressSpace,
     Mapping,
+    MmapAddressSpace,
     Occupied,
     Placement,
     Reservation,
@@ -34,6 +35,7 @@ from pmemsim.events import (
     SetEvent,
 )
 from pmemsim.faults import FaultPlan, FaultSite, FiredFault
+from pmemsim.persistence import CrashReport, Recorder, StoreLog, replay, shrink
 from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
 from pmemsim.source import Source
 
@@ -45,6 +47,7 @@ __all__ = [
     "Coalescing",
     "Config",
     "CopyEvent",
+    "CrashReport",
     "DrainEvent",
     "ErrorCode",
     "Event",
@@ -57,6 +60,7 @@ __all__ = [
     "LayoutAddressSpace",
     "Mapping",
     "MemFlags",
+    "MmapAddressSpace",
     "MoveEvent",
     "Occupied",
     "Part",
@@ -68,13 +72,17 @@ __all__ = [
     "Placement",
     "PmemSet",
     "PmemsetError",
+    "Recorder",
     "Reservation",
     "SetEvent",
     "SimulatedAddressSpace",
     "Source",
     "SourceFlags",
+    "StoreLog",
     "__version__",
     "default_address_space",
     "err_to_errno",
+    "replay",
     "set_default_address_space",
+    "shrink",
 ]

@@ -41,12 +41,13 @@ def _size_arg(name: str, value: object) -> int:
     return value
 
 
-def _flags_arg(flags: object) -> MemFlags:
+def _flags_arg(flags: object) -> int:
+    """Memory flags as a plain int (IntFlag arithmetic is slow on the hot path)."""
     if not isinstance(flags, int) or isinstance(flags, bool):
         raise TypeError(f"flags must be an int or MemFlags, not {type(flags).__name__}")
     if flags < 0 or flags & ~_VALID_MEM_FLAGS:
         raise ValueError(f"unknown memory flags {flags:#x}; valid bits are {_VALID_MEM_FLAGS:#x}")
-    return MemFlags(flags)
+    return int(flags)
 
 
 @dataclass(frozen=True)

@@ -604,11 +604,33 @@ class PmemSet:
                 return
             cur = rec.end
 
+    # The backend calls of memory operations, with its failures converted at the seam:
+    # a range the backend no longer maps (its space was closed under the set) is
+    # CANNOT_FIND_PART_MAP; an OS failure (msync, a file gone bad) is -errno.
+
+    def _space_read(self, addr: int, length: int) -> bytes:
+        try:
+            return self._space.read(addr, length)
+        except (AddressSpaceError, OSError) as exc:
+            raise _backend_error(exc, f"read of [{addr:#x}, {addr + length:#x})") from exc
+
+    def _space_write(self, addr: int, data: bytes) -> None:
+        try:
+            self._space.write(addr, data)
+        except (AddressSpaceError, OSError) as exc:
+            raise _backend_error(exc, f"store to [{addr:#x}, {addr + len(data):#x})") from exc
+
+    def _space_flush(self, addr: int, length: int) -> None:
+        try:
+            self._space.flush(addr, length)
+        except (AddressSpaceError, OSError) as exc:
+            raise _backend_error(exc, f"flush of [{addr:#x}, {addr + length:#x})") from exc
+
     def read(self, addr: int, length: int) -> bytes:
         """The ``length`` bytes at ``addr`` (CANNOT_FIND_PART_MAP outside the part maps)."""
         self._check_open()
         self._check_range(addr, length)
-        return self._space.read(addr, length) if length else b""
+        return self._space_read(addr, length) if length else b""
 
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Plain stores of ``data`` at ``addr``: no flush, no fence."""
@@ -616,11 +638,11 @@ class PmemSet:
         buf = _buffer(data)
         self._check_range(addr, len(buf))
         if buf:
-            self._space.write(addr, buf)
+            self._space_write(addr, buf)
             if self._recording is not None:
                 self._recording.store(self._pieces(addr, len(buf)), buf)
 
-    def _store_and_persist(self, addr: int, data: bytes, flags: MemFlags) -> None:
+    def _store_and_persist(self, addr: int, data: bytes, flags: int) -> None:
         """The stores, flush and fence of memcpy / memmove / memset, as ``flags`` choose.
 
         NOFLUSH: stores only (it implies NODRAIN). NONTEMPORAL: the stores bypass the
@@ -628,22 +650,22 @@ class PmemSet:
         """
         rec = self._recording
         if data:
-            self._space.write(addr, data)
-        if flags & MemFlags.NOFLUSH:
+            self._space_write(addr, data)
+        if flags & _NOFLUSH:
             if rec is not None and data:
                 rec.store(self._pieces(addr, len(data)), data)
             return
         if data:
-            self._space.flush(addr, len(data))
+            self._space_flush(addr, len(data))
         if rec is None:
             return
         pieces = self._pieces(addr, len(data)) if data else []
-        if flags & MemFlags.NONTEMPORAL:
+        if flags & _NONTEMPORAL_LIKE:
             rec.store(pieces, data, nontemporal=True)
         else:
             rec.store(pieces, data)
             rec.flush(pieces)
-        if not flags & MemFlags.NODRAIN:
+        if not flags & _NODRAIN:
             rec.fence()
 
     def memcpy(
@@ -661,7 +683,8 @@ class PmemSet:
         f = _flags_arg(flags)
         data = _take(_buffer(src), length)
         self._check_range(dest, len(data))
-        self._emit(CopyEvent(dest, len(data), f))
+        if self._callback is not None:
+            self._emit(CopyEvent(dest, len(data), MemFlags(f)))
         self._store_and_persist(dest, data, f)
         return dest
 
@@ -680,11 +703,12 @@ class PmemSet:
                 raise TypeError("memmove from an address needs a length")
             _size_arg("length", length)
             self._check_range(src, length)
-            data = self._space.read(src, length) if length else b""
+            data = self._space_read(src, length) if length else b""
         else:
             data = _take(_buffer(src), length)
         self._check_range(dest, len(data))
-        self._emit(MoveEvent(dest, len(data), f))
+        if self._callback is not None:
+            self._emit(MoveEvent(dest, len(data), MemFlags(f)))
         self._store_and_persist(dest, data, f)
         return dest
 
@@ -696,7 +720,8 @@ class PmemSet:
             raise ValueError(f"memset value must be a byte (0..255), got {value!r}")
         _size_arg("length", length)
         self._check_range(dest, length)
-        self._emit(SetEvent(dest, value, length, f))
+        if self._callback is not None:
+            self._emit(SetEvent(dest, value, length, MemFlags(f)))
         self._store_and_persist(dest, bytes([value]) * length, f)
         return dest
 
@@ -706,7 +731,7 @@ class PmemSet:
         self._check_range(addr, length)
         self._emit(FlushEvent(addr, length))
         if length:
-            self._space.flush(addr, length)
+            self._space_flush(addr, length)
         if self._recording is not None:
             self._recording.flush(self._pieces(addr, length))
 
@@ -723,7 +748,7 @@ class PmemSet:
         self._check_range(addr, length)
         self._emit(PersistEvent(addr, length))
         if length:
-            self._space.flush(addr, length)
+            self._space_flush(addr, length)
         if self._recording is not None:
             self._recording.flush(self._pieces(addr, length))
             self._recording.fence()
@@ -734,7 +759,7 @@ class PmemSet:
         self._check_range(addr, length)
         self._fault(FaultSite.FLUSH_DEEP, f"deep flush of [{addr:#x}, {addr + length:#x}) failed")
         if length:
-            self._space.flush(addr, length)
+            self._space_flush(addr, length)
         if self._recording is not None:
             self._recording.flush(self._pieces(addr, length))
             self._recording.fence()
@@ -825,6 +850,19 @@ class PmemSet:
 
     def __iter__(self) -> Iterator[PartDescriptor]:
         return iter(self.descriptors())
+
+
+_NOFLUSH = int(MemFlags.NOFLUSH)
+_NODRAIN = int(MemFlags.NODRAIN)
+# Write-combining stores bypass the cache like non-temporal ones (the persistence model's view).
+_NONTEMPORAL_LIKE = int(MemFlags.NONTEMPORAL | MemFlags.WC)
+
+
+def _backend_error(exc: BaseException, what: str) -> PmemsetError:
+    """A backend failure during a memory operation, as the API reports it."""
+    if isinstance(exc, OSError) and exc.errno:
+        return PmemsetError(-exc.errno, f"{what} failed", os_errno=exc.errno)
+    return PmemsetError(ErrorCode.CANNOT_FIND_PART_MAP, f"{what} failed: {exc}")
 
 
 def _mapping_addr(m: Mapping) -> int:

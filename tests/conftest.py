@@ -21,14 +21,16 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 PAGE = 4096
 
-#: Backends the error-path suite runs on. The mmap backend joins when it exists.
-BACKENDS = ["sim"]
+#: Backends the backend-independent suites run on (the same tests, parametrised).
+BACKENDS = ["sim", "mmap"]
 
 
 def make_space(backend: str, **kwargs: Any) -> pmemsim.LayoutAddressSpace:
     """A fresh address space of the named backend."""
     if backend == "sim":
         return pmemsim.SimulatedAddressSpace(**kwargs)
+    if backend == "mmap":
+        return pmemsim.MmapAddressSpace(**kwargs)
     raise ValueError(backend)
 
 
@@ -44,6 +46,9 @@ def space(backend: str) -> Iterator[pmemsim.LayoutAddressSpace]:
     sp = make_space(backend)
     yield sp
     sp._check()
+    close = getattr(sp, "close", None)
+    if close is not None:
+        close()
 
 
 @pytest.fixture

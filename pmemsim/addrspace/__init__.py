@@ -43,11 +43,11 @@ _default: LayoutAddressSpace | None = None
 
 
 def _make_default() -> LayoutAddressSpace:
+    # DESIGN §5: real mmap unless PMEMSIM_BACKEND=sim says otherwise.
     backend = os.environ.get(BACKEND_ENV, "").strip().lower()
-    if backend in ("", "sim", "simulated"):
-        # The simulator stays the default until the choice of default is made (DESIGN §5).
+    if backend in ("sim", "simulated"):
         return SimulatedAddressSpace()
-    if backend == "mmap":
+    if backend in ("", "mmap"):
         return MmapAddressSpace()
     raise ValueError(f"{BACKEND_ENV}={backend!r} is not a known backend; use 'sim' or 'mmap'")
 
