@@ -1,0 +1,466 @@
+"""Read a scenario file: TOML → schema validation → frozen steps → cross-reference checks.
+
+Every problem of a file is collected into one :class:`ScenarioError` (a ValueError):
+each names the file, the line (found by scanning the TOML text for the key), the key
+path and what was expected. The schema (``schema.json``, shipped in the package) says
+which keys exist, their types and allowed values; this module adds only what a schema
+cannot say: names used before they are defined, keys that exclude each other, files
+that must exist.
+"""
+
+from __future__ import annotations
+
+import errno as _errno
+import functools
+import json
+import os
+import re
+import tomllib
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
+from pmemsim.errors import ErrorCode
+from pmemsim.scenario._lines import key_lines, line_of
+from pmemsim.scenario._schema import KeyPath, SchemaValidator, format_path
+from pmemsim.scenario.steps import (
+    STEP_TYPES,
+    Addr,
+    ConfigSpec,
+    CrashSpec,
+    FaultSpec,
+    FirstPartMap,
+    NextPartMap,
+    PartMapByAddress,
+    PartMapStep,
+    PartNew,
+    Record,
+    Scenario,
+    SourceSpec,
+    SpaceSpec,
+    Step,
+    StopRecording,
+)
+
+__all__ = [
+    "SCENARIO_SUFFIX",
+    "Problem",
+    "ScenarioError",
+    "discover",
+    "load_scenario",
+    "loads_scenario",
+    "schema",
+]
+
+SCENARIO_SUFFIX = ".toml"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a scenario file."""
+
+    file: str
+    line: int | None
+    key: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line is not None else self.file
+        return f"{where}: {self.key}: {self.message}"
+
+
+class ScenarioError(ValueError):
+    """A scenario file that cannot be run; ``problems`` lists everything wrong with it."""
+
+    def __init__(self, file: str, problems: Iterable[Problem]) -> None:
+        self.file = file
+        # In file order; problems without a line (the file as a whole) first.
+        self.problems = tuple(sorted(problems, key=lambda p: -1 if p.line is None else p.line))
+        n = len(self.problems)
+        head = f"{file}: {n} problem{'s' if n != 1 else ''}"
+        super().__init__("\n".join([head, *(f"  {p}" for p in self.problems)]))
+
+
+@functools.cache
+def schema() -> dict[str, Any]:
+    """The scenario JSON Schema shipped with the package."""
+    text = resources.files("pmemsim.scenario").joinpath("schema.json").read_text(encoding="utf-8")
+    data: dict[str, Any] = json.loads(text)
+    return data
+
+
+@functools.cache
+def _validator() -> SchemaValidator:
+    return SchemaValidator(schema())
+
+
+_TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+    """Read and validate a scenario file. Raises ScenarioError listing every problem."""
+    p = Path(path)
+    shown = os.fspath(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise ScenarioError(
+            shown, [Problem(shown, None, "(file)", f"cannot read the scenario: {reason}")]
+        ) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ScenarioError(
+            shown, [Problem(shown, line, "(file)", "not UTF-8 text: TOML files are UTF-8")]
+        ) from None
+    return loads_scenario(text, p, shown=shown)
+
+
+def loads_scenario(
+    text: str, path: str | os.PathLike[str] = "<string>", *, shown: str | None = None
+) -> Scenario:
+    """Validate scenario ``text``; ``path`` names it and anchors relative paths (images, checkers)."""
+    p = Path(path)
+    name = os.fspath(path) if shown is None else shown
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        msg = str(exc)
+        m = _TOML_POS.search(msg)
+        line = int(m.group(1)) if m else None
+        if m:
+            msg = f"{msg[: m.start()]} (column {m.group(2)})"
+        raise ScenarioError(name, [Problem(name, line, "(syntax)", f"invalid TOML: {msg}")]) from None
+    lines = key_lines(text)
+    problems = [
+        Problem(name, line_of(lines, issue.path), format_path(issue.path), issue.message)
+        for issue in _validator().issues(doc)
+    ]
+    if problems:
+        raise ScenarioError(name, problems)
+    builder = _Builder(p, name, lines)
+    scenario = builder.build(doc)
+    if builder.problems:
+        raise ScenarioError(name, builder.problems)
+    return scenario
+
+
+def discover(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, Path | None, str | None]]:
+    """``(shown path, path, problem)`` for every scenario file named or found in a directory.
+
+    Directories are searched recursively for ``*.toml``, in sorted order; ``problem`` is a
+    message (and ``path`` None) for a path that does not exist or a directory without
+    scenarios.
+    """
+    for given in paths:
+        p = Path(given)
+        shown = os.fspath(given)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob(f"*{SCENARIO_SUFFIX}") if q.is_file())
+            if not found:
+                yield shown, None, f"{shown}: no *{SCENARIO_SUFFIX} scenario files in this directory"
+            for q in found:
+                yield os.path.join(shown, os.fspath(q.relative_to(p))), q, None
+        elif p.exists():
+            yield shown, p, None
+        else:
+            yield shown, None, f"{shown}: no such file or directory"
+
+
+# -- building a scenario from a validated document ---------------------------------------------
+
+
+def _flags(names: list[str], enum: type[MemFlags] | type[SourceFlags]) -> Any:
+    value = enum(0)
+    for n in names:
+        value |= enum[n]
+    return value
+
+
+def _data(d: Mapping[str, Any], key: str) -> bytes | None:
+    if key in d:
+        raw = str(d[key]).encode("utf-8")
+    elif f"{key}_hex" in d:
+        raw = bytes.fromhex(d[f"{key}_hex"])
+    else:
+        return None
+    return raw * int(d.get("repeat", 1)) if key == "data" else raw
+
+
+# How a key of a step becomes a field of its dataclass (keys not listed pass through).
+_STEP_KEYS: dict[str, Any] = {
+    "expect": lambda v: None if v == "ok" else ErrorCode[v],
+    "addr": Addr.parse,
+    "expect_addr_relative": Addr.parse,
+    "mode": lambda v: Coalescing[v],
+    "flags": lambda v: _flags(v, MemFlags),
+}
+_DATA_KEYS = frozenset({"data", "data_hex", "repeat", "expect_data", "expect_data_hex"})
+
+# Step kinds whose ``name`` is a descriptor (usable in addresses); the rest name other things.
+_DESCRIBING = (PartMapStep, FirstPartMap, NextPartMap, PartMapByAddress)
+
+
+class _Builder:
+    def __init__(self, path: Path, shown: str, lines: dict[KeyPath, int]) -> None:
+        self.path = path
+        self.shown = shown
+        self.lines = lines
+        self.problems: list[Problem] = []
+
+    def problem(self, key: KeyPath, message: str) -> None:
+        self.problems.append(Problem(self.shown, line_of(self.lines, key), format_path(key), message))
+
+    def line(self, key: KeyPath) -> int | None:
+        return line_of(self.lines, key)
+
+    def build(self, doc: dict[str, Any]) -> Scenario:
+        backends = tuple(doc.get("backends", ("sim", "mmap")))
+        fake_fs = bool(doc.get("fake_fs", False))
+        if fake_fs and "mmap" in backends:
+            self.problem(
+                ("backends",) if "backends" in doc else ("fake_fs",),
+                "fake_fs = true works on the sim backend only (real mmap cannot map a fake file); "
+                'set backends = ["sim"]',
+            )
+        space = self.space(doc.get("space", {}))
+        sources = tuple(self.source(i, s) for i, s in enumerate(doc.get("sources", [])))
+        config = self.config(doc.get("config", {}), space)
+        faults = tuple(self.fault(i, f) for i, f in enumerate(doc.get("faults", [])))
+        steps = tuple(self.step(i, s) for i, s in enumerate(doc["steps"]))
+        crash = self.crash(doc["crash"]) if "crash" in doc else None
+        self.cross_check(sources, steps, crash)
+        return Scenario(
+            path=self.path,
+            name=self.path.stem,
+            steps=steps,
+            description=doc.get("description", ""),
+            backends=backends,
+            fake_fs=fake_fs,
+            space=space,
+            sources=sources,
+            config=config,
+            faults=faults,
+            crash=crash,
+        )
+
+    def space(self, d: dict[str, Any]) -> SpaceSpec:
+        page = int(d.get("page_size", 4096))
+        if page & (page - 1):
+            self.problem(("space", "page_size"), f"expected a power of two, got {page}")
+            page = 4096
+        occupied = []
+        for i, o in enumerate(d.get("occupied", [])):
+            for k in ("at", "size"):
+                if o[k] % page:
+                    self.problem(
+                        ("space", "occupied", i, k), f"{o[k]} is not a multiple of the page size {page}"
+                    )
+            occupied.append((int(o["at"]), int(o["size"])))
+        size = d.get("size")
+        if size is not None and size % page:
+            self.problem(("space", "size"), f"{size} is not a multiple of the page size {page}")
+        grans = d.get("granularities")
+        return SpaceSpec(
+            page_size=page,
+            size=size,
+            limit=d.get("limit"),
+            placement=d.get("placement", "bottom-up"),
+            granularities=None if grans is None else frozenset(Granularity[g] for g in grans),
+            occupied=tuple(occupied),
+        )
+
+    def source(self, i: int, d: dict[str, Any]) -> SourceSpec:
+        key: KeyPath = ("sources", i)
+        temporary = bool(d.get("temporary", False))
+        file = d.get("file")
+        if temporary == (file is not None):
+            self.problem(key, "give exactly one of 'file' (a file name) or 'temporary = true'")
+        if temporary:
+            for k in ("size", "image", "flags", "device_granularity"):
+                if k in d:
+                    self.problem((*key, k), f"'{k}' applies to a 'file' source, not a temporary one")
+        if file is not None and (os.path.isabs(file) or ".." in Path(file).parts):
+            self.problem(
+                (*key, "file"),
+                f"expected a relative file name without '..', got {file!r}: source files are created "
+                "in a private directory for each run, never in yours",
+            )
+        image = None
+        if "image" in d:
+            if "size" in d:
+                self.problem((*key, "image"), "give 'size' (a zero-filled file) or 'image', not both")
+            image = (self.path.parent / d["image"]).resolve()
+            if not image.is_file():
+                self.problem((*key, "image"), f"image file {d['image']!r} not found (looked for {image})")
+        return SourceSpec(
+            name=d["name"],
+            line=self.line(key),
+            file=file,
+            temporary=temporary,
+            size=d.get("size"),
+            image=image,
+            flags=_flags(d.get("flags", []), SourceFlags),
+            device_granularity=Granularity[d["device_granularity"]] if "device_granularity" in d else None,
+        )
+
+    def config(self, d: dict[str, Any], space: SpaceSpec) -> ConfigSpec:
+        rsv = d.get("reservation")
+        at = d.get("reservation_at")
+        if rsv is not None and rsv % space.page_size:
+            self.problem(
+                ("config", "reservation"), f"{rsv} is not a multiple of the page size {space.page_size}"
+            )
+        if at is not None and rsv is None:
+            self.problem(("config", "reservation_at"), "'reservation_at' needs 'reservation' (its size)")
+        elif at is not None and at % space.page_size:
+            self.problem(
+                ("config", "reservation_at"), f"{at} is not a multiple of the page size {space.page_size}"
+            )
+        return ConfigSpec(
+            granularity=Granularity[d.get("granularity", "PAGE")], reservation=rsv, reservation_at=at
+        )
+
+    def fault(self, i: int, d: dict[str, Any]) -> FaultSpec:
+        key: KeyPath = ("faults", i)
+        if "at" in d and d.get("every"):
+            self.problem(key, "give 'at = N' or 'every = true', not both")
+        err = None
+        if "errno" in d:
+            err = getattr(_errno, d["errno"], None)
+            if not isinstance(err, int):
+                import difflib
+
+                close = difflib.get_close_matches(d["errno"], list(_errno.errorcode.values()), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                self.problem((*key, "errno"), f"unknown errno name {d['errno']!r}{hint}")
+                err = None
+        return FaultSpec(site=d["site"], at=d.get("at"), every=bool(d.get("every", False)), errno=err)
+
+    def step(self, i: int, d: dict[str, Any]) -> Step:
+        key: KeyPath = ("steps", i)
+        cls = STEP_TYPES[d["op"]]
+        kwargs: dict[str, Any] = {}
+        for k, v in d.items():
+            if k == "op" or k in _DATA_KEYS:
+                continue
+            conv = _STEP_KEYS.get(k)
+            kwargs[k] = conv(v) if conv is not None else v
+        for data_key in ("data", "expect_data"):
+            has_text, has_hex = data_key in d, f"{data_key}_hex" in d
+            if has_text and has_hex:
+                self.problem(key, f"give '{data_key}' or '{data_key}_hex', not both")
+            if has_text or has_hex:
+                kwargs[data_key] = _data(d, data_key)
+        if d["op"] in ("memcpy", "write") and "data" not in kwargs:
+            self.problem(key, f"{d['op']} needs 'data' (text) or 'data_hex' (bytes in hex)")
+        if "repeat" in d and "data" not in kwargs:
+            self.problem((*key, "repeat"), "'repeat' repeats 'data' or 'data_hex'; give one of them")
+        if d.get("expect", "ok") != "ok":
+            for k in ("expect_size", "expect_addr_relative", "expect_data", "expect_data_hex"):
+                if k in d:
+                    self.problem(
+                        (*key, k), f"'{k}' cannot hold when the step expects the error {d['expect']}"
+                    )
+        if d["op"] == "part_map":
+            if ("part" in d) == ("source" in d):
+                self.problem(
+                    key, "part_map needs 'part' (a part made by part_new) or 'source' (a part made here)"
+                )
+            if "part" in d:
+                for k in ("offset", "length"):
+                    if k in d:
+                        self.problem((*key, k), f"'{k}' belongs to the part_new step of part {d['part']!r}")
+        return cls(line=self.line(key), index=i, **kwargs)
+
+    def crash(self, d: dict[str, Any]) -> CrashSpec:
+        if ("checker" in d) == ("program" in d):
+            self.problem(
+                ("crash",), "give exactly one of 'checker' (module:function) or 'program' (a command)"
+            )
+        program = d.get("program")
+        if isinstance(program, str):
+            import shlex
+
+            try:
+                program = shlex.split(program)
+            except ValueError as exc:
+                self.problem(("crash", "program"), f"cannot split the command: {exc}")
+                program = None
+        return CrashSpec(
+            expect=d["expect"],
+            line=self.line(("crash",)),
+            engine=d.get("engine", "ReorderFull"),
+            markers=tuple(d.get("markers", {}).items()),
+            checker=d.get("checker"),
+            program=tuple(program) if program else None,
+            seed=d.get("seed"),
+            timeout=d.get("timeout"),
+            checker_line=self.line(("crash", "checker" if "checker" in d else "program")),
+        )
+
+    def cross_check(
+        self, sources: tuple[SourceSpec, ...], steps: tuple[Step, ...], crash: CrashSpec | None
+    ) -> None:
+        """Names defined before use, recording brackets, [crash] ↔ record step."""
+        source_names: set[str] = set()
+        for i, s in enumerate(sources):
+            if s.name in source_names:
+                self.problem(("sources", i, "name"), f"source name {s.name!r} is used twice")
+            source_names.add(s.name)
+        parts: set[str] = set()
+        descriptors: set[str] = set()
+        maps: set[str] = set()
+        recording = False
+        recorded = False
+        for i, step in enumerate(steps):
+            key: KeyPath = ("steps", i)
+
+            def need(kind: str, name: str, known: set[str], field: str, key: KeyPath = key) -> None:
+                if name not in known:
+                    defined = ", ".join(sorted(known)) or "none yet"
+                    self.problem(
+                        (*key, field), f"unknown {kind} {name!r} (defined before this step: {defined})"
+                    )
+
+            source = getattr(step, "source", None)
+            if source is not None:
+                need("source", source, source_names, "source")
+            part = getattr(step, "part", None)
+            if part is not None:
+                need("part", part, parts, "part")
+            ref = getattr(step, "map", None)
+            if ref is not None:
+                need("part-map reference", ref, maps, "map")
+            for field in ("addr", "expect_addr_relative"):
+                addr = getattr(step, field, None)
+                if isinstance(addr, Addr) and addr.base is not None:
+                    need("descriptor", addr.base, descriptors, field)
+            ok = step.expect is None
+            name = getattr(step, "name", None)
+            if isinstance(step, PartNew) and ok:
+                parts.add(step.name)
+            elif isinstance(step, _DESCRIBING) and ok and name is not None:
+                descriptors.add(name)
+                if isinstance(step, FirstPartMap | NextPartMap | PartMapByAddress):
+                    (maps.discard if step.drop else maps.add)(name)
+            if isinstance(step, Record):
+                if recording or recorded:
+                    self.problem(key, "recording starts once per scenario (one 'record' step)")
+                recording = recorded = True
+                if crash is None:
+                    self.problem(key, "a 'record' step records for the [crash] check; add a [crash] section")
+            elif isinstance(step, StopRecording):
+                if not recording:
+                    self.problem(key, "'stop_recording' without a 'record' step before it")
+                recording = False
+        if crash is not None and not recorded:
+            self.problem(
+                ("crash",),
+                '[crash] checks what was recorded: add a step with op = "record" before the stores',
+            )

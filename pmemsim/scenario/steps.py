@@ -1,0 +1,427 @@
+"""What a scenario is made of, as small frozen values: set-up specs, steps, addresses.
+
+A loaded :class:`Scenario` holds no live object: the runner builds the address space,
+files, set and fault plan from it afresh for every backend. ``STEP_TYPES`` maps each
+``op`` of the file format to its step class (the schema lists the same ops; a test
+keeps the two in step).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
+from pmemsim.errors import ErrorCode
+
+__all__ = [
+    "STEP_TYPES",
+    "Addr",
+    "Check",
+    "ConfigSpec",
+    "CrashSpec",
+    "DeepFlush",
+    "Drain",
+    "Drop",
+    "FaultSpec",
+    "FirstPartMap",
+    "Flush",
+    "Free",
+    "Mark",
+    "Memcpy",
+    "Memset",
+    "NextPartMap",
+    "Occupy",
+    "PartMapByAddress",
+    "PartMapStep",
+    "PartNew",
+    "Persist",
+    "Read",
+    "Record",
+    "RemovePartMap",
+    "RemoveRange",
+    "Scenario",
+    "SetCoalescing",
+    "SourceSpec",
+    "SpaceSpec",
+    "Step",
+    "StopRecording",
+    "Write",
+]
+
+_NO_SOURCE_FLAGS = SourceFlags(0)
+_NO_MEM_FLAGS = MemFlags(0)
+
+_ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\.end)?\s*(?:([+-])\s*(0x[0-9A-Fa-f]+|[0-9]+))?$")
+
+
+@dataclass(frozen=True)
+class Addr:
+    """An address relative to the space's low address (``base`` None) or to a named descriptor.
+
+    ``end`` True means the descriptor's end (``addr + size``) rather than its start.
+    """
+
+    offset: int = 0
+    base: str | None = None
+    end: bool = False
+
+    @classmethod
+    def parse(cls, value: int | str) -> Addr:
+        """From the file format: ``4096``, ``"a"``, ``"a.end"``, ``"a+0x1000"``, ``"a.end-4096"``."""
+        if isinstance(value, int):
+            return cls(offset=value)
+        m = _ADDR.match(value)
+        if m is None:
+            raise ValueError(f"not an address: {value!r}")
+        name, end, sign, number = m.groups()
+        offset = int(number, 0) if number else 0
+        return cls(offset=-offset if sign == "-" else offset, base=name, end=bool(end))
+
+    def __str__(self) -> str:
+        if self.base is None:
+            return f"low+{self.offset:#x}"
+        sign = "-" if self.offset < 0 else "+"
+        tail = f"{sign}{abs(self.offset):#x}" if self.offset else ""
+        return f"{self.base}{'.end' if self.end else ''}{tail}"
+
+
+# -- set-up ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpaceSpec:
+    """The address space: page size, bounds, limit, placement, granularities, occupied ranges."""
+
+    page_size: int = 4096
+    size: int | None = None
+    limit: int | None = None
+    placement: str = "bottom-up"
+    granularities: frozenset[Granularity] | None = None
+    occupied: tuple[tuple[int, int], ...] = ()  # (offset from low, size)
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """A source: a file (created with ``size`` bytes or copied from ``image``) or a temporary file."""
+
+    name: str
+    line: int | None = None
+    file: str | None = None
+    temporary: bool = False
+    size: int | None = None
+    image: Path | None = None
+    flags: SourceFlags = _NO_SOURCE_FLAGS
+    device_granularity: Granularity | None = None
+
+
+@dataclass(frozen=True)
+class ConfigSpec:
+    """The set's config: required granularity and an optional reservation."""
+
+    granularity: Granularity = Granularity.PAGE
+    reservation: int | None = None
+    reservation_at: int | None = None
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """One planned failure: ``site`` fails at its ``at``-th hit (or every hit) with ``errno``."""
+
+    site: str
+    at: int | None = None
+    every: bool = False
+    errno: int | None = None
+
+
+@dataclass(frozen=True)
+class CrashSpec:
+    """Crash-consistency check of what was recorded: engine(s), checker, expected verdict."""
+
+    expect: str
+    line: int | None = None
+    engine: str = "ReorderFull"
+    markers: tuple[tuple[str, str], ...] = ()
+    checker: str | None = None
+    program: tuple[str, ...] | None = None
+    seed: int | None = None
+    timeout: float | None = None
+    checker_line: int | None = None
+
+
+# -- steps ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    """What every step has: where it is written and what it must achieve.
+
+    ``expect`` None means the call must succeed; an ErrorCode means it must fail with
+    exactly that code (and change nothing). ``expect_part_maps`` is checked afterwards.
+    """
+
+    op: str = field(init=False, default="")
+    line: int | None = None
+    index: int = 0
+    note: str = ""
+    expect: ErrorCode | None = None
+    expect_part_maps: int | None = None
+
+    def where(self) -> str:
+        """``step 3 (part_map, line 27)`` for messages."""
+        at = f", line {self.line}" if self.line is not None else ""
+        return f"step {self.index + 1} ({self.op}{at})"
+
+
+@dataclass(frozen=True, kw_only=True)
+class _DescriptorExpect(Step):
+    name: str | None = None
+    expect_size: int | None = None
+    expect_addr_relative: Addr | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartNew(Step):
+    """``part_new(source, offset, length)``, kept under ``name``."""
+
+    op: str = field(init=False, default="part_new")
+    name: str
+    source: str
+    offset: int = 0
+    length: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartMapStep(_DescriptorExpect):
+    """``part_map`` of a named part, or of a part made here from ``source``/``offset``/``length``."""
+
+    op: str = field(init=False, default="part_map")
+    part: str | None = None
+    source: str | None = None
+    offset: int = 0
+    length: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetCoalescing(Step):
+    """``set_contiguous_part_coalescing(mode)``."""
+
+    op: str = field(init=False, default="set_coalescing")
+    mode: Coalescing
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemovePartMap(Step):
+    """``remove_part_map`` of a reference taken by first/next/by-address."""
+
+    op: str = field(init=False, default="remove_part_map")
+    map: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveRange(Step):
+    """``remove_range(addr, length)``."""
+
+    op: str = field(init=False, default="remove_range")
+    addr: Addr
+    length: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Memcpy(Step):
+    """``memcpy(addr, data, flags)``."""
+
+    op: str = field(init=False, default="memcpy")
+    addr: Addr
+    data: bytes = b""
+    flags: MemFlags = _NO_MEM_FLAGS
+
+
+@dataclass(frozen=True, kw_only=True)
+class Memset(Step):
+    """``memset(addr, value, length, flags)``."""
+
+    op: str = field(init=False, default="memset")
+    addr: Addr
+    value: int
+    length: int
+    flags: MemFlags = _NO_MEM_FLAGS
+
+
+@dataclass(frozen=True, kw_only=True)
+class Write(Step):
+    """Plain stores of ``data`` at ``addr`` (no flush, no fence)."""
+
+    op: str = field(init=False, default="write")
+    addr: Addr
+    data: bytes = b""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Read(Step):
+    """``read(addr, length)``, compared with ``expect_data`` when given."""
+
+    op: str = field(init=False, default="read")
+    addr: Addr
+    length: int
+    expect_data: bytes | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Persist(Step):
+    """``persist(addr, length)``: flush and drain."""
+
+    op: str = field(init=False, default="persist")
+    addr: Addr
+    length: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flush(Step):
+    """``flush(addr, length)``."""
+
+    op: str = field(init=False, default="flush")
+    addr: Addr
+    length: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class DeepFlush(Step):
+    """``deep_flush(addr, length)``."""
+
+    op: str = field(init=False, default="deep_flush")
+    addr: Addr
+    length: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drain(Step):
+    """``drain()``: a fence."""
+
+    op: str = field(init=False, default="drain")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Mark(Step):
+    """``mark(name)``: a marker in the store log (``NAME.BEGIN`` / ``NAME.END``)."""
+
+    op: str = field(init=False, default="mark")
+    name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class FirstPartMap(_DescriptorExpect):
+    """``first_part_map()``: keeps the reference under ``name`` unless ``drop``."""
+
+    op: str = field(init=False, default="first_part_map")
+    drop: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class NextPartMap(_DescriptorExpect):
+    """``next_part_map(map)``."""
+
+    op: str = field(init=False, default="next_part_map")
+    map: str
+    drop: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class PartMapByAddress(_DescriptorExpect):
+    """``part_map_by_address(addr)``."""
+
+    op: str = field(init=False, default="part_map_by_address")
+    addr: Addr
+    drop: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Drop(Step):
+    """``part_map_drop`` of a named reference."""
+
+    op: str = field(init=False, default="drop")
+    map: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Occupy(Step):
+    """``space.occupy(addr, size)``: a foreign mapping the set must step around."""
+
+    op: str = field(init=False, default="occupy")
+    addr: Addr
+    size: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Free(Step):
+    """``space.free(addr)``: remove an occupied range."""
+
+    op: str = field(init=False, default="free")
+    addr: Addr
+
+
+@dataclass(frozen=True, kw_only=True)
+class Record(Step):
+    """Start recording stores, flushes, fences and markers for the ``[crash]`` check."""
+
+    op: str = field(init=False, default="record")
+
+
+@dataclass(frozen=True, kw_only=True)
+class StopRecording(Step):
+    """Stop recording (otherwise recording lasts to the last step)."""
+
+    op: str = field(init=False, default="stop_recording")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Check(Step):
+    """Only expectations (``expect_part_maps``), no call."""
+
+    op: str = field(init=False, default="check")
+
+
+#: Step class for each ``op`` of the file format.
+STEP_TYPES: dict[str, type[Step]] = {
+    "part_new": PartNew,
+    "part_map": PartMapStep,
+    "set_coalescing": SetCoalescing,
+    "remove_part_map": RemovePartMap,
+    "remove_range": RemoveRange,
+    "memcpy": Memcpy,
+    "memset": Memset,
+    "write": Write,
+    "read": Read,
+    "persist": Persist,
+    "flush": Flush,
+    "deep_flush": DeepFlush,
+    "drain": Drain,
+    "mark": Mark,
+    "first_part_map": FirstPartMap,
+    "next_part_map": NextPartMap,
+    "part_map_by_address": PartMapByAddress,
+    "drop": Drop,
+    "occupy": Occupy,
+    "free": Free,
+    "record": Record,
+    "stop_recording": StopRecording,
+    "check": Check,
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """A loaded, validated scenario file."""
+
+    path: Path
+    name: str
+    steps: tuple[Step, ...]
+    description: str = ""
+    backends: tuple[str, ...] = ("sim", "mmap")
+    fake_fs: bool = False
+    space: SpaceSpec = SpaceSpec()
+    sources: tuple[SourceSpec, ...] = ()
+    config: ConfigSpec = ConfigSpec()
+    faults: tuple[FaultSpec, ...] = ()
+    crash: CrashSpec | None = None
