@@ -7,6 +7,8 @@ memory. See DESIGN.md for the contract and README.md for a tour.
 
 from __future__ import annotations
 
+import typing as _typing
+
 from pmemsim.addrspace import (
     AddressSpace,
     LayoutAddressSpace,
@@ -35,11 +37,26 @@ from pmemsim.events import (
     SetEvent,
 )
 from pmemsim.faults import FaultPlan, FaultSite, FiredFault
-from pmemsim.persistence import CrashReport, Recorder, StoreLog, replay, shrink
 from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
 from pmemsim.source import Source
 
+if _typing.TYPE_CHECKING:
+    from pmemsim.persistence import CrashReport, Recorder, StoreLog, replay, shrink
+
 __version__ = "0.1.0"
+
+# The crash-consistency names load pmemsim.persistence on first use: `import pmemsim`
+# (and so `pmemsim --help`) stays fast for users who only map parts.
+_LAZY = frozenset({"CrashReport", "Recorder", "StoreLog", "replay", "shrink"})
+
+
+def __getattr__(name: str) -> _typing.Any:
+    if name in _LAZY:
+        import pmemsim.persistence
+
+        return getattr(pmemsim.persistence, name)
+    raise AttributeError(f"module 'pmemsim' has no attribute {name!r}")
+
 
 __all__ = [
     "AddressSpace",
