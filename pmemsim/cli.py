@@ -23,6 +23,9 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from pmemsim.persistence.checkers import Checker
+    from pmemsim.persistence.engines import Engine
+    from pmemsim.persistence.log import StoreLog
     from pmemsim.report.results import RunResult
     from pmemsim.scenario.steps import Scenario
 
@@ -321,10 +324,545 @@ def _print_summary(
     console.print(f"[{style}]{', '.join(parts)}[/] in {elapsed:.2f}s")
 
 
+# -- pmemsim replay ------------------------------------------------------------------------------
+
+_REPLAY_DESCRIPTION = """\
+Replay a store log: hand every crash state an engine picks to a checker, on private
+in-memory copies of the registered files (your files are only read, never written),
+and print the minimal failing trace. Exit 0 when every checked state is consistent,
+1 when at least one is not, 2 on bad input (unreadable or malformed log, unknown
+engine, checker not found).
+
+LOG is either
+  * a pmemcheck store log (valgrind --tool=pmemcheck --log-stores=yes ..., or
+    pmemsim.persistence.dump_pmemcheck), the format pmreorder reads. It names files by
+    path only, so each file's *current* content is the image before the first store:
+    restore a pristine copy first, as for pmreorder, or give it with --image;
+  * a log saved by pmemsim (pmemsim.persistence.saved.save_log; JSON), which also keeps
+    each file's content from before the first store and the store granularity.
+
+A --checker function gets each image as a read-only memoryview and returns True/None
+(consistent) or False (inconsistent); raising counts as inconsistent. A --checker-prog
+command gets the image file path as its last argument and answers by exit status
+(0 consistent), exactly as pmreorder's -c prog, with PMREORDER_MARKERS set.
+"""
+
+_REPLAY_EPILOG = """\
+examples:
+  pmemsim replay store.log --checker mychecks:pool_ok             mychecks.py in the current directory
+  pmemsim replay store.log --checker-prog "python3 check.py"      pmreorder-style program checker
+  pmemsim replay store.log --engine ReorderFull -x TX=ReorderAccumulative --checker mychecks:pool_ok
+  pmemsim replay store.log --engine Random:7:500 --workers 2 --checker mychecks:pool_ok
+  pmemsim replay store.log --image /mnt/pmem/pool=pool.pristine --checker-prog ./check
+  pmemsim replay saved.json --checker mychecks:pool_ok --json > verdict.json
+
+engines: NoReorderNoCheck, NoReorderDoCheck, ReorderFull, ReorderPartial, ReorderAccumulative,
+ReorderReverseAccumulative (pmreorder's), Exhaustive (every distinct image the x86 ADR model
+allows, unflushed stores included; the default), Random or Random:SEED:N (N images per epoch).
+
+--json prints one object: {"states_checked", "distinct_images", "inconsistent", "engine",
+"failures": [{"epoch", "stores": [...], "message"}]}; the summary and trace go to stderr.
+"""
+
+
+def _configure_replay(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "log", metavar="LOG", help="a pmemcheck store log or a log saved by pmemsim, e.g. store.log"
+    )
+    p.add_argument(
+        "--engine",
+        default="Exhaustive",
+        metavar="NAME",
+        help="crash-state engine for the whole log (default: Exhaustive; e.g. --engine ReorderFull)",
+    )
+    p.add_argument(
+        "-x",
+        dest="markers",
+        action="append",
+        metavar="MARKER=ENGINE",
+        help="engine for the epochs inside MARKER.BEGIN/MARKER.END, as pmreorder's -x; repeatable "
+        "(e.g. -x TX=NoReorderDoCheck)",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--checker",
+        metavar="MODULE:FUNCTION",
+        help="Python checker FUNCTION(image) -> bool | None; MODULE is imported with the current "
+        "directory first on sys.path (e.g. --checker mychecks:pool_ok)",
+    )
+    which.add_argument(
+        "--checker-prog",
+        metavar='"CMD ARGS"',
+        help="program checker, split like a shell command; the image path is appended and exit "
+        'status 0 means consistent (e.g. --checker-prog "python3 check.py --strict")',
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="explore in N forked processes; results are identical for any N (default 1; e.g. --workers 2)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="S",
+        help="seed for ReorderPartial and Random (default 0; e.g. --seed 42)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="limit for one checker call in seconds; a call that runs longer is a checker error, "
+        "counted as inconsistent (default 60; e.g. --timeout 5)",
+    )
+    p.add_argument(
+        "--image",
+        action="append",
+        metavar="FILE=PATH",
+        help="take the content of registered FILE (its path in a pmemcheck log) before the first store "
+        "from PATH instead of FILE itself; repeatable (e.g. --image /mnt/pmem/pool=pool.pristine)",
+    )
+    p.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="accept a pmemcheck log without STOP (pmemcheck killed) and replay what is there "
+        "(pmreorder silently checks nothing)",
+    )
+    p.add_argument(
+        "--no-shrink",
+        action="store_true",
+        help="do not compute the minimal failing trace (it costs more checker calls)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the verdict as one JSON object on stdout; the human summary goes to stderr",
+    )
+
+
+def _import_checker(spec: str) -> Callable[[Any], object]:
+    """The callable named ``module:function`` (cwd first on sys.path); ValueError saying what is wrong."""
+    import importlib
+
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name.strip() or not attr.strip():
+        raise ValueError(f"--checker {spec!r}: expected MODULE:FUNCTION, e.g. mychecks:pool_ok")
+    # Importing must not write __pycache__ into the user's directory.
+    bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        module = importlib.import_module(module_name.strip())
+    except Exception as exc:  # ImportError, or the module's own SyntaxError/NameError/...
+        raise ValueError(
+            f"--checker {spec!r}: cannot import module {module_name!r}: {type(exc).__name__}: {exc}"
+        ) from None
+    finally:
+        sys.dont_write_bytecode = bytecode
+    fn: object = module
+    for part in attr.strip().split("."):
+        fn = getattr(fn, part, None)
+        if fn is None:
+            raise ValueError(f"--checker {spec!r}: module {module_name!r} has no {attr!r}")
+    if not callable(fn):
+        raise ValueError(f"--checker {spec!r}: {attr!r} is not callable")
+    return fn
+
+
+def _pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values or []:
+        key, sep, rest = value.partition("=")
+        if not sep or not key.strip() or not rest.strip():
+            raise ValueError(f"{option} {value!r}: expected NAME=VALUE")
+        out.append((key.strip(), rest.strip()))
+    return out
+
+
+def _replay_images(values: list[str] | None, keys: Sequence[str]) -> dict[str, str]:
+    """--image FILE=PATH against the log's file keys (which may contain '=')."""
+    images: dict[str, str] = {}
+    for value in values or []:
+        key = next((k for k in sorted(keys, key=len, reverse=True) if value.startswith(k + "=")), None)
+        if key is None:
+            known = ", ".join(keys) or "none"
+            raise ValueError(
+                f"--image {value!r}: expected FILE=PATH with FILE one of the log's files ({known})"
+            )
+        path = value[len(key) + 1 :]
+        if not path:
+            raise ValueError(f"--image {value!r}: no PATH after '='")
+        images[key] = path
+    return images
+
+
+def _cmd_replay(args: argparse.Namespace) -> int:
+    def bad(message: str) -> int:
+        print(f"pmemsim replay: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    if args.workers < 1:
+        return bad(f"--workers must be at least 1, got {args.workers}")
+    if not args.timeout > 0:
+        return bad(f"--timeout must be positive, got {args.timeout}")
+
+    import os
+
+    from pmemsim.persistence.checkers import CallableChecker, ProgramChecker
+    from pmemsim.persistence.engines import engine_from_name
+    from pmemsim.persistence.log import LogError
+
+    try:
+        engine = engine_from_name(args.engine)
+        markers = {name: engine_from_name(spec) for name, spec in _pairs(args.markers, "-x")}
+    except ValueError as exc:
+        return bad(str(exc))
+
+    cwd = os.getcwd()
+    sys.path.insert(0, cwd)
+    try:
+        checker: Checker
+        try:
+            if args.checker is not None:
+                checker = CallableChecker(_import_checker(args.checker), timeout=args.timeout)
+            else:
+                import shlex
+
+                checker = ProgramChecker(shlex.split(args.checker_prog), timeout=args.timeout)
+        except ValueError as exc:
+            return bad(str(exc))
+
+        from pmemsim.persistence.saved import read_log
+
+        try:
+            log = read_log(args.log, allow_truncated=args.allow_truncated)
+        except OSError as exc:
+            return bad(f"cannot read {args.log}: {exc.strerror or exc}")
+        except LogError as exc:
+            return bad(_located(args.log, exc))
+        try:
+            images = _replay_images(args.image, list(log.files))
+        except ValueError as exc:
+            return bad(str(exc))
+        return _replay(args, log, engine, markers, checker, images)
+    finally:
+        # The checker module stays imported (forked workers inherit it); only the path goes.
+        if sys.path and sys.path[0] == cwd:
+            del sys.path[0]
+        elif cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _replay(
+    args: argparse.Namespace,
+    log: StoreLog,
+    engine: Engine,
+    markers: dict[str, Engine],
+    checker: Checker,
+    images: dict[str, str],
+) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from pmemsim.persistence.explore import initial_images, plan_replay, replay
+    from pmemsim.persistence.log import LogError
+    from pmemsim.persistence.progress import CountingChecker, estimate_states, stale_files
+    from pmemsim.persistence.shrink import ShrinkError, shrink
+
+    console = Console(stderr=args.json, highlight=False)
+    try:
+        plan = plan_replay(log, engine=engine, markers=markers)
+    except LogError as exc:
+        print(f"pmemsim replay: error: {_located(args.log, exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    try:
+        # Unreadable or short images are bad input, found before any work.
+        before = initial_images(log, images)
+    except LogError as exc:
+        hint = "; give the file's content before the first store with --image FILE=PATH"
+        print(f"pmemsim replay: error: {_located(args.log, exc)}{hint}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    counting = CountingChecker(checker)
+    kind = "saved pmemsim log" if _is_saved(args.log) else "pmemcheck store log"
+    console.print(
+        f"[bold]{escape(args.log)}[/]: {kind}, {len(log.records)} records, {len(log.files)} file(s), "
+        f"{len(plan.epochs)} epochs; engine {engine.name}"
+        + ("".join(f", {n}={e.name}" for n, e in markers.items()))
+        + f", checker {escape(repr(checker))}",
+        soft_wrap=True,
+    )
+    stale = stale_files(log, before)
+    if stale:
+        console.print(
+            f"[yellow]warning[/]: {escape(', '.join(stale))} already hold(s) every store of the log: "
+            "probably the state after the run, so every crash state looks the same. Restore a pristine "
+            "copy first (as for pmreorder) or pass --image FILE=PRISTINE_COPY.",
+            soft_wrap=True,
+        )
+    with _Polling(console, "pmemsim replay", estimate_states(plan), lambda: counting.count):
+        try:
+            report = replay(
+                log,
+                counting,
+                engine=engine,
+                markers=markers,
+                workers=args.workers,
+                seed=args.seed,
+                images=images,
+                timeout=args.timeout,
+            )
+        except LogError as exc:
+            print(f"pmemsim replay: error: {_located(args.log, exc)}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+
+    style = "bold green" if report.ok else "bold red"
+    console.print(f"[{style}]{escape(report.summary())}[/] in {report.elapsed:.2f}s", soft_wrap=True)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning[/]: {escape(warning)}", soft_wrap=True)
+    shown = report.failures[:5]
+    for failure in shown:
+        console.print(escape(failure.describe()), soft_wrap=True)
+    if report.inconsistent > len(shown):
+        console.print(
+            f"... {report.inconsistent - len(shown)} more failing state(s) not listed", soft_wrap=True
+        )
+    if report.failures and not args.no_shrink:
+        try:
+            small = shrink(log, report.failures[0], checker, images=images, timeout=args.timeout)
+        except ShrinkError as exc:
+            console.print(f"[yellow]cannot shrink the first failure[/]: {escape(str(exc))}", soft_wrap=True)
+        else:
+            console.print(f"[bold]Minimal failing trace[/] ({small.tests} checker calls):", soft_wrap=True)
+            console.print(escape(small.trace), soft_wrap=True, highlight=False)
+    if args.json:
+        doc = {
+            "states_checked": report.states_checked,
+            "distinct_images": report.distinct_images,
+            "inconsistent": report.inconsistent,
+            "engine": report.engine,
+            "failures": [
+                {"epoch": f.epoch, "stores": f.to_dict()["stores"], "message": f.message}
+                for f in report.failures
+            ],
+        }
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.flush()
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _located(path: str, exc: Exception) -> str:
+    """``exc``'s message, prefixed with ``path`` unless it already names it."""
+    text = str(exc)
+    return text if text.startswith(path) else f"{path}: {text}"
+
+
+def _is_saved(path: str) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(4096).lstrip().startswith("{")
+
+
+class _Polling:
+    """A rich progress bar whose count a thread polls from ``poll()`` while the body runs (terminal only)."""
+
+    def __init__(self, console: Console, label: str, total: int, poll: Callable[[], int]) -> None:
+        import threading
+
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn(f"[bold]{label}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("states (estimated total)"),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self._task = self._progress.add_task("", total=max(total, 1))
+        self._total = max(total, 1)
+        self._poll = poll
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pmemsim-progress", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.1):
+            done = self._poll()
+            if done > self._total:  # the estimate was low: grow the bar rather than overflow it
+                self._total = done
+            self._progress.update(self._task, completed=done, total=self._total)
+
+    def __enter__(self) -> None:
+        if not self._progress.disable:
+            self._progress.start()
+            self._thread.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+        self._progress.stop()
+
+
+# -- pmemsim report ------------------------------------------------------------------------------
+
+_DEFAULT_RESULTS = "reports/results.json"
+
+_REPORT_DESCRIPTION = f"""\
+Build the error-path coverage matrix from results files: one row per error documented
+by pmemset_part_map(3) and per other PMEMSET_E_* code (plus any other error a run
+raised), one column per backend and kind of run (scenarios from `pmemsim run
+--results`, tests from `pytest --pmemsim-report`), each cell the number of times the
+error was raised there: red where never reached, grey where there were no runs of that
+kind. Prints the matrix as a table; --html also writes a self-contained page with it
+and, when coverage.py data is present, the line/branch coverage of pmemsim/ beside it.
+
+Without --from, {_DEFAULT_RESULTS} is read. coverage.py is optional: without it (or
+without a data file) the page says so and shows the matrix alone.
+Exit status: 0 report built (1 with --fail-unreached when a man-page error was never
+reached), 2 bad input (a missing or malformed results or coverage file).
+"""
+
+_REPORT_EPILOG = """\
+examples:
+  pmemsim run scenarios/ --results reports/results.json && pmemsim report
+  pmemsim report --from reports/results.json --html reports/index.html
+  pytest --pmemsim-report reports/tests.json
+  pmemsim report --from reports/results.json --from reports/tests.json --html reports/index.html
+  coverage run --branch -m pmemsim run scenarios/ --results r.json && pmemsim report --from r.json \\
+      --coverage .coverage --html reports/index.html
+  pmemsim report --from r.json --fail-unreached       CI gate: every documented part_map error reached
+"""
+
+
+def _configure_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--from",
+        dest="sources",
+        action="append",
+        metavar="FILE",
+        help=f"a results JSON file (pmemsim run --results/--json, pytest --pmemsim-report); repeat to merge "
+        f"several (default: {_DEFAULT_RESULTS}; e.g. --from r.json --from tests.json)",
+    )
+    p.add_argument(
+        "--html",
+        metavar="FILE",
+        help="also write the report page to FILE, creating its directory (e.g. --html reports/index.html)",
+    )
+    p.add_argument(
+        "--coverage",
+        metavar="FILE",
+        help="coverage.py data file to show line/branch coverage of pmemsim/ from (default: .coverage "
+        "when it exists; needs coverage.py installed; e.g. --coverage .coverage)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the matrix as JSON on stdout (rows with counts per column); the table goes to stderr",
+    )
+    p.add_argument(
+        "--fail-unreached",
+        action="store_true",
+        help="exit 1 when an error documented by pmemset_part_map(3) was never reached",
+    )
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    import os
+
+    def bad(message: str) -> int:
+        print(f"pmemsim report: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    sources: list[str] = args.sources or []
+    if not sources:
+        if not os.path.isfile(_DEFAULT_RESULTS):
+            return bad(
+                f"no results to report: give --from FILE (written by `pmemsim run --results FILE` or "
+                f"`pytest --pmemsim-report FILE`), or create {_DEFAULT_RESULTS}"
+            )
+        sources = [_DEFAULT_RESULTS]
+
+    from pmemsim.report.matrix import build_matrix, merge_results
+    from pmemsim.report.results import load_results
+
+    try:
+        files = [load_results(s) for s in sources]
+    except ValueError as exc:
+        return bad(str(exc))
+    matrix = build_matrix(merge_results(files))
+
+    from pmemsim.report.linecoverage import CoverageSummary, CoverageUnavailable, load_coverage
+
+    summary: CoverageSummary | None = None
+    note: str | None = None
+    data_file = args.coverage or (".coverage" if os.path.isfile(".coverage") else None)
+    if data_file is not None:
+        try:
+            summary = load_coverage(data_file)
+        except CoverageUnavailable as exc:
+            note = str(exc)
+        except (OSError, ValueError) as exc:
+            if args.coverage:
+                return bad(str(exc))
+            note = f"coverage data not shown: {exc}"
+
+    from rich.console import Console
+
+    console = Console(stderr=args.json, highlight=False)
+    from pmemsim.report.terminal import print_matrix
+
+    print_matrix(console, matrix)
+    if summary is not None:
+        total = summary.total
+        branches = f", {total.branch_percent:.0f}% of branches" if total.branch_percent is not None else ""
+        console.print(
+            f"coverage of pmemsim/ ({len(summary.files)} files, {summary.data_file}): "
+            f"{total.line_percent:.0f}% of lines{branches}",
+            soft_wrap=True,
+        )
+    elif note:
+        console.print(f"[yellow]note[/]: {note}", soft_wrap=True)
+
+    if args.html:
+        import datetime
+
+        from pmemsim.report.html import render_html
+
+        page = render_html(
+            matrix,
+            sources=sources,
+            coverage=summary,
+            coverage_note=note,
+            generated=datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+        try:
+            parent = os.path.dirname(args.html)
+            if parent:
+                os.makedirs(parent, exist_ok=True)
+            with open(args.html, "w", encoding="utf-8") as f:
+                f.write(page)
+        except OSError as exc:
+            return bad(f"cannot write {args.html}: {exc.strerror or exc}")
+        console.print(f"wrote {args.html}", soft_wrap=True)
+    if args.json:
+        import json
+
+        sys.stdout.write(json.dumps(matrix.to_json(), indent=2) + "\n")
+        sys.stdout.flush()
+    unreached = [r for r in matrix.man_page_rows if not r.reached]
+    if args.fail_unreached and unreached:
+        names = ", ".join(r.name for r in unreached)
+        console.print(f"[bold red]never reached[/]: {names}", soft_wrap=True)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 # -- the command table ---------------------------------------------------------------------------
 
-#: Every sub-command, in the order ``pmemsim --help`` lists them. ``report`` and ``replay``
-#: join this table (DESIGN.md §6, issue 6) as rows built like RUN.
+#: Every sub-command, in the order ``pmemsim --help`` lists them.
 RUN = Command(
     name="run",
     help="run scenario files on the simulated and/or real-mmap backend",
@@ -334,7 +872,25 @@ RUN = Command(
     run=_cmd_run,
 )
 
-COMMANDS: tuple[Command, ...] = (RUN,)
+REPLAY = Command(
+    name="replay",
+    help="check every crash state of a pmemcheck (or saved) store log with a checker",
+    description=_REPLAY_DESCRIPTION,
+    epilog=_REPLAY_EPILOG,
+    configure=_configure_replay,
+    run=_cmd_replay,
+)
+
+REPORT = Command(
+    name="report",
+    help="error-path coverage matrix (terminal and HTML) from results files",
+    description=_REPORT_DESCRIPTION,
+    epilog=_REPORT_EPILOG,
+    configure=_configure_report,
+    run=_cmd_report,
+)
+
+COMMANDS: tuple[Command, ...] = (RUN, REPLAY, REPORT)
 
 _MAIN_DESCRIPTION = """\
 pmemsim: PMDK libpmemset's part-mapping API on simulated and real address spaces,
@@ -343,9 +899,12 @@ with fault injection and crash-consistency checking.
 
 _MAIN_EPILOG = """\
 examples:
-  pmemsim run scenarios/                    run every shipped scenario
-  pmemsim run scenarios/ --junit junit.xml  and write JUnit XML for CI
-  pmemsim run --help                        every option of `run`, with examples
+  pmemsim run scenarios/                              run every shipped scenario
+  pmemsim run scenarios/ --junit junit.xml            and write JUnit XML for CI
+  pmemsim run scenarios/ --results reports/results.json && pmemsim report --html reports/index.html
+                                                      error-path coverage matrix, terminal and HTML
+  pmemsim replay store.log --checker mychecks:pool_ok crash states of a pmemcheck store log
+  pmemsim COMMAND --help                              every option of COMMAND, with examples
 
 exit status: 0 every expectation held, 1 something failed, 2 bad input.
 """

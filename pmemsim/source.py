@@ -16,6 +16,7 @@ import errno as _errno
 import os
 import stat
 import tempfile
+import types
 from typing import TYPE_CHECKING
 
 from pmemsim.enums import SourceFlags
@@ -159,23 +160,9 @@ class Source:
         """
         d = _check_path(dir)
         _alloc(fault_plan, f"a temporary file in {d!r}")
-        try:
-            fd, name = tempfile.mkstemp(prefix=".pmemsim-", dir=d)
-        except OSError as exc:
-            raise PmemsetError(
-                ErrorCode.CANNOT_CREATE_TEMP_FILE,
-                f"cannot create a temporary file in {d!r}",
-                os_errno=exc.errno or _errno.EIO,
-            ) from exc
-        try:
-            os.unlink(name)
-        except OSError as exc:
-            os.close(fd)
-            raise PmemsetError(
-                ErrorCode.CANNOT_CREATE_TEMP_FILE,
-                f"cannot unlink temporary file {name!r}",
-                os_errno=exc.errno or _errno.EIO,
-            ) from exc
+        fd = _open_tmpfile(d)
+        if fd is None:
+            fd = _create_and_unlink(d)
         return cls(_OpenFile(fd, None, owned=True), flags=SourceFlags(0), temporary=True)
 
     @classmethod
@@ -256,10 +243,62 @@ class Source:
             raise PmemsetError(-err, f"cannot stat {self!r}", os_errno=err) from exc
 
     def _truncate(self, size: int) -> None:
-        """Set the file's size; raises OSError (or OverflowError) from the OS."""
+        """Set the file's size; raises OSError (or OverflowError) from the OS.
+
+        Growing also allocates the new blocks where the file system can
+        (``posix_fallocate``): a sparse tail on a full file system would otherwise
+        fail later, as SIGBUS on a store through a real mapping, instead of here.
+        """
         if size > _MAX_FILE_SIZE:
             raise OSError(_errno.EFBIG, f"{size} bytes exceeds the largest file size")
-        os.ftruncate(self._open_file().fd, size)
+        fd = self._open_file().fd
+        old = os.fstat(fd).st_size
+        os.ftruncate(fd, size)
+        if size > old and _real_os():
+            try:
+                os.posix_fallocate(fd, old, size - old)
+            except OSError as exc:
+                if exc.errno in (_errno.EOPNOTSUPP, _errno.EINVAL, _errno.ENOSYS):
+                    return  # the file system cannot preallocate: a sparse file it is
+                os.ftruncate(fd, old)
+                raise
+
+
+def _real_os() -> bool:
+    """False while pyfakefs has replaced this module's ``os`` (its fds are not the kernel's)."""
+    return isinstance(os, types.ModuleType)
+
+
+def _temp_error(d: str, exc: OSError, what: str) -> PmemsetError:
+    return PmemsetError(
+        ErrorCode.CANNOT_CREATE_TEMP_FILE, f"cannot {what} in {d!r}", os_errno=exc.errno or _errno.EIO
+    )
+
+
+def _open_tmpfile(d: str) -> int | None:
+    """An ``O_TMPFILE`` descriptor in ``d`` (never visible by name), or None where unsupported."""
+    flag = getattr(os, "O_TMPFILE", 0)
+    if not flag or not _real_os():
+        return None  # pyfakefs would create a named file for O_TMPFILE
+    try:
+        return os.open(d, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), _CREATE_MODE)
+    except OSError as exc:
+        if exc.errno in (_errno.EOPNOTSUPP, _errno.EISDIR, _errno.EINVAL):
+            return None  # this file system has no O_TMPFILE: create and unlink instead
+        raise _temp_error(d, exc, "create a temporary file") from exc
+
+
+def _create_and_unlink(d: str) -> int:
+    try:
+        fd, name = tempfile.mkstemp(prefix=".pmemsim-", dir=d)
+    except OSError as exc:
+        raise _temp_error(d, exc, "create a temporary file") from exc
+    try:
+        os.unlink(name)
+    except OSError as exc:
+        os.close(fd)
+        raise _temp_error(d, exc, f"unlink temporary file {name!r}") from exc
+    return fd
 
 
 def _file_contents(file: _OpenFile) -> bytes:

@@ -74,7 +74,9 @@ from pmemsim.persistence.pmemcheck import (
     load_pmemcheck,
     loads_pmemcheck,
 )
+from pmemsim.persistence.progress import CountingChecker, estimate_states, stale_files
 from pmemsim.persistence.results import CrashReport, Failure
+from pmemsim.persistence.saved import dumps_log, load_log, loads_log, read_log, save_log
 from pmemsim.persistence.shrink import ShrinkError, ShrinkResult, shrink
 
 __all__ = [
@@ -83,6 +85,7 @@ __all__ = [
     "CallableChecker",
     "CheckOutcome",
     "Checker",
+    "CountingChecker",
     "CrashReport",
     "Engine",
     "Epoch",
@@ -117,12 +120,19 @@ __all__ = [
     "build_epochs",
     "caller_location",
     "dump_pmemcheck",
+    "dumps_log",
     "dumps_pmemcheck",
     "engine_from_name",
+    "estimate_states",
     "initial_images",
+    "load_log",
     "load_pmemcheck",
+    "loads_log",
     "loads_pmemcheck",
     "plan_replay",
+    "read_log",
     "replay",
+    "save_log",
     "shrink",
+    "stale_files",
 ]

@@ -1,0 +1,102 @@
+"""Progress of a crash replay, for a progress bar: states judged so far and an estimated total.
+
+Also :func:`stale_files`, the check that an image given for a log is not already the
+state after the run (the usual mistake with pmemcheck logs).
+
+:func:`~pmemsim.persistence.replay` has no progress callback, and with ``workers`` > 1
+the checker runs in forked processes. :class:`CountingChecker` wraps the checker and
+counts its calls in a shared-memory counter created before the fork, so the parent
+(typically a thread refreshing a progress bar) sees the work of every worker::
+
+    counting = CountingChecker(as_checker(check))
+    total = estimate_states(plan_replay(log, engine=engine))
+    report = replay(log, counting, engine=engine, workers=4)   # meanwhile: counting.count
+
+A checker call judges one crash state; states whose image was judged before in the same
+process reuse the verdict without a call, so the count can stay below
+``CrashReport.states_checked``. The total is the engines' own estimate (an upper bound
+for Exhaustive, which skips duplicate images). Both are for display only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+from collections.abc import Sequence
+from typing import Any
+
+from pmemsim.persistence.checkers import Checker, CheckOutcome
+from pmemsim.persistence.log import Store, StoreLog
+from pmemsim.persistence.model import EpochPlan
+
+__all__ = ["CountingChecker", "estimate_states", "stale_files"]
+
+
+def estimate_states(plan: EpochPlan) -> int:
+    """About how many crash states :func:`~pmemsim.persistence.replay` visits for ``plan``.
+
+    The sum of each epoch engine's ``estimate`` over the epochs it explores. Runtime: O(atoms).
+    """
+    return sum(e.engine.estimate(e) for e in plan.epochs if e.engine.wants(e))
+
+
+class _LocalCounter:
+    """The part of multiprocessing.Value's interface used here, for one process."""
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def get_lock(self) -> contextlib.nullcontext[None]:
+        return contextlib.nullcontext()
+
+
+class CountingChecker(Checker):
+    """A checker that forwards to ``inner`` and counts calls across forked worker processes."""
+
+    def __init__(self, inner: Checker) -> None:
+        self.inner = inner
+        self.needs_markers = inner.needs_markers
+        # Shared memory inherited by forked workers; the lock keeps concurrent increments exact.
+        self._counter: Any
+        try:
+            self._counter = multiprocessing.get_context("fork").Value("q", 0)
+        except (OSError, ValueError):  # no shared memory or no fork here: count this process only
+            self._counter = _LocalCounter()
+
+    def __repr__(self) -> str:
+        return f"CountingChecker({self.inner!r})"
+
+    @property
+    def count(self) -> int:
+        """Checker calls so far, in this process and in every worker."""
+        return int(self._counter.value)
+
+    def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
+        """Forward to the wrapped checker."""
+        self.inner.open(keys, sizes)
+
+    def check(self, views: Sequence[memoryview], markers: str) -> CheckOutcome | None:
+        """Count, then forward to the wrapped checker."""
+        with self._counter.get_lock():
+            self._counter.value += 1
+        return self.inner.check(views, markers)
+
+    def close(self) -> None:
+        """Forward to the wrapped checker."""
+        self.inner.close()
+
+
+def stale_files(log: StoreLog, images: Sequence[bytes]) -> list[str]:
+    """Keys of the files ``log`` stores to whose image (in ``log.files`` order) already holds every store.
+
+    Such an image is most likely the file as the program left it, not as it was before
+    the first store, so every crash state of it looks the same. Runtime: O(bytes stored
+    + file sizes).
+    """
+    after = {key: bytearray(img) for key, img in zip(log.files, images, strict=True)}
+    touched: set[str] = set()
+    for rec in log.records:
+        if isinstance(rec, Store):
+            after[rec.file][rec.offset : rec.end] = rec.data
+            touched.add(rec.file)
+    return [key for key, img in zip(log.files, images, strict=True) if key in touched and after[key] == img]

@@ -1,0 +1,247 @@
+"""pmemsim's own store-log file: a JSON document that keeps what the pmemcheck format loses.
+
+A pmemcheck log (:mod:`~pmemsim.persistence.pmemcheck`) names files by path only, so a
+replay reads each file's *current* content as the image before the first store -- right
+when the file was restored to a pristine copy, wrong after the program ran. A saved log
+keeps every file's content as it was when recording started (``FileInfo.initial``),
+the store granularity that picks the persistency model, and every record exactly::
+
+    {"format": "pmemsim-store-log", "version": 1, "granularity": "CACHE_LINE", "page_size": 4096,
+     "files": [{"key": "/pool", "path": "/pool", "size": 4096, "base": null, "initial": "<base64>"}],
+     "records": [{"op": "store", "file": "/pool", "offset": 64, "data": "7265636f7264",
+                  "addr": 139637976727616, "location": "app.py:12", "nontemporal": false},
+                 {"op": "flush", "file": "/pool", "offset": 64, "length": 64},
+                 {"op": "fence"}, {"op": "marker", "name": "TX.BEGIN"}]}
+
+:func:`save_log` writes it, :func:`load_log` reads it back (an equal :class:`StoreLog`)
+and :func:`read_log` reads either format, telling them apart by the first character
+(``{``). Malformed files raise :class:`~pmemsim.persistence.log.LogError` naming the
+file, the record and the key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from typing import Any
+
+from pmemsim.enums import Granularity
+from pmemsim.persistence.log import Fence, FileInfo, Flush, LogError, Marker, Record, Store, StoreLog
+
+__all__ = ["FORMAT", "VERSION", "dumps_log", "load_log", "loads_log", "read_log", "save_log"]
+
+FORMAT = "pmemsim-store-log"
+VERSION = 1
+
+
+def _record_json(rec: Record) -> dict[str, Any]:
+    if isinstance(rec, Store):
+        out: dict[str, Any] = {"op": "store", "file": rec.file, "offset": rec.offset, "data": rec.data.hex()}
+        if rec.addr is not None:
+            out["addr"] = rec.addr
+        if rec.location is not None:
+            out["location"] = rec.location
+        if rec.nontemporal:
+            out["nontemporal"] = True
+        if rec.frames:
+            out["frames"] = list(rec.frames)
+        return out
+    if isinstance(rec, Flush):
+        out = {"op": "flush", "file": rec.file, "offset": rec.offset, "length": rec.length}
+        if rec.addr is not None:
+            out["addr"] = rec.addr
+        return out
+    if isinstance(rec, Fence):
+        return {"op": "fence"}
+    return {"op": "marker", "name": rec.name}
+
+
+def dumps_log(log: StoreLog) -> str:
+    """``log`` as saved-log JSON text. Raises LogError for records outside their files."""
+    log.validate()
+    doc = {
+        "format": FORMAT,
+        "version": VERSION,
+        "granularity": log.granularity.name if log.granularity is not None else None,
+        "page_size": log.page_size,
+        "files": [
+            {
+                "key": info.key,
+                "path": info.path,
+                "size": info.size,
+                "base": info.base,
+                "initial": base64.b64encode(info.initial).decode("ascii")
+                if info.initial is not None
+                else None,
+            }
+            for info in log.files.values()
+        ],
+        "records": [_record_json(rec) for rec in log.records],
+    }
+    return json.dumps(doc, indent=1) + "\n"
+
+
+def save_log(log: StoreLog, path: str | os.PathLike[str]) -> None:
+    """Write ``log`` to ``path`` in the saved-log format (see the module docstring)."""
+    text = dumps_log(log)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+class _Reader:
+    """Typed access to one JSON object, with errors naming where it is."""
+
+    def __init__(self, data: object, where: str) -> None:
+        if not isinstance(data, dict):
+            raise LogError(f"{where}: expected an object, got {type(data).__name__}")
+        self.data = data
+        self.where = where
+
+    def _get(self, key: str, types: type | tuple[type, ...], what: str, default: object = ...) -> Any:
+        if key not in self.data:
+            if default is ...:
+                raise LogError(f"{self.where}: missing key {key!r}")
+            return default
+        value = self.data[key]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
+            raise LogError(f"{self.where}.{key}: expected {what}, got {value!r}")
+        return value
+
+    def integer(self, key: str, default: object = ...) -> Any:
+        value = self._get(
+            key, (int, type(None)) if default is None else int, "a non-negative integer", default
+        )
+        if value is not None and value < 0:
+            raise LogError(f"{self.where}.{key}: expected a non-negative integer, got {value!r}")
+        return value
+
+    def text(self, key: str, default: object = ...) -> Any:
+        return self._get(key, (str, type(None)) if default is None else str, "a string", default)
+
+    def flag(self, key: str) -> bool:
+        return bool(self._get(key, bool, "true or false", False))
+
+
+def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
+    return types if isinstance(types, tuple) else (types,)
+
+
+def _hex_bytes(r: _Reader, key: str) -> bytes:
+    text = r.text(key)
+    try:
+        return bytes.fromhex(text)
+    except ValueError:
+        raise LogError(f"{r.where}.{key}: expected hexadecimal bytes, got {text[:40]!r}") from None
+
+
+def _parse_record(data: object, where: str) -> Record:
+    r = _Reader(data, where)
+    op = r.text("op")
+    try:
+        if op == "store":
+            frames = r._get("frames", list, "a list of strings", [])
+            if not all(isinstance(f, str) for f in frames):
+                raise LogError(f"{where}.frames: expected a list of strings")
+            return Store(
+                r.text("file"),
+                r.integer("offset"),
+                _hex_bytes(r, "data"),
+                r.integer("addr", None),
+                r.text("location", None),
+                r.flag("nontemporal"),
+                tuple(frames),
+            )
+        if op == "flush":
+            return Flush(r.text("file"), r.integer("offset"), r.integer("length"), r.integer("addr", None))
+        if op == "fence":
+            return Fence()
+        if op == "marker":
+            return Marker(r.text("name"))
+    except (TypeError, ValueError) as exc:
+        if isinstance(exc, LogError):
+            raise
+        raise LogError(f"{where}: {exc}") from None
+    raise LogError(f"{where}.op: unknown record type {op!r} (expected store, flush, fence or marker)")
+
+
+def _parse_file(data: object, where: str) -> FileInfo:
+    r = _Reader(data, where)
+    initial_text = r.text("initial", None)
+    initial = None
+    if initial_text is not None:
+        try:
+            initial = base64.b64decode(initial_text, validate=True)
+        except (binascii.Error, ValueError):
+            raise LogError(f"{where}.initial: not valid base64") from None
+    try:
+        return FileInfo(
+            r.text("key"), r.text("path", None), r.integer("size"), initial, r.integer("base", None)
+        )
+    except (TypeError, ValueError) as exc:
+        raise LogError(f"{where}: {exc}") from None
+
+
+def loads_log(text: str, name: str = "<saved log>") -> StoreLog:
+    """Parse saved-log JSON text; LogError naming ``name``, the record and the key on any problem."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LogError(f"{name}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise LogError(f'{name}: not a pmemsim store log (missing "format": {FORMAT!r})')
+    if data.get("version") != VERSION:
+        raise LogError(
+            f"{name}: store-log version {data.get('version')!r} is not supported (expected {VERSION})"
+        )
+    top = _Reader(data, name)
+    gran_name = top.text("granularity", None)
+    granularity = None
+    if gran_name is not None:
+        try:
+            granularity = Granularity[gran_name]
+        except KeyError:
+            known = ", ".join(g.name for g in Granularity)
+            raise LogError(
+                f"{name}.granularity: unknown granularity {gran_name!r} (one of {known})"
+            ) from None
+    page_size = top.integer("page_size", 4096)
+    if page_size < 1:
+        raise LogError(f"{name}.page_size: must be positive, got {page_size}")
+    files = top._get("files", list, "a list of files")
+    records = top._get("records", list, "a list of records")
+    log = StoreLog(granularity=granularity, page_size=page_size)
+    for i, f in enumerate(files):
+        info = _parse_file(f, f"{name}: files[{i}]")
+        if info.key in log.files:
+            raise LogError(f"{name}: files[{i}]: file key {info.key!r} appears twice")
+        log.add_file(info)
+    log.records = [_parse_record(rec, f"{name}: records[{i}]") for i, rec in enumerate(records)]
+    try:
+        log.validate()
+    except LogError as exc:
+        raise LogError(f"{name}: {exc}") from None
+    return log
+
+
+def load_log(path: str | os.PathLike[str]) -> StoreLog:
+    """:func:`loads_log` on the content of ``path`` (OSError if it cannot be read)."""
+    with open(path, encoding="utf-8") as f:
+        return loads_log(f.read(), os.fspath(path))
+
+
+def read_log(path: str | os.PathLike[str], *, allow_truncated: bool = False) -> StoreLog:
+    """A store log from ``path``: a saved log (JSON, starting with ``{``) or a pmemcheck log.
+
+    ``allow_truncated`` applies to pmemcheck logs without STOP. Raises OSError when the
+    file cannot be read, LogError (PmemcheckFormatError for pmemcheck logs) when it is
+    malformed.
+    """
+    from pmemsim.persistence.pmemcheck import loads_pmemcheck
+
+    with open(path, encoding="utf-8", errors="surrogateescape") as f:
+        text = f.read()
+    if text.lstrip().startswith("{"):
+        return loads_log(text, os.fspath(path))
+    return loads_pmemcheck(text, allow_truncated=allow_truncated)

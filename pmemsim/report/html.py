@@ -1,0 +1,226 @@
+"""The HTML page of ``pmemsim report``: the error-path matrix and, beside it, line/branch coverage.
+
+One self-contained file: inline CSS, no script, no external resource, so it can be
+opened from disk, attached to a CI run or mailed. Machine-readable hooks for tests and
+scrapers: each error row is ``<tr data-error="PMEMSET_E_...">`` and each count cell
+``<td data-column="sim/scenario" data-count="3">``. A count cell is red when the error
+was never raised in that column's runs, green when it was, grey when the column has no
+runs at all (nothing to conclude).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from html import escape
+
+from pmemsim.report.linecoverage import CoverageSummary, FileCoverage
+from pmemsim.report.matrix import MAN_PAGE_ERRORS, Column, Matrix, Row
+
+__all__ = ["render_html"]
+
+_CSS = """
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #1d2329; }
+h1 { font-size: 1.45em; margin: 0 0 .3em; } h2 { font-size: 1.15em; margin: 1.2em 0 .4em; }
+.meta, .note { color: #56606b; } .note { max-width: 60em; }
+.layout { display: flex; flex-wrap: wrap; gap: 2.5em; align-items: flex-start; }
+table { border-collapse: collapse; }
+th, td { padding: .25em .6em; border: 1px solid #d5dae0; }
+thead th { background: #eef1f4; font-weight: 600; }
+th[scope=row] { text-align: left; font-family: ui-monospace, monospace; font-weight: 500;
+  white-space: nowrap; }
+td.count, td.num { text-align: right; font-variant-numeric: tabular-nums; min-width: 3.2em; }
+td.hit { background: #d8f3dc; color: #14532d; }
+td.zero { background: #fbd5d5; color: #8b1111; font-weight: 600; }
+td.norun { background: #f3f4f6; color: #9aa3ad; }
+tr.unreached th[scope=row] { color: #8b1111; }
+tbody.group th.group { text-align: left; background: #f8f9fb; font-weight: 600; }
+.doc { color: #56606b; font-size: .92em; white-space: nowrap; }
+.badge { display: inline-block; padding: 0 .4em; border-radius: .6em; font-size: .8em; background: #e0e7ff; }
+.bar { display: inline-block; width: 6em; height: .7em; background: #fbd5d5; vertical-align: middle; }
+.bar > span { display: block; height: 100%; background: #40a060; }
+.legend span { display: inline-block; padding: 0 .5em; margin-right: .4em; border: 1px solid #d5dae0; }
+"""
+
+
+def _cell_class(column: Column, count: int) -> str:
+    if column.runs == 0:
+        return "norun"
+    return "hit" if count else "zero"
+
+
+def _reached_title(names: Sequence[str], limit: int = 12) -> str:
+    if not names:
+        return "not reached"
+    shown = list(names[:limit])
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return "reached by: " + ", ".join(shown) + more
+
+
+def _row_html(row: Row, columns: Sequence[Column]) -> str:
+    cls = "error-row" + (" man-page" if row.man_page else "") + ("" if row.reached else " unreached")
+    badge = ' <span class="badge" title="only the newer man page documents it">newer page</span>'
+    badge = badge if row.newer_page_only else ""
+    doc = "pmemset_part_map(3)" if row.man_page else row.documented_by
+    code = f"{row.code}" if row.code is not None else ""
+    cells = [
+        f'<tr class="{cls}" id="{escape(row.name)}" data-error="{escape(row.name)}">',
+        f'<th scope="row" title="{escape(code)}">{escape(row.name)}</th>',
+        f'<td class="doc">{escape(doc)}{badge}</td>',
+    ]
+    for column, count, names in zip(columns, row.counts, row.reached_by, strict=True):
+        klass = _cell_class(column, count)
+        shown = "&ndash;" if klass == "norun" else str(count)
+        title = "no runs of this kind" if klass == "norun" else _reached_title(names)
+        cells.append(
+            f'<td class="count {klass}" data-column="{escape(column.key)}" data-count="{count}" '
+            f'title="{escape(title)}">{shown}</td>'
+        )
+    total_cls = "hit" if row.reached else "zero"
+    cells.append(
+        f'<td class="count total {total_cls}" data-column="total" data-count="{row.total}">{row.total}</td>'
+    )
+    cells.append("</tr>")
+    return "".join(cells)
+
+
+def _matrix_html(matrix: Matrix) -> list[str]:
+    columns = matrix.columns
+    backends: list[tuple[str, int]] = []
+    for c in columns:
+        if backends and backends[-1][0] == c.backend:
+            backends[-1] = (c.backend, backends[-1][1] + 1)
+        else:
+            backends.append((c.backend, 1))
+    out = ['<table class="matrix">', "<thead>", "<tr>", '<th rowspan="2">error</th>']
+    out.append('<th rowspan="2">documented in</th>')
+    out += [f'<th colspan="{n}">{escape(b)}</th>' for b, n in backends]
+    out.append('<th rowspan="2">total</th></tr><tr>')
+    out += [
+        f'<th title="{c.runs} runs">{escape(c.kind.value)}s<br><small>{c.runs} runs</small></th>'
+        for c in columns
+    ]
+    out += ["</tr>", "</thead>"]
+    groups = [
+        ("pmemset_part_map(3) errors", [r for r in matrix.rows if r.man_page]),
+        ("other libpmemset error codes", [r for r in matrix.rows if not r.man_page and r.code is not None]),
+        ("other errors raised", [r for r in matrix.rows if r.code is None]),
+    ]
+    width = len(columns) + 3
+    for title, rows in groups:
+        if not rows:
+            continue
+        out.append(f'<tbody class="group"><tr><th class="group" colspan="{width}">{escape(title)}</th></tr>')
+        out += [_row_html(r, columns) for r in rows]
+        out.append("</tbody>")
+    out.append("</table>")
+    return out
+
+
+def _percent_cell(value: float | None) -> str:
+    if value is None:
+        return '<td class="num">&ndash;</td>'
+    return (
+        f'<td class="num" data-percent="{value:.1f}">'
+        f'<span class="bar"><span style="width:{value:.1f}%"></span></span> {value:.0f}%</td>'
+    )
+
+
+def _coverage_row(f: FileCoverage, branch: bool, tag: str = "td") -> str:
+    cells = [
+        f'<{tag} class="file">{escape(f.path)}</{tag}>',
+        f'<td class="num">{f.statements}</td>',
+        f'<td class="num">{f.missing}</td>',
+        _percent_cell(f.line_percent),
+    ]
+    if branch:
+        cells += [
+            f'<td class="num">{f.branches}</td>',
+            f'<td class="num">{f.missing_branches}</td>',
+            _percent_cell(f.branch_percent),
+        ]
+    return "<tr>" + "".join(cells) + "</tr>"
+
+
+def _coverage_html(summary: CoverageSummary | None, note: str | None) -> list[str]:
+    out = ['<section class="coverage">', "<h2>Line and branch coverage of <code>pmemsim/</code></h2>"]
+    if summary is None and not note:
+        note = (
+            "No coverage data: measure a run with coverage.py (coverage run --branch -m pmemsim run "
+            "scenarios/, or pytest under coverage) and pass --coverage .coverage."
+        )
+    if note:
+        out.append(f'<p class="note coverage-note">{escape(note)}</p>')
+    if summary is None:
+        out.append("</section>")
+        return out
+    out.append(
+        f'<p class="meta">From <code>{escape(summary.data_file)}</code>'
+        + (f" (coverage.py {escape(summary.version)})" if summary.version else "")
+        + ("" if summary.branch else "; measured without --branch, so no branch numbers")
+        + ".</p>"
+    )
+    head = "<th>file</th><th>statements</th><th>missed</th><th>lines</th>"
+    if summary.branch:
+        head += "<th>branches</th><th>missed</th><th>branches</th>"
+    out += ['<table class="coverage-table">', f"<thead><tr>{head}</tr></thead>", "<tbody>"]
+    out += [_coverage_row(f, summary.branch) for f in summary.files]
+    out += ["</tbody>", "<tfoot>", _coverage_row(summary.total, summary.branch, "th"), "</tfoot>", "</table>"]
+    out.append("</section>")
+    return out
+
+
+def render_html(
+    matrix: Matrix,
+    *,
+    sources: Sequence[str] = (),
+    coverage: CoverageSummary | None = None,
+    coverage_note: str | None = None,
+    generated: str | None = None,
+    title: str = "pmemsim error-path coverage",
+) -> str:
+    """The report page for ``matrix`` (and ``coverage``, or ``coverage_note`` saying why there is none).
+
+    ``sources`` names the results files the matrix was built from; ``generated`` is a
+    free-form time stamp shown under the title.
+    """
+    man = matrix.man_page_rows
+    reached_man = sum(1 for r in man if r.reached)
+    codes = [r for r in matrix.rows if r.code is not None]
+    reached_codes = sum(1 for r in codes if r.reached)
+    meta = f"Built from {matrix.runs} run(s)"
+    if sources:
+        meta += " in " + ", ".join(f"<code>{escape(s)}</code>" for s in sources)
+    if matrix.unloaded:
+        meta += f"; {matrix.unloaded} scenario file(s) could not be loaded and reach nothing"
+    if generated:
+        meta += f"; generated {escape(generated)}"
+    out = [
+        "<!DOCTYPE html>",
+        '<html lang="en">',
+        "<head>",
+        '<meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{escape(title)}</title>",
+        f"<style>{_CSS}</style>",
+        "</head>",
+        "<body>",
+        f"<h1>{escape(title)}</h1>",
+        f'<p class="meta">{meta}.</p>',
+        f'<p class="summary"><strong>{reached_man} of {len(MAN_PAGE_ERRORS)}</strong> errors documented by '
+        f"pmemset_part_map(3) reached; {reached_codes} of {len(codes)} libpmemset error codes reached.</p>",
+        '<p class="legend">Cells count how many times the error was raised in that column\'s runs: '
+        '<span class="hit-legend" style="background:#d8f3dc">reached</span>'
+        '<span class="zero-legend" style="background:#fbd5d5">never reached</span>'
+        '<span class="norun-legend" style="background:#f3f4f6">no runs of that kind</span>'
+        "Hover a cell for the runs that reached it.</p>",
+        '<div class="layout">',
+        '<section class="errors">',
+        "<h2>Error paths reached</h2>",
+        *_matrix_html(matrix),
+        "</section>",
+        *_coverage_html(coverage, coverage_note),
+        "</div>",
+        "</body>",
+        "</html>",
+    ]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,237 @@
+"""The error-path coverage matrix: which libpmemset errors were reached, where, how often.
+
+Rows are every documented error of ``pmemset_part_map(3)`` (:data:`MAN_PAGE_ERRORS`, in
+the newer man page's order), then the other ``PMEMSET_E_*`` codes of
+:class:`~pmemsim.errors.ErrorCode`, then any other name a run reported (an errno such
+as ``ENOENT``). Columns are (backend, kind) pairs: ``sim``/``mmap`` first, other
+backends (``default`` from tests that used the process default) after, each with
+``scenario`` and ``test`` runs. A cell is the number of times the error was raised in
+that column's runs (the sum of the runs' ``errors`` counts), so the matrix only says
+what the results files say.
+
+Pure functions over :class:`~pmemsim.report.results.ResultsFile`: no I/O, no rich.
+Runs with backend ``"-"`` (scenario files that could not be loaded) reach nothing and
+are only counted in :attr:`Matrix.unloaded`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pmemsim.errors import ErrorCode
+from pmemsim.report.results import ResultsFile, RunKind, RunResult
+
+__all__ = [
+    "KINDS",
+    "MAN_PAGE_ERRORS",
+    "NEWER_PAGE_ONLY",
+    "STANDARD_BACKENDS",
+    "Column",
+    "Matrix",
+    "Row",
+    "build_matrix",
+    "merge_results",
+]
+
+#: The errors ``pmemset_part_map(3)`` documents, in the newer page's order.
+MAN_PAGE_ERRORS: tuple[ErrorCode, ...] = (
+    ErrorCode.CANNOT_ALLOCATE_INTERNAL_STRUCTURE,
+    ErrorCode.INVALID_OFFSET_VALUE,
+    ErrorCode.GRANULARITY_NOT_SUPPORTED,
+    ErrorCode.INVALID_PMEM2_MAP,
+    ErrorCode.LENGTH_UNALIGNED,
+    ErrorCode.CANNOT_COALESCE_PARTS,
+    ErrorCode.CANNOT_TRUNCATE_SOURCE_FILE,
+    ErrorCode.ENOMEM,
+    ErrorCode.CANNOT_FIT_PART_MAP,
+)
+
+#: Documented by the newer man page only (DESIGN.md: where the pages differ, the newer wins).
+NEWER_PAGE_ONLY: frozenset[ErrorCode] = frozenset(
+    {ErrorCode.CANNOT_TRUNCATE_SOURCE_FILE, ErrorCode.CANNOT_FIT_PART_MAP}
+)
+
+#: Backends always shown, in this order, even without runs.
+STANDARD_BACKENDS: tuple[str, ...] = ("sim", "mmap")
+
+#: Kinds of run, in column order.
+KINDS: tuple[RunKind, ...] = (RunKind.SCENARIO, RunKind.TEST)
+
+_UNLOADED = "-"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: runs of ``kind`` on ``backend``; ``runs`` of them exist in the results."""
+
+    backend: str
+    kind: RunKind
+    runs: int
+
+    @property
+    def key(self) -> str:
+        """``"sim/scenario"``: a stable identifier (HTML ``data-column``)."""
+        return f"{self.backend}/{self.kind.value}"
+
+    @property
+    def label(self) -> str:
+        """``"sim scenarios"`` / ``"mmap tests"``: for headers."""
+        return f"{self.backend} {self.kind.value}s"
+
+
+@dataclass(frozen=True)
+class Row:
+    """One error: its C name, code, where it is documented, and one count per column.
+
+    ``reached_by[i]`` names the runs of column ``i`` that raised it (sorted, unique).
+    """
+
+    name: str
+    code: int | None
+    man_page: bool
+    newer_page_only: bool
+    counts: tuple[int, ...]
+    reached_by: tuple[tuple[str, ...], ...]
+
+    @property
+    def total(self) -> int:
+        """How many times the error was raised, over every column."""
+        return sum(self.counts)
+
+    @property
+    def reached(self) -> bool:
+        """Raised at least once somewhere."""
+        return self.total > 0
+
+    @property
+    def documented_by(self) -> str:
+        """Where the error comes from, in a few words."""
+        if self.man_page:
+            return "pmemset_part_map(3), newer page only" if self.newer_page_only else "pmemset_part_map(3)"
+        if self.code is not None:
+            return "other libpmemset code"
+        return "not a libpmemset code"
+
+
+@dataclass(frozen=True)
+class Matrix:
+    """The whole matrix: :attr:`columns`, :attr:`rows`, and how many runs fed it."""
+
+    columns: tuple[Column, ...]
+    rows: tuple[Row, ...]
+    runs: int
+    unloaded: int
+
+    def row(self, name: str) -> Row:
+        """The row of ``name`` (C name such as ``"PMEMSET_E_CANNOT_FIT_PART_MAP"``, or ``"ENOMEM"``).
+
+        Raises KeyError for a name with no row.
+        """
+        for r in self.rows:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    def cell(self, name: str, backend: str, kind: RunKind | str) -> int:
+        """The count of error ``name`` in runs of ``kind`` on ``backend`` (0 when no such column)."""
+        key = f"{backend}/{RunKind(kind).value}"
+        row = self.row(name)
+        for col, count in zip(self.columns, row.counts, strict=True):
+            if col.key == key:
+                return count
+        return 0
+
+    @property
+    def man_page_rows(self) -> tuple[Row, ...]:
+        """The rows of the part_map man page's errors."""
+        return tuple(r for r in self.rows if r.man_page)
+
+    @property
+    def never_reached(self) -> tuple[Row, ...]:
+        """Rows whose error no run raised."""
+        return tuple(r for r in self.rows if not r.reached)
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict: columns, and per row its counts by column key."""
+        return {
+            "runs": self.runs,
+            "unloaded": self.unloaded,
+            "columns": [{"backend": c.backend, "kind": c.kind.value, "runs": c.runs} for c in self.columns],
+            "rows": [
+                {
+                    "name": r.name,
+                    "code": r.code,
+                    "man_page": r.man_page,
+                    "newer_page_only": r.newer_page_only,
+                    "total": r.total,
+                    "counts": {c.key: n for c, n in zip(self.columns, r.counts, strict=True)},
+                }
+                for r in self.rows
+            ],
+        }
+
+
+def merge_results(files: Iterable[ResultsFile]) -> ResultsFile:
+    """One ResultsFile holding the runs of all ``files``, in order."""
+    return ResultsFile([run for f in files for run in f.runs])
+
+
+def _columns(runs: Sequence[RunResult]) -> tuple[Column, ...]:
+    counts: dict[tuple[str, RunKind], int] = {}
+    for run in runs:
+        key = (run.backend, run.kind)
+        counts[key] = counts.get(key, 0) + 1
+    extra = sorted({b for b, _ in counts} - set(STANDARD_BACKENDS))
+    columns = []
+    for backend in (*STANDARD_BACKENDS, *extra):
+        for kind in KINDS:
+            if backend in STANDARD_BACKENDS or (backend, kind) in counts:
+                columns.append(Column(backend, kind, counts.get((backend, kind), 0)))
+    return tuple(columns)
+
+
+def _row_names(runs: Sequence[RunResult]) -> list[tuple[str, ErrorCode | None]]:
+    names: list[tuple[str, ErrorCode | None]] = [(code.c_name, code) for code in MAN_PAGE_ERRORS]
+    others = sorted((c for c in ErrorCode if c not in MAN_PAGE_ERRORS), key=lambda c: -c.value)
+    names += [(code.c_name, code) for code in others]
+    known = {n for n, _ in names}
+    seen = sorted({name for run in runs for name in run.errors} - known)
+    names += [(name, None) for name in seen]
+    return names
+
+
+def build_matrix(results: ResultsFile | Iterable[RunResult]) -> Matrix:
+    """The matrix of ``results`` (a ResultsFile or runs).
+
+    Runtime: O(runs x errors per run + rows x columns).
+    """
+    runs = list(results.runs if isinstance(results, ResultsFile) else results)
+    loaded = [r for r in runs if r.backend != _UNLOADED]
+    columns = _columns(loaded)
+    index = {c.key: i for i, c in enumerate(columns)}
+    tally: dict[str, list[int]] = {}
+    who: dict[str, list[set[str]]] = {}
+    for run in loaded:
+        i = index[f"{run.backend}/{run.kind.value}"]
+        for name, count in run.errors.items():
+            if count <= 0:
+                continue
+            tally.setdefault(name, [0] * len(columns))[i] += count
+            who.setdefault(name, [set() for _ in columns])[i].add(run.name)
+    rows = []
+    for name, code in _row_names(loaded):
+        counts = tally.get(name, [0] * len(columns))
+        names = who.get(name, [set() for _ in columns])
+        rows.append(
+            Row(
+                name=name,
+                code=int(code) if code is not None else None,
+                man_page=code in MAN_PAGE_ERRORS,
+                newer_page_only=code in NEWER_PAGE_ONLY,
+                counts=tuple(counts),
+                reached_by=tuple(tuple(sorted(s)) for s in names),
+            )
+        )
+    return Matrix(columns=columns, rows=tuple(rows), runs=len(runs), unloaded=len(runs) - len(loaded))
