@@ -43,8 +43,8 @@ class SetRecording:
             key = known[1]
         elif file.path is not None:
             key = file.path
-        elif isinstance(file, _OpenFile) and not file.owned:
-            key = f"<fd {file.fd}>"
+        elif isinstance(file, _OpenFile) and file.label is not None:
+            key = file.label
         else:
             self._temporaries += 1
             key = f"<temporary {self._temporaries}>"

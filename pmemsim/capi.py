@@ -108,6 +108,14 @@ def _ref(name: str, ref: object) -> Ref[Any]:
     return ref
 
 
+def _handle(name: str, obj: object, cls: type) -> None:
+    """TypeError unless ``obj`` is a ``cls``: C would crash on a wrong pointer; we say which."""
+    if isinstance(obj, cls):
+        return
+    hint = f"; pass {name}.value, not the Ref box" if isinstance(obj, Ref) else ""
+    raise TypeError(f"{name} must be a {cls.__name__}, not {type(obj).__name__}{hint}")
+
+
 def _call(fn: Callable[[], object]) -> int:
     """Run ``fn``; 0 on success, the error code when it raises PmemsetError."""
     try:
@@ -141,11 +149,13 @@ def pmemset_config_new(cfg: Ref[Config]) -> int:
 
 def pmemset_config_set_required_store_granularity(cfg: Config, g: int) -> int:
     """Require store granularity ``g``; GRANULARITY_NOT_SUPPORTED for an unknown value."""
+    _handle("cfg", cfg, Config)
     return _call(lambda: cfg.set_granularity(g))
 
 
 def pmemset_config_set_reservation(cfg: Config, rsv: Reservation | None) -> int:
     """Confine the set's part maps to ``rsv``."""
+    _handle("cfg", cfg, Config)
     cfg.set_reservation(rsv)
     return 0
 
@@ -201,6 +211,7 @@ def pmemset_config_set_event_callback(
     cfg: Config, callback: Callable[[PmemSet, EventContext, Any], object] | None, arg: Any = None
 ) -> int:
     """Call ``callback(set, ctx, arg)`` for every event (its return value is ignored, as in PMDK)."""
+    _handle("cfg", cfg, Config)
     if callback is None:
         cfg.set_event_callback(None)
         return 0
@@ -216,12 +227,14 @@ def pmemset_config_set_event_callback(
 
 def pmemset_config_set_address_space(cfg: Config, space: AddressSpace | None) -> int:
     """Extension: the backend the set will use (default: the process default)."""
+    _handle("cfg", cfg, Config)
     cfg.set_address_space(space)
     return 0
 
 
 def pmemset_config_set_fault_plan(cfg: Config, plan: FaultPlan | None) -> int:
     """Extension: inject the failures ``plan`` describes."""
+    _handle("cfg", cfg, Config)
     cfg.set_fault_plan(plan)
     return 0
 
@@ -237,6 +250,7 @@ def pmemset_config_delete(cfg: Ref[Config]) -> int:
 
 def pmemset_new(set_ref: Ref[PmemSet], cfg: Config) -> int:
     """``set_ref.value`` = a new set made from ``cfg``; GRANULARITY_NOT_SET without a granularity."""
+    _handle("cfg", cfg, Config)
     out = _ref("set", set_ref)
 
     def make() -> None:
@@ -249,6 +263,7 @@ def pmemset_delete(set_ref: Ref[PmemSet]) -> int:
     """Unmap everything and free the set; ``set_ref.value`` becomes None."""
     out = _ref("set", set_ref)
     if out.value is not None:
+        _handle("set.value", out.value, PmemSet)
         out.value.close()
     out.value = None
     return 0
@@ -290,6 +305,7 @@ def pmemset_source_delete(src: Ref[Source]) -> int:
     """Free a source; ``src.value`` becomes None."""
     out = _ref("src", src)
     if out.value is not None:
+        _handle("src.value", out.value, Source)
         out.value.delete()
     out.value = None
     return 0
@@ -300,6 +316,8 @@ def pmemset_source_delete(src: Ref[Source]) -> int:
 
 def pmemset_part_new(part: Ref[Part], pset: PmemSet, src: Source, offset: int, length: int) -> int:
     """``part.value`` = a part of ``src`` for ``pset``."""
+    _handle("pset", pset, PmemSet)
+    _handle("src", src, Source)
     out = _ref("part", part)
 
     def make() -> None:
@@ -312,6 +330,7 @@ def pmemset_part_delete(part: Ref[Part]) -> int:
     """Free an unmapped part; ``part.value`` becomes None."""
     out = _ref("part", part)
     if out.value is not None:
+        _handle("part.value", out.value, Part)
         out.value.delete()
     out.value = None
     return 0
@@ -327,6 +346,7 @@ def pmemset_part_map(part: Ref[Part], extras: object, desc: Ref[PartDescriptor] 
     if desc is not None:
         _ref("desc", desc)
     p = box.value
+    _handle("part.value", p, Part)
 
     def run() -> None:
         d = p.pset.part_map(p)
@@ -339,6 +359,7 @@ def pmemset_part_map(part: Ref[Part], extras: object, desc: Ref[PartDescriptor] 
 
 def pmemset_first_part_map(pset: PmemSet, pmap: Ref[PartMap]) -> int:
     """``pmap.value`` = the lowest part map (None when the set is empty)."""
+    _handle("pset", pset, PmemSet)
     out = _ref("pmap", pmap)  # check the box before a reference is taken
     out.value = pset.first_part_map()
     return 0
@@ -346,6 +367,8 @@ def pmemset_first_part_map(pset: PmemSet, pmap: Ref[PartMap]) -> int:
 
 def pmemset_next_part_map(pset: PmemSet, cur: PartMap, next: Ref[PartMap]) -> int:
     """``next.value`` = the part map after ``cur`` (None after the last)."""
+    _handle("pset", pset, PmemSet)
+    _handle("cur", cur, PartMap)
     out = _ref("next", next)  # check the box before a reference is taken
     out.value = pset.next_part_map(cur)
     return 0
@@ -353,6 +376,7 @@ def pmemset_next_part_map(pset: PmemSet, cur: PartMap, next: Ref[PartMap]) -> in
 
 def pmemset_part_map_by_address(pset: PmemSet, pmap: Ref[PartMap], addr: int) -> int:
     """``pmap.value`` = the part map containing ``addr``; CANNOT_FIND_PART_MAP if none."""
+    _handle("pset", pset, PmemSet)
     out = _ref("pmap", pmap)
 
     def run() -> None:
@@ -363,6 +387,7 @@ def pmemset_part_map_by_address(pset: PmemSet, pmap: Ref[PartMap], addr: int) ->
 
 def pmemset_descriptor_part_map(pmap: PartMap) -> PartDescriptor:
     """The descriptor (address and size) of a part map."""
+    _handle("pmap", pmap, PartMap)
     return pmap.descriptor
 
 
@@ -370,6 +395,7 @@ def pmemset_part_map_drop(pmap: Ref[PartMap]) -> int:
     """Give back a part map reference; ``pmap.value`` becomes None."""
     out = _ref("pmap", pmap)
     if out.value is not None:
+        _handle("pmap.value", out.value, PartMap)
         out.value.drop()
     out.value = None
     return 0
@@ -377,10 +403,12 @@ def pmemset_part_map_drop(pmap: Ref[PartMap]) -> int:
 
 def pmemset_remove_part_map(pset: PmemSet, pmap: Ref[PartMap]) -> int:
     """Unmap a part map; ``pmap.value`` becomes None on success."""
+    _handle("pset", pset, PmemSet)
     out = _ref("pmap", pmap)
     if out.value is None:
         raise ValueError("pmap.value is NULL: no part map to remove")
     pm = out.value
+    _handle("pmap.value", pm, PartMap)
 
     def run() -> None:
         pset.remove_part_map(pm)
@@ -391,16 +419,19 @@ def pmemset_remove_part_map(pset: PmemSet, pmap: Ref[PartMap]) -> int:
 
 def pmemset_remove_range(pset: PmemSet, addr: int, length: int) -> int:
     """Unmap every part intersecting ``[addr, addr+length)``."""
+    _handle("pset", pset, PmemSet)
     return _call(lambda: pset.remove_range(addr, length))
 
 
 def pmemset_set_contiguous_part_coalescing(pset: PmemSet, value: int) -> int:
     """Set the coalescing mode; INVALID_COALESCING_VALUE for an unknown value."""
+    _handle("pset", pset, PmemSet)
     return _call(lambda: pset.set_contiguous_part_coalescing(value))
 
 
 def pmemset_get_store_granularity(pset: PmemSet, g: Ref[Granularity]) -> int:
     """``g.value`` = the effective store granularity; NO_PART_MAPPED before the first map."""
+    _handle("pset", pset, PmemSet)
     out = _ref("g", g)
 
     def run() -> None:
@@ -414,36 +445,43 @@ def pmemset_get_store_granularity(pset: PmemSet, g: Ref[Granularity]) -> int:
 
 def pmemset_memcpy(pset: PmemSet, pmemdest: int, src: bytes, length: int, flags: int) -> int:
     """Copy ``length`` bytes of ``src`` to ``pmemdest`` (CANNOT_FIND_PART_MAP outside the set)."""
+    _handle("pset", pset, PmemSet)
     return _call(lambda: pset.memcpy(pmemdest, src, length, flags))
 
 
 def pmemset_memmove(pset: PmemSet, pmemdest: int, src: bytes | int, length: int, flags: int) -> int:
     """Move ``length`` bytes from ``src`` (bytes, or an address in the set) to ``pmemdest``."""
+    _handle("pset", pset, PmemSet)
     return _call(lambda: pset.memmove(pmemdest, src, length, flags))
 
 
 def pmemset_memset(pset: PmemSet, pmemdest: int, c: int, length: int, flags: int) -> int:
     """Fill ``length`` bytes at ``pmemdest`` with the byte ``c``."""
+    _handle("pset", pset, PmemSet)
     return _call(lambda: pset.memset(pmemdest, c, length, flags))
 
 
 def pmemset_flush(pset: PmemSet, ptr: int, size: int) -> int:
     """Flush a range."""
+    _handle("pset", pset, PmemSet)
     return _call(lambda: pset.flush(ptr, size))
 
 
 def pmemset_drain(pset: PmemSet) -> int:
     """Wait for earlier flushes (a fence)."""
+    _handle("pset", pset, PmemSet)
     return _call(pset.drain)
 
 
 def pmemset_persist(pset: PmemSet, ptr: int, size: int) -> int:
     """Flush a range and drain."""
+    _handle("pset", pset, PmemSet)
     return _call(lambda: pset.persist(ptr, size))
 
 
 def pmemset_deep_flush(pset: PmemSet, ptr: int, size: int) -> int:
     """Flush a range to the media; DEEP_FLUSH_FAIL when it cannot."""
+    _handle("pset", pset, PmemSet)
     return _call(lambda: pset.deep_flush(ptr, size))
 
 
@@ -452,11 +490,13 @@ def pmemset_read(pset: PmemSet, addr: int, length: int) -> bytes:
 
     Unlike the other calls it returns the data, so a failure raises PmemsetError.
     """
+    _handle("pset", pset, PmemSet)
     return pset.read(addr, length)
 
 
 def pmemset_write(pset: PmemSet, addr: int, data: bytes) -> int:
     """Extension: plain stores of ``data`` at ``addr`` (no flush, no fence)."""
+    _handle("pset", pset, PmemSet)
     return _call(lambda: pset.write(addr, data))
 
 

@@ -18,6 +18,23 @@ __all__ = ["Config", "EventCallback", "check_granularity"]
 EventCallback = Callable[[Any, "Event"], object]
 
 
+#: Everything the core asks of an address space (the AddressSpace protocol).
+_SPACE_API = (
+    "page_size",
+    "supported_granularities",
+    "reserve",
+    "release",
+    "extend",
+    "shrink",
+    "map_file",
+    "unmap",
+    "read",
+    "write",
+    "flush",
+    "device_granularity",
+)
+
+
 def check_granularity(value: object) -> Granularity:
     """``value`` as a Granularity; GRANULARITY_NOT_SUPPORTED for an unknown value."""
     if isinstance(value, Granularity):
@@ -83,10 +100,12 @@ class Config:
 
     def set_address_space(self, space: AddressSpace | None) -> None:
         """The backend to map parts in (None: the process default)."""
-        if space is not None and not all(
-            hasattr(space, name) for name in ("reserve", "map_file", "read", "write", "page_size")
-        ):
-            raise TypeError(f"{type(space).__name__} is not an address space")
+        if space is not None:
+            missing = [name for name in _SPACE_API if not hasattr(space, name)]
+            if missing:
+                raise TypeError(
+                    f"{type(space).__name__} is not an address space: it lacks {', '.join(missing)}"
+                )
         self.address_space = space
 
     def set_fault_plan(self, plan: FaultPlan | None) -> None:

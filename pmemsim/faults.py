@@ -56,6 +56,10 @@ _DEFAULT_ERRNO: dict[FaultSite, int] = {
 }
 
 
+# errno values are C ints (and os.strerror refuses anything larger).
+_MAX_ERRNO = 1 << 31
+
+
 @dataclass(frozen=True)
 class FiredFault:
     """One injected failure: which site, which hit of it (1-based), and the OS errno."""
@@ -122,8 +126,10 @@ class FaultPlan:
             raise ValueError("give either at=k or every=True, not both")
         if at is not None and (not isinstance(at, int) or isinstance(at, bool) or at < 1):
             raise ValueError(f"at must be a positive int (1 = first hit), got {at!r}")
-        if errno is not None and (not isinstance(errno, int) or errno <= 0):
-            raise ValueError(f"errno must be a positive errno value, got {errno!r}")
+        if errno is not None and (
+            not isinstance(errno, int) or isinstance(errno, bool) or not 0 < errno < _MAX_ERRNO
+        ):
+            raise ValueError(f"errno must be a positive errno value below {_MAX_ERRNO}, got {errno!r}")
         self._rules.setdefault(s, []).append(
             _Rule(at=None if every else (at if at is not None else 1), every=every, errno=errno)
         )

@@ -125,6 +125,7 @@ class PartMap:
     def __init__(self, pset: PmemSet, record: _PartMapRecord) -> None:
         self._pset = pset
         self._record: _PartMapRecord | None = record
+        self._hash = id(record)  # stable after drop, so a reference can sit in a set or dict
         record.refcount += 1
 
     def _live(self) -> _PartMapRecord:
@@ -151,10 +152,10 @@ class PartMap:
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PartMap):
             return NotImplemented
-        return self._record is not None and self._record is other._record
+        return self is other or (self._record is not None and self._record is other._record)
 
     def __hash__(self) -> int:
-        return id(self._record)
+        return self._hash
 
     def __repr__(self) -> str:
         if self._record is None:

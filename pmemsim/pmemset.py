@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import errno as _errno
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -75,18 +76,27 @@ class _Placement:
     grows: _PartMapRecord | None  # coalescing: the part map that grows
 
 
+def _undo_all(actions: list[Callable[[], None]]) -> None:
+    """Run every undo action, newest first, even when one of them fails."""
+    for action in reversed(actions):
+        # An OS refusal while undoing must not stop the rest of the undo, nor hide
+        # the error that made us undo.
+        with contextlib.suppress(AddressSpaceError, OSError, ValueError):
+            action()
+
+
 def _release_everything(space: AddressSpace, maps: _RecordIndex, own: dict[int, Reservation]) -> None:
     """Unmap every part map and release the set's own reservations (close and GC)."""
     for rec in list(maps):
         for m in rec.mappings:
-            with contextlib.suppress(AddressSpaceError, ValueError):
+            with contextlib.suppress(AddressSpaceError, OSError, ValueError):
                 space.unmap(m)
             file = m.file
             if isinstance(file, _OpenFile):
                 file.release()
     maps.clear()
     for rsv in list(own.values()):
-        with contextlib.suppress(AddressSpaceError, ValueError):
+        with contextlib.suppress(AddressSpaceError, OSError, ValueError):
             space.release(rsv)
     own.clear()
 
@@ -105,14 +115,14 @@ class PmemSet:
         space = config.address_space
         rsv = config.reservation
         if space is None:
-            if rsv is not None:
-                space = rsv.space
-            else:
-                from pmemsim.addrspace import default_address_space
-
-                space = default_address_space()
-        if rsv is not None and (rsv.space is not space or rsv.released):
-            raise ValueError(f"{rsv!r} does not belong to the config's address space")
+            space = rsv.space if rsv is not None else _default_space()
+        if rsv is not None:
+            owns = getattr(space, "owns", None)
+            live = owns(rsv) if owns is not None else (rsv.space is space and not rsv.released)
+            if not live:
+                raise ValueError(f"{rsv!r} is not a live reservation of the config's address space")
+            if rsv.set_owned:
+                raise ValueError(f"{rsv!r} belongs to another PmemSet; reserve one with space.reserve()")
         self._space: AddressSpace = space
         self._granularity: Granularity = config.granularity
         self._reservation: Reservation | None = rsv
@@ -244,9 +254,10 @@ class PmemSet:
                     f"part has store granularity {mapping.granularity.name} but the set's part maps "
                     f"have {self._effective.name}",
                 )
+            if self._recording is not None:
+                self._recording.track(mapping)  # may refuse (a file shrank while recording)
         except BaseException:
-            for action in reversed(undo):
-                action()
+            _undo_all(undo)
             raise
         # Step 10: commit. Nothing below can fail.
         file.acquire()
@@ -257,12 +268,11 @@ class PmemSet:
             rec = _PartMapRecord(place.reservation, [mapping], mapping.granularity)
             self._maps.add(rec)
             if place.reservation is not self._reservation:
+                place.reservation.set_owned = True
                 self._own_rsvs[id(place.reservation)] = place.reservation
         self._anchor = rec
         self._effective = mapping.granularity
         part.consumed = True
-        if self._recording is not None:
-            self._recording.track(mapping)
         desc = rec.descriptor
         self._emit(PartAddEvent(desc.addr, desc.size, source))
         return desc
@@ -505,9 +515,9 @@ class PmemSet:
                 "drop the other references first",
             )
         desc = rec.descriptor
+        self._unmap_pieces(rec.mappings)
         pmap._record = None
         rec.refcount = 0
-        self._unmap_pieces(rec.mappings)
         self._forget(rec)
         self._tidy_reservation(rec.reservation)
         self._emit(PartRemoveEvent(desc.addr, desc.size))
@@ -558,8 +568,21 @@ class PmemSet:
             self._emit(PartRemoveEvent(gone[0].addr, gone[-1].end - gone[0].addr))
 
     def _unmap_pieces(self, mappings: list[Mapping]) -> None:
+        """Unmap ``mappings``; if the OS refuses one, map nothing more and report it.
+
+        Only the real-mmap backend can fail here (laying its arena back over a range),
+        and then the mappings already unmapped stay unmapped: the set's records are
+        updated by the caller only after every piece is gone.
+        """
         for m in mappings:
-            self._space.unmap(m)
+            try:
+                self._space.unmap(m)
+            except OSError as exc:
+                raise PmemsetError(
+                    -(exc.errno or _errno.EIO),
+                    f"cannot unmap [{m.addr:#x}, {m.end:#x})",
+                    os_errno=exc.errno or _errno.EIO,
+                ) from exc
             if isinstance(m.file, _OpenFile):
                 m.file.release()
 
@@ -863,6 +886,21 @@ def _backend_error(exc: BaseException, what: str) -> PmemsetError:
     if isinstance(exc, OSError) and exc.errno:
         return PmemsetError(-exc.errno, f"{what} failed", os_errno=exc.errno)
     return PmemsetError(ErrorCode.CANNOT_FIND_PART_MAP, f"{what} failed: {exc}")
+
+
+def _default_space() -> AddressSpace:
+    from pmemsim.addrspace import default_address_space
+
+    try:
+        return default_address_space()
+    except (AddressSpaceError, OSError) as exc:
+        err = getattr(exc, "errno", None) or _errno.ENOMEM
+        raise PmemsetError(
+            -err,
+            f"cannot create the default address space ({exc}); use PMEMSIM_BACKEND=sim or "
+            "Config(address_space=...)",
+            os_errno=err,
+        ) from exc
 
 
 def _mapping_addr(m: Mapping) -> int:

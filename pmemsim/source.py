@@ -39,10 +39,11 @@ _INT_MAX = (1 << 31) - 1
 class _OpenFile:
     """An open file descriptor shared by a source and the mappings made from it."""
 
-    def __init__(self, fd: int, path: str | None, *, owned: bool) -> None:
+    def __init__(self, fd: int, path: str | None, *, owned: bool, label: str | None = None) -> None:
         self.fd = fd
         self.path = path
         self.owned = owned
+        self.label = label  # how logs name a file without a path (e.g. "<fd 7>")
         self._refs = 1
 
     def acquire(self) -> _OpenFile:
@@ -184,7 +185,16 @@ class Source:
             raise PmemsetError(-err, f"file descriptor {fd} is not usable", os_errno=err) from exc
         if not stat.S_ISREG(mode):
             raise PmemsetError(ErrorCode.INVALID_SOURCE_TYPE, f"fd {fd} is not a regular file")
-        return cls(_OpenFile(fd, None, owned=False), flags=SourceFlags(0), temporary=False)
+        # Work on a duplicate: the caller may close (and the OS reuse) its number while
+        # parts stay mapped, and the caller's descriptor is never closed by us.
+        try:
+            own = os.dup(fd)
+        except OSError as exc:
+            err = exc.errno or _errno.EBADF
+            raise PmemsetError(-err, f"cannot duplicate file descriptor {fd}", os_errno=err) from exc
+        return cls(
+            _OpenFile(own, None, owned=True, label=f"<fd {fd}>"), flags=SourceFlags(0), temporary=False
+        )
 
     # -- life cycle ------------------------------------------------------------------
 
@@ -304,14 +314,39 @@ def _create_and_unlink(d: str) -> int:
 def _file_contents(file: _OpenFile) -> bytes:
     """The whole content of an open file (the durable image when recording starts)."""
     size = os.fstat(file.fd).st_size
-    os.lseek(file.fd, 0, os.SEEK_SET)
+    return read_at(file.fd, 0, size)
+
+
+def read_at(fd: int, offset: int, n: int) -> bytes:
+    """``n`` bytes of ``fd`` at ``offset`` (zeros past the end), without moving a shared file position.
+
+    ``os.pread`` on real descriptors; pyfakefs has no pread, so fake ones seek and read.
+    """
     chunks: list[bytes] = []
-    left = size
+    left, pos = n, offset
     while left:
-        chunk = os.read(file.fd, min(left, 1 << 24))
+        if _real_os():
+            chunk = os.pread(fd, min(left, 1 << 24), pos)
+        else:
+            os.lseek(fd, pos, os.SEEK_SET)
+            chunk = os.read(fd, min(left, 1 << 24))
         if not chunk:
             break
         chunks.append(chunk)
         left -= len(chunk)
+        pos += len(chunk)
     data = b"".join(chunks)
-    return data + bytes(size - len(data))
+    return data + bytes(n - len(data))
+
+
+def write_at(fd: int, offset: int, data: memoryview) -> None:
+    """Write all of ``data`` at ``offset`` of ``fd`` without moving a shared file position."""
+    pos = offset
+    while data:
+        if _real_os():
+            written = os.pwrite(fd, data, pos)
+        else:
+            os.lseek(fd, pos, os.SEEK_SET)
+            written = os.write(fd, data)
+        data = data[written:]
+        pos += written

@@ -42,7 +42,7 @@ class OutOfAddressSpace(AddressSpaceError, MemoryError):
     """No free range of the requested size is left."""
 
 
-class MapFailed(AddressSpaceError):
+class MapFailed(AddressSpaceError, OSError):
     """A file range could not be mapped (the OS refused, the file is too short, ...)."""
 
     def __init__(self, message: str, errno: int | None = None) -> None:
@@ -93,6 +93,8 @@ class Reservation:
         self.space = space
         self._mappings: IntervalMap[Mapping] = IntervalMap(addr, addr + size)
         self.released = False
+        # Made by a PmemSet for its own part maps (never usable as a configured one).
+        self.set_owned = False
 
     @property
     def addr(self) -> int:

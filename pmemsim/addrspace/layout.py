@@ -39,7 +39,7 @@ class Placement(StrEnum):
     TOP_DOWN = "top-down"
 
 
-class NotMapped(AddressSpaceError):
+class NotMapped(AddressSpaceError, ValueError):
     """Part of the requested range has no file mapped there."""
 
 
@@ -177,8 +177,15 @@ class LayoutAddressSpace:
     def _own(self, rsv: Reservation) -> None:
         if not isinstance(rsv, Reservation):
             raise TypeError(f"expected a Reservation, got {type(rsv).__name__}")
-        if rsv.space is not self or rsv.released:
+        if not self.owns(rsv):
             raise ValueError(f"{rsv!r} does not belong to this address space")
+
+    def owns(self, rsv: Reservation) -> bool:
+        """True when ``rsv`` is a live reservation this space made (not a copy or a forgery). O(log n)."""
+        if not isinstance(rsv, Reservation) or rsv.space is not self or rsv.released:
+            return False
+        hit = self._space.get(rsv.addr)
+        return hit is not None and hit[1] is rsv
 
     def release(self, rsv: Reservation) -> None:
         """Give back an empty reservation (ValueError if it still holds mappings)."""
@@ -254,7 +261,7 @@ class LayoutAddressSpace:
         hit = self._space.get(addr) if isinstance(addr, int) else None
         if hit is None or not isinstance(hit[1], Occupied):
             raise ValueError(f"no occupied range starts at {addr!r}")
-        self._os_release(addr, hit[1].size)
+        self._os_free(addr, hit[1].size)
         self._space.remove(addr)
 
     def occupied(self) -> list[Occupied]:
@@ -378,6 +385,10 @@ class LayoutAddressSpace:
 
     def _os_release(self, addr: int, size: int) -> None:
         """Give back ``[addr, addr+size)`` of a reservation or occupied range."""
+
+    def _os_free(self, addr: int, size: int) -> None:
+        """Give back an occupied range (a foreign mapping)."""
+        self._os_release(addr, size)
 
     def _os_occupy(self, addr: int, size: int) -> None:
         """Back a foreign mapping at ``[addr, addr+size)``."""

@@ -184,6 +184,21 @@ def _teardown(arena: _Arena) -> None:
     arena.libc.munmap(arena.raw_addr, arena.raw_size)
 
 
+def _preallocate(fd: int, offset: int, length: int) -> None:
+    """Give ``[offset, offset+length)`` of the file real blocks before it is touched through a mapping.
+
+    A store to a hole of a sparse file on a full file system raises SIGBUS, which would
+    kill the interpreter; allocating first turns that into ENOSPC here. File systems
+    that cannot preallocate keep their holes.
+    """
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        # EBADF: a read-only descriptor, which mmap itself refuses with a clearer EACCES.
+        if exc.errno not in (_errno.EOPNOTSUPP, _errno.EINVAL, _errno.ENOSYS, _errno.EBADF):
+            raise
+
+
 class MmapAddressSpace(LayoutAddressSpace):
     """An address space of real mappings inside one ``PROT_NONE`` arena of this process.
 
@@ -311,12 +326,18 @@ class MmapAddressSpace(LayoutAddressSpace):
         self._check_arena_range(addr, size)
 
     def _os_release(self, addr: int, size: int) -> None:
+        # A reservation being released or shrunk holds no mapping there (unmap already
+        # laid arena back), so the range is plain arena: bookkeeping only, no system
+        # call that could fail half-way through a release.
+        if self._arena.closed:
+            return
+        self._check_arena_range(addr, size)
+
+    def _os_free(self, addr: int, size: int) -> None:
         if self._arena.closed:
             return  # the arena is gone: nothing of ours is left to touch
         self._check_arena_range(addr, size)
-        # A reservation's range holds no mapping and is plain arena already, but an
-        # occupied range is a distinct mapping; re-laying arena over either is the same.
-        self._to_arena(addr, size)
+        self._to_arena(addr, size)  # an occupied range is a distinct mapping
 
     def _os_occupy(self, addr: int, size: int) -> None:
         self._open_arena("occupy")
@@ -368,6 +389,14 @@ class MmapAddressSpace(LayoutAddressSpace):
             raise MapFailed(
                 f"file of {st.st_size} bytes is shorter than offset {file_offset} + length {length}"
             )
+        try:
+            _preallocate(fd, file_offset, length)
+        except OSError as exc:
+            raise MapFailed(
+                f"cannot allocate blocks for [{file_offset:#x}, {file_offset + length:#x}) of fd {fd}: "
+                f"{exc.strerror}",
+                exc.errno,
+            ) from exc
         try:
             got = _mmap_call(
                 self._libc, addr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, file_offset
@@ -469,6 +498,7 @@ class MmapAddressSpace(LayoutAddressSpace):
             # The file shrank under the mapping: grow it back first (a store past the
             # end would SIGBUS), which is what the simulator's write() does.
             os.ftruncate(mapping.file.fd, need)
+            _preallocate(mapping.file.fd, mapping.file_offset + offset, n)
         rec.view[offset : offset + n] = data
 
     def _os_flush(self, mapping: Mapping, offset: int, n: int) -> None:

@@ -14,6 +14,7 @@ import os
 from pmemsim.addrspace.base import FileRef, MapFailed, Mapping
 from pmemsim.addrspace.layout import LayoutAddressSpace, Placement
 from pmemsim.enums import Granularity
+from pmemsim.source import read_at, write_at
 
 __all__ = ["SimulatedAddressSpace"]
 
@@ -66,24 +67,9 @@ class SimulatedAddressSpace(LayoutAddressSpace):
             raise MapFailed(f"file of {size} bytes is shorter than offset {file_offset} + length {length}")
 
     def _os_read(self, mapping: Mapping, offset: int, n: int) -> bytes:
-        fd = mapping.file.fd
-        pos = mapping.file_offset + offset
-        os.lseek(fd, pos, os.SEEK_SET)
-        chunks: list[bytes] = []
-        left = n
-        while left:
-            chunk = os.read(fd, left)
-            if not chunk:
-                # The file shrank under the mapping; real mmap would SIGBUS, we read zeros.
-                chunks.append(bytes(left))
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+        # Past the end of a file that shrank under the mapping real mmap would SIGBUS;
+        # the simulator reads zeros there.
+        return read_at(mapping.file.fd, mapping.file_offset + offset, n)
 
     def _os_write(self, mapping: Mapping, offset: int, data: memoryview) -> None:
-        fd = mapping.file.fd
-        os.lseek(fd, mapping.file_offset + offset, os.SEEK_SET)
-        while data:
-            written = os.write(fd, data)
-            data = data[written:]
+        write_at(mapping.file.fd, mapping.file_offset + offset, data)
