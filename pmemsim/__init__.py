@@ -7,56 +7,91 @@ memory. See DESIGN.md for the contract and README.md for a tour.
 
 from __future__ import annotations
 
+import importlib as _importlib
 import typing as _typing
 
-from pmemsim.addrspace import (
-    AddressSpace,
-    LayoutAddressSpace,
-    Mapping,
-    MmapAddressSpace,
-    Occupied,
-    Placement,
-    Reservation,
-    SimulatedAddressSpace,
-    default_address_space,
-    set_default_address_space,
-)
-from pmemsim.config import Config
-from pmemsim.enums import Coalescing, EventType, Granularity, MemFlags, SourceFlags
-from pmemsim.errors import ErrorCode, PmemsetError, err_to_errno
-from pmemsim.events import (
-    BadBlockEvent,
-    CopyEvent,
-    DrainEvent,
-    Event,
-    FlushEvent,
-    MoveEvent,
-    PartAddEvent,
-    PartRemoveEvent,
-    PersistEvent,
-    SetEvent,
-)
-from pmemsim.faults import FaultPlan, FaultSite, FiredFault
-from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
-from pmemsim.source import Source
-
 if _typing.TYPE_CHECKING:
+    from pmemsim.addrspace import (
+        AddressSpace,
+        LayoutAddressSpace,
+        Mapping,
+        MmapAddressSpace,
+        Occupied,
+        Placement,
+        Reservation,
+        SimulatedAddressSpace,
+        default_address_space,
+        set_default_address_space,
+    )
+    from pmemsim.config import Config
+    from pmemsim.enums import Coalescing, EventType, Granularity, MemFlags, SourceFlags
+    from pmemsim.errors import ErrorCode, PmemsetError, err_to_errno
+    from pmemsim.events import (
+        BadBlockEvent,
+        CopyEvent,
+        DrainEvent,
+        Event,
+        FlushEvent,
+        MoveEvent,
+        PartAddEvent,
+        PartRemoveEvent,
+        PersistEvent,
+        SetEvent,
+    )
+    from pmemsim.faults import FaultPlan, FaultSite, FiredFault
     from pmemsim.persistence import CrashReport, Recorder, StoreLog, replay, shrink
+    from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
+    from pmemsim.source import Source
 
 __version__ = "0.1.0"
 
-# The crash-consistency names load pmemsim.persistence on first use: `import pmemsim`
-# (and so `pmemsim --help`) stays fast for users who only map parts.
-_LAZY = frozenset({"CrashReport", "Recorder", "StoreLog", "replay", "shrink"})
-
-
-def __getattr__(name: str) -> _typing.Any:
-    if name in _LAZY:
-        import pmemsim.persistence
-
-        return getattr(pmemsim.persistence, name)
-    raise AttributeError(f"module 'pmemsim' has no attribute {name!r}")
-
+# Every public name loads its module on first use: `import pmemsim` is what the pytest
+# plugin (imported by every pytest run once pmemsim is installed) and `pmemsim --help`
+# pay, so it stays cheap. The table is the one place that says where a name lives.
+_EXPORTS: dict[str, str] = {
+    "AddressSpace": "pmemsim.addrspace",
+    "LayoutAddressSpace": "pmemsim.addrspace",
+    "Mapping": "pmemsim.addrspace",
+    "MmapAddressSpace": "pmemsim.addrspace",
+    "Occupied": "pmemsim.addrspace",
+    "Placement": "pmemsim.addrspace",
+    "Reservation": "pmemsim.addrspace",
+    "SimulatedAddressSpace": "pmemsim.addrspace",
+    "default_address_space": "pmemsim.addrspace",
+    "set_default_address_space": "pmemsim.addrspace",
+    "Config": "pmemsim.config",
+    "Coalescing": "pmemsim.enums",
+    "EventType": "pmemsim.enums",
+    "Granularity": "pmemsim.enums",
+    "MemFlags": "pmemsim.enums",
+    "SourceFlags": "pmemsim.enums",
+    "ErrorCode": "pmemsim.errors",
+    "PmemsetError": "pmemsim.errors",
+    "err_to_errno": "pmemsim.errors",
+    "BadBlockEvent": "pmemsim.events",
+    "CopyEvent": "pmemsim.events",
+    "DrainEvent": "pmemsim.events",
+    "Event": "pmemsim.events",
+    "FlushEvent": "pmemsim.events",
+    "MoveEvent": "pmemsim.events",
+    "PartAddEvent": "pmemsim.events",
+    "PartRemoveEvent": "pmemsim.events",
+    "PersistEvent": "pmemsim.events",
+    "SetEvent": "pmemsim.events",
+    "FaultPlan": "pmemsim.faults",
+    "FaultSite": "pmemsim.faults",
+    "FiredFault": "pmemsim.faults",
+    "CrashReport": "pmemsim.persistence",
+    "Recorder": "pmemsim.persistence",
+    "StoreLog": "pmemsim.persistence",
+    "replay": "pmemsim.persistence",
+    "shrink": "pmemsim.persistence",
+    "Part": "pmemsim.pmemset",
+    "PartDescriptor": "pmemsim.pmemset",
+    "PartMap": "pmemsim.pmemset",
+    "PmemSet": "pmemsim.pmemset",
+    "Source": "pmemsim.source",
+}
 
 __all__ = [
     "AddressSpace",
@@ -103,3 +138,16 @@ __all__ = [
     "set_default_address_space",
     "shrink",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pmemsim' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

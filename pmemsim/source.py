@@ -185,10 +185,10 @@ class Source:
             raise PmemsetError(-err, f"file descriptor {fd} is not usable", os_errno=err) from exc
         if not stat.S_ISREG(mode):
             raise PmemsetError(ErrorCode.INVALID_SOURCE_TYPE, f"fd {fd} is not a regular file")
-        # Work on a duplicate: the caller may close (and the OS reuse) its number while
-        # parts stay mapped, and the caller's descriptor is never closed by us.
+        # Work on our own descriptor: the caller may close (and the OS reuse) its number
+        # while parts stay mapped, and the caller's descriptor is never closed by us.
         try:
-            own = os.dup(fd)
+            own = _private_descriptor(fd)
         except OSError as exc:
             err = exc.errno or _errno.EBADF
             raise PmemsetError(-err, f"cannot duplicate file descriptor {fd}", os_errno=err) from exc
@@ -277,6 +277,36 @@ class Source:
 def _real_os() -> bool:
     """False while pyfakefs has replaced this module's ``os`` (its fds are not the kernel's)."""
     return isinstance(os, types.ModuleType)
+
+
+def _private_descriptor(fd: int) -> int:
+    """A descriptor of our own for the file behind ``fd``, with the same access mode.
+
+    Reopened through ``/proc/self/fd`` where possible, so it has its own file position
+    and no O_APPEND (which would send positioned writes to the end of the file); a
+    plain ``dup`` elsewhere (and under pyfakefs, which has no /proc).
+    """
+    if _real_os():
+        import fcntl
+
+        mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
+        try:
+            own = os.open(f"/proc/self/fd/{fd}", mode | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return os.dup(fd)
+        if (os.fstat(own).st_dev, os.fstat(own).st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+            return own
+        os.close(own)  # /proc named another file (a race with the caller): fall back
+    return os.dup(fd)
+
+
+def read_only(fd: int) -> bool:
+    """True when ``fd`` was opened read-only (stores through a mapping of it must fail)."""
+    if not _real_os():
+        return False  # pyfakefs descriptors: access modes are not tracked
+    import fcntl
+
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
 
 
 def _temp_error(d: str, exc: OSError, what: str) -> PmemsetError:

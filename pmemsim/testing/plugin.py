@@ -1,0 +1,494 @@
+"""The pmemsim pytest plugin: fixtures, the ``pmemsim`` marker and ``--pmemsim-*`` options.
+
+Registered through the ``pytest11`` entry point, so it is loaded in every pytest run of
+every project that has pmemsim installed: importing it costs nothing but pytest and
+the standard library. pmemsim itself is imported by the fixtures that need it.
+
+Fixtures: ``pmem_space`` (a fresh address space: the simulator, or real mmap with
+``--pmemsim-backend=mmap``, or both as two parametrised runs with ``both``),
+``pmemset`` (a PAGE-granularity set on it, closed and checked for consistency and
+leaks at teardown), ``fault_plan`` (the set's FaultPlan), ``pmem_file`` (a zero-filled
+file on ``tmp_path``, or in pyfakefs' file system when the test also uses ``fs``),
+``make_pmem_file`` (more of those), ``crash_check`` (record a block, replay its crash
+states, fail with the minimal trace).
+
+Marker: ``@pytest.mark.pmemsim(backend=, page_size=, coalescing=, granularity=,
+file_size=)`` configures those fixtures for one test, class or module (the closest
+marker wins per key). Unknown keys and bad values stop the run with a usage error.
+
+``--pmemsim-report FILE`` writes one record per test (outcome, backend, the PmemsetError
+names raised during it) in the results format ``pmemsim report`` reads.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+if TYPE_CHECKING:
+    from pmemsim.addrspace.layout import LayoutAddressSpace
+    from pmemsim.faults import FaultPlan
+    from pmemsim.persistence import Checker, Engine
+    from pmemsim.pmemset import PmemSet
+    from pmemsim.testing.crash import CrashCheck
+
+__all__ = [
+    "BACKENDS",
+    "BACKEND_CHOICES",
+    "DEFAULT_BACKEND",
+    "DEFAULT_FILE_PAGES",
+    "MARKER",
+    "MARKER_KEYS",
+    "OPTION_BACKEND",
+    "OPTION_ENGINE",
+    "OPTION_REPORT",
+    "CrashCheckFactory",
+    "MarkerSettings",
+]
+
+OPTION_BACKEND = "--pmemsim-backend"
+OPTION_ENGINE = "--pmemsim-engine"
+OPTION_REPORT = "--pmemsim-report"
+MARKER = "pmemsim"
+#: Keys the ``pmemsim`` marker accepts.
+MARKER_KEYS = ("backend", "page_size", "coalescing", "granularity", "file_size")
+BACKENDS = ("sim", "mmap")
+BACKEND_CHOICES = (*BACKENDS, "both")
+DEFAULT_BACKEND = "sim"
+#: ``pmem_file`` is this many pages long unless the marker gives ``file_size``.
+DEFAULT_FILE_PAGES = 64
+_DEFAULT_PAGE = 4096
+# Address space set aside by each mmap-backed pmem_space (PROT_NONE, no memory).
+_MMAP_ARENA = 1 << 32
+
+_BACKEND_KEY = pytest.StashKey[str]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("pmemsim", "pmemsim persistent-memory testbed")
+    group.addoption(
+        OPTION_BACKEND,
+        choices=BACKEND_CHOICES,
+        default=DEFAULT_BACKEND,
+        help="address space behind the pmem_space fixture: sim (default), mmap, "
+        "or both (each test runs twice)",
+    )
+    group.addoption(
+        OPTION_ENGINE,
+        default=None,
+        metavar="NAME",
+        help="default crash-state engine of the crash_check fixture (default Exhaustive; e.g. ReorderFull)",
+    )
+    group.addoption(
+        OPTION_REPORT,
+        default=None,
+        metavar="FILE",
+        help="write one result per test (outcome, backend, PmemsetErrors raised) as pmemsim results JSON",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        f"{MARKER}({', '.join(f'{k}=...' for k in MARKER_KEYS)}): configure the pmemsim fixtures "
+        "(backend sim|mmap|both, page size, coalescing mode, required granularity, pmem_file size)",
+    )
+    engine = config.getoption(OPTION_ENGINE)
+    if engine is not None:
+        from pmemsim.persistence import engine_from_name
+
+        try:
+            engine_from_name(engine)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{OPTION_ENGINE}: {exc}") from None
+    report = config.getoption(OPTION_REPORT)
+    if report is not None:
+        if not report or os.path.isdir(report):
+            raise pytest.UsageError(f"{OPTION_REPORT} needs a file name, got {report!r}")
+        config.pluginmanager.register(_Reporter(config, os.path.abspath(report)), "pmemsim-reporter")
+
+
+# -- the marker -----------------------------------------------------------------------------------
+
+
+class MarkerError(ValueError):
+    """A ``pmemsim`` marker with an unknown key or a bad value."""
+
+
+@dataclass(frozen=True)
+class MarkerSettings:
+    """What the ``pmemsim`` markers of a test ask for (None: the default)."""
+
+    backend: str | None = None
+    page_size: int | None = None
+    coalescing: int | None = None
+    granularity: int | None = None
+    file_size: int | None = None
+
+
+def _enum_value(key: str, value: object, names: Mapping[str, int]) -> int:
+    if isinstance(value, str):
+        v = names.get(value.strip().upper().replace("-", "_"))
+        if v is not None:
+            return v
+    elif isinstance(value, int) and not isinstance(value, bool) and value in names.values():
+        return value
+    raise MarkerError(f"{key}={value!r} is not one of {', '.join(n.lower() for n in names)}")
+
+
+def _positive_int(key: str, value: object, *, power_of_two: bool = False) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise MarkerError(f"{key}={value!r} must be a positive int")
+    if power_of_two and value & (value - 1):
+        raise MarkerError(f"{key}={value!r} must be a power of two")
+    return value
+
+
+def parse_markers(node: pytest.Item | Any) -> MarkerSettings:
+    """The merged ``pmemsim`` markers of ``node`` (closest first); MarkerError when one is bad."""
+    values: dict[str, object] = {}
+    for mark in node.iter_markers(MARKER):
+        if mark.args:
+            raise MarkerError(f"takes keyword arguments only ({', '.join(MARKER_KEYS)}), got {mark.args!r}")
+        unknown = sorted(set(mark.kwargs) - set(MARKER_KEYS))
+        if unknown:
+            raise MarkerError(f"unknown key(s) {', '.join(unknown)}; known keys: {', '.join(MARKER_KEYS)}")
+        for key, value in mark.kwargs.items():
+            values.setdefault(key, value)
+    backend = values.get("backend")
+    if backend is not None and backend not in BACKEND_CHOICES:
+        raise MarkerError(f"backend={backend!r} is not one of {', '.join(BACKEND_CHOICES)}")
+    out: dict[str, Any] = {"backend": backend}
+    if values.get("page_size") is not None:
+        out["page_size"] = _positive_int("page_size", values["page_size"], power_of_two=True)
+    if values.get("file_size") is not None:
+        out["file_size"] = _positive_int("file_size", values["file_size"])
+    if values.get("coalescing") is not None or values.get("granularity") is not None:
+        from pmemsim.enums import Coalescing, Granularity
+
+        if values.get("coalescing") is not None:
+            names = {c.name: c.value for c in Coalescing}
+            out["coalescing"] = _enum_value("coalescing", values["coalescing"], names)
+        if values.get("granularity") is not None:
+            names = {g.name: g.value for g in Granularity}
+            out["granularity"] = _enum_value("granularity", values["granularity"], names)
+    return MarkerSettings(**out)
+
+
+def _settings(node: Any) -> MarkerSettings:
+    try:
+        return parse_markers(node)
+    except MarkerError as exc:  # normally reported at collection; a fixture used dynamically lands here
+        pytest.fail(f"@pytest.mark.{MARKER}: {exc}", pytrace=False)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "pmem_space" not in metafunc.fixturenames:
+        return
+    try:
+        settings = parse_markers(metafunc.definition)
+    except MarkerError:
+        return  # reported as a usage error once collection is done
+    backend = settings.backend or metafunc.config.getoption(OPTION_BACKEND)
+    if backend == "both":
+        metafunc.parametrize("pmem_space", list(BACKENDS), indirect=True)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    problems = []
+    for item in items:
+        if item.get_closest_marker(MARKER) is None:
+            continue
+        try:
+            parse_markers(item)
+        except MarkerError as exc:
+            problems.append(f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}")
+    if problems:
+        raise pytest.UsageError("\n".join(problems))
+
+
+# -- fixtures --------------------------------------------------------------------------------------
+
+
+def _make_space(request: pytest.FixtureRequest, backend: str, page_size: int | None) -> LayoutAddressSpace:
+    if backend == "sim":
+        from pmemsim.addrspace.simulated import SimulatedAddressSpace
+
+        return SimulatedAddressSpace(page_size or _DEFAULT_PAGE)
+    if "fs" in request.fixturenames:
+        pytest.skip("the mmap backend maps real files; this test uses pyfakefs (fs)")
+    from pmemsim.addrspace.mmap import OS_PAGE, MmapAddressSpace
+
+    if page_size is not None and page_size % OS_PAGE:
+        pytest.skip(f"pmemsim(page_size={page_size}) is not a multiple of the kernel page size {OS_PAGE}")
+    try:
+        return MmapAddressSpace(_MMAP_ARENA, page_size=page_size)
+    except OSError as exc:
+        pytest.skip(f"the mmap backend is not available here: {exc}")
+
+
+@pytest.fixture
+def pmem_space(request: pytest.FixtureRequest) -> Iterator[LayoutAddressSpace]:
+    """A fresh address space: SimulatedAddressSpace unless ``--pmemsim-backend``/the marker says mmap.
+
+    Checked for consistency (``_check()``) at teardown; an mmap space is closed.
+    """
+    settings = _settings(request.node)
+    backend = getattr(request, "param", None) or settings.backend or request.config.getoption(OPTION_BACKEND)
+    if backend == "both":  # requested dynamically, so not parametrised: use the first
+        backend = BACKENDS[0]
+    request.node.stash[_BACKEND_KEY] = backend
+    space = _make_space(request, backend, settings.page_size)
+    try:
+        yield space
+        try:
+            space._check()
+        except AssertionError as exc:
+            pytest.fail(f"pmem_space is inconsistent at teardown: {exc}", pytrace=False)
+    finally:
+        close = getattr(space, "close", None)
+        if callable(close):
+            close()
+
+
+@pytest.fixture
+def fault_plan() -> FaultPlan:
+    """An empty FaultPlan; the ``pmemset`` fixture consults it. Arm it with ``fail``/``fail_next``."""
+    from pmemsim.faults import FaultPlan
+
+    return FaultPlan()
+
+
+@pytest.fixture
+def pmemset(
+    pmem_space: LayoutAddressSpace, fault_plan: FaultPlan, request: pytest.FixtureRequest
+) -> Iterator[PmemSet]:
+    """A PmemSet on ``pmem_space`` with ``fault_plan`` (PAGE granularity, coalescing NONE, or the marker's).
+
+    At teardown the set is checked (``_check()``), closed, and must have released every
+    reservation it made and unmapped every part map.
+    """
+    from pmemsim.config import Config
+    from pmemsim.enums import Coalescing, Granularity
+    from pmemsim.pmemset import PmemSet
+
+    settings = _settings(request.node)
+    granularity = Granularity(settings.granularity) if settings.granularity is not None else Granularity.PAGE
+    pset = PmemSet(Config(granularity, address_space=pmem_space, fault_plan=fault_plan))
+    if settings.coalescing is not None:
+        pset.set_contiguous_part_coalescing(Coalescing(settings.coalescing))
+    yield pset
+    problems = _close_and_check(pset, pmem_space)
+    if problems:
+        pytest.fail("pmemset fixture at teardown: " + "; ".join(problems), pytrace=False)
+
+
+def _close_and_check(pset: PmemSet, space: LayoutAddressSpace) -> list[str]:
+    if pset.closed:
+        return []
+    problems = []
+    try:
+        pset._check()
+    except AssertionError as exc:
+        problems.append(f"the set is inconsistent: {exc}")
+    own = [r for r in pset.reservations() if r is not pset.reservation]
+    descs = pset.descriptors()
+    pset.close()
+    leaked = [r for r in own if not r.released]
+    if leaked:
+        problems.append(f"closing the set leaked reservation(s) {leaked}")
+    still = [d for d in descs if space.mapping_at(d.addr) is not None]
+    if still:
+        problems.append(f"closing the set left part map(s) mapped: {still}")
+    return problems
+
+
+@pytest.fixture
+def make_pmem_file(request: pytest.FixtureRequest) -> Callable[..., str]:
+    """``make_pmem_file(size=None, name=None, fill=b"\\0") -> path``: a new file of ``size`` bytes.
+
+    The default size is the marker's ``file_size``, else 64 pages of its ``page_size``
+    (4096 bytes by default). Files live in ``tmp_path``, or in pyfakefs' fake file
+    system when the test uses the ``fs`` fixture.
+    """
+    settings = _settings(request.node)
+    default = settings.file_size or DEFAULT_FILE_PAGES * (settings.page_size or _DEFAULT_PAGE)
+    if "fs" in request.fixturenames:
+        import tempfile
+
+        request.getfixturevalue("fs")
+        directory = os.path.join(tempfile.gettempdir(), "pmemsim")
+        os.makedirs(directory, exist_ok=True)
+    else:
+        directory = str(request.getfixturevalue("tmp_path"))
+    counter = iter(range(1, 1 << 30))
+
+    def make(size: int | None = None, name: str | None = None, fill: bytes = b"\0") -> str:
+        n = default if size is None else size
+        if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+            raise ValueError(f"make_pmem_file: size must be a non-negative int, got {size!r}")
+        if not isinstance(fill, bytes) or not fill:
+            raise ValueError(f"make_pmem_file: fill must be non-empty bytes, got {fill!r}")
+        path = os.path.join(directory, name or f"pmem{next(counter)}.pool")
+        with open(path, "wb") as f:
+            if fill == b"\0":
+                f.truncate(n)
+            else:
+                f.write((fill * (n // len(fill) + 1))[:n])
+        return path
+
+    return make
+
+
+@pytest.fixture
+def pmem_file(make_pmem_file: Callable[..., str]) -> str:
+    """The path of a zero-filled file (64 pages, or the marker's ``file_size``), ready to map."""
+    return make_pmem_file()
+
+
+@dataclass
+class CrashCheckFactory:
+    """The ``crash_check`` fixture: ``with crash_check(checker, pset=None, engine=None, ...):``.
+
+    Records the block on ``pset`` (default: the ``pmemset`` fixture), replays every crash
+    state ``engine`` picks (default: ``--pmemsim-engine``, else Exhaustive) and fails the
+    test with the minimal trace when ``checker(image)`` rejects one. Other keyword
+    arguments (``markers``, ``seed``, ``workers``, ``model``, ``all_files``,
+    ``timeout``) are those of :class:`pmemsim.testing.crash.CrashCheck`. A checker that
+    is neither callable nor a program command, or an unknown engine, fails the test
+    with a one-line error.
+    """
+
+    request: pytest.FixtureRequest
+
+    def __call__(
+        self,
+        checker: Checker | Callable[[Any], object] | str | Sequence[str],
+        *,
+        pset: PmemSet | None = None,
+        engine: Engine | str | None = None,
+        **kwargs: Any,
+    ) -> CrashCheck:
+        from pmemsim.testing.crash import DEFAULT_ENGINE, CrashCheck
+
+        if pset is None:
+            pset = self.request.getfixturevalue("pmemset")
+        chosen = engine or self.request.config.getoption(OPTION_ENGINE) or DEFAULT_ENGINE
+        try:
+            check = CrashCheck(pset, checker, engine=chosen, on_failure=_fail_crash, **kwargs)
+        except (TypeError, ValueError) as exc:
+            pytest.fail(f"crash_check: {exc}", pytrace=False)
+        return check
+
+
+def _fail_crash(result: Any) -> None:
+    pytest.fail(result.message(), pytrace=False)
+
+
+@pytest.fixture
+def crash_check(request: pytest.FixtureRequest) -> CrashCheckFactory:
+    """Check crash consistency of a block: ``with crash_check(check_image): code_under_test()``."""
+    return CrashCheckFactory(request)
+
+
+# -- --pmemsim-report ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    outcome: str = "passed"
+    duration: float = 0.0
+    message: str = ""
+    errors: dict[str, int] = field(default_factory=dict)
+    backend: str = ""
+
+
+def _short(report: pytest.TestReport) -> str:
+    if isinstance(report.longrepr, tuple) and len(report.longrepr) == 3:  # a skip: (path, line, reason)
+        return str(report.longrepr[2]).removeprefix("Skipped: ")[:500]
+    crash = getattr(report.longrepr, "reprcrash", None)
+    text = getattr(crash, "message", None) or str(report.longrepr or "")
+    return text.strip().splitlines()[0][:500] if text.strip() else ""
+
+
+class _Reporter:
+    """Counts PmemsetErrors per test (on workers too) and writes the results file (not on xdist workers)."""
+
+    def __init__(self, config: pytest.Config, path: str) -> None:
+        self.config = config
+        self.path = path
+        self.runs: dict[str, _Run] = {}
+        self.counter: Any = None
+        self.started = time.perf_counter()
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item: pytest.Item) -> Iterator[None]:
+        from pmemsim.report.results import ErrorCounter
+
+        self.counter = ErrorCounter()
+        with self.counter:
+            yield
+        self.counter = None
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, Any, None]:
+        outcome = yield
+        report = outcome.get_result()
+        # Plain attributes travel with the report (also from pytest-xdist workers).
+        report.pmemsim_errors = dict(self.counter.counts) if self.counter is not None else {}
+        report.pmemsim_backend = item.stash.get(_BACKEND_KEY, "")
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        run = self.runs.setdefault(report.nodeid, _Run())
+        run.duration += report.duration
+        errors = getattr(report, "pmemsim_errors", None)
+        if isinstance(errors, dict):
+            run.errors = errors
+        backend = getattr(report, "pmemsim_backend", "")
+        if backend:
+            run.backend = backend
+        if report.failed:
+            if report.when == "call":
+                run.outcome = "failed"
+            elif run.outcome != "failed":
+                run.outcome = "error"
+            run.message = run.message or _short(report)
+        elif report.skipped and run.outcome == "passed":
+            run.outcome = "skipped"
+            run.message = run.message or _short(report)
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if hasattr(self.config, "workerinput"):
+            return  # an xdist worker: the controller writes the file
+        from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
+
+        default_backend = os.environ.get("PMEMSIM_BACKEND") or "default"
+        results = ResultsFile(
+            [
+                RunResult(
+                    name=nodeid,
+                    kind=RunKind.TEST,
+                    backend=run.backend or default_backend,
+                    outcome=Outcome(run.outcome),
+                    errors=dict(run.errors),
+                    duration=round(run.duration, 6),
+                    message=run.message,
+                )
+                for nodeid, run in self.runs.items()
+            ]
+        )
+        try:
+            results.write(self.path)
+        except OSError as exc:
+            raise pytest.UsageError(f"{OPTION_REPORT}: cannot write {self.path}: {exc}") from None
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if not hasattr(self.config, "workerinput"):
+            terminalreporter.write_line(f"pmemsim: {len(self.runs)} test result(s) written to {self.path}")

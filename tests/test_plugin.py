@@ -1,0 +1,498 @@
+"""The pytest plugin, exercised the way users meet it: small test files run through pytester."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pmemsim.report.results import Outcome, load_results
+
+pytest_plugins = ["pytester"]
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Once the pytest11 entry point is installed the plugin loads itself; naming it again with
+# -p would register it twice.
+_REGISTERED = any(ep.name == "pmemsim" for ep in importlib.metadata.entry_points(group="pytest11"))
+PLUGIN = [] if _REGISTERED else ["-p", "pmemsim.testing.plugin"]
+
+on_linux = pytest.mark.skipif(sys.platform != "linux", reason="the mmap backend is Linux-only")
+
+
+@pytest.fixture
+def run(pytester: pytest.Pytester):
+    """``run(source, *args)``: write ``source`` as a test module and run pytest on it in-process."""
+    pytester.makeini(
+        """
+        [pytest]
+        addopts = --strict-markers -p no:cacheprovider -p no:randomly
+        filterwarnings = error
+        xfail_strict = true
+        """
+    )
+
+    def go(source: str, *args: str) -> pytest.RunResult:
+        pytester.makepyfile(test_user=textwrap.dedent(source))
+        return pytester.runpytest(*PLUGIN, *args)
+
+    return go
+
+
+# -- fixtures ----------------------------------------------------------------------------------------
+
+
+def test_fixtures_are_listed(run):
+    result = run("def test_nothing(): pass", "--fixtures")
+    out = result.stdout.str()
+    for name in ("pmem_space", "pmemset", "fault_plan", "pmem_file", "make_pmem_file", "crash_check"):
+        assert name in out, name
+
+
+def test_fixtures_work_together(run):
+    result = run(
+        """
+        import os
+        import pmemsim
+        from pmemsim import Source
+
+        def test_map_write_read(pmem_space, pmemset, pmem_file, fault_plan):
+            assert isinstance(pmem_space, pmemsim.SimulatedAddressSpace)
+            assert pmemset.address_space is pmem_space and pmemset.fault_plan is fault_plan
+            assert pmemset.required_granularity == pmemsim.Granularity.PAGE
+            assert os.path.getsize(pmem_file) == 64 * 4096
+            with Source.from_file(pmem_file) as src:
+                d = pmemset.part_map(pmemset.part_new(src, 0, 4096))
+            pmemset.memcpy(d.addr, b"hi")
+            assert pmemset.read(d.addr, 2) == b"hi"
+
+        def test_fault_plan_reaches_the_set(pmemset, pmem_file, fault_plan):
+            fault_plan.fail_next("alloc.part")
+            with Source.from_file(pmem_file) as src:
+                try:
+                    pmemset.part_new(src)
+                except pmemsim.PmemsetError as exc:
+                    assert exc.code == pmemsim.ErrorCode.ENOMEM
+                else:
+                    raise AssertionError("no fault")
+
+        def test_make_pmem_file(make_pmem_file):
+            path = make_pmem_file(100, name="x.pool", fill=b"ab")
+            with open(path, "rb") as f:
+                assert f.read() == b"ab" * 50
+        """
+    )
+    result.assert_outcomes(passed=3)
+
+
+def test_pmemset_is_closed_and_checked_at_teardown(run):
+    result = run(
+        """
+        import pytest
+        from pmemsim import Source
+
+        kept = []
+
+        def test_leave_it_mapped(pmemset, pmem_file):
+            with Source.from_file(pmem_file) as src:
+                pmemset.part_map(pmemset.part_new(src, 0, 4096))
+            kept.append(pmemset)
+
+        def test_it_was_closed():
+            assert kept[0].closed
+
+        def test_closing_it_yourself_is_fine(pmemset):
+            pmemset.close()
+
+        def test_a_leak_is_reported(pmemset, pmem_file):
+            with Source.from_file(pmem_file) as src:
+                pmemset.part_map(pmemset.part_new(src, 0, 4096))
+            pmemset.close = lambda: None  # a close that releases nothing
+        """
+    )
+    result.assert_outcomes(passed=4, errors=1)
+    result.stdout.fnmatch_lines(["*pmemset fixture at teardown:*leaked reservation*"])
+
+
+def test_pmem_file_on_pyfakefs(run):
+    result = run(
+        """
+        import os, tempfile
+
+        def test_fake(fs, pmem_file, pmemset):
+            assert fs.exists(pmem_file)
+            assert pmem_file.startswith(tempfile.gettempdir())
+            from pmemsim import Source
+            with Source.from_file(pmem_file) as src:
+                d = pmemset.part_map(pmemset.part_new(src, 0, 0))
+            pmemset.memcpy(d.addr, b"fake")
+            with open(pmem_file, "rb") as f:
+                assert f.read(4) == b"fake"
+            globals()["fake_path"] = pmem_file
+
+        def test_it_was_never_on_disk():
+            assert not os.path.exists(globals()["fake_path"])
+        """
+    )
+    result.assert_outcomes(passed=2)
+
+
+# -- the marker ------------------------------------------------------------------------------------------
+
+
+def test_marker_configures_the_fixtures(run):
+    result = run(
+        """
+        import os
+        import pytest
+        import pmemsim
+
+        @pytest.mark.pmemsim(page_size=16384, coalescing="full", granularity="page", file_size=65536)
+        def test_configured(pmem_space, pmemset, pmem_file):
+            assert pmem_space.page_size == 16384
+            assert pmemset.coalescing == pmemsim.Coalescing.FULL
+            assert os.path.getsize(pmem_file) == 65536
+
+        pytestmark = pytest.mark.pmemsim(coalescing=1)
+
+        def test_module_marker(pmemset):
+            assert pmemset.coalescing == pmemsim.Coalescing.OPPORTUNISTIC
+
+        @pytest.mark.pmemsim(coalescing="none")
+        def test_closest_marker_wins(pmemset):
+            assert pmemset.coalescing == pmemsim.Coalescing.NONE
+        """
+    )
+    result.assert_outcomes(passed=3)
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ("pagesize=4096", "*unknown key(s) pagesize; known keys: backend, page_size, coalescing*"),
+        ("backend='real'", "*backend='real' is not one of sim, mmap, both*"),
+        ("page_size=1000", "*page_size=1000 must be a power of two*"),
+        ("coalescing='sometimes'", "*coalescing='sometimes' is not one of none, opportunistic, full*"),
+        ("granularity=7", "*granularity=7 is not one of byte, cache_line, page*"),
+        ("file_size=-1", "*file_size=-1 must be a positive int*"),
+    ],
+)
+def test_bad_marker_is_a_usage_error(run, marker, message):
+    result = run(
+        f"""
+        import pytest
+
+        @pytest.mark.pmemsim({marker})
+        def test_it(pmemset):
+            pass
+        """
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: test_user.py::test_it: @pytest.mark.pmemsim:" + message])
+    assert "Traceback" not in result.stdout.str() + result.stderr.str()
+
+
+def test_positional_marker_arguments_are_a_usage_error(run):
+    result = run(
+        """
+        import pytest
+
+        @pytest.mark.pmemsim("mmap")
+        def test_it():
+            pass
+        """
+    )
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*takes keyword arguments only*"])
+
+
+# -- --pmemsim-backend -------------------------------------------------------------------------------------
+
+_BACKEND_PROBE = """
+import pytest
+
+def test_space(pmem_space):
+    print("BACKEND", type(pmem_space).__name__)
+
+def test_no_space():
+    pass
+
+@pytest.mark.pmemsim(backend="sim")
+def test_sim_only(pmem_space):
+    assert type(pmem_space).__name__ == "SimulatedAddressSpace"
+"""
+
+
+def test_backend_default_is_the_simulator(run):
+    result = run(_BACKEND_PROBE, "-s")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*BACKEND SimulatedAddressSpace*"])
+    assert "MmapAddressSpace" not in result.stdout.str()
+
+
+@on_linux
+def test_backend_both_parametrises(run):
+    result = run(_BACKEND_PROBE, "--pmemsim-backend=both", "--collect-only", "-q")
+    # Tests without pmem_space are not duplicated; the marker wins over the option.
+    assert result.outlines[:4] == [
+        "test_user.py::test_space[sim]",
+        "test_user.py::test_space[mmap]",
+        "test_user.py::test_no_space",
+        "test_user.py::test_sim_only",
+    ]
+    result = run(_BACKEND_PROBE, "-s", "--pmemsim-backend=both")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*BACKEND SimulatedAddressSpace*", "*BACKEND MmapAddressSpace*"])
+
+
+@on_linux
+def test_backend_mmap(run):
+    result = run(_BACKEND_PROBE, "-s", "--pmemsim-backend=mmap")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*BACKEND MmapAddressSpace*"])
+
+
+def test_bad_backend_is_a_usage_error(run):
+    result = run(_BACKEND_PROBE, "--pmemsim-backend=qemu")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--pmemsim-backend: invalid choice: 'qemu' (choose from*sim*mmap*both*"])
+
+
+def test_bad_engine_is_a_usage_error(run):
+    result = run("def test_it(): pass", "--pmemsim-engine=Sometimes")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --pmemsim-engine: unknown engine 'Sometimes'; known engines:*"])
+
+
+# -- crash_check -----------------------------------------------------------------------------------------
+
+_LOG = """
+import struct, zlib
+from pmemsim import MemFlags, Source
+
+def checker(image):
+    (used,) = struct.unpack_from("<Q", image, 0)
+    pos = 64
+    while pos < 64 + used:
+        n, crc = struct.unpack_from("<II", image, pos)
+        if zlib.crc32(bytes(image[pos + 8 : pos + 8 + n])) != crc:
+            raise AssertionError(f"entry at {pos} is torn")
+        pos += 8 + n
+    return True
+
+def append(pset, base, payload, fence):
+    (used,) = struct.unpack("<Q", pset.read(base, 8))
+    entry = struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+    pset.memcpy(base + 64 + used, entry, flags=0 if fence else MemFlags.NODRAIN)
+    pset.memcpy(base, struct.pack("<Q", used + len(entry)))
+
+def mapped(pset, path):
+    with Source.from_file(path) as src:
+        return pset.part_map(pset.part_new(src, 0, 0)).addr
+"""
+
+
+def test_crash_check_passes_a_correct_program(run):
+    result = run(
+        _LOG
+        + """
+def test_correct(pmemset, pmem_file, crash_check):
+    base = mapped(pmemset, pmem_file)
+    with crash_check(checker, engine="ReorderAccumulative") as check:
+        append(pmemset, base, b"hello", fence=True)
+        append(pmemset, base, b"world", fence=True)
+    assert check.result.ok and check.result.report.states_checked > 0
+"""
+    )
+    result.assert_outcomes(passed=1)
+
+
+def test_crash_check_fails_a_buggy_program_with_the_minimal_trace(run):
+    result = run(
+        _LOG
+        + """
+def test_buggy(pmemset, pmem_file, crash_check):
+    base = mapped(pmemset, pmem_file)
+    with crash_check(checker):
+        append(pmemset, base, b"hello", fence=False)
+"""
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "crash consistency check failed: * INCONSISTENT: * states checked * with Exhaustive",
+            "Minimal crash before FENCE record 4, epoch 0: 2 store(s) persisted, 1 lost",
+            "checker [[]*pmem1.pool[]]: checker raised AssertionError: entry at 72 is torn",
+            "*STORE *pmem1.pool+0x40..0x48 (8 B) (piece 0 of a 13-byte store) at *test_user.py:17, "
+            "flushed -> LOST",
+            "*STORE *pmem1.pool+0x48..0x4d (5 B) (piece 1 of a 13-byte store) at *test_user.py:17, "
+            "flushed -> PERSISTED",
+            "*STORE *pmem1.pool+0x0..0x8 (8 B) at *test_user.py:18, flushed -> PERSISTED",
+            "*FENCE  <- crash before this fence*",
+        ]
+    )
+    # The message is the whole report: no traceback through the plugin or pmemsim.
+    out = result.stdout.str()
+    assert "pmemsim/testing" not in out and "Traceback" not in out
+
+
+def test_crash_check_engine_option_is_the_default(run):
+    result = run(
+        _LOG
+        + """
+def test_buggy(pmemset, pmem_file, crash_check):
+    base = mapped(pmemset, pmem_file)
+    with crash_check(checker):
+        append(pmemset, base, b"hello", fence=False)
+""",
+        "--pmemsim-engine=ReorderFull",
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*INCONSISTENT*with ReorderFull*"])
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            "crash_check(42)",
+            "crash_check: checker must be a callable check(image) -> bool | None*not int (42)",
+        ),
+        ("crash_check(checker, engine='Psychic')", "crash_check: unknown engine 'Psychic'; known engines:*"),
+        (
+            "crash_check('no-such-checker-program')",
+            "crash_check: checker program 'no-such-checker-program' not found*",
+        ),
+    ],
+)
+def test_crash_check_bad_arguments_fail_cleanly(run, call, message):
+    result = run(
+        _LOG
+        + f"""
+def test_it(pmemset, crash_check):
+    with {call}:
+        pass
+"""
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([message])
+    assert "Traceback" not in result.stdout.str()
+
+
+def test_crash_check_does_not_replay_when_the_block_raises(run):
+    result = run(
+        _LOG
+        + """
+import pytest
+
+def test_it(pmemset, crash_check):
+    with pytest.raises(KeyError):
+        with crash_check(checker) as check:
+            raise KeyError("boom")
+    assert check.result is None and not pmemset.recording
+"""
+    )
+    result.assert_outcomes(passed=1)
+
+
+# -- --pmemsim-report ---------------------------------------------------------------------------------------
+
+
+def test_report_file_is_written_and_loads(run, tmp_path):
+    report = tmp_path / "out" / "results.json"
+    result = run(
+        """
+        import pytest
+        import pmemsim
+        from pmemsim import Source
+
+        def test_passes(pmemset, pmem_file, pmem_space):
+            pmem_space.occupy(pmem_space.low, 4096)  # the first reservation must go elsewhere
+            pmemset.set_contiguous_part_coalescing(pmemsim.Coalescing.FULL)
+            with Source.from_file(pmem_file) as src:
+                d = pmemset.part_map(pmemset.part_new(src, 0, 4096))
+                pmem_space.occupy(d.end, 4096)
+                with pytest.raises(pmemsim.PmemsetError):
+                    pmemset.part_map(pmemset.part_new(src, 0, 4096))
+
+        def test_fails(pmemset):
+            with pytest.raises(pmemsim.PmemsetError):
+                pmemset.get_store_granularity()
+            assert False, "on purpose"
+
+        @pytest.mark.skip(reason="not today")
+        def test_skipped():
+            pass
+
+        @pytest.fixture
+        def broken():
+            raise RuntimeError("setup broke")
+
+        def test_error(broken):
+            pass
+        """,
+        f"--pmemsim-report={report}",
+    )
+    result.assert_outcomes(passed=1, failed=1, skipped=1, errors=1)
+    result.stdout.fnmatch_lines([f"pmemsim: 4 test result(s) written to {report}"])
+    runs = {r.name: r for r in load_results(report).runs}
+    assert set(runs) == {
+        f"test_user.py::{n}" for n in ("test_passes", "test_fails", "test_skipped", "test_error")
+    }
+    passes = runs["test_user.py::test_passes"]
+    assert passes.outcome is Outcome.PASSED and passes.backend == "sim" and passes.kind == "test"
+    assert passes.errors == {"PMEMSET_E_CANNOT_COALESCE_PARTS": 1}
+    fails = runs["test_user.py::test_fails"]
+    assert fails.outcome is Outcome.FAILED and "on purpose" in fails.message
+    assert fails.errors == {"PMEMSET_E_NO_PART_MAPPED": 1}
+    assert runs["test_user.py::test_skipped"].outcome is Outcome.SKIPPED
+    assert runs["test_user.py::test_skipped"].message == "not today"
+    assert runs["test_user.py::test_error"].outcome is Outcome.ERROR
+    assert json.loads(report.read_text())["format"] == "pmemsim-results"
+
+
+def test_report_attributes_survive_serialisation():
+    # pytest-xdist ships reports from workers as JSON: the counts must travel with them.
+    from _pytest.reports import TestReport
+
+    report = TestReport("t.py::t", ("t.py", 1, "t"), {}, "passed", None, "call")
+    report.pmemsim_errors = {"ENOMEM": 2}
+    report.pmemsim_backend = "mmap"
+    back = TestReport._from_json(report._to_json())
+    assert back.pmemsim_errors == {"ENOMEM": 2} and back.pmemsim_backend == "mmap"
+
+
+def test_report_to_a_directory_is_a_usage_error(run, tmp_path):
+    result = run("def test_it(): pass", f"--pmemsim-report={tmp_path}")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["ERROR: --pmemsim-report needs a file name*"])
+
+
+# -- cost and the shipped example ---------------------------------------------------------------------------
+
+
+def test_plugin_import_is_cheap():
+    code = (
+        "import sys, pmemsim.testing.plugin\n"
+        "heavy = [m for m in ('hypothesis', 'pmemsim.persistence', 'pmemsim.testing.machine',"
+        " 'pmemsim.report') if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_applog_example_passes():
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "examples/applog", *PLUGIN, "-q", "-p", "no:cacheprovider"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "9 passed" in result.stdout
