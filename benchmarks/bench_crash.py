@@ -16,8 +16,16 @@ initial pool image beside it) so the work can be handed to pmreorder.
 Targets: >= 20,000 states/s single-process for ReorderAccumulative, and a near-linear
 speed-up with 2 workers (the machine needs 2 idle cores for that).
 
-Run: ``python benchmarks/bench_crash.py [--transactions 1000] [--workers 2] [--out DIR]``.
-Exit status 0 when the single-process target is met, 1 otherwise.
+Timing: each engine is run ``--repeat`` times single-process and with ``--workers``,
+alternating, and the best wall time of each is kept (the same end-to-end ``replay``
+call in both cases: log validation, epoch planning, forking, exploration, merging). On a
+shared machine the best of a few runs is the least disturbed one. ``--scale K`` adds
+clearly labelled lines for ReorderAccumulative and ReorderPartial on K times the
+transactions, where fixed costs (forking, merging) weigh less; the fixed-workload lines
+above them are the ones the targets refer to.
+
+Run: ``python benchmarks/bench_crash.py [--transactions 1000] [--workers 2] [--repeat 3]
+[--scale 10] [--out DIR]``. Exit status 0 when the single-process target is met, 1 otherwise.
 """
 
 from __future__ import annotations
@@ -101,6 +109,26 @@ def run(log: StoreLog, engine: str, workers: int) -> tuple[int, float, bool]:
     return report.states_checked, time.perf_counter() - t0, report.ok
 
 
+def compare(log: StoreLog, engine: str, workers: int, repeat: int) -> tuple[int, float, float]:
+    """(states, best single-process seconds, best ``workers`` seconds), the two runs alternating."""
+    best1 = best_n = float("inf")
+    states = 0
+    for _ in range(max(1, repeat)):
+        states, secs, ok = run(log, engine, 1)
+        states_n, secs_n, ok_n = run(log, engine, workers)
+        assert ok and ok_n and states == states_n, (engine, ok, ok_n, states, states_n)
+        best1, best_n = min(best1, secs), min(best_n, secs_n)
+    return states, best1, best_n
+
+
+def line(label: str, states: int, secs: float, secs_n: float) -> str:
+    """One row of the table."""
+    return (
+        f"{label:<22}{states:>10}{secs:>10.2f}{states / secs:>12,.0f}{secs_n:>12.2f}{states / secs_n:>12,.0f}"
+        f"{secs / secs_n:>9.2f}x"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 0 when ReorderAccumulative reaches the single-process target."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -108,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--out", default=None, help="directory for the pmemcheck log (default: a temp dir)")
     parser.add_argument("--engines", default="NoReorderDoCheck,ReorderAccumulative,ReorderPartial,Exhaustive")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per engine and mode; the best is kept")
+    parser.add_argument("--scale", type=int, default=10, help="also time K x the transactions (0: skip)")
     args = parser.parse_args(argv)
 
     out = os.path.abspath(args.out or tempfile.mkdtemp(prefix="bench-crash-"))
@@ -131,16 +161,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     accumulative_rate = 0.0
     for engine in args.engines.split(","):
-        states, secs, ok = run(log, engine, 1)
-        states_n, secs_n, ok_n = run(log, engine, args.workers)
-        assert ok and ok_n and states == states_n, (engine, ok, ok_n, states, states_n)
-        rate = states / secs
+        repeat = 1 if engine == "Exhaustive" else args.repeat  # seconds per run already
+        states, secs, secs_n = compare(log, engine, args.workers, repeat)
         if engine == "ReorderAccumulative":
-            accumulative_rate = rate
-        print(
-            f"{engine:<22}{states:>10}{secs:>10.2f}{rate:>12,.0f}{secs_n:>12.2f}{states_n / secs_n:>12,.0f}"
-            f"{secs / secs_n:>9.2f}x"
-        )
+            accumulative_rate = states / secs
+        print(line(engine, states, secs, secs_n), flush=True)
+    if args.scale > 1:
+        big = workload(args.transactions * args.scale, pool_path)
+        print(f"scaled workload (not the issue's fixed one): {args.transactions * args.scale} transactions")
+        for engine in ("ReorderAccumulative", "ReorderPartial"):
+            states, secs, secs_n = compare(big, engine, args.workers, 1)
+            print(line(f"{engine} x{args.scale}", states, secs, secs_n), flush=True)
     met = accumulative_rate >= TARGET
     print(
         f"ReorderAccumulative single-process: {accumulative_rate:,.0f} states/s "

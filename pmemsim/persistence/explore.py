@@ -10,42 +10,69 @@ a copy of the file. The image also carries an incremental 128-bit hash: the sum 
 identifies images across epochs (deduplication for Exhaustive/Random, verdict caching
 for the others) without ever hashing a whole file.
 
-The epochs are cut into contiguous chunks. A chunk is explored by one process (the
-caller's with ``workers=1``, a forked worker otherwise), which fast-forwards its image
-by applying the durable atoms of the epochs before the chunk. A chunk reports, per
-state, only what the merge needs: the first-in-chunk image hashes, the count of
-non-deduplicating states and the failing (epoch, state number, hash) triples. The
-parent merges chunks in order, dropping deduplicated states whose image an earlier
-chunk saw, which gives exactly the single-process result for any chunking. The
-details of the reported failures (which atoms reached media) are recovered afterwards
-by re-running those epochs' engines without the checker.
+The epochs are cut into contiguous chunks. A chunk is explored by one process, which
+fast-forwards its image over the epochs before the chunk (writing bytes, then hashing
+each touched word once). A chunk reports, per state, only what the merge needs: the
+first-in-chunk image hashes, the count of non-deduplicating states and the failing
+(epoch, state number, hash) triples. The parent merges chunks in order, dropping
+deduplicated states whose image an earlier chunk saw, which gives exactly the
+single-process result for any chunking. The details of the reported failures (which
+atoms reached media) are recovered afterwards by re-running those epochs' engines
+without the checker.
+
+With ``workers=N`` nothing is planned up front, so that the workers start at once:
+:func:`~pmemsim.persistence.model.scan_log` validates the log and finds its quiescent
+points (fences after which nothing is in flight); these cut the log into about 8N
+slices, and each process (N-1 forked workers and the caller, when it is the main
+thread) takes the next free slice, cuts that slice's epochs itself from its quiescent
+start, and explores them. A log with too few quiescent points (a store left unflushed
+for most of it) falls back to planning in the parent, forking each worker as soon as
+the epochs it starts with are cut, with work stealing between blocks of epochs. Forked
+workers share the log, images and checker copy-on-write (closures work as checkers)
+and send back only their chunk results.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import multiprocessing
 import os
+import pickle
+import signal
 import struct
+import sys
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pmemsim.enums import Granularity
 from pmemsim.persistence.checkers import CallableChecker, Checker, CheckOutcome, Verdict, as_checker
 from pmemsim.persistence.engines import Engine, engine_from_name
-from pmemsim.persistence.log import LogError, StoreLog
-from pmemsim.persistence.model import Atom, Epoch, EpochPlan, PersistencyModel, Platform, build_epochs
+from pmemsim.persistence.log import LogError, Store, StoreLog
+from pmemsim.persistence.model import (
+    Atom,
+    Epoch,
+    EpochBuilder,
+    EpochPlan,
+    PersistencyModel,
+    Platform,
+    Resume,
+    build_epochs,
+    scan_log,
+)
 from pmemsim.persistence.results import CrashReport, Failure
 
 __all__ = ["Explorer", "initial_images", "plan_replay", "replay"]
 
 _MASK = (1 << 128) - 1
 _KEY = struct.Struct("<IQ").pack
+#: Word hashes an Explorer remembers before starting over (a few hundred bytes each).
+_HASH_CACHE = 1 << 18
 
 
 def _word_hash(fidx: int, w0: int, value: bytes) -> int:
@@ -75,8 +102,12 @@ class Explorer:
         self.views = [memoryview(b).toreadonly() for b in self.bufs]
         self.sizes = plan.sizes
         self.h = 0
+        # Word hashes by (file, word, content): a word's old content was almost always hashed
+        # when it was written, so a push or an advance mostly costs one blake2b or none.
+        self.hashes: dict[tuple[int, int, bytes], int] = {}
         self.stack: list[tuple[Atom, int, bytes, int]] = []
         self.position = 0  # the epoch whose durable base the image holds
+        self.offset = 0  # the index of plan.epochs[0] (a slice of the log's plan starts later)
         self.checker = checker
         self.verdicts: dict[int, CheckOutcome | None] = {}
         self.calls = 0
@@ -105,7 +136,13 @@ class Explorer:
 
     def word_hash(self, fidx: int, w0: int, value: bytes) -> int:
         """The hash contribution of ``value`` in the word at ``w0`` of file ``fidx``."""
-        return _word_hash(fidx, w0, value)
+        key = (fidx, w0, value)
+        h = self.hashes.get(key)
+        if h is None:
+            if len(self.hashes) >= _HASH_CACHE:
+                self.hashes.clear()
+            h = self.hashes[key] = _word_hash(fidx, w0, value)
+        return h
 
     def set_word(self, fidx: int, w0: int, value: bytes, delta: int) -> None:
         """Overwrite a word with ``value``; ``delta`` is its hash change (new minus old contribution)."""
@@ -121,7 +158,14 @@ class Explorer:
         buf[off : off + len(atom.data)] = atom.data
         new = bytes(buf[w0:w1])
         if new != old:
-            self.h = (self.h + _word_hash(atom.fidx, w0, new) - _word_hash(atom.fidx, w0, old)) & _MASK
+            hashes, fidx = self.hashes, atom.fidx
+            h_new = hashes.get((fidx, w0, new))
+            if h_new is None:
+                h_new = self.word_hash(fidx, w0, new)
+            h_old = hashes.get((fidx, w0, old))
+            if h_old is None:
+                h_old = self.word_hash(fidx, w0, old)
+            self.h = (self.h + h_new - h_old) & _MASK
         return w0, old
 
     def push(self, atom: Atom) -> None:
@@ -145,10 +189,43 @@ class Explorer:
         """Make the durable atoms of epochs ``position .. to_epoch-1`` part of the base."""
         if to_epoch < self.position:
             raise ValueError(f"cannot go back from epoch {self.position} to {to_epoch}")
-        for epoch in self.plan.epochs[self.position : to_epoch]:
+        # Write the bytes now and hash each touched word once at the end: a worker
+        # fast-forwarding over other workers' epochs then costs little more than the copying.
+        bufs, sizes = self.bufs, self.sizes
+        before: dict[tuple[int, int], bytes] = {}
+        for epoch in self.plan.epochs[self.position - self.offset : to_epoch - self.offset]:
             for atom in epoch.flushed:
-                self._write(atom)
+                fidx, off, data = atom.fidx, atom.offset, atom.data
+                buf = bufs[fidx]
+                key = (fidx, off - (off & 7))
+                if key not in before:
+                    w0 = key[1]
+                    before[key] = bytes(buf[w0 : min(w0 + 8, sizes[fidx])])
+                buf[off : off + len(data)] = data
+        self._rehash(before)
         self.position = to_epoch
+
+    def apply_stores(self, log: StoreLog, lo: int, hi: int) -> None:
+        """Write the stores of records ``lo .. hi-1`` into the image (all durable: a quiescent point)."""
+        bufs, sizes, fidx_of = self.bufs, self.sizes, {k: i for i, k in enumerate(self.plan.keys)}
+        before: dict[tuple[int, int], bytes] = {}
+        for rec in log.records[lo:hi]:
+            if isinstance(rec, Store):
+                fidx, off, data = fidx_of[rec.file], rec.offset, rec.data
+                buf = bufs[fidx]
+                for w0 in range(off - (off & 7), off + len(data), 8):
+                    if (fidx, w0) not in before:
+                        before[fidx, w0] = bytes(buf[w0 : min(w0 + 8, sizes[fidx])])
+                buf[off : off + len(data)] = data
+        self._rehash(before)
+
+    def _rehash(self, before: dict[tuple[int, int], bytes]) -> None:
+        h = self.h
+        for (fidx, w0), old in before.items():
+            new = bytes(self.bufs[fidx][w0 : w0 + len(old)])
+            if new != old:
+                h += self.word_hash(fidx, w0, new) - self.word_hash(fidx, w0, old)
+        self.h = h & _MASK
 
     def _check(self) -> None:
         """Assert that the incremental hash matches the image (tests call this). Runtime: O(file sizes)."""
@@ -249,27 +326,16 @@ class _ChunkResult:
     elapsed: float = field(default=0.0)
 
 
-_WORKER: dict[str, Any] = {}
-
-
-def _run_chunk(
-    job: _Job, lo: int, hi: int, explorer: Explorer | None = None
-) -> tuple[_ChunkResult, Explorer]:
-    ex = explorer
-    if ex is None or ex.position > lo:
-        ex = Explorer(job.plan, job.images, job.checker)
+def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> _ChunkResult:
+    """Explore epochs ``lo .. hi-1`` with ``ex`` (at or before ``lo``; its checker open) as one chunk."""
     ex.seen, ex.first_hashes, ex.first_dedup = set(), [], bytearray()
     ex.nondedup, ex.failures, ex.warnings = 0, [], []
     calls_before = ex.calls
     start = time.perf_counter()
-    job.checker.open(job.plan.keys, job.plan.sizes)
-    try:
-        ex.advance(lo)
-        for epoch in job.plan.epochs[lo:hi]:
-            ex.run_epoch(epoch, job.seed)
-    finally:
-        job.checker.close()
-    result = _ChunkResult(
+    ex.advance(lo)
+    for epoch in ex.plan.epochs[lo - ex.offset : hi - ex.offset]:
+        ex.run_epoch(epoch, seed)
+    return _ChunkResult(
         ex.first_hashes,
         bytes(ex.first_dedup),
         ex.nondedup,
@@ -278,36 +344,188 @@ def _run_chunk(
         ex.calls - calls_before,
         time.perf_counter() - start,
     )
-    return result, ex
 
 
-def _worker_init(job: _Job) -> None:
-    _WORKER["job"] = job
-    _WORKER["explorer"] = None
+def _run_chunk(job: _Job, lo: int, hi: int) -> _ChunkResult:
+    job.checker.open(job.plan.keys, job.plan.sizes)
+    try:
+        return _explore_range(Explorer(job.plan, job.images, job.checker), lo, hi, job.seed)
+    finally:
+        job.checker.close()
 
 
-def _worker_chunk(lo: int, hi: int) -> _ChunkResult:
-    result, ex = _run_chunk(_WORKER["job"], lo, hi, _WORKER["explorer"])
-    _WORKER["explorer"] = ex
-    return result
+class _Claims:
+    """Which blocks of ``block`` consecutive epochs some process took (shared memory, set before forking).
+
+    A process explores its own blocks front to back, taking them one at a time; once out
+    of them it steals the back half of the last run of free blocks it knows the epochs of
+    (work stealing: a few large steals, each costing one fast-forward of the image).
+    """
+
+    def __init__(self, count: int, block: int, context: Any) -> None:
+        self.flags = context.RawArray("b", max(count, 1))
+        self.lock = context.Lock()
+        self.block = block
+
+    def take(self, index: int) -> bool:
+        """Claim block ``index``; False when another process has it."""
+        with self.lock:
+            if self.flags[index]:
+                return False
+            self.flags[index] = 1
+            return True
+
+    def steal(self, below: int) -> tuple[int, int] | None:
+        """Claim the back half (rounded up) of the last run of free blocks under ``below``."""
+        flags = self.flags
+        with self.lock:
+            last = below - 1
+            while last >= 0 and flags[last]:
+                last -= 1
+            if last < 0:
+                return None
+            first = last
+            while first > 0 and not flags[first - 1]:
+                first -= 1
+            first += (last + 1 - first) // 2
+            for i in range(first, last + 1):
+                flags[i] = 1
+            return first, last + 1
 
 
-def _chunks(plan: EpochPlan, count: int) -> list[tuple[int, int]]:
-    """Contiguous epoch ranges of about equal estimated work."""
-    weights = [1 + (e.engine.estimate(e) if e.engine.wants(e) else 0) for e in plan.epochs]
-    total = sum(weights)
-    if count <= 1 or not weights:
-        return [(0, len(weights))]
-    target = total / count
-    out: list[tuple[int, int]] = []
-    lo, acc = 0, 0
-    for i, w in enumerate(weights):
-        acc += w
-        if acc >= target * (len(out) + 1) and i + 1 < len(weights):
-            out.append((lo, i + 1))
-            lo = i + 1
-    out.append((lo, len(weights)))
+def _explore_blocks(
+    job: _Job, claims: _Claims, own: tuple[int, int], known: int
+) -> list[tuple[int, _ChunkResult]]:
+    """One process's share: its own blocks ``own``, then steals among blocks ``< known``."""
+    plan, block, count = job.plan, claims.block, len(job.plan.epochs)
+    out: list[tuple[int, _ChunkResult]] = []
+    ex = Explorer(plan, job.images, job.checker)
+
+    def run(first: int, last: int) -> None:
+        nonlocal ex
+        lo, hi = first * block, min(last * block, count)
+        if ex.position > lo:  # a steal behind the image: start again from the initial image
+            old, ex = ex, Explorer(plan, job.images, job.checker)
+            ex.verdicts, ex.hashes, ex.calls = old.verdicts, old.hashes, old.calls
+        out.append((lo, _explore_range(ex, lo, hi, job.seed)))
+
+    job.checker.open(plan.keys, plan.sizes)
+    try:
+        for b in range(*own):
+            if claims.take(b):
+                run(b, b + 1)
+        while (stolen := claims.steal(known)) is not None:
+            run(*stolen)
+    finally:
+        job.checker.close()
     return out
+
+
+def _fork(work: Callable[[], object]) -> tuple[int, int]:
+    """Run ``work`` in a forked child; returns (pid, read end of the pipe carrying its pickled outcome)."""
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
+        pid = os.fork()
+    if pid:
+        os.close(write)
+        return pid, read
+    status = 1  # pragma: no cover - the child's side (coverage does not follow os._exit)
+    try:  # pragma: no cover
+        os.close(read)
+        try:
+            payload: tuple[bool, object] = (True, work())
+        except BaseException as exc:
+            payload = (False, exc)
+        try:
+            data = pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
+        except Exception:
+            data = pickle.dumps((False, RuntimeError(f"worker {os.getpid()} failed: {payload[1]!r}")))
+        with os.fdopen(write, "wb") as f:
+            f.write(data)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()
+        status = 0
+    finally:  # pragma: no cover
+        os._exit(status)
+
+
+def _collect(pid: int, read: int) -> Any:
+    """The outcome a forked worker sent (its exception is raised here)."""
+    with os.fdopen(read, "rb") as f:
+        data = f.read()
+    _, status = os.waitpid(pid, 0)
+    if not data:
+        raise RuntimeError(f"crash-state worker process {pid} died (wait status {status})")
+    ok, value = pickle.loads(data)
+    if not ok:
+        raise value
+    return value
+
+
+def _stop(children: list[tuple[int, int]]) -> None:
+    """Kill and reap the workers still running (after an error)."""
+    for pid, read in children:
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        finally:
+            os.close(read)
+
+
+def _explore_parallel(
+    log: StoreLog,
+    builder: EpochBuilder,
+    images: tuple[bytes, ...],
+    checker: Checker,
+    seed: int,
+    workers: int,
+    fences: int,
+    allow_open_markers: bool,
+) -> tuple[EpochPlan, list[_ChunkResult]]:
+    """Build the plan and explore it in ``workers`` processes, building and exploring at once.
+
+    The parent scans the log; when it has cut the first epochs it forks a worker that
+    explores them (a fork shares the plan so far copy-on-write, nothing is pickled)
+    while the parent goes on cutting. The parent explores the last epochs itself (when
+    it is the main thread, which the checker timeout needs; else it forks one more
+    worker). Early workers get more epochs than an even share because they start before
+    the plan is complete, and work stealing evens out the rest. Results come back per
+    block and are merged in epoch order, so they do not depend on the split.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Linux always forks
+        raise ValueError("workers > 1 needs the 'fork' start method, which this platform lacks")
+    context = multiprocessing.get_context("fork")
+    block = max(1, -(-(fences + 1) // (16 * workers)))
+    claims = _Claims(-(-(fences + 1) // block) + 1, block, context)
+    in_parent = threading.current_thread() is threading.main_thread()
+    forks = workers - 1 if in_parent else workers
+    records = len(log.records)
+    children: list[tuple[int, int]] = []
+    results: list[tuple[int, _ChunkResult]] = []
+    try:
+        start = 0
+        for k in range(1, forks + 1):
+            if k < workers:
+                builder.feed(records * (4 * k + 1) // (4 * workers))
+                plan = builder.partial()
+            else:
+                plan = builder.finish(allow_open_markers=allow_open_markers)
+            known = len(plan.epochs) // block if k < workers else -(-len(plan.epochs) // block)
+            job = _Job(plan, images, checker, seed)
+            own = (start, known)
+            children.append(_fork(functools.partial(_explore_blocks, job, claims, own, known)))
+            start = known
+        if in_parent:
+            plan = builder.finish(allow_open_markers=allow_open_markers)
+            total = -(-len(plan.epochs) // block)
+            results += _explore_blocks(_Job(plan, images, checker, seed), claims, (start, total), total)
+        while children:
+            results += _collect(*children.pop(0))
+    finally:
+        _stop(children)
+    results.sort(key=lambda item: item[0])
+    return plan, [result for _, result in results]
 
 
 def _read_image(key: str, source: bytes | str | os.PathLike[str], size: int) -> bytes:
@@ -389,24 +607,92 @@ def _model_name(model: PersistencyModel) -> str:
     return "ADR" if model.flush_unit == 64 else f"ADR (flush unit {model.flush_unit} B)"
 
 
-def _explore_chunks(job: _Job, workers: int) -> Iterator[_ChunkResult]:
-    if workers == 1:
-        yield _run_chunk(job, 0, len(job.plan.epochs))[0]
-        return
-    chunks = _chunks(job.plan, workers * 8)
-    methods = multiprocessing.get_all_start_methods()
-    if "fork" not in methods:  # pragma: no cover - Linux always forks
+class _Counter:
+    """A counter shared by forked processes: each :meth:`take` returns the next integer."""
+
+    def __init__(self, context: Any) -> None:
+        self.value = context.RawValue("q", 0)
+        self.lock = context.Lock()
+
+    def take(self) -> int:
+        """The next integer (0, 1, 2, ... across all processes)."""
+        with self.lock:
+            value = int(self.value.value)
+            self.value.value = value + 1
+            return value
+
+
+@dataclass(frozen=True)
+class _Slices:
+    log: StoreLog
+    model: PersistencyModel
+    engine: Engine
+    sections: Mapping[str, Engine]
+    markers: tuple[str, ...]
+    starts: list[Resume]
+    images: tuple[bytes, ...]
+    checker: Checker
+    seed: int
+    counter: _Counter
+
+
+def _explore_slices(job: _Slices) -> list[tuple[int, int, _ChunkResult]]:
+    """Take slices of the log in turn; cut each one's epochs (from its quiescent start) and explore them.
+
+    Returns (slice, epoch count, result) per slice taken. The image is carried from one
+    slice to the next by writing the stores in between (all durable at quiescent points).
+    """
+    log, starts = job.log, job.starts
+    ex: Explorer | None = None
+    at = 0  # the image holds the stores of records before this one
+    out: list[tuple[int, int, _ChunkResult]] = []
+    job.checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
+    try:
+        while (s := job.counter.take()) < len(starts):
+            start = starts[s]
+            last = s + 1 == len(starts)
+            builder = EpochBuilder(
+                log, job.model, job.engine, job.sections, check=False, resume=start, marker_names=job.markers
+            )
+            builder.feed(len(log.records) if last else starts[s + 1].record)
+            plan = builder.finish(allow_open_markers=True) if last else builder.partial()
+            if ex is None:
+                ex = Explorer(plan, job.images, job.checker)
+            ex.plan = plan
+            ex.apply_stores(log, at, start.record)
+            ex.offset = ex.position = start.epochs
+            count = len(plan.epochs)
+            out.append((s, count, _explore_range(ex, start.epochs, start.epochs + count, job.seed)))
+            at = len(log.records) if last else starts[s + 1].record
+    finally:
+        job.checker.close()
+    return out
+
+
+def _explore_sliced(job: _Slices, workers: int) -> tuple[int, list[_ChunkResult]]:
+    """Explore the slices in ``workers`` processes (the caller's included when it is the main thread).
+
+    Every process cuts the epochs of the slices it takes itself, so nothing is planned
+    before the workers start. Returns the epoch count and the results in epoch order.
+    """
+    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Linux always forks
         raise ValueError("workers > 1 needs the 'fork' start method, which this platform lacks")
-    # Forked workers inherit the job (plan, images, checker) without pickling, so closures work as checkers.
-    context = multiprocessing.get_context("fork")
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-        with ProcessPoolExecutor(
-            workers, mp_context=context, initializer=_worker_init, initargs=(job,)
-        ) as pool:
-            futures = [pool.submit(_worker_chunk, lo, hi) for lo, hi in chunks]
-            for future in futures:
-                yield future.result()
+    in_parent = threading.current_thread() is threading.main_thread()
+    children: list[tuple[int, int]] = []
+    results: list[tuple[int, int, _ChunkResult]] = []
+    try:
+        for _ in range(workers - 1 if in_parent else workers):
+            children.append(_fork(functools.partial(_explore_slices, job)))
+        if in_parent:
+            results += _explore_slices(job)
+        while children:
+            results += _collect(*children.pop(0))
+    finally:
+        _stop(children)
+    results.sort(key=lambda item: item[0])
+    if [s for s, _, _ in results] != list(range(len(job.starts))):  # pragma: no cover - a bug
+        raise RuntimeError("crash-state workers lost a slice of the log")
+    return sum(count for _, count, _ in results), [result for _, _, result in results]
 
 
 def _locate(
@@ -468,12 +754,52 @@ def replay(
     if not isinstance(max_failures, int) or max_failures < 0:
         raise ValueError(f"max_failures must be a non-negative int, got {max_failures!r}")
     started = time.perf_counter()
-    plan = plan_replay(
-        log, engine=engine, markers=markers, model=model, allow_open_markers=allow_open_markers
-    )
-    job = _Job(
-        plan, initial_images(log, images), as_checker(checker, timeout=timeout), 0 if seed is None else seed
-    )
+    if not isinstance(log, StoreLog):
+        raise TypeError(f"log must be a StoreLog, not {type(log).__name__}")
+    section_engines = {name: engine_from_name(spec) for name, spec in (markers or {}).items()}
+    default = engine_from_name(engine)
+    resolved = _resolve_model(log, model)
+    if workers == 1:
+        plan: EpochPlan | None = build_epochs(
+            log, resolved, default, section_engines, allow_open_markers=allow_open_markers
+        )
+    else:
+        # Validates the log first, so no checker runs on a log that turns out to be bad halfway.
+        scan = scan_log(log, resolved, allow_open_markers=allow_open_markers, slices=8 * workers)
+    images_ = initial_images(log, images)
+    checker_ = as_checker(checker, timeout=timeout)
+    seed_ = 0 if seed is None else seed
+    if workers == 1:
+        assert plan is not None
+        chunks = [_run_chunk(_Job(plan, images_, checker_, seed_), 0, len(plan.epochs))]
+        epoch_count = len(plan.epochs)
+    else:
+        records = len(log.records)
+        starts = list(scan.points)
+        bounds = [p.record for p in starts] + [records]
+        if len(starts) > 1 and max(b - a for a, b in itertools.pairwise(bounds)) * workers <= records:
+            # Quiescent points cut the log into slices that workers plan and explore on their own.
+            plan = None
+            slices = _Slices(
+                log,
+                resolved,
+                default,
+                section_engines,
+                scan.markers,
+                starts,
+                images_,
+                checker_,
+                seed_,
+                _Counter(multiprocessing.get_context("fork")),
+            )
+            epoch_count, chunks = _explore_sliced(slices, workers)
+        else:
+            # Something stays in flight across most fences: plan in the parent, forking as it goes.
+            builder = EpochBuilder(log, resolved, default, section_engines, check=False)
+            plan, chunks = _explore_parallel(
+                log, builder, images_, checker_, seed_, workers, scan.epochs, allow_open_markers
+            )
+            epoch_count = len(plan.epochs)
 
     seen: set[int] = set()
     checked = 0
@@ -482,12 +808,12 @@ def replay(
     notes: list[str] = []
     if (
         workers == 1
-        and isinstance(job.checker, CallableChecker)
-        and job.checker.timeout is not None
+        and isinstance(checker_, CallableChecker)
+        and checker_.timeout is not None
         and threading.current_thread() is not threading.main_thread()
     ):
         notes.append("checker timeout not enforced: SIGALRM needs the main thread (use workers >= 2)")
-    for result in _explore_chunks(job, workers):
+    for result in chunks:
         checked += result.nondedup
         new = []
         for h, dedup in zip(result.first_hashes, result.first_dedup, strict=True):
@@ -505,9 +831,12 @@ def replay(
         notes += result.warnings
         calls += result.calls
 
-    located = _locate(job, kept) if kept else {}
+    if kept and plan is None:  # the workers planned their slices: plan the whole log for the details
+        plan = build_epochs(log, resolved, default, section_engines, allow_open_markers=allow_open_markers)
+    located = _locate(_Job(plan, images_, checker_, seed_), kept) if kept and plan is not None else {}
     failures = []
     for epoch_index, seq, _, _, outcome in kept:
+        assert plan is not None
         epoch = plan.epochs[epoch_index]
         applied = located[(epoch_index, seq)]
         applied_ids = {a.id for a in applied}
@@ -526,12 +855,11 @@ def replay(
                 lost=tuple(a for a in epoch.engine.universe(epoch) if a.id not in applied_ids),
             )
         )
-    default = engine_from_name(engine)
     return CrashReport(
         engine=default.name,
         markers=tuple((name, engine_from_name(spec).name) for name, spec in (markers or {}).items()),
-        model=_model_name(plan.model),
-        epochs=len(plan.epochs),
+        model=_model_name(resolved),
+        epochs=epoch_count,
         states_checked=checked,
         distinct_images=len(seen),
         inconsistent=inconsistent,
