@@ -263,13 +263,13 @@ class Source:
             raise OSError(_errno.EFBIG, f"{size} bytes exceeds the largest file size")
         fd = self._open_file().fd
         old = os.fstat(fd).st_size
+        if size > old:
+            _check_free_space(fd, size - old)  # before the file changes at all
         os.ftruncate(fd, size)
-        if size > old and _real_os():
+        if size > old:
             try:
-                os.posix_fallocate(fd, old, size - old)
-            except OSError as exc:
-                if exc.errno in (_errno.EOPNOTSUPP, _errno.EINVAL, _errno.ENOSYS):
-                    return  # the file system cannot preallocate: a sparse file it is
+                preallocate(fd, old, size - old)
+            except OSError:
                 os.ftruncate(fd, old)
                 raise
 
@@ -300,13 +300,49 @@ def _private_descriptor(fd: int) -> int:
     return os.dup(fd)
 
 
-def read_only(fd: int) -> bool:
-    """True when ``fd`` was opened read-only (stores through a mapping of it must fail)."""
+def not_read_write(fd: int) -> bool:
+    """True when ``fd`` is not open O_RDWR: a shared writable mapping of it must be refused."""
     if not _real_os():
         return False  # pyfakefs descriptors: access modes are not tracked
     import fcntl
 
-    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY
+    return fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE != os.O_RDWR
+
+
+def _check_free_space(fd: int, need: int) -> None:
+    """ENOSPC now when the file system cannot hold ``need`` more bytes.
+
+    Preallocating a huge growth would otherwise fill the disk before failing (and
+    every other program on the machine would see the disk full meanwhile).
+    """
+    if not _real_os():
+        return  # pyfakefs enforces its own disk size on write/truncate
+    try:
+        st = os.fstatvfs(fd)
+    except OSError:
+        return
+    free = st.f_bavail * st.f_frsize
+    if need > free:
+        raise OSError(_errno.ENOSPC, f"{need} more bytes do not fit: the file system has {free} free")
+
+
+def preallocate(fd: int, offset: int, length: int) -> None:
+    """Give ``[offset, offset+length)`` of the file real blocks before it is used as memory.
+
+    A store to a hole of a sparse file on a full file system raises SIGBUS through a
+    real mapping, which would kill the interpreter; allocating first turns that into
+    ENOSPC here. File systems that cannot preallocate keep their holes; so do read-only
+    descriptors (EBADF), which mmap refuses with a clearer EACCES anyway.
+    """
+    if not _real_os():
+        return
+    allocated = os.fstat(fd).st_blocks * 512
+    _check_free_space(fd, length - allocated)
+    try:
+        os.posix_fallocate(fd, offset, length)
+    except OSError as exc:
+        if exc.errno not in (_errno.EOPNOTSUPP, _errno.EINVAL, _errno.ENOSYS, _errno.EBADF):
+            raise
 
 
 def _temp_error(d: str, exc: OSError, what: str) -> PmemsetError:

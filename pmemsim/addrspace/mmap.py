@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pmemsim.addrspace.base import FileRef, MapFailed, Mapping
 from pmemsim.addrspace.layout import LayoutAddressSpace, NotMapped, Occupied, Placement
 from pmemsim.enums import Granularity
+from pmemsim.source import preallocate
 
 __all__ = ["DEFAULT_ARENA_SIZE", "MmapAddressSpace"]
 
@@ -182,21 +183,6 @@ def _teardown(arena: _Arena) -> None:
         arena.view.release()
         arena.view = None
     arena.libc.munmap(arena.raw_addr, arena.raw_size)
-
-
-def _preallocate(fd: int, offset: int, length: int) -> None:
-    """Give ``[offset, offset+length)`` of the file real blocks before it is touched through a mapping.
-
-    A store to a hole of a sparse file on a full file system raises SIGBUS, which would
-    kill the interpreter; allocating first turns that into ENOSPC here. File systems
-    that cannot preallocate keep their holes.
-    """
-    try:
-        os.posix_fallocate(fd, offset, length)
-    except OSError as exc:
-        # EBADF: a read-only descriptor, which mmap itself refuses with a clearer EACCES.
-        if exc.errno not in (_errno.EOPNOTSUPP, _errno.EINVAL, _errno.ENOSYS, _errno.EBADF):
-            raise
 
 
 class MmapAddressSpace(LayoutAddressSpace):
@@ -390,7 +376,7 @@ class MmapAddressSpace(LayoutAddressSpace):
                 f"file of {st.st_size} bytes is shorter than offset {file_offset} + length {length}"
             )
         try:
-            _preallocate(fd, file_offset, length)
+            preallocate(fd, file_offset, length)
         except OSError as exc:
             raise MapFailed(
                 f"cannot allocate blocks for [{file_offset:#x}, {file_offset + length:#x}) of fd {fd}: "
@@ -498,7 +484,7 @@ class MmapAddressSpace(LayoutAddressSpace):
             # The file shrank under the mapping: grow it back first (a store past the
             # end would SIGBUS), which is what the simulator's write() does.
             os.ftruncate(mapping.file.fd, need)
-            _preallocate(mapping.file.fd, mapping.file_offset + offset, n)
+            preallocate(mapping.file.fd, mapping.file_offset + offset, n)
         rec.view[offset : offset + n] = data
 
     def _os_flush(self, mapping: Mapping, offset: int, n: int) -> None:

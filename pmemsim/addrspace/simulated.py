@@ -15,7 +15,7 @@ from errno import EACCES
 from pmemsim.addrspace.base import FileRef, MapFailed, Mapping
 from pmemsim.addrspace.layout import LayoutAddressSpace, Placement
 from pmemsim.enums import Granularity
-from pmemsim.source import read_at, read_only, write_at
+from pmemsim.source import not_read_write, read_at, write_at
 
 __all__ = ["SimulatedAddressSpace"]
 
@@ -64,8 +64,8 @@ class SimulatedAddressSpace(LayoutAddressSpace):
             size = os.fstat(file.fd).st_size
         except OSError as exc:
             raise MapFailed(f"cannot stat the file to map: {exc}", exc.errno) from exc
-        if read_only(file.fd):
-            raise MapFailed("the descriptor is open read-only: a shared writable map needs O_RDWR", EACCES)
+        if not_read_write(file.fd):
+            raise MapFailed("the descriptor is not open O_RDWR: a shared writable mapping needs it", EACCES)
         if file_offset + length > size:
             raise MapFailed(f"file of {size} bytes is shorter than offset {file_offset} + length {length}")
 

@@ -109,7 +109,7 @@ class Explorer:
         self.position = 0  # the epoch whose durable base the image holds
         self.offset = 0  # the index of plan.epochs[0] (a slice of the log's plan starts later)
         self.checker = checker
-        self.verdicts: dict[int, CheckOutcome | None] = {}
+        self.verdicts: dict[object, CheckOutcome | None] = {}  # image hash, or (hash, markers)
         self.calls = 0
         # Per-epoch state, set by run_epoch.
         self.epoch: Epoch | None = None
@@ -268,16 +268,19 @@ class Explorer:
             self.first_dedup.append(self.dedup)
         elif self.dedup:
             return
+        assert self.checker is not None and self.epoch is not None
+        # A checker that reads the markers may judge one image differently under other
+        # markers: its verdicts are remembered per (image, markers seen so far).
+        key: object = (h, self.epoch.markers_before) if self.checker.needs_markers else h
         try:
-            outcome = self.verdicts[h]
+            outcome = self.verdicts[key]
         except KeyError:
-            assert self.checker is not None and self.epoch is not None
             if self.checker.needs_markers:
                 self.markers = "|".join(self.plan.markers[: self.epoch.markers_before])
             outcome = self.checker.check(self.views, self.markers)
             self.calls += 1
             if not self.dedup:  # a deduplicating engine never asks twice: keep memory for the others
-                self.verdicts[h] = outcome
+                self.verdicts[key] = outcome
         if not self.dedup:
             self.nondedup += 1
         if outcome is not None:
