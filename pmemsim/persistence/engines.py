@@ -172,11 +172,13 @@ class ReorderFull(Engine):
 
     Visited depth-first (one atom applied or undone per state), so the order differs
     from pmreorder's but the set of sequences is the same. ``max_states_per_epoch``
-    stops an epoch early (with a warning in the report); None means no limit.
+    stops an epoch early (with a warning in the report); None means no limit. The
+    default cap exists because the count explodes: 12 flushed stores in one epoch are
+    1.3 billion states, which pmreorder would try to visit for days.
     """
 
     name: ClassVar[str] = "ReorderFull"
-    max_states_per_epoch: int | None = None
+    max_states_per_epoch: int | None = 65536
 
     def estimate(self, epoch: Epoch) -> int:
         """sum over n of k!/(k-n)!, capped."""
