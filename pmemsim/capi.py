@@ -116,6 +116,16 @@ def _handle(name: str, obj: object, cls: type) -> None:
     raise TypeError(f"{name} must be a {cls.__name__}, not {type(obj).__name__}{hint}")
 
 
+def _free(name: str, box: object, cls: type[T], release: Callable[[T], object]) -> int:
+    """The shape of every ``pmemset_*_delete``: release what the box holds, set it to NULL."""
+    out = _ref(name, box)
+    if out.value is not None:
+        _handle(f"{name}.value", out.value, cls)
+        release(out.value)
+    out.value = None
+    return 0
+
+
 def _call(fn: Callable[[], object]) -> int:
     """Run ``fn``; 0 on success, the error code when it raises PmemsetError."""
     try:
@@ -261,12 +271,7 @@ def pmemset_new(set_ref: Ref[PmemSet], cfg: Config) -> int:
 
 def pmemset_delete(set_ref: Ref[PmemSet]) -> int:
     """Unmap everything and free the set; ``set_ref.value`` becomes None."""
-    out = _ref("set", set_ref)
-    if out.value is not None:
-        _handle("set.value", out.value, PmemSet)
-        out.value.close()
-    out.value = None
-    return 0
+    return _free("set", set_ref, PmemSet, PmemSet.close)
 
 
 # -- sources ----------------------------------------------------------------------------------------
@@ -303,12 +308,7 @@ def pmemset_source_from_fd(src: Ref[Source], fd: int) -> int:
 
 def pmemset_source_delete(src: Ref[Source]) -> int:
     """Free a source; ``src.value`` becomes None."""
-    out = _ref("src", src)
-    if out.value is not None:
-        _handle("src.value", out.value, Source)
-        out.value.delete()
-    out.value = None
-    return 0
+    return _free("src", src, Source, Source.delete)
 
 
 # -- parts and part maps -------------------------------------------------------------------------------
@@ -328,12 +328,7 @@ def pmemset_part_new(part: Ref[Part], pset: PmemSet, src: Source, offset: int, l
 
 def pmemset_part_delete(part: Ref[Part]) -> int:
     """Free an unmapped part; ``part.value`` becomes None."""
-    out = _ref("part", part)
-    if out.value is not None:
-        _handle("part.value", out.value, Part)
-        out.value.delete()
-    out.value = None
-    return 0
+    return _free("part", part, Part, Part.delete)
 
 
 def pmemset_part_map(part: Ref[Part], extras: object, desc: Ref[PartDescriptor] | None) -> int:
@@ -393,12 +388,7 @@ def pmemset_descriptor_part_map(pmap: PartMap) -> PartDescriptor:
 
 def pmemset_part_map_drop(pmap: Ref[PartMap]) -> int:
     """Give back a part map reference; ``pmap.value`` becomes None."""
-    out = _ref("pmap", pmap)
-    if out.value is not None:
-        _handle("pmap.value", out.value, PartMap)
-        out.value.drop()
-    out.value = None
-    return 0
+    return _free("pmap", pmap, PartMap, PartMap.drop)
 
 
 def pmemset_remove_part_map(pset: PmemSet, pmap: Ref[PartMap]) -> int:
