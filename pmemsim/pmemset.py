@@ -449,6 +449,15 @@ class PmemSet:
         return self._effective
 
     @property
+    def effective_granularity(self) -> Granularity | None:
+        """The part maps' store granularity, or None while none is mapped (never raises).
+
+        For introspection: asking :meth:`get_store_granularity` of an empty set creates
+        a NO_PART_MAPPED error, which error-path coverage would count as reached.
+        """
+        return self._effective
+
+    @property
     def required_granularity(self) -> Granularity:
         """The granularity the config required."""
         return self._granularity

@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, settings
 
 import pmemsim
 from pmemsim import Config, FaultPlan, Granularity, PmemSet, Reservation
+from pmemsim.testing import ops
 
 # "ci" is derandomized: every CI run explores the same examples, so a green run stays
 # green; "dev" and "long" draw new examples each run to keep finding new cases.
@@ -107,38 +108,15 @@ def make_set(space: pmemsim.LayoutAddressSpace) -> Iterator[Callable[..., PmemSe
 
 @dataclass(frozen=True)
 class Snapshot:
-    """Everything a failed call promises not to change."""
+    """Everything a failed call promises not to change: the library's snapshot plus file sizes."""
 
-    descriptors: tuple[pmemsim.PartDescriptor, ...]
-    reservations: tuple[tuple[int, int], ...]
-    space_reservations: tuple[tuple[int, int], ...]
-    occupied: tuple[tuple[int, int], ...]
-    anchor: pmemsim.PartDescriptor | None
-    coalescing: pmemsim.Coalescing
+    state: ops.Snapshot
     file_sizes: tuple[int, ...]
-    granularity: Granularity | None
-    part: tuple[bool, bool] | None
 
 
 def snapshot(
     pset: PmemSet, *paths: str, part: pmemsim.Part | None = None, sources: tuple[pmemsim.Source, ...] = ()
 ) -> Snapshot:
-    """Capture the observable state of ``pset``, its address space, files and a part."""
-    space = pset.address_space
-    assert isinstance(space, pmemsim.LayoutAddressSpace)
-    try:
-        gran: Granularity | None = pset.get_store_granularity()
-    except pmemsim.PmemsetError:
-        gran = None
-    sizes = [os.stat(p).st_size for p in paths] + [s.size() for s in sources]
-    return Snapshot(
-        descriptors=tuple(pset.descriptors()),
-        reservations=tuple((r.addr, r.size) for r in pset.reservations()),
-        space_reservations=tuple((r.addr, r.size) for r in space.reservations()),
-        occupied=tuple((o.addr, o.size) for o in space.occupied()),
-        anchor=pset.coalescing_anchor,
-        coalescing=pset.coalescing,
-        file_sizes=tuple(sizes),
-        granularity=gran,
-        part=None if part is None else (part.consumed, part.deleted),
-    )
+    """Capture the observable state of ``pset``, its address space, files (by path) and a part."""
+    state = ops.snapshot(pset, sources, parts=() if part is None else (part,))
+    return Snapshot(state, tuple(os.stat(p).st_size for p in paths))

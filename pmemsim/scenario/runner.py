@@ -5,7 +5,8 @@ directory for the source files (the user's directory is never touched), the addr
 space of the named backend with its occupied ranges, the fault plan, the config and
 its reservation, the set — then runs the steps in order. A step with ``expect = ERROR``
 must raise exactly that error and change nothing (part maps, reservations, occupied
-ranges, file sizes, coalescing): the runner compares a snapshot taken before the call.
+ranges, file sizes and contents, coalescing): the runner compares a
+:func:`~pmemsim.testing.ops.snapshot` taken before the call.
 The first expectation that does not hold ends the run as *failed*; a Python exception
 from a step that expected success (a bug in the scenario or in pmemsim) ends it as an
 *error*. With a ``[crash]`` section, what the steps recorded is replayed with the
@@ -66,6 +67,7 @@ from pmemsim.scenario.steps import (
     Write,
 )
 from pmemsim.source import Source
+from pmemsim.testing.ops import Snapshot, snapshot
 
 __all__ = ["BACKENDS", "resolve_checker", "run_scenario"]
 
@@ -332,21 +334,9 @@ class _Run:
 
     # -- steps ------------------------------------------------------------------------------
 
-    def _snapshot(self) -> tuple[object, ...]:
-        assert self.pset is not None and self.space is not None
-        sizes = []
-        for name, src in self.sources.items():
-            with contextlib.suppress(PmemsetError, ValueError):
-                sizes.append((name, src.size()))
-        return (
-            tuple(self.pset.descriptors()),
-            tuple((r.addr, r.size) for r in self.space.reservations()),
-            tuple((o.addr, o.size) for o in self.space.occupied()),
-            tuple(sizes),
-            self.pset.coalescing,
-            self.pset.coalescing_anchor,
-            tuple(p.consumed for p in self.parts.values()),
-        )
+    def _snapshot(self) -> Snapshot:
+        assert self.pset is not None
+        return snapshot(self.pset, list(self.sources.values()), list(self.parts.values()))
 
     def _step(self, step: Step) -> None:
         handler = _HANDLERS[type(step)]

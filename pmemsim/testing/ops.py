@@ -15,7 +15,6 @@ mode, the effective granularity, file sizes and contents, part states.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -24,7 +23,7 @@ from pmemsim.enums import Coalescing, Granularity, MemFlags
 from pmemsim.errors import PmemsetError
 from pmemsim.faults import FaultPlan, FaultSite
 from pmemsim.pmemset import Part, PartDescriptor, PmemSet
-from pmemsim.source import Source
+from pmemsim.source import Source, _file_contents
 
 __all__ = [
     "InjectFault",
@@ -140,10 +139,8 @@ class Snapshot:
 
 def _file_state(source: Source) -> tuple[int, str]:
     """(size, digest of the content) of a live source's file."""
-    fd = source._open_file().fd
-    size = os.fstat(fd).st_size
-    digest = hashlib.blake2b(os.pread(fd, size, 0), digest_size=16).hexdigest()
-    return size, digest
+    content = _file_contents(source._open_file())  # pread, or seek+read under pyfakefs
+    return len(content), hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
 def snapshot(pset: PmemSet, sources: Sequence[Source] = (), parts: Sequence[Part] = ()) -> Snapshot:
@@ -155,10 +152,6 @@ def snapshot(pset: PmemSet, sources: Sequence[Source] = (), parts: Sequence[Part
     space = pset.address_space
     if not isinstance(space, LayoutAddressSpace):
         raise TypeError(f"snapshot needs a LayoutAddressSpace, not {type(space).__name__}")
-    try:
-        gran: Granularity | None = pset.get_store_granularity()
-    except PmemsetError:
-        gran = None
     return Snapshot(
         descriptors=tuple(pset.descriptors()),
         set_reservations=tuple((r.addr, r.size) for r in pset.reservations()),
@@ -166,7 +159,7 @@ def snapshot(pset: PmemSet, sources: Sequence[Source] = (), parts: Sequence[Part
         occupied=tuple((o.addr, o.size) for o in space.occupied()),
         anchor=pset.coalescing_anchor,
         coalescing=pset.coalescing,
-        granularity=gran,
+        granularity=pset.effective_granularity,
         files=tuple(_file_state(s) for s in sources if not s.deleted),
         parts=tuple((p.consumed, p.deleted) for p in parts),
     )
