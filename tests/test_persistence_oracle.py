@@ -12,7 +12,7 @@ import struct
 from collections.abc import Callable
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import Phase, given, settings
 from hypothesis import strategies as st
 from support.logs import store_logs
 from support.x86_oracle import (
@@ -240,6 +240,22 @@ def test_nothing_and_everything_in_flight_are_always_possible(log: StoreLog, mod
         assert tuple(everything) in images
 
 
+@settings(max_examples=50)
+@given(store_logs(max_in_flight=6))
+def test_random_logs_keep_their_bounds(log: StoreLog) -> None:
+    """The strategy's promises: a store, a bounded number of atoms in flight, balanced sections."""
+    assert any(isinstance(r, Store) for r in log.records)
+    assert max_in_flight(log) <= 6
+    log.validate()
+    stack: list[str] = []
+    for name in [r.name.split(";", 1)[0] for r in log.records if isinstance(r, Marker)]:
+        if name.endswith(".BEGIN"):
+            stack.append(name.removesuffix(".BEGIN"))
+        elif name.endswith(".END"):
+            assert stack.pop() == name.removesuffix(".END")
+    assert stack == []
+
+
 # --- The engine against the oracle ----------------------------------------------------------
 
 MODELS = {
@@ -279,7 +295,9 @@ def check_states(log: StoreLog, name: str) -> None:
     seen, report = judged_states(log, model, "Exhaustive")
     assert set(seen) - expected == set(), "judged states outside the model"
     assert expected - set(seen) == set(), "states of the model never judged"
+    assert len(seen) == len(expected), "a state judged twice"
     assert report.states_checked == len(expected)
+    assert report.distinct_images == len({image for image, _ in expected})
 
 
 def check_images(log: StoreLog, name: str) -> None:
@@ -288,7 +306,8 @@ def check_images(log: StoreLog, name: str) -> None:
     seen, report = judged_images(log, model)
     assert set(seen) - expected == set(), "judged images outside the model"
     assert expected - set(seen) == set(), "images of the model never judged"
-    assert report.states_checked == len(expected)
+    assert len(seen) == len(expected), "an image judged twice"
+    assert report.states_checked == report.distinct_images == len(expected)
 
 
 PMREORDER_ENGINES = ["NoReorderDoCheck", "ReorderAccumulative", "ReorderFull"]
@@ -304,18 +323,39 @@ def check_pmreorder_engines(log: StoreLog, name: str) -> None:
         assert missed == set(), f"{engine} judges in-model states Exhaustive skips"
 
 
+# The engine is being rewritten to this model (64-byte line order, checkers with ctx); until
+# that lands these properties fail. Set ENGINE_PENDING to False when it does: the strict
+# xfail turns any pass into a failure so that the switch cannot be forgotten. While pending,
+# the first failing example is enough (no shrinking, to keep the suite fast).
+ENGINE_PENDING = True
+pending = [
+    pytest.mark.xfail(ENGINE_PENDING, strict=True, reason="the engine rewrite has not landed"),
+    settings(phases=[Phase.explicit, Phase.reuse, Phase.generate]) if ENGINE_PENDING else settings(),
+]
+
+
+def engine_pending(test: Callable[..., None]) -> Callable[..., None]:
+    """Mark ``test`` as expected to fail while :data:`ENGINE_PENDING`."""
+    for mark in reversed(pending):
+        test = mark(test)
+    return test
+
+
+@engine_pending
 @pytest.mark.parametrize("name", MODELS)
 @given(log=store_logs())
 def test_exhaustive_judges_each_state_of_the_model_once(name: str, log: StoreLog) -> None:
     check_states(log, name)
 
 
+@engine_pending
 @pytest.mark.parametrize("name", MODELS)
 @given(log=store_logs())
 def test_exhaustive_judges_each_image_of_the_model_once_without_markers(name: str, log: StoreLog) -> None:
     check_images(log, name)
 
 
+@engine_pending
 @pytest.mark.parametrize("name", MODELS)
 @given(log=store_logs(max_records=10, max_in_flight=4))
 def test_pmreorder_engines_judge_no_in_model_state_that_exhaustive_skips(name: str, log: StoreLog) -> None:
@@ -324,6 +364,7 @@ def test_pmreorder_engines_judge_no_in_model_state_that_exhaustive_skips(name: s
 
 # The long variants: bigger logs, more examples. The project's pytest configuration does not
 # deselect `slow` by default, so these also skip unless `-m slow` selects them.
+@engine_pending
 @pytest.mark.slow
 @pytest.mark.skipif("'slow' not in config.getoption('markexpr')", reason="long run: select it with -m slow")
 @pytest.mark.parametrize("name", MODELS)
