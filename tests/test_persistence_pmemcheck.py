@@ -199,7 +199,7 @@ def test_registered_path_that_exists_sizes_the_file(tmp_path: Path) -> None:
         ("START|REGISTER_FILE;;0x0;0x10;0x0|STOP", "empty path"),
         ("START|FLUSH;0x0|STOP", "FLUSH needs addr;size"),
         ("START|FENCE||FENCE|STOP", r"record 3 .*empty record"),
-        ("START|COMMIT;0x1|STOP", "unknown record type 'COMMIT'"),
+        ("START|TXCOMMIT;0x1|STOP", "unknown record type 'TXCOMMIT'"),
         ("START|FENCE|FENCE", "no STOP record after START"),
         ("FENCE|STOP", "no START record"),
     ],
