@@ -169,6 +169,7 @@ _HEX_DIGITS = 16
 # Flushes may visit this many registered ranges per character of the log, in total: plenty
 # for real logs (a flush touches one or two), and it keeps a hostile log linear.
 _FLUSH_VISITS_PER_CHAR = 8
+_FLUSH_VISITS_BASE = 65536
 
 _FRAME_LOCATION = re.compile(r"\(([^()]*:\d+)\)\s*$")
 _VALGRIND_PREFIX = re.compile(r"(==|--|\*\*)\d+\1 ?")
@@ -201,11 +202,15 @@ class LogWarning(UserWarning):
 
 
 class PmemcheckFormatError(LogError):
-    """A pmemcheck log that cannot be parsed; ``record``, ``line`` and ``column`` locate it (1-based)."""
+    """A pmemcheck log that cannot be parsed; ``record``, ``line`` and ``column`` locate it (1-based).
+
+    ``detail`` is the message without the location.
+    """
 
     def __init__(
         self, message: str, record: int | None = None, line: int | None = None, column: int | None = None
     ):
+        self.detail = message
         where = ""
         if record is not None:
             where = f"record {record}"
@@ -463,7 +468,7 @@ class _Parser:
         self.ranges = _Ranges()
         self.files: dict[str, FileInfo] = {}
         self.historical: dict[str, list[_Rec]] = {}
-        self.flush_visits = _FLUSH_VISITS_PER_CHAR * text_length + 65536
+        self.flush_visits = _FLUSH_VISITS_PER_CHAR * text_length + _FLUSH_VISITS_BASE
 
     def parse(self, rec: _Rec) -> list[Record]:
         """The records ``rec`` becomes (after checking it whole); raises PmemcheckFormatError."""
@@ -696,7 +701,7 @@ def loads_pmemcheck(
         cut, why = dropped
         notes.append(
             f"record {cut.number} (line {cut.line}, column {cut.column}) dropped: the log has no STOP "
-            f"and its last record is incomplete ({why})"
+            f"and its last record is incomplete: {why.detail}"
         )
     for note in notes:
         warnings.warn(note, LogWarning, stacklevel=2)
@@ -716,7 +721,7 @@ def _read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise LogError(f"{name}: not a regular file ({_file_kind(st.st_mode)}); a store log is a file")
+            raise LogError(f"{name}: {_file_kind(st.st_mode)}, not a regular file: a store log must be one")
         if st.st_size > max_bytes:
             raise LogError(f"{name}: {st.st_size} bytes, more than the limit of {max_bytes} for a store log")
         chunks: list[bytes] = []
@@ -744,7 +749,7 @@ def _file_kind(mode: int) -> str:
     ):
         if test(mode):
             return kind
-    return "not a regular file"
+    return "a special file"
 
 
 def load_pmemcheck(
