@@ -475,3 +475,14 @@ def test_non_utf8_paths_survive_import_and_export(tmp_path: Path) -> None:
 def test_missing_file_is_an_os_error(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         load_pmemcheck(tmp_path / "nope.log")
+
+
+def test_export_of_a_reused_address_log_keeps_stores_in_their_files() -> None:
+    log = load_pmemcheck(DATA / "reused_address.log")
+    text = dumps_pmemcheck(log)
+    again = loads_pmemcheck(text)
+    # The two files shared a base; exported registrations must not overlap.
+    stores = [(r.file, r.offset, r.data) for r in again.records if isinstance(r, Store)]
+    assert stores == [(r.file, r.offset, r.data) for r in log.records if isinstance(r, Store)]
+    assert again.files["/nonexistent-pmemsim/a.pool"].base == B
+    assert again.files["/nonexistent-pmemsim/b.pool"].base != B

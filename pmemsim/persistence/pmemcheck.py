@@ -801,12 +801,21 @@ def _check_marker(name: str, section: bool) -> None:
 
 
 def _bases(log: StoreLog) -> dict[str, int]:
+    # A file keeps its base unless that range is another file's already (files imported from
+    # a reused address share a base) or runs past 2^64 (the file on disk grew the size):
+    # exported registrations must not overlap, or the latest would take the other's stores.
     bases: dict[str, int] = {}
-    taken = [(info.base, info.base + info.size) for info in log.files.values() if info.base is not None]
+    taken: list[tuple[int, int]] = []
+    for key, info in log.files.items():
+        if info.base is None or info.base + max(info.size, 1) > _ADDRESS_LIMIT:
+            continue
+        lo, hi = info.base, info.base + max(info.size, 1)
+        if not any(a < hi and lo < b for a, b in taken):
+            bases[key] = info.base
+            taken.append((lo, hi))
     nxt = SYNTHETIC_BASE
     for key, info in log.files.items():
-        if info.base is not None:
-            bases[key] = info.base
+        if key in bases:
             continue
         while any(lo < nxt + max(info.size, 1) and nxt < hi for lo, hi in taken):
             nxt += _BASE_ALIGN
