@@ -19,8 +19,9 @@ from every line. Lines before the one whose first record is ``START`` are ignore
 banner). After it, a line is part of the log when it starts with ``|`` or carries no
 valgrind prefix; a prefixed line that does not start with ``|`` is a valgrind message:
 skipped, with a :class:`LogWarning` when it comes before the last STOP (pmemcheck may
-have missed a store it says it could not trace). A line break is allowed between records
-only (around a ``|``). Everything after the **last** ``STOP`` is ignored, as pmreorder
+have missed a store it says it could not trace). A line break ends a record, like ``|``
+(pmemcheck never breaks one), so a record broken over two lines fails to parse, while a
+log written one record per line reads. Everything after the **last** ``STOP`` is ignored, as pmreorder
 does (valgrind's summary follows it); a record between two STOPs, or a second START, is
 bad input (two runs in one log). No STOP at all is bad input unless ``allow_truncated``:
 then the last record, if it does not parse, is the one a killed pmemcheck cut in half and
@@ -30,29 +31,26 @@ a narrower flush means more crash states, never fewer.)
 
 *Records.* Types are matched case-insensitively, like pmreorder.
 
-==============================  =============================================================
-record                          becomes
-==============================  =============================================================
-``STORE;addr;value;size[;frame...]``  a :class:`Store` of ``size`` (1..8) little-endian bytes;
-                                ``frame`` fields are kept, the first one's ``(file:line)`` is
-                                the location
-``FLUSH;addr;size``             one :class:`Flush` per registered piece of the range, or
-                                ``Flush(file="")`` when no registered file is touched (it
-                                still ends a fence epoch); any alignment
-``FENCE``                       a :class:`Fence` (also before the first REGISTER_FILE)
-``REGISTER_FILE;path;base;size;offset``  a file mapping (next section); ``path`` may hold ``;``
-``DEEP_SYNC`` / ``DEEP_SYNC;addr;size``  ``Flush`` of the range (if given), then ``Fence``
-``NAME.BEGIN[;text]`` / ``NAME.END[;text]``  a section :class:`Marker` (may nest)
-one word (``PMREORDER_MARKER_UNDEFINED``)  a plain :class:`Marker`
-``COMMIT``, ``FREORDER``, ``PREORDER``, ignored with a :class:`LogWarning`: records of old
-``FAULT_ONLY``, ``NO_REORDER_FAULT``  pmemcheck versions (the pcommit era and engine hints)
-==============================  =============================================================
+* ``STORE;addr;value;size[;frame...]`` -- a :class:`Store` of ``size`` (1..8)
+  little-endian bytes; the frames are kept, the first one's ``(file:line)`` is the location.
+* ``FLUSH;addr;size`` -- one :class:`Flush` per registered piece of the range (any
+  alignment), or ``Flush(file="")`` when it touches no registered file (it still ends a
+  fence epoch).
+* ``FENCE`` -- a :class:`Fence`, also before the first REGISTER_FILE.
+* ``REGISTER_FILE;path;base;size;offset`` -- a file mapping (see *Registrations*); the
+  path may hold ``;`` (the last three fields are the numbers).
+* ``DEEP_SYNC`` or ``DEEP_SYNC;addr;size`` -- the Flush of the range, if given, then a Fence.
+* ``NAME.BEGIN[;text]`` / ``NAME.END[;text]`` -- a section :class:`Marker` (sections nest);
+  one word such as ``PMREORDER_MARKER_UNDEFINED`` -- a plain :class:`Marker`.
+* ``COMMIT``, ``FREORDER``, ``PREORDER``, ``FAULT_ONLY``, ``NO_REORDER_FAULT`` -- records of
+  older pmemcheck versions (the pcommit era and engine hints): no record, a :class:`LogWarning`.
 
-``DEEP_SYNC`` is what pmemcheck logs for a deep flush (``pmem2_deep_flush``: write back
-the CPU caches of the range, then drain the memory controller's write queue). Its
-maintainers describe it as "logically an equivalent of explicit FLUSH+FENCE"
-(pmem/valgrind#81), so that is what it becomes; without a range it is a Fence only,
-because claiming cached stores durable without knowing which would hide crash states.
+``DEEP_SYNC`` comes from pmemcheck's deep-flush client request (pmem/valgrind#81), made
+for ``pmem2_deep_flush``: write back the CPU caches of a range, then drain the memory
+controller's write queue. Its maintainers call it "logically an equivalent of explicit
+FLUSH+FENCE", so that is what it becomes, with or without the range fields; without a
+range it is a Fence only, because claiming cached stores durable without knowing which
+would hide crash states.
 ``COMMIT`` made fenced stores durable on pcommit-era CPUs; on ADR and eADR platforms the
 fence already does, so dropping it loses nothing.
 
@@ -100,10 +98,10 @@ oddities are reported with ``warnings.warn(..., LogWarning)``.
 *Deliberate differences from pmreorder's parser* (``reference/pmemcheck-store-log.md``),
 each because pmreorder's behaviour gives a wrong or no verdict:
 
-* valgrind's ``==PID==`` prefix and messages are understood (pmreorder needs ``-q`` logs
-  or drops the first record); ``START``/``STOP`` are whole records, not substrings (a
-  path containing ``START`` breaks pmreorder); a second START or records between two
-  STOPs are refused (pmreorder silently uses the last START);
+* valgrind's prefixes and messages are recognised line by line, and ``START``/``STOP``
+  are whole records (pmreorder looks for them as substrings of any record: a path
+  containing ``START`` moves its window, a valgrind message inside the log aborts it); a
+  second START or records between two STOPs are refused (pmreorder uses the last START);
 * a missing STOP is an error unless ``allow_truncated`` (pmreorder then checks nothing
   and exits 0); unknown records are refused, plain one-word markers are kept (pmreorder
   aborts on both), ``DEEP_SYNC`` and historical records are understood (pmreorder aborts);
