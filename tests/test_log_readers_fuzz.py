@@ -113,6 +113,27 @@ def test_saved_log_that_is_not_utf8(tmp_path: Path) -> None:
         load_log(path)
 
 
+def test_error_messages_stay_short_whatever_the_values() -> None:
+    doc = json.loads(saved_doc())
+    key = "k" * 100_000
+    doc["files"][0]["key"] = doc["records"][0]["file"] = key
+    doc["records"][0]["offset"] = 20
+    doc["records"][3]["name"] = "x\n" * 100_000
+    with pytest.raises(LogError, match=r"records\[3\]: bad marker name") as info:
+        loads_log(json.dumps(doc))
+    assert one_line(info.value) and len(str(info.value)) < 400
+    del doc["records"][3]
+    with pytest.raises(LogError, match=r"record 0: STORE \[0x14, 0x16\) is outside .* \(size 0x10\)") as info:
+        loads_log(json.dumps(doc))
+    assert one_line(info.value) and len(str(info.value)) < 400
+    path = "/" + "p" * 4000
+    text = f"START|REGISTER_FILE;{path};0x1000;0x100;0x0|REGISTER_FILE;/q;0x1000;0x10;0x0"
+    text += "|STORE;0x1080;0x1;0x1|STOP"
+    with pytest.raises(PmemcheckFormatError, match="reused by '/q'") as exc_info:
+        loads_pmemcheck(text)
+    assert one_line(exc_info.value) and len(str(exc_info.value)) < 600
+
+
 # -- properties -------------------------------------------------------------------------------------
 
 

@@ -390,7 +390,7 @@ class _Registration:
         return self.path == other.path and self.shift == other.shift
 
     def describe(self) -> str:
-        return f"{self.path!r} (REGISTER_FILE at record {self.record})"
+        return f"{_short(self.path, 60)} (REGISTER_FILE at record {self.record})"
 
 
 @dataclass(eq=False)
@@ -550,7 +550,9 @@ class _Parser:
         covered = segments[0].lo <= lo and segments[-1].hi >= hi
         contiguous = all(a.hi == b.lo for a, b in itertools.pairwise(segments))
         if not (covered and contiguous):
-            raise rec.error(f"STORE [{lo:#x}, {hi:#x}) crosses the end of its registered file {reg.path!r}")
+            raise rec.error(
+                f"STORE [{lo:#x}, {hi:#x}) crosses the end of its registered file {_short(reg.path, 60)}"
+            )
         for seg in segments[1:]:
             if not seg.reg.compatible(reg):
                 raise rec.error(
@@ -604,7 +606,7 @@ class _Parser:
         _range(rec, "REGISTER_FILE", base, size)
         if offset + size > MAX_FILE_SIZE:
             raise rec.error(
-                f"REGISTER_FILE reaches {offset + size:#x} bytes into {path!r}, "
+                f"REGISTER_FILE reaches {offset + size:#x} bytes into {_short(path, 60)}, "
                 f"more than the limit of {MAX_FILE_SIZE:#x}"
             )
         self.ranges.register(_Registration(path, base, size, offset, rec.number))
@@ -628,7 +630,9 @@ class _Parser:
         if not stat.S_ISREG(st.st_mode):
             return 0  # device DAX and the like: the mapping says how much is used
         if st.st_size > MAX_FILE_SIZE:
-            raise rec.error(f"registered file {path!r} has {st.st_size} bytes, more than {MAX_FILE_SIZE:#x}")
+            raise rec.error(
+                f"registered file {_short(path, 60)} has {st.st_size} bytes, more than {MAX_FILE_SIZE:#x}"
+            )
         return st.st_size
 
     def historical_warnings(self) -> list[str]:

@@ -48,6 +48,12 @@ _ADDRESS_LIMIT = 1 << 64
 _MAX_PAGE_SIZE = 1 << 30
 
 
+def _clip(text: str, limit: int = 300) -> str:
+    """``text`` on one line, its middle cut to keep ``limit`` characters (quoted values may be huge)."""
+    text = " ".join(text.split("\n"))
+    return text if len(text) <= limit else text[: limit * 2 // 3] + " ... " + text[-(limit // 3) :]
+
+
 def _show(value: object) -> str:
     """A short, one-line description of a JSON value for an error message."""
     if isinstance(value, bool) or value is None:
@@ -211,7 +217,7 @@ def _parse_record(data: object, where: str) -> Record:
     except (TypeError, ValueError) as exc:
         if isinstance(exc, LogError):
             raise
-        raise LogError(f"{where}: {exc}") from None
+        raise LogError(f"{where}: {_clip(str(exc))}") from None
     raise LogError(f"{where}.op: unknown record type {_show(op)} (expected store, flush, fence or marker)")
 
 
@@ -231,7 +237,7 @@ def _parse_file(data: object, where: str) -> FileInfo:
     try:
         return FileInfo(key, path, size, initial, base)
     except (TypeError, ValueError) as exc:
-        raise LogError(f"{where}: {exc}") from None
+        raise LogError(f"{where}: {_clip(str(exc))}") from None
 
 
 def loads_log(text: str, name: str = "<saved log>") -> StoreLog:
@@ -280,7 +286,7 @@ def loads_log(text: str, name: str = "<saved log>") -> StoreLog:
     try:
         log.validate()
     except LogError as exc:
-        raise LogError(f"{name}: {exc}") from None
+        raise LogError(f"{name}: {_clip(str(exc))}") from None
     return log
 
 
