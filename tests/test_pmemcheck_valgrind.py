@@ -486,3 +486,12 @@ def test_export_of_a_reused_address_log_keeps_stores_in_their_files() -> None:
     assert stores == [(r.file, r.offset, r.data) for r in log.records if isinstance(r, Store)]
     assert again.files["/nonexistent-pmemsim/a.pool"].base == B
     assert again.files["/nonexistent-pmemsim/b.pool"].base != B
+
+
+def test_reusing_one_piece_of_a_file_leaves_its_other_pieces_mapped() -> None:
+    pieces = (reg("/f", B, 0x1000), reg("/f", B + 0x1000, 0x1000, 0x1000))  # one file, two part maps
+    text = log_of(*pieces, reg("/g", B, 0x1000), f"STORE;{B + 0x1800:#x};0x1;0x1", f"STORE;{B:#x};0x2;0x1")
+    assert loads_pmemcheck(text).records == [
+        Store("/f", 0x1800, b"\x01", B + 0x1800),
+        Store("/g", 0, b"\x02", B),
+    ]

@@ -71,8 +71,10 @@ another file: a pool closed and another mapped at the reused address. Two regist
 are *compatible* when they name the same path and map every address to the same file
 offset (``base - offset`` equal); compatible registrations are one mapping, however often
 repeated. Every address belongs to its **latest** registration. A registration that
-overlaps an older incompatible one *retires* the older one as a whole: reusing an address
-needs the old mapping gone, and pmemcheck does not say whether the rest of it went too.
+overlaps an older incompatible one *retires* that older registration as a whole: reusing
+an address needs the old mapping gone, and pmemcheck does not say whether the rest of it
+went too. (Only that registration: other, compatible registrations of the same file are
+left alone, since pieces of one file can be mapped and unmapped separately.)
 A STORE that touches a retired range no newer registration covers is therefore bad input
 naming both registrations (guessing would write bytes into the wrong file); a FLUSH there
 is ignored like a flush of unregistered memory (flushing volatile memory is legal). A
