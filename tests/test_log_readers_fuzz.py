@@ -25,7 +25,7 @@ from test_persistence_examples import BUGGY, CORRECT
 
 from pmemsim.persistence import LogError, PmemcheckFormatError, Recorder, Store, StoreLog, dumps_pmemcheck
 from pmemsim.persistence.pmemcheck import LogWarning, loads_pmemcheck
-from pmemsim.persistence.saved import dumps_log, loads_log
+from pmemsim.persistence.saved import dumps_log, load_log, loads_log, read_log
 
 DATA = Path(__file__).parent / "data" / "pmemcheck"
 LONG = 10_000
@@ -104,13 +104,13 @@ def test_hostile_saved_logs(text: str, message: str) -> None:
     assert str(info.value).startswith("bad.json") and one_line(info.value)
 
 
-def test_saved_log_that_is_not_utf8(tmp_path: Path) -> None:
-    from pmemsim.persistence.saved import load_log
-
+@pytest.mark.parametrize("reader", [load_log, read_log])
+def test_saved_log_that_is_not_utf8(reader: Callable[[Path], StoreLog], tmp_path: Path) -> None:
     path = tmp_path / "latin1.json"
-    path.write_bytes(saved_doc().encode()[:-1] + b', "x": "\xe9"}')
-    with pytest.raises(LogError, match=r"latin1\.json: not UTF-8 text \(byte \d+\)"):
-        load_log(path)
+    text = saved_doc().encode()
+    path.write_bytes(text[:-1] + b', "x": "\xe9"}')
+    with pytest.raises(LogError, match=rf"latin1\.json: not UTF-8 text \(byte {len(text) + 7}\)"):
+        reader(path)
 
 
 def test_error_messages_stay_short_whatever_the_values() -> None:

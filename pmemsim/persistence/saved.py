@@ -37,7 +37,7 @@ from typing import Any
 
 from pmemsim.enums import Granularity
 from pmemsim.persistence.log import Fence, FileInfo, Flush, LogError, Marker, Record, Store, StoreLog
-from pmemsim.persistence.pmemcheck import MAX_FILE_SIZE, MAX_LOG_BYTES, _read_regular_file
+from pmemsim.persistence.pmemcheck import MAX_FILE_SIZE, MAX_LOG_BYTES, _read_regular_file, loads_pmemcheck
 
 __all__ = ["FORMAT", "VERSION", "dumps_log", "load_log", "loads_log", "read_log", "save_log"]
 
@@ -252,8 +252,9 @@ def loads_log(text: str, name: str = "<saved log>") -> StoreLog:
     except RecursionError:
         # The C decoder recurses per nesting level; a saved log nests four levels deep.
         raise LogError(f"{name}: not a pmemsim store log (JSON nested too deeply to parse)") from None
-    except ValueError:  # only raised for an integer of more digits than Python converts
-        raise LogError(f"{name}: not a pmemsim store log (a JSON number has thousands of digits)") from None
+    except ValueError as exc:  # an integer of more digits than Python converts, bad bytes
+        problem = "a JSON number has thousands of digits" if "digits" in str(exc) else _clip(str(exc), 120)
+        raise LogError(f"{name}: not a pmemsim store log ({problem})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LogError(f'{name}: not a pmemsim store log (missing "format": {FORMAT!r})')
     if data.get("version") != VERSION:
@@ -269,7 +270,7 @@ def loads_log(text: str, name: str = "<saved log>") -> StoreLog:
         except KeyError:
             known = ", ".join(g.name for g in Granularity)
             raise LogError(
-                f"{name}.granularity: unknown granularity {gran_name!r} (one of {known})"
+                f"{name}.granularity: unknown granularity {_show(gran_name)} (one of {known})"
             ) from None
     page_size = top.integer("page_size", 4096, _MAX_PAGE_SIZE)
     if page_size < 1 or page_size & (page_size - 1):
@@ -296,8 +297,10 @@ def load_log(path: str | os.PathLike[str], *, max_bytes: int = MAX_LOG_BYTES) ->
     Raises OSError if it cannot be opened or read; LogError if it is not a regular file,
     has more than ``max_bytes`` bytes, is not UTF-8 or is malformed.
     """
-    name = os.fspath(path)
-    data = _read_regular_file(path, max_bytes)
+    return _loads_saved_bytes(_read_regular_file(path, max_bytes), os.fspath(path))
+
+
+def _loads_saved_bytes(data: bytes, name: str) -> StoreLog:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -315,9 +318,8 @@ def read_log(
     than ``max_bytes`` bytes, LogError (PmemcheckFormatError for pmemcheck logs) when it
     is malformed; may warn with :class:`~pmemsim.persistence.pmemcheck.LogWarning`.
     """
-    from pmemsim.persistence.pmemcheck import loads_pmemcheck
-
-    text = _read_regular_file(path, max_bytes).decode("utf-8", errors="surrogateescape")
-    if text.lstrip().startswith("{"):
-        return loads_log(text, os.fspath(path))
-    return loads_pmemcheck(text, allow_truncated=allow_truncated)
+    data = _read_regular_file(path, max_bytes)
+    if data.lstrip().startswith(b"{"):
+        return _loads_saved_bytes(data, os.fspath(path))
+    # pmemcheck logs name files by path, and paths may hold any bytes: keep them all.
+    return loads_pmemcheck(data.decode("utf-8", errors="surrogateescape"), allow_truncated=allow_truncated)
