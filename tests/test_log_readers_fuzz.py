@@ -288,6 +288,20 @@ def run_long(request: pytest.FixtureRequest) -> None:
         pytest.skip(f"{LONG:,} examples: run with -m slow")
 
 
+@pytest.mark.parametrize("text", VALGRIND_LOGS + EXPORTED)
+def test_unmutated_pmemcheck_logs_read_and_round_trip(text: str) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", LogWarning)  # killed.log's cut record
+        assert byte_writes(loads_pmemcheck(text, allow_truncated=True))  # every base log writes
+    check_pmemcheck_reader(text, allow_truncated=True)
+
+
+@pytest.mark.parametrize("text", SAVED)
+def test_unmutated_saved_logs_read_and_round_trip(text: str) -> None:
+    assert byte_writes(loads_log(text))
+    check_saved_reader(text)
+
+
 @given(PMEMCHECK_TEXT, st.booleans())
 def test_pmemcheck_reader_fuzz(text: str, allow_truncated: bool) -> None:
     check_pmemcheck_reader(text, allow_truncated)
