@@ -264,3 +264,11 @@ def test_round_trip_property(ops: list[tuple[object, ...]]) -> None:
     assert [type(r) for r in again.records if not isinstance(r, Store | Flush)] == [
         type(r) for r in rec.log.records if not isinstance(r, Store | Flush)
     ]
+
+
+def test_log_warning_is_public_and_a_user_warning() -> None:
+    from pmemsim.persistence import pmemcheck
+
+    assert issubclass(pmemcheck.LogWarning, UserWarning)
+    assert {"LogWarning", "PmemcheckFormatError"} <= set(pmemcheck.__all__)
+    assert issubclass(PmemcheckFormatError, LogError) and issubclass(PmemcheckFormatError, ValueError)
