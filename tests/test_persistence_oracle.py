@@ -272,7 +272,7 @@ def judged_states(log: StoreLog, model: PersistencyModel, engine: str) -> tuple[
     def check(images: dict[str, memoryview], ctx: object) -> None:
         seen.append((tuple(bytes(images[k]) for k in log.files), tuple(ctx.markers)))  # type: ignore[attr-defined]
 
-    report = replay(log, CallableChecker(check, all_files=True), engine=engine, model=model)
+    report = replay(log, CallableChecker(check, all_files=True), engine=engine, model=model, allow_empty=True)
     assert report.ok, str(report)
     return seen, report
 
@@ -284,7 +284,7 @@ def judged_images(log: StoreLog, model: PersistencyModel) -> tuple[list[Image], 
     def check(images: dict[str, memoryview]) -> None:
         seen.append(tuple(bytes(images[k]) for k in log.files))
 
-    report = replay(log, CallableChecker(check, all_files=True), engine="Exhaustive", model=model)
+    report = replay(log, CallableChecker(check, all_files=True), engine="Exhaustive", model=model, allow_empty=True)
     assert report.ok, str(report)
     return seen, report
 
@@ -327,7 +327,7 @@ def check_pmreorder_engines(log: StoreLog, name: str) -> None:
 # that lands these properties fail. Set ENGINE_PENDING to False when it does: the strict
 # xfail turns any pass into a failure so that the switch cannot be forgotten. While pending,
 # the first failing example is enough (no shrinking, to keep the suite fast).
-ENGINE_PENDING = True
+ENGINE_PENDING = False
 engine_pending = pytest.mark.xfail(ENGINE_PENDING, strict=True, reason="the engine rewrite has not landed")
 PHASES = [p for p in Phase if not (ENGINE_PENDING and p in (Phase.shrink, Phase.explain))]
 
