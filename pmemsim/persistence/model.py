@@ -85,6 +85,7 @@ __all__ = [
     "Resume",
     "build_epochs",
     "down_closure",
+    "down_interior",
     "is_down_set",
     "predecessors",
     "scan_log",
@@ -336,6 +337,21 @@ def up_closure(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:
             out.add(atoms[i].id)
             todo.extend(succs[i])
     return out
+
+
+def down_interior(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:
+    """The largest set of the atoms ``chosen`` that the model allows on media by themselves.
+
+    An atom of ``chosen`` stays when all its predecessors stay (a state built by an engine
+    that ignores the order, cut back to one a crash can leave).
+    """
+    wanted = set(chosen)
+    preds = predecessors(atoms)
+    kept: set[int] = set()
+    for i, atom in enumerate(atoms):
+        if atom.id in wanted and all(atoms[j].id in kept for j in preds[i]):
+            kept.add(atom.id)
+    return kept
 
 
 def is_down_set(atoms: Sequence[Atom], ids: Iterable[int]) -> bool:

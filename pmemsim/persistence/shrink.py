@@ -16,8 +16,10 @@ bytes: :func:`~pmemsim.persistence.model.predecessors`), so every state tried is
 with P closed downwards and L closed upwards under that rule: the shrinker never
 reports a state a crash cannot leave. Only the atoms issued by the crash point take
 part. A failure found by a pmreorder engine in a state the model does not allow
-(ReorderFull applies a line's stores out of order) is shrunk in the engine's order
-instead, phase 1 only, and the trace says so.
+(ReorderFull applies a line's stores out of order) is first brought back into the
+model (its atoms with their predecessors, or only those whose predecessors it holds);
+when neither state fails, it is shrunk in the engine's order, phase 1 only, and the
+trace says so.
 
 Runtime: O(n^2) checker calls in the worst case, usually O(|P| log n).
 """
@@ -34,7 +36,7 @@ from pmemsim.persistence.checkers import Checker, CheckOutcome, CrashContext, as
 from pmemsim.persistence.explore import plan_replay
 from pmemsim.persistence.image import Image, initial_images
 from pmemsim.persistence.log import Marker, Store, StoreLog
-from pmemsim.persistence.model import Atom, Epoch, PersistencyModel, down_closure, is_down_set, up_closure
+from pmemsim.persistence.model import Atom, Epoch, PersistencyModel, down_closure, down_interior, up_closure
 from pmemsim.persistence.results import Failure
 
 __all__ = ["ShrinkError", "ShrinkResult", "ddmin", "shrink"]
@@ -165,7 +167,13 @@ def _shrink(
         return tester.run(state(down_closure(universe, [a.id for a in atoms])))
 
     applied = sorted(failure.applied, key=lambda a: a.id)
-    in_model = is_down_set(universe, [a.id for a in applied]) and persisted_only(applied) is not None
+    # A state a crash can leave near the failure's: its atoms with their predecessors on media,
+    # else only those of its atoms whose predecessors it holds (ReorderFull states are cut back).
+    in_model = persisted_only(applied) is not None
+    if not in_model:
+        interior = down_interior(universe, [a.id for a in applied])
+        if len(interior) < len(applied) and persisted_only(state(interior)) is not None:
+            applied, in_model = state(interior), True
     if in_model:
         persisted = ddmin(applied, lambda s: persisted_only(s) is not None)
         kept = down_closure(universe, [a.id for a in persisted])
