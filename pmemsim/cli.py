@@ -331,7 +331,10 @@ Replay a store log: hand every crash state an engine picks to a checker, on priv
 in-memory copies of the registered files (your files are only read, never written),
 and print the minimal failing trace. Exit 0 when every checked state is consistent,
 1 when at least one is not, 2 on bad input (unreadable or malformed log, unknown
-engine, checker not found).
+engine, checker not found) and on checker errors (a checker that cannot be called,
+returns something other than True/False/None, times out, dies, or rejects the image
+before any recorded store): those say nothing about the pool. A log with no store, or
+an engine that picks no state, is bad input too unless --allow-empty.
 
 LOG is either
   * a pmemcheck store log (valgrind --tool=pmemcheck --log-stores=yes ..., or
@@ -341,10 +344,15 @@ LOG is either
   * a log saved by pmemsim (pmemsim.persistence.saved.save_log; JSON), which also keeps
     each file's content from before the first store and the store granularity.
 
-A --checker function gets each image as a read-only memoryview and returns True/None
-(consistent) or False (inconsistent); raising counts as inconsistent. A --checker-prog
-command gets the image file path as its last argument and answers by exit status
-(0 consistent), exactly as pmreorder's -c prog, with PMREORDER_MARKERS set.
+A --checker function gets each image as a read-only buffer, check(image) or
+check(image, ctx) with ctx.markers / ctx.data / ctx.epoch / ctx.record, and returns
+True/None (consistent) or False (inconsistent); raising counts as inconsistent. It
+runs in a forked process, so a checker that crashes ends the replay with a checker
+error instead of killing it. A --checker-prog command gets the image file path as its
+last argument and answers by exit status (0 consistent), exactly as pmreorder's
+-c prog, with PMREORDER_MARKERS set.
+
+Runs that sample (Random, ReorderPartial) or hit --max-states say NOT EXHAUSTIVE.
 """
 
 _REPLAY_EPILOG = """\
@@ -360,8 +368,10 @@ engines: NoReorderNoCheck, NoReorderDoCheck, ReorderFull, ReorderPartial, Reorde
 ReorderReverseAccumulative (pmreorder's), Exhaustive (every distinct image the x86 ADR model
 allows, unflushed stores included; the default), Random or Random:SEED:N (N images per epoch).
 
---json prints one object: {"states_checked", "distinct_images", "inconsistent", "engine",
-"failures": [{"epoch", "stores": [...], "message"}]}; the summary and trace go to stderr.
+--json prints exactly one object on stdout, whatever the checker prints (that goes to
+stderr): {"format": "pmemsim-crash-report", "version", "verdict", "states_checked",
+"distinct_images", "inconsistent", "errors", "complete", "limits", "failures": [...],
+"trace": the minimal failing trace or null, ...}; the human summary goes to stderr.
 """
 
 
@@ -414,8 +424,20 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
         type=float,
         default=60.0,
         metavar="S",
-        help="limit for one checker call in seconds; a call that runs longer is a checker error, "
-        "counted as inconsistent (default 60; e.g. --timeout 5)",
+        help="limit for one checker call in seconds; a call that runs longer is a checker error "
+        "(default 60; e.g. --timeout 5)",
+    )
+    p.add_argument(
+        "--max-states",
+        type=int,
+        metavar="N",
+        help="per-epoch state budget of Exhaustive and ReorderFull (default 65536); an epoch over it "
+        "is explored fewest-changes first and the run is reported NOT EXHAUSTIVE (e.g. --max-states 1000000)",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept a log with no store, or an engine that picks no state (otherwise exit 2: a silent pass)",
     )
     p.add_argument(
         "--image",
@@ -503,8 +525,10 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         return bad(f"--workers must be at least 1, got {args.workers}")
-    if not args.timeout > 0:
-        return bad(f"--timeout must be positive, got {args.timeout}")
+    if not args.timeout > 0 or args.timeout == float("inf"):
+        return bad(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.max_states is not None and args.max_states < 1:
+        return bad(f"--max-states must be at least 1, got {args.max_states}")
 
     import os
 
@@ -532,14 +556,21 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         except ValueError as exc:
             return bad(str(exc))
 
+        import warnings
+
         from pmemsim.persistence.saved import read_log
 
         try:
-            log = read_log(args.log, allow_truncated=args.allow_truncated)
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                log = read_log(args.log, allow_truncated=args.allow_truncated)
         except OSError as exc:
             return bad(f"cannot read {args.log}: {exc.strerror or exc}")
         except LogError as exc:
             return bad(_located(args.log, exc))
+        for warning in caught:
+            text = _located(args.log, Exception(warning.message))
+            print(f"pmemsim replay: warning: {text}", file=sys.stderr)
         try:
             images = _replay_images(args.image, list(log.files))
         except ValueError as exc:
@@ -566,24 +597,29 @@ def _replay(
     from rich.console import Console
     from rich.markup import escape
 
-    from pmemsim.persistence.explore import initial_images, plan_replay, replay
+    from pmemsim.persistence.checkers import CallableChecker, CheckerError
+    from pmemsim.persistence.explore import NothingToCheck, plan_replay, replay
+    from pmemsim.persistence.image import initial_images
     from pmemsim.persistence.log import LogError
     from pmemsim.persistence.progress import CountingChecker, estimate_states, stale_files
     from pmemsim.persistence.shrink import ShrinkError, shrink
 
-    console = Console(stderr=args.json, highlight=False)
-    try:
-        plan = plan_replay(log, engine=engine, markers=markers)
-    except LogError as exc:
-        print(f"pmemsim replay: error: {_located(args.log, exc)}", file=sys.stderr)
+    console = Console(stderr=bool(args.json), highlight=False)
+
+    def bad(message: str) -> int:
+        print(f"pmemsim replay: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
+
+    try:
+        plan = plan_replay(log)
+    except LogError as exc:
+        return bad(_located(args.log, exc))
     try:
         # Unreadable or short images are bad input, found before any work.
         before = initial_images(log, images)
     except LogError as exc:
-        hint = "; give the file's content before the first store with --image FILE=PATH"
-        print(f"pmemsim replay: error: {_located(args.log, exc)}{hint}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        hint = "give the file's content before the first store with --image FILE=PATH"
+        return bad(f"{_located(args.log, exc)}; {hint}")
     counting = CountingChecker(checker)
     kind = "saved pmemsim log" if _is_saved(args.log) else "pmemcheck store log"
     console.print(
@@ -601,7 +637,8 @@ def _replay(
             "copy first (as for pmreorder) or pass --image FILE=PRISTINE_COPY.",
             soft_wrap=True,
         )
-    with _Polling(console, "pmemsim replay", estimate_states(plan), lambda: counting.count):
+    total = estimate_states(plan, engine, markers)
+    with _QuietStdout(args.json), _Polling(console, "pmemsim replay", total, lambda: counting.count):
         try:
             report = replay(
                 log,
@@ -612,44 +649,85 @@ def _replay(
                 seed=args.seed,
                 images=images,
                 timeout=args.timeout,
+                max_states=args.max_states,
+                allow_empty=args.allow_empty,
+                # A Python checker runs in a forked process: one that crashes cannot take the replay along.
+                isolate=isinstance(checker, CallableChecker),
             )
+        except NothingToCheck as exc:
+            text = str(exc).replace("allow_empty=True", "--allow-empty")
+            return bad(_located(args.log, Exception(text)))
+        except CheckerError as exc:
+            return bad(str(exc))
         except LogError as exc:
-            print(f"pmemsim replay: error: {_located(args.log, exc)}", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return bad(_located(args.log, exc))
 
-    style = "bold green" if report.ok else "bold red"
-    console.print(f"[{style}]{escape(report.summary())}[/] in {report.elapsed:.2f}s", soft_wrap=True)
-    for warning in report.warnings:
-        console.print(f"[yellow]warning[/]: {escape(warning)}", soft_wrap=True)
-    shown = report.failures[:5]
-    for failure in shown:
-        console.print(escape(failure.describe()), soft_wrap=True)
-    if report.inconsistent > len(shown):
-        console.print(
-            f"... {report.inconsistent - len(shown)} more failing state(s) not listed", soft_wrap=True
-        )
-    if report.failures and not args.no_shrink:
-        try:
-            small = shrink(log, report.failures[0], checker, images=images, timeout=args.timeout)
-        except ShrinkError as exc:
-            console.print(f"[yellow]cannot shrink the first failure[/]: {escape(str(exc))}", soft_wrap=True)
-        else:
-            console.print(f"[bold]Minimal failing trace[/] ({small.tests} checker calls):", soft_wrap=True)
-            console.print(escape(small.trace), soft_wrap=True, highlight=False)
+        style = "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
+        console.print(f"[{style}]{escape(report.summary())}[/] in {report.elapsed:.2f}s", soft_wrap=True)
+        for warning in report.warnings:
+            console.print(f"[yellow]warning[/]: {escape(warning)}", soft_wrap=True)
+        for limit in report.limits:
+            console.print(f"[yellow]not exhaustive[/]: {escape(limit)}", soft_wrap=True)
+        shown = report.failures[:5]
+        for failure in shown:
+            console.print(escape(failure.describe()), soft_wrap=True)
+        failing = report.inconsistent + report.errors
+        if failing > len(shown):
+            console.print(f"... {failing - len(shown)} more failing state(s) not listed", soft_wrap=True)
+        trace = None
+        first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
+        if first is not None and not args.no_shrink:
+            try:
+                small = shrink(log, first, checker, images=images, timeout=args.timeout)
+            except ShrinkError as exc:
+                why = escape(str(exc))
+                console.print(f"[yellow]cannot shrink the first failure[/]: {why}", soft_wrap=True)
+            else:
+                trace = small.trace
+                calls = small.tests
+                console.print(f"[bold]Minimal failing trace[/] ({calls} checker calls):", soft_wrap=True)
+                console.print(escape(small.trace), soft_wrap=True, highlight=False)
+        if report.errors:
+            console.print(
+                f"[bold red]checker error[/]: {report.errors} state(s) got no usable answer from the checker "
+                "(see above): fix the checker; this says nothing about the pool",
+                soft_wrap=True,
+            )
     if args.json:
-        doc = {
-            "states_checked": report.states_checked,
-            "distinct_images": report.distinct_images,
-            "inconsistent": report.inconsistent,
-            "engine": report.engine,
-            "failures": [
-                {"epoch": f.epoch, "stores": f.to_dict()["stores"], "message": f.message}
-                for f in report.failures
-            ],
-        }
+        doc = report.to_dict()
+        doc["log"] = args.log
+        doc["trace"] = trace
         sys.stdout.write(json.dumps(doc, indent=2) + "\n")
         sys.stdout.flush()
+    if report.errors:
+        return EXIT_BAD_INPUT
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+class _QuietStdout:
+    """With --json, send everything written to file descriptor 1 (a checker's prints, its
+    children's output) to stderr while the replay runs, so stdout carries the one JSON object."""
+
+    def __init__(self, active: bool) -> None:
+        self.active = active
+        self.saved = -1
+
+    def __enter__(self) -> None:
+        if self.active:
+            import os
+
+            sys.stdout.flush()
+            self.saved = os.dup(1)
+            os.dup2(2, 1)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.saved >= 0:
+            import os
+
+            sys.stdout.flush()
+            os.dup2(self.saved, 1)
+            os.close(self.saved)
+            self.saved = -1
 
 
 def _located(path: str, exc: Exception) -> str:

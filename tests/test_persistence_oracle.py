@@ -284,7 +284,9 @@ def judged_images(log: StoreLog, model: PersistencyModel) -> tuple[list[Image], 
     def check(images: dict[str, memoryview]) -> None:
         seen.append(tuple(bytes(images[k]) for k in log.files))
 
-    report = replay(log, CallableChecker(check, all_files=True), engine="Exhaustive", model=model, allow_empty=True)
+    report = replay(
+        log, CallableChecker(check, all_files=True), engine="Exhaustive", model=model, allow_empty=True
+    )
     assert report.ok, str(report)
     return seen, report
 

@@ -196,7 +196,11 @@ def test_nested_markers_restore_the_enclosing_engine() -> None:
     plan = plan_replay(rec.log)
     sections = {"outer": ReorderFull(), "inner": Exhaustive()}
     chosen = [(engine_for(e.sections, NoReorderDoCheck(), sections).name, e.sections) for e in plan.epochs]
-    assert chosen == [("Exhaustive", ("outer", "inner")), ("ReorderFull", ("outer",)), ("NoReorderDoCheck", ())]
+    assert chosen == [
+        ("Exhaustive", ("outer", "inner")),
+        ("ReorderFull", ("outer",)),
+        ("NoReorderDoCheck", ()),
+    ]
     assert plan.epochs[-1].final and not plan.epochs[-1].inflight  # the crash after outer.END
 
 

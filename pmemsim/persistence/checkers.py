@@ -111,17 +111,21 @@ class CrashContext:
 
     @cached_property
     def markers(self) -> tuple[str, ...]:
-        """The ``NAME.BEGIN`` / ``NAME.END`` markers before the crash point, in order (``PMREORDER_MARKERS``)."""
-        return tuple(name for name, _, _ in self.log_markers[: self.count] if Marker(name).section is not None)
+        """The ``NAME.BEGIN`` / ``NAME.END`` markers before the crash point, in order (as pmreorder's)."""
+        return tuple(
+            name
+            for name, _, _ in self.log_markers[: self.count]
+            if Marker(name).section is not None
+        )
 
     @cached_property
     def marks(self) -> tuple[tuple[str, Any], ...]:
-        """Every marker a checker can see before the crash point (sections, and notes carrying data), with its data."""
+        """Every marker visible before the crash point (sections, notes carrying data), with its data."""
         return tuple((name, data) for name, data, _ in self.log_markers[: self.count])
 
     @cached_property
     def data(self) -> Any:
-        """The data of the latest marker before the crash point that carried some (``pset.mark(name, data=...)``)."""
+        """The data of the latest marker before the crash point that carried some (``mark(name, data=)``)."""
         for _, data, _ in reversed(self.log_markers[: self.count]):
             if data is not None:
                 return data
@@ -247,7 +251,11 @@ def _calling_convention(fn: Callable[..., object]) -> str:
     params = list(sig.parameters.values())
     positional = [q for q in params if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
     keyword_ctx = any(q.name == "ctx" and q.kind is q.KEYWORD_ONLY for q in params)
-    if len(positional) >= 2 and (positional[1].default is inspect.Parameter.empty or positional[1].name == "ctx"):
+    args: tuple[None, ...]
+    kwargs: dict[str, None]
+    if len(positional) >= 2 and (
+        positional[1].default is inspect.Parameter.empty or positional[1].name == "ctx"
+    ):
         convention, args, kwargs = "ctx", (None, None), {}
     elif keyword_ctx:
         convention, args, kwargs = "ctx-keyword", (None,), {"ctx": None}

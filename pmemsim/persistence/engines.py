@@ -306,6 +306,10 @@ class ReorderPartial(Engine):
             v.image.unwind()
 
 
+#: A budget no run reaches (Exhaustive without a cap).
+_UNLIMITED = 1 << 62
+
+
 class _TooMany(Exception):
     """A line has more reachable contents than the budget allows enumerating."""
 
@@ -496,12 +500,12 @@ class Exhaustive(Engine):
         image = v.image
         points = v.points(epoch)
         cap = self.max_states_per_epoch
-        budget = math.inf if cap is None else cap
+        budget = _UNLIMITED if cap is None else cap
         for n, point in enumerate(points):
             v.at(point)
-            share = budget if cap is None else max(1, int(budget) // (len(points) - n))
+            share = budget if cap is None else max(1, budget // (len(points) - n))
             try:
-                lines = _Lines(epoch.inflight[: point.atoms], image, int(min(share, 1 << 62)))
+                lines = _Lines(epoch.inflight[: point.atoms], image, share)
             except _TooMany:
                 lines = None
             if lines is not None and lines.total <= share:

@@ -258,7 +258,7 @@ class Explorer:
         self.position = to_epoch
 
     def explore_epoch(self, epoch: Epoch, engine: Engine, seed: int) -> None:
-        """Run ``engine`` over ``epoch`` (the image at its base), honouring its limit; back at the base after."""
+        """Run ``engine`` over ``epoch`` (the image at its base) within its limit; back at the base after."""
         self.epoch = epoch
         self.dedup = engine.dedup
         self.seq = 0
@@ -349,9 +349,9 @@ def _run_whole(job: _Job, plan: EpochPlan, slot: int = 0) -> _ChunkResult:
         job.checker.close()
 
 
-def _explore_slices(job: _Job, scan_markers: Sequence[Any], starts: list[Resume], counter: Any, slot: int) -> list[
-    tuple[int, int, _ChunkResult]
-]:
+def _explore_slices(
+    job: _Job, scan_markers: Sequence[Any], starts: list[Resume], counter: Any, slot: int
+) -> list[tuple[int, int, _ChunkResult]]:
     """Take slices of the log in turn; cut each one's epochs (from its quiescent start) and explore them.
 
     Returns (slice, epoch count, result) per slice taken. The image is carried from one
@@ -444,7 +444,9 @@ def _explore_sliced(job: _Job, scan: Any, workers: int) -> tuple[int, list[_Chun
         parallel.fork(functools.partial(_explore_slices, job, scan.markers, starts, counter, k), k)
         for k in range(forks)
     ]
-    mine = functools.partial(_explore_slices, job, scan.markers, starts, counter, forks) if in_parent else None
+    mine = (
+        functools.partial(_explore_slices, job, scan.markers, starts, counter, forks) if in_parent else None
+    )
     results: list[tuple[int, int, _ChunkResult]] = _gather(children, mine)
     results.sort(key=lambda item: item[0])
     if [s for s, _, _ in results] != list(range(len(starts))):  # pragma: no cover - a bug
@@ -500,7 +502,7 @@ def _explore_planned(
 def _locate(
     job: _Job, plan: EpochPlan, picked: list[tuple[int, int, int, bool, CheckOutcome]]
 ) -> dict[tuple[int, int], tuple[tuple[Atom, ...], CrashPoint]]:
-    """Re-run the epochs of ``picked`` failures without the checker to recover their atoms and crash points."""
+    """Re-run the epochs of ``picked`` failures without the checker: their atoms and crash points."""
     ex = Explorer(plan, job.images, None, job.engine_of, sees_markers=job.checker.sees_markers)
     wanted: dict[int, set[int]] = {}
     for epoch_index, seq, *_ in picked:
@@ -654,7 +656,9 @@ def replay(
         else:
             starts = list(scan.points)
             bounds = [p.record for p in starts] + [len(log.records)]
-            if len(starts) > 1 and max(b - a for a, b in itertools.pairwise(bounds)) * workers <= len(log.records):
+            if len(starts) > 1 and max(b - a for a, b in itertools.pairwise(bounds)) * workers <= len(
+                log.records
+            ):
                 epoch_count, chunks = _explore_sliced(job, scan, workers)
             else:
                 builder = EpochBuilder(log, resolved, check=False)
@@ -698,7 +702,8 @@ def replay(
         calls += result.calls
     if checked == 0 and not allow_empty:
         raise NothingToCheck(
-            f"no crash state was checked (engine {default.name}): nothing to judge; allow_empty=True accepts that"
+            f"no crash state was checked (engine {default.name}): nothing to judge; "
+            "allow_empty=True accepts that"
         )
 
     if kept and plan is None:  # the workers planned their slices: plan the whole log for the details
@@ -747,4 +752,3 @@ def replay(
         elapsed=time.perf_counter() - started,
         workers=workers,
     )
-

@@ -131,9 +131,7 @@ class PersistencyModel:
             raise TypeError(f"platform must be a Platform, not {type(self.platform).__name__}")
         value = self.flush_unit
         if not isinstance(value, int) or value < CACHE_LINE or value & (value - 1) or value > 1 << 30:
-            raise ValueError(
-                f"flush_unit must be a power of two from {CACHE_LINE} to 1 GiB, got {value!r}"
-            )
+            raise ValueError(f"flush_unit must be a power of two from {CACHE_LINE} to 1 GiB, got {value!r}")
 
     @classmethod
     def adr(cls) -> PersistencyModel:
@@ -228,7 +226,7 @@ class Epoch:
 
     @property
     def points(self) -> tuple[CrashPoint, ...]:
-        """The crash points a marker-aware checker must see: one before each visible marker, then the fence."""
+        """The crash points a marker-aware checker must see: before each visible marker, then the fence."""
         return (*self.cuts, self.fence_point)
 
 
@@ -322,7 +320,7 @@ def down_closure(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:
 
 
 def up_closure(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:
-    """The atom ids that cannot be on media when the atoms with ids ``chosen`` are not (``chosen`` included)."""
+    """The atom ids that cannot be on media when those with ids ``chosen`` are not (``chosen`` included)."""
     preds = predecessors(atoms)
     succs: list[list[int]] = [[] for _ in atoms]
     for i, ps in enumerate(preds):
@@ -355,12 +353,10 @@ def down_interior(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:
 
 
 def is_down_set(atoms: Sequence[Atom], ids: Iterable[int]) -> bool:
-    """Whether the atoms ``ids`` (a subset of ``atoms``) on media, the others not, is a state the model allows."""
+    """Whether the atoms ``ids`` (of ``atoms``) on media, the others not, is a state the model allows."""
     chosen = set(ids)
     preds = predecessors(atoms)
-    return all(
-        all(atoms[j].id in chosen for j in preds[i]) for i, a in enumerate(atoms) if a.id in chosen
-    )
+    return all(all(atoms[j].id in chosen for j in preds[i]) for i, a in enumerate(atoms) if a.id in chosen)
 
 
 def build_epochs(log: StoreLog, model: PersistencyModel, *, allow_open_markers: bool = False) -> EpochPlan:
@@ -553,7 +549,8 @@ class EpochBuilder:
                         if top != section:
                             raise MarkerError(
                                 f"record {index}: {rec.name!r} crosses section {top!r} "
-                                f"(opened by {top}.BEGIN at record {begin_at}); markers may nest but not cross"
+                                f"(opened by {top}.BEGIN at record {begin_at}); "
+                                "markers may nest but not cross"
                             )
                         stack.pop()
                 if section is not None or rec.data is not None:

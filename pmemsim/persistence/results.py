@@ -56,7 +56,9 @@ class Failure:
             return f"before FENCE record {self.fence}"
         if self.prefix == 0:
             return "at the start of the log"
-        return f"right after record {self.prefix - 1}" + ("" if self.fence is not None else " (no fence after)")
+        return f"right after record {self.prefix - 1}" + (
+            "" if self.fence is not None else " (no fence after)"
+        )
 
     def describe(self) -> str:
         """A few lines: where the crash was, what reached media, what the checker said."""
@@ -104,13 +106,15 @@ class CrashReport:
     ``states_checked`` counts the crash states judged (for the pmreorder engines one per
     sequence, as pmreorder counts checker calls; for Exhaustive/Random one per distinct
     state), ``distinct_images`` the distinct images among them (with a checker that sees
-    markers, Exhaustive judges each image once per markers it is reached under), ``inconsistent`` the states the checker
-    rejected, ``errors`` the states it gave no usable answer for (checker errors: its
-    own fault, not the pool's), and ``failures`` the first ``max_failures`` of both in
-    exploration order. ``limits`` says why the run was not exhaustive (an engine that
-    samples, an epoch over its state budget); empty when it was. Equal inputs give equal
+    markers, Exhaustive judges each image once per markers it is reached under),
+    ``inconsistent`` the states the checker rejected, ``errors`` the states it gave no
+    usable answer for (checker errors: its own fault, not the pool's), and ``failures``
+    the first ``max_failures`` of both in exploration order. ``limits`` says why the run
+    was not exhaustive (an engine that samples, an epoch over its state budget); empty
+    when it was. Equal inputs give equal
     reports for any number of workers; ``warnings`` (how the run went: worker counts
-    capped, ...), ``checker_calls``, ``elapsed`` and ``workers`` are excluded from comparison (verdicts of identical images are cached per process).
+    capped, ...), ``checker_calls``, ``elapsed`` and ``workers`` are excluded from
+    comparison (verdicts of identical images are cached per process).
     """
 
     engine: str
@@ -190,9 +194,11 @@ class CrashReport:
         else:
             verdict = "consistent"
         if not self.complete:
-            verdict += f" (NOT EXHAUSTIVE: {self.limits[0]}" + (
-                f"; {len(self.limits) - 1} more limit(s)" if len(self.limits) > 1 else ""
-            ) + ")"
+            verdict += (
+                f" (NOT EXHAUSTIVE: {self.limits[0]}"
+                + (f"; {len(self.limits) - 1} more limit(s)" if len(self.limits) > 1 else "")
+                + ")"
+            )
         return (
             f"{verdict}: {self.states_checked} states checked ({self.distinct_images} distinct images) "
             f"in {self.epochs} epochs with {self.engine}"
