@@ -422,8 +422,7 @@ def _gather(children: list[tuple[int, int, int]], in_parent: Callable[[], list[A
         if in_parent is not None:
             results += in_parent()
         while children:
-            results += parallel.collect(*children[0])
-            children.pop(0)
+            results += parallel.collect(*children.pop(0))
     finally:
         parallel.stop(children)
     return results

@@ -91,11 +91,16 @@ def _record_json(rec: Record) -> dict[str, Any]:
         return out
     if isinstance(rec, Fence):
         return {"op": "fence"}
-    return {"op": "marker", "name": rec.name}
+    if rec.data is None:
+        return {"op": "marker", "name": rec.name}
+    return {"op": "marker", "name": rec.name, "data": rec.data}
 
 
 def dumps_log(log: StoreLog) -> str:
-    """``log`` as saved-log JSON text. Raises LogError for records outside their files."""
+    """``log`` as saved-log JSON text.
+
+    Raises LogError for records outside their files, or marker data that is not plain JSON.
+    """
     log.validate()
     doc = {
         "format": FORMAT,
@@ -116,7 +121,10 @@ def dumps_log(log: StoreLog) -> str:
         ],
         "records": [_record_json(rec) for rec in log.records],
     }
-    return json.dumps(doc, indent=1) + "\n"
+    try:
+        return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise LogError(f"cannot save the log: a marker's data is not plain JSON ({exc})") from None
 
 
 def save_log(log: StoreLog, path: str | os.PathLike[str]) -> None:
@@ -213,7 +221,7 @@ def _parse_record(data: object, where: str) -> Record:
         if op == "fence":
             return Fence()
         if op == "marker":
-            return Marker(r.text("name"))
+            return Marker(r.text("name"), data.get("data") if isinstance(data, dict) else None)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, LogError):
             raise
