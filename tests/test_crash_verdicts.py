@@ -206,9 +206,9 @@ def test_a_crash_check_that_recorded_nothing_fails(tmp_path: Path) -> None:
         Source.from_temporary(str(tmp_path)) as src,
     ):
         desc = other.part_map(other.part_new(src, offset=0, length=4096))
-        with pytest.raises(CrashConsistencyError, match="crash check of nothing: the log holds no store"):
-            with CrashCheck(pset, flag_implies_payload):
-                other.memcpy(desc.addr, b"written to the other set")
+        nothing = pytest.raises(CrashConsistencyError, match="crash check of nothing: the log holds no store")
+        with nothing, CrashCheck(pset, flag_implies_payload):
+            other.memcpy(desc.addr, b"written to the other set")
         with CrashCheck(pset, flag_implies_payload, allow_empty=True) as allowed:
             pass
         assert allowed.result is not None and allowed.result.ok
@@ -221,12 +221,12 @@ def test_a_sampled_crash_check_warns_or_fails_when_strict(tmp_path: Path) -> Non
         Source.from_temporary(str(tmp_path)) as src,
     ):
         desc = pset.part_map(pset.part_new(src, offset=0, length=4096))
-        with pytest.warns(NotExhaustiveWarning, match="NOT EXHAUSTIVE: Random sample"):
-            with CrashCheck(pset, lambda image: True, engine="Random:1:5"):
-                pset.memcpy(desc.addr, Q.pack(1))
-        with pytest.raises(CrashConsistencyError, match="not exhaustive \\(strict\\)"):
-            with CrashCheck(pset, lambda image: True, engine="Random:1:5", strict=True):
-                pset.memcpy(desc.addr, Q.pack(2))
+        warned = pytest.warns(NotExhaustiveWarning, match="NOT EXHAUSTIVE: Random sample")
+        with warned, CrashCheck(pset, lambda image: True, engine="Random:1:5"):
+            pset.memcpy(desc.addr, Q.pack(1))
+        failed = pytest.raises(CrashConsistencyError, match=r"not exhaustive \(strict\)")
+        with failed, CrashCheck(pset, lambda image: True, engine="Random:1:5", strict=True):
+            pset.memcpy(desc.addr, Q.pack(2))
 
 
 # -- checker errors ------------------------------------------------------------------------------
@@ -254,13 +254,14 @@ def test_an_isolated_python_checker_that_crashes_its_process_is_reported() -> No
             os.kill(os.getpid(), 11)
         return True
 
-    with pytest.raises(CheckerError, match="crashed its process .*killed by SIGSEGV.* while judging epoch 0"):
+    crashed = r"crashed its process .*killed by SIGSEGV.* while judging epoch 0"
+    with pytest.raises(CheckerError, match=crashed):
         replay(same_line_commit(), segfault, isolate=True)
 
 
 # -- the command line ----------------------------------------------------------------------------
 
-CHECKERS = '''\
+CHECKERS = """\
 import ctypes, os, struct, sys
 
 def flag_implies_payload(image):
@@ -285,7 +286,7 @@ def two_args_no_ctx(a, b, c):
 
 def after_tx(image, ctx):
     return not (ctx.markers and ctx.markers[-1] == "TX.END") or struct.unpack_from("<Q", image, 0)[0] == 0
-'''
+"""
 
 
 def run_replay(tmp_path: Path, log: StoreLog, *args: str) -> subprocess.CompletedProcess[str]:
@@ -363,7 +364,10 @@ def test_cli_max_states_reports_not_exhaustive(tmp_path: Path) -> None:
     rec.persist("pool", 0, 64 * 9)
     proc = run_replay(tmp_path, rec.log, "--checker", "checkers:flag_implies_payload", "--max-states", "20")
     assert proc.returncode == 0, proc.stderr
-    assert "NOT EXHAUSTIVE" in proc.stdout and "512 distinct images exceed max_states_per_epoch=20" in proc.stdout
+    assert (
+        "NOT EXHAUSTIVE" in proc.stdout
+        and "512 distinct images exceed max_states_per_epoch=20" in proc.stdout
+    )
 
 
 def test_callable_checker_sees_markers_only_with_a_context() -> None:
