@@ -373,3 +373,40 @@ def test_cli_max_states_reports_not_exhaustive(tmp_path: Path) -> None:
 def test_callable_checker_sees_markers_only_with_a_context() -> None:
     assert not CallableChecker(flag_implies_payload).sees_markers
     assert CallableChecker(after_tx_word_0_is_0).sees_markers
+
+
+# -- timeouts coexist with pytest-timeout --------------------------------------------------------
+
+
+def test_pytest_timeout_still_fires_after_a_crash_check(tmp_path: Path) -> None:
+    # Checker timeouts used to arm and cancel ITIMER_REAL around every call, which silently
+    # disarmed pytest-timeout's signal method for the rest of the test.
+    pytest.importorskip("pytest_timeout", reason="pytest-timeout comes with the project's dev set-up")
+    (tmp_path / "test_user.py").write_text(
+        "import time\n"
+        "def test_slow_after_a_crash_check(pmemset, pmem_file, crash_check):\n"
+        "    desc = pmemset.part_map(pmemset.part_new(__import__('pmemsim').Source.from_file(pmem_file)))\n"
+        "    with crash_check(lambda image: True, timeout=30):\n"
+        "        pmemset.memcpy(desc.addr, b'x' * 8)\n"
+        "    time.sleep(6)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "--timeout=2",
+            "--timeout-method=signal",
+            "test_user.py",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "Timeout" in proc.stdout and "1 failed" in proc.stdout
