@@ -634,7 +634,9 @@ class _Reporter:
             return  # an xdist worker: the controller writes the file
         from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
 
-        default_backend = os.environ.get("PMEMSIM_BACKEND") or "default"
+        # A test that did not use pmem_space made its own address space (or used none, or the
+        # process default): which backend it ran on is not known here, so it gets its own column.
+        default_backend = "own"
         results = ResultsFile(
             [
                 RunResult(
