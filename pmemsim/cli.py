@@ -317,6 +317,7 @@ def _short_error(name: str) -> str:
 def _print_table(console: Console, results: Sequence[RunResult]) -> None:
     from pathlib import PurePath
 
+    from rich.markup import escape
     from rich.table import Table
 
     if not results:
@@ -329,18 +330,20 @@ def _print_table(console: Console, results: Sequence[RunResult]) -> None:
     table.add_column("result")
     table.add_column("time", justify="right")
     table.add_column("error paths reached", overflow="fold")
-    for r, stem in zip(results, stems, strict=True):
+    # A passing run's note (a crash check's summary line, why it was skipped); failures are
+    # printed in full under the table.
+    notes = [r.message.splitlines()[0] if r.message and r.outcome.value in ("passed", "skipped") else ""
+             for r in results]  # fmt: skip
+    if any(notes):
+        table.add_column("note", overflow="fold")
+    for r, stem, note in zip(results, stems, notes, strict=True):
         style = _STYLE.get(r.outcome.value, "")
         errors = ", ".join(
             f"{_short_error(k)} x{v}" if v > 1 else _short_error(k) for k, v in sorted(r.errors.items())
         )
-        table.add_row(
-            stem if unique else r.name,
-            r.backend,
-            f"[{style}]{r.outcome.value}[/]",
-            f"{r.duration * 1000:.0f} ms",
-            errors,
-        )
+        cells = [stem if unique else r.name, r.backend, f"[{style}]{r.outcome.value}[/]"]
+        cells += [f"{r.duration * 1000:.0f} ms", errors]
+        table.add_row(*cells, *([escape(note)] if any(notes) else []))
     console.print(table)
 
 

@@ -541,3 +541,16 @@ def test_help_explains_every_option_with_examples(command: str) -> None:
     assert "examples:" in out
     rc, top, _ = run_main("--help")
     assert command in top
+
+
+def test_a_bad_html_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    results = _results(
+        tmp_path,
+        {"name": "ok.toml", "kind": "scenario", "backend": "sim", "outcome": "passed", "errors": {}},
+    )
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for path in (str(blocker / "index.html"), str(tmp_path)):
+        rc, out, err = run_main("report", "--from", str(results), "--html", path)
+        assert rc == 2 and out == ""
+        assert err.startswith(f"pmemsim report: error: --html {path}: ") and len(err.splitlines()) == 1
