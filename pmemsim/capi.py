@@ -510,7 +510,8 @@ def pmemset_read(pset: PmemSet, buf: bytearray | memoryview, addr: int, length: 
     try:
         view = memoryview(buf).cast("B")
     except TypeError:
-        raise TypeError(f"buf must be a writable buffer such as a bytearray, not {type(buf).__name__}") from None
+        kind = type(buf).__name__
+        raise TypeError(f"buf must be a writable buffer such as a bytearray, not {kind}") from None
     if view.readonly:
         raise TypeError(f"buf must be writable (a bytearray, not {type(buf).__name__})")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
