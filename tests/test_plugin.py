@@ -513,15 +513,19 @@ def test_buggy(pmemset, pmem_file, crash_check):
         [
             "crash consistency check failed: * INCONSISTENT: * states checked * with Exhaustive",
             "Minimal crash before FENCE record 4, epoch 0: 2 store(s) persisted, 1 lost",
-            "checker [[]*pmem1.pool[]]: checker raised AssertionError: entry at 72 is torn",
+            "checker [[]*pmem1.pool[]]: checker raised AssertionError: entry at * is torn",
             "*STORE *pmem1.pool+0x40..0x48 (8 B) (piece 0 of a 13-byte store) at *test_user.py:17, "
-            "flushed -> LOST",
+            "flushed -> *",
             "*STORE *pmem1.pool+0x48..0x4d (5 B) (piece 1 of a 13-byte store) at *test_user.py:17, "
-            "flushed -> PERSISTED",
+            "flushed -> *",
             "*STORE *pmem1.pool+0x0..0x8 (8 B) at *test_user.py:18, flushed -> PERSISTED",
             "*FENCE  <- crash before this fence*",
         ]
     )
+    # Which piece of the torn entry is lost depends on the crash model's write-back order;
+    # that exactly one of them is, does not.
+    pieces = [line for line in result.stdout.lines if "of a 13-byte store" in line]
+    assert sorted(line.rsplit("-> ", 1)[1] for line in pieces) == ["LOST", "PERSISTED"]
     # The message is the whole report: no traceback through the plugin or pmemsim.
     out = result.stdout.str()
     assert "pmemsim/testing" not in out and "Traceback" not in out
