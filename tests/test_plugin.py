@@ -685,4 +685,4 @@ def test_applog_example_passes():
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "9 passed" in result.stdout
+    assert "10 passed" in result.stdout
