@@ -1,8 +1,8 @@
 """The C-shaped facade (``pmemsim.capi``): constants, return codes, out-pointers, misuse.
 
-Expectations come from DESIGN.md (§2 error table, §3 facade walk-through, §4 part_map
-steps, §5 fault sites) and PMDK's headers, typed in here as the independent source of
-truth, never from what the implementation happens to print.
+Expectations come from PMDK's headers and man pages (error values, constants, the C
+calls' shapes) and docs/design.md (the part_map steps, the fault sites), typed in here as
+the independent source of truth, never from what the implementation happens to print.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ INT64_MAX = (1 << 63) - 1
 
 # -- the independent source of truth --------------------------------------------------------------
 
-#: DESIGN.md §2, typed in by hand (PMDK's libpmemset.h values).
+#: PMDK's libpmemset.h values, typed in by hand.
 PMEMSET_ERRORS = {
     "PMEMSET_E_UNKNOWN": -200000,
     "PMEMSET_E_NOSUPP": -200001,
@@ -54,7 +54,7 @@ PMEMSET_ERRORS = {
     "PMEMSET_E_CANNOT_FIT_PART_MAP": -200023,
 }
 
-#: DESIGN.md §3 and PMDK's libpmemset.h / libpmem2.h.
+#: PMDK's libpmemset.h / libpmem2.h.
 OTHER_CONSTANTS = {
     "PMEMSET_COALESCING_NONE": 0,
     "PMEMSET_COALESCING_OPPORTUNISTIC": 1,
@@ -84,7 +84,7 @@ OTHER_CONSTANTS = {
 }
 
 #: Every C call of the facade with its number of parameters (PMDK's prototypes; the
-#: extensions of DESIGN.md §3 marked). Same name and argument order as C.
+#: extensions of pmemsim marked). Same name and argument order as C.
 C_ARITY = {
     "pmemset_config_new": 1,
     "pmemset_config_set_required_store_granularity": 2,
@@ -282,7 +282,7 @@ def env(space, make_file, tmp_path) -> Iterator[CEnv]:
     e.close()
 
 
-# -- the DESIGN.md §3 walk-through ------------------------------------------------------------------
+# -- the facade walk-through (README) ---------------------------------------------------------------
 
 
 def test_design_walkthrough(space, make_file):
@@ -457,7 +457,7 @@ def test_xsource_create_if_needed_and_truncate_if_needed(env, tmp_path):
     pset = env.new_set()
     desc = env.map(pset, src.value, 0, 3 * PAGE)
     assert desc.size == 3 * PAGE
-    assert path.stat().st_size == 3 * PAGE  # part_map grew the file (DESIGN §4 step 2)
+    assert path.stat().st_size == 3 * PAGE  # part_map grew the file (part_map step 2)
 
 
 def test_xsource_create_always_empties_an_existing_file(env):
