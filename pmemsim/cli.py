@@ -139,23 +139,51 @@ def _backends(values: list[str] | None) -> tuple[str, ...] | None:
     return tuple(out)
 
 
+def _output_path_problem(path: str) -> str | None:
+    """Why ``path`` cannot be written as an output file (its directories may be created), or None.
+
+    Checked before a command starts its work, so that a typo in ``--results`` costs one
+    line and exit 2, not a traceback after every scenario has run.
+    """
+    import os
+
+    if not path:
+        return "an empty file name"
+    if os.path.isdir(path):
+        return "is a directory; give a file name"
+    if os.path.exists(path):
+        return None if os.access(path, os.W_OK) else "is not writable"
+    parent = os.path.dirname(os.path.abspath(path))
+    while not os.path.exists(parent):  # the nearest existing ancestor: the command creates the rest
+        parent = os.path.dirname(parent)
+    if not os.path.isdir(parent):
+        return f"{parent} is not a directory"
+    if not os.access(parent, os.W_OK | os.X_OK):
+        return f"cannot create files in {parent}"
+    return None
+
+
 def _cmd_run(args: argparse.Namespace) -> int:
     try:
         backends = _backends(args.backend)
     except ValueError as exc:
         print(f"pmemsim run: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    for option, path in (("--junit", args.junit), ("--results", args.results)):
+        problem = _output_path_problem(path) if path is not None else None
+        if problem:
+            print(f"pmemsim run: error: {option} {path}: {problem}", file=sys.stderr)
+            return EXIT_BAD_INPUT
 
     import time
     from pathlib import PurePath
 
-    from rich.console import Console
-
     from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
+    from pmemsim.report.terminal import report_console
     from pmemsim.scenario.loader import ScenarioError, discover, load_scenario
     from pmemsim.scenario.runner import resolve_checker, run_scenario
 
-    console = Console(stderr=args.json, highlight=False)
+    console = report_console(stderr=args.json)
     started = time.perf_counter()
     selects = [s.lower() for s in args.select or []]
 
@@ -196,13 +224,18 @@ def _cmd_run(args: argparse.Namespace) -> int:
     nothing = not plan and not bad
     _print_summary(console, results, len(bad), elapsed, nothing_selected=nothing)
 
-    if args.junit:
-        from pmemsim.scenario.junit import write_junit
-
-        write_junit(args.junit, everything)
     doc = ResultsFile(everything)
-    if args.results:
-        doc.write(args.results)
+    try:
+        if args.junit:
+            from pmemsim.scenario.junit import write_junit
+
+            write_junit(args.junit, everything)
+        if args.results:
+            doc.write(args.results)
+    except OSError as exc:  # checked before the run; this is a race with something else
+        where = exc.filename or args.results or args.junit
+        print(f"pmemsim run: error: cannot write {where}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     if args.json:
         import json
 
@@ -216,17 +249,39 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _rate_and_eta(task: Any) -> str:
+    """``"12.3 runs/s, 0:00:04 left"`` for a rich task, ``""`` until the rate is known."""
+    import datetime
+
+    speed = task.speed
+    if not speed:
+        return ""
+    left = task.time_remaining
+    eta = f", {datetime.timedelta(seconds=round(left))} left" if left is not None else ""
+    return f"{speed:.1f} runs/s{eta}"
+
+
 class _progress:
-    """A rich progress bar over ``total`` runs, drawn only on a terminal; ``advance(label)`` per run."""
+    """A rich progress bar over ``total`` runs, drawn only on a terminal; ``advance(label)`` per run.
+
+    It shows the rate (runs per second) and the time left at that rate.
+    """
 
     def __init__(self, console: Console, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        class _RateColumn(TextColumn):
+            def render(self, task: Any) -> Any:
+                from rich.text import Text
+
+                return Text(_rate_and_eta(task), style="progress.remaining")
 
         self._progress = Progress(
             TextColumn("[bold]pmemsim run"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
+            _RateColumn(""),
             TextColumn("{task.description}"),
             console=console,
             transient=True,
@@ -262,6 +317,7 @@ def _short_error(name: str) -> str:
 def _print_table(console: Console, results: Sequence[RunResult]) -> None:
     from pathlib import PurePath
 
+    from rich.markup import escape
     from rich.table import Table
 
     if not results:
@@ -274,18 +330,20 @@ def _print_table(console: Console, results: Sequence[RunResult]) -> None:
     table.add_column("result")
     table.add_column("time", justify="right")
     table.add_column("error paths reached", overflow="fold")
-    for r, stem in zip(results, stems, strict=True):
+    # A passing run's note (a crash check's summary line, why it was skipped); failures are
+    # printed in full under the table.
+    notes = [r.message.splitlines()[0] if r.message and r.outcome.value in ("passed", "skipped") else ""
+             for r in results]  # fmt: skip
+    if any(notes):
+        table.add_column("note", overflow="fold")
+    for r, stem, note in zip(results, stems, notes, strict=True):
         style = _STYLE.get(r.outcome.value, "")
         errors = ", ".join(
             f"{_short_error(k)} x{v}" if v > 1 else _short_error(k) for k, v in sorted(r.errors.items())
         )
-        table.add_row(
-            stem if unique else r.name,
-            r.backend,
-            f"[{style}]{r.outcome.value}[/]",
-            f"{r.duration * 1000:.0f} ms",
-            errors,
-        )
+        cells = [stem if unique else r.name, r.backend, f"[{style}]{r.outcome.value}[/]"]
+        cells += [f"{r.duration * 1000:.0f} ms", errors]
+        table.add_row(*cells, *([escape(note)] if any(notes) else []))
     console.print(table)
 
 
@@ -794,13 +852,18 @@ by pmemset_part_map(3) and per other PMEMSET_E_* code (plus any other error a ru
 raised), one column per backend and kind of run (scenarios from `pmemsim run
 --results`, tests from `pytest --pmemsim-report`), each cell the number of times the
 error was raised there: red where never reached, grey where there were no runs of that
-kind. Prints the matrix as a table; --html also writes a self-contained page with it
-and, when coverage.py data is present, the line/branch coverage of pmemsim/ beside it.
+kind. Failed runs are listed under it. Prints the matrix as a table; --html also writes
+a self-contained page with it, the runs that reached each error and, when coverage.py
+data is present, the line/branch coverage of your code (the packages named with
+--coverage-source, by default every measured file but pmemsim's, the standard
+library's, installed packages' and the tests').
 
-Without --from, {_DEFAULT_RESULTS} is read. coverage.py is optional: without it (or
-without a data file) the page says so and shows the matrix alone.
-Exit status: 0 report built (1 with --fail-unreached when a man-page error was never
-reached), 2 bad input (a missing or malformed results or coverage file).
+Without --from, {_DEFAULT_RESULTS} is read. coverage.py is optional (pip install
+'pmemsim[coverage]'): without it, or without a data file, the page says so and shows the
+matrix alone.
+Exit status: 0 report built and every run passed; 1 a run failed (or, with
+--fail-unreached, a man-page error was never reached); 2 bad input (a missing or
+malformed results or coverage file, an unwritable --html path).
 """
 
 _REPORT_EPILOG = """\
@@ -809,8 +872,8 @@ examples:
   pmemsim report --from reports/results.json --html reports/index.html
   pytest --pmemsim-report reports/tests.json
   pmemsim report --from reports/results.json --from reports/tests.json --html reports/index.html
-  coverage run --branch -m pmemsim run scenarios/ --results r.json && pmemsim report --from r.json \\
-      --coverage .coverage --html reports/index.html
+  coverage run --branch -m pytest --pmemsim-report reports/tests.json && \\
+      pmemsim report --from reports/tests.json --coverage-source mypkg --html reports/index.html
   pmemsim report --from r.json --fail-unreached       CI gate: every documented part_map error reached
 """
 
@@ -832,13 +895,23 @@ def _configure_report(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--coverage",
         metavar="FILE",
-        help="coverage.py data file to show line/branch coverage of pmemsim/ from (default: .coverage "
+        help="coverage.py data file to show line/branch coverage of your code from (default: .coverage "
         "when it exists; needs coverage.py installed; e.g. --coverage .coverage)",
+    )
+    p.add_argument(
+        "--coverage-source",
+        dest="coverage_sources",
+        action="append",
+        metavar="PACKAGE",
+        help="a package name (mypkg, mypkg.sub) or directory (src/mypkg/) whose coverage to show; repeat for "
+        "several (default: every measured file but pmemsim's, the standard library's, installed packages' "
+        "and the tests')",
     )
     p.add_argument(
         "--json",
         action="store_true",
-        help="print the matrix as JSON on stdout (rows with counts per column); the table goes to stderr",
+        help='print the matrix as JSON on stdout ("format": "pmemsim-report", "version", rows with counts '
+        "and runs per column, failed runs); the table goes to stderr",
     )
     p.add_argument(
         "--fail-unreached",
@@ -854,6 +927,10 @@ def _cmd_report(args: argparse.Namespace) -> int:
         print(f"pmemsim report: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    if args.html:
+        problem = _output_path_problem(args.html)
+        if problem:
+            return bad(f"--html {args.html}: {problem}")
     sources: list[str] = args.sources or []
     if not sources:
         if not os.path.isfile(_DEFAULT_RESULTS):
@@ -879,7 +956,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
     data_file = args.coverage or (".coverage" if os.path.isfile(".coverage") else None)
     if data_file is not None:
         try:
-            summary = load_coverage(data_file)
+            summary = load_coverage(data_file, args.coverage_sources or ())
         except CoverageUnavailable as exc:
             note = str(exc)
         except (OSError, ValueError) as exc:
@@ -887,17 +964,21 @@ def _cmd_report(args: argparse.Namespace) -> int:
                 return bad(str(exc))
             note = f"coverage data not shown: {exc}"
 
-    from rich.console import Console
+    from pmemsim.report.terminal import print_matrix, report_console
 
-    console = Console(stderr=args.json, highlight=False)
-    from pmemsim.report.terminal import print_matrix
-
+    console = report_console(stderr=args.json)
     print_matrix(console, matrix)
-    if summary is not None:
+    if summary is not None and not summary.files:
+        console.print(
+            f"[yellow]note[/]: no file in {summary.data_file} matches {summary.scope}; name your packages "
+            "with --coverage-source",
+            soft_wrap=True,
+        )
+    elif summary is not None:
         total = summary.total
         branches = f", {total.branch_percent:.0f}% of branches" if total.branch_percent is not None else ""
         console.print(
-            f"coverage of pmemsim/ ({len(summary.files)} files, {summary.data_file}): "
+            f"coverage of {summary.scope} ({len(summary.files)} files, {summary.data_file}): "
             f"{total.line_percent:.0f}% of lines{branches}",
             soft_wrap=True,
         )
@@ -930,12 +1011,13 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
         sys.stdout.write(json.dumps(matrix.to_json(), indent=2) + "\n")
         sys.stdout.flush()
+    status = EXIT_FAILED if matrix.failed else EXIT_OK
     unreached = [r for r in matrix.man_page_rows if not r.reached]
     if args.fail_unreached and unreached:
         names = ", ".join(r.name for r in unreached)
         console.print(f"[bold red]never reached[/]: {names}", soft_wrap=True)
-        return EXIT_FAILED
-    return EXIT_OK
+        status = EXIT_FAILED
+    return status
 
 
 # -- the command table ---------------------------------------------------------------------------

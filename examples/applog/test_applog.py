@@ -76,6 +76,15 @@ def test_append_is_crash_consistent(pmemset, pmem_file, crash_check):
         log.append(b"second, longer than a cache line " * 3)
 
 
+@pytest.mark.pmemsim(device="dax")
+def test_append_is_crash_consistent_on_persistent_memory(pmemset, pmem_file, crash_check):
+    """On a DAX device a flush persists only its cache lines: the check a missing flush cannot pass."""
+    log = AppLog.open(pmemset, pmem_file)
+    with crash_check(check):
+        log.append(b"second, longer than a cache line " * 3)
+    assert pmemset.effective_granularity == Granularity.CACHE_LINE
+
+
 def test_crash_check_catches_the_buggy_append(pmemset, pmem_file, crash_check):
     log = BuggyAppLog.open(pmemset, pmem_file)
     # Without pytest.raises this test would fail, showing the minimal trace (see docs/testing.md).
