@@ -249,7 +249,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _rate_and_eta(task: Any) -> str:
+def _rate_and_eta(task: Any, unit: str = "runs") -> str:
     """``"12.3 runs/s, 0:00:04 left"`` for a rich task, ``""`` until the rate is known."""
     import datetime
 
@@ -258,7 +258,19 @@ def _rate_and_eta(task: Any) -> str:
         return ""
     left = task.time_remaining
     eta = f", {datetime.timedelta(seconds=round(left))} left" if left is not None else ""
-    return f"{speed:.1f} runs/s{eta}"
+    return f"{speed:,.1f} {unit}/s{eta}"
+
+
+def _rate_column(unit: str) -> Any:
+    """A rich progress column showing :func:`_rate_and_eta` in ``unit``."""
+    from rich.progress import ProgressColumn
+    from rich.text import Text
+
+    class _RateColumn(ProgressColumn):
+        def render(self, task: Any) -> Text:
+            return Text(_rate_and_eta(task, unit), style="progress.remaining")
+
+    return _RateColumn()
 
 
 class _progress:
@@ -270,18 +282,12 @@ class _progress:
     def __init__(self, console: Console, total: int) -> None:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        class _RateColumn(TextColumn):
-            def render(self, task: Any) -> Any:
-                from rich.text import Text
-
-                return Text(_rate_and_eta(task), style="progress.remaining")
-
         self._progress = Progress(
             TextColumn("[bold]pmemsim run"),
             BarColumn(),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
-            _RateColumn(""),
+            _rate_column("runs"),
             TextColumn("{task.description}"),
             console=console,
             transient=True,
@@ -448,8 +454,9 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
         dest="markers",
         action="append",
         metavar="MARKER=ENGINE",
-        help="engine for the epochs inside MARKER.BEGIN/MARKER.END, as pmreorder's -x; repeatable "
-        "(e.g. -x TX=NoReorderDoCheck)",
+        help="engine for the epochs inside MARKER.BEGIN/MARKER.END, as pmreorder's -x: repeatable, "
+        "a comma-separated list, or a JSON file {\"MARKER\": \"ENGINE\"} "
+        "(e.g. -x TX=NoReorderDoCheck,ALLOC=ReorderFull)",
     )
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument(
@@ -559,6 +566,41 @@ def _pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
     return out
 
 
+def _marker_engines(values: list[str] | None) -> list[tuple[str, str]]:
+    """-x values as pmreorder takes them: MARKER=ENGINE, comma-separated lists, or a JSON file."""
+    import json
+    import os
+    import stat
+
+    pairs: list[tuple[str, str]] = []
+    for value in values or []:
+        if "=" not in value and os.path.exists(value):
+            try:
+                fd = os.open(value, os.O_RDONLY | os.O_NONBLOCK)
+                try:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        raise ValueError(f"-x {value!r}: not a regular file")
+                    with os.fdopen(os.dup(fd), "rb") as f:
+                        text = f.read((1 << 20) + 1)
+                finally:
+                    os.close(fd)
+                if len(text) > 1 << 20:
+                    raise ValueError(f"-x {value!r}: a marker file over 1 MiB")
+                doc = json.loads(text)
+            except OSError as exc:
+                raise ValueError(f"-x {value!r}: cannot read it: {exc.strerror or exc}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+                raise ValueError(f"-x {value!r}: not a JSON object of MARKER: ENGINE ({exc})") from None
+            if not isinstance(doc, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+            ):
+                raise ValueError(f'-x {value!r}: expected a JSON object like {{"TX": "ReorderFull"}}')
+            pairs += list(doc.items())
+        else:
+            pairs += _pairs([part for part in value.split(",") if part.strip()] or [value], "-x")
+    return pairs
+
+
 def _replay_images(values: list[str] | None, keys: Sequence[str]) -> dict[str, str]:
     """--image FILE=PATH against the log's file keys (which may contain '=')."""
     images: dict[str, str] = {}
@@ -596,7 +638,7 @@ def _cmd_replay(args: argparse.Namespace) -> int:
 
     try:
         engine = engine_from_name(args.engine)
-        markers = {name: engine_from_name(spec) for name, spec in _pairs(args.markers, "-x")}
+        markers = {name: engine_from_name(spec) for name, spec in _marker_engines(args.markers)}
     except ValueError as exc:
         return bad(str(exc))
 
@@ -813,6 +855,7 @@ class _Polling:
             MofNCompleteColumn(),
             TextColumn("states (estimated total)"),
             TimeElapsedColumn(),
+            _rate_column("states"),
             console=console,
             transient=True,
             disable=not console.is_terminal,

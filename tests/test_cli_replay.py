@@ -417,3 +417,36 @@ def test_saved_log_errors_name_the_key(work: Path, mutate: object, message: str)
     rc, _, err = run_main("replay", str(bad), "--checker-prog", "true")
     assert rc == 2
     assert message in err
+
+
+def test_replay_progress_shows_states_per_second_and_time_left() -> None:
+    from types import SimpleNamespace
+
+    from pmemsim.cli import _rate_column
+
+    column = _rate_column("states")
+    task = SimpleNamespace(speed=12345.6, time_remaining=75.2)
+    assert column.render(task).plain == "12,345.6 states/s, 0:01:15 left"
+    assert column.render(SimpleNamespace(speed=None, time_remaining=None)).plain == ""
+
+
+def test_marker_engines_as_pmreorder_takes_them(work: Path) -> None:
+    rec = Recorder()
+    rec.register_file("pool", None, POOL_SIZE)
+    rec.mark("TX.BEGIN")
+    rec.store("pool", 64, b"record. ")
+    rec.store("pool", 0, b"COMMITED")
+    rec.persist("pool", 0, 128)
+    rec.mark("TX.END")
+    save_log(rec.log, work / "tx.json")
+    check = ("--checker", "crashchecks:committed", "--engine", "NoReorderNoCheck", "--json")
+    listed = replay("tx.json", *check, "-x", "OTHER=Exhaustive,TX=ReorderFull", cwd=work)
+    assert listed.returncode == 1, listed.stderr
+    assert json.loads(listed.stdout)["markers"] == {"OTHER": "Exhaustive", "TX": "ReorderFull"}
+    (work / "markers.json").write_text('{"TX": "ReorderFull"}')
+    from_file = replay("tx.json", *check, "-x", "markers.json", cwd=work)
+    assert from_file.returncode == 1, from_file.stderr
+    assert json.loads(from_file.stdout)["markers"] == {"TX": "ReorderFull"}
+    (work / "bad.json").write_text('["TX", "ReorderFull"]')
+    bad = replay("tx.json", *check, "-x", "bad.json", cwd=work)
+    assert bad.returncode == 2 and "expected a JSON object" in bad.stderr
