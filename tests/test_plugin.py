@@ -686,4 +686,40 @@ def test_applog_example_passes():
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "10 passed" in result.stdout
+    assert "11 passed" in result.stdout
+
+
+def test_an_empty_crash_check_fails_the_test(run):
+    result = run(
+        _LOG
+        + """
+def test_empty(pmemset, pmem_file, crash_check):
+    mapped(pmemset, pmem_file)
+    with crash_check(checker):
+        pass  # the code under test wrote nothing (or to another set)
+"""
+    )
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*crash check of nothing: the log holds no store*"])
+
+
+def test_a_sampled_crash_check_warns_and_fails_under_the_strict_option(run):
+    source = (
+        _LOG
+        + """
+import warnings
+from pmemsim.testing.crash import NotExhaustiveWarning
+
+def test_sampled(pmemset, pmem_file, crash_check):
+    base = mapped(pmemset, pmem_file)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with crash_check(checker, engine="Random:1:3"):
+            append(pmemset, base, b"hello", fence=True)
+    assert [type(w.message) for w in caught] == [NotExhaustiveWarning]
+"""
+    )
+    run(source).assert_outcomes(passed=1)
+    strict = run(source, "--pmemsim-strict-crash")
+    strict.assert_outcomes(failed=1)
+    strict.stdout.fnmatch_lines(["*crash consistency check was not exhaustive (strict): *NOT EXHAUSTIVE*"])

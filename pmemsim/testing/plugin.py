@@ -60,6 +60,7 @@ __all__ = [
 OPTION_BACKEND = "--pmemsim-backend"
 OPTION_ENGINE = "--pmemsim-engine"
 OPTION_REPORT = "--pmemsim-report"
+OPTION_STRICT = "--pmemsim-strict-crash"
 MARKER = "pmemsim"
 #: Keys the ``pmemsim`` marker accepts.
 MARKER_KEYS = (
@@ -104,6 +105,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="NAME",
         help="default crash-state engine of the crash_check fixture (default Exhaustive; e.g. ReorderFull)",
+    )
+    group.addoption(
+        OPTION_STRICT,
+        action="store_true",
+        help="a crash_check that was not exhaustive (a sampling engine, an epoch over max_states) "
+        "fails the test instead of warning",
     )
     group.addoption(
         OPTION_REPORT,
@@ -522,11 +529,14 @@ class CrashCheckFactory:
 
     Records the block on ``pset`` (default: the ``pmemset`` fixture), replays every crash
     state ``engine`` picks (default: ``--pmemsim-engine``, else Exhaustive) and fails the
-    test with the minimal trace when ``checker(image)`` rejects one. Other keyword
-    arguments (``markers``, ``seed``, ``workers``, ``model``, ``all_files``,
-    ``timeout``) are those of :class:`pmemsim.testing.crash.CrashCheck`. A checker that
-    is neither callable nor a program command, or an unknown engine, fails the test
-    with a one-line error.
+    test with the minimal trace when ``checker(image)`` (or ``checker(image, ctx)``)
+    rejects one, or gives no usable answer. Other keyword arguments (``markers``,
+    ``seed``, ``workers``, ``model``, ``all_files``, ``timeout``, ``max_states``,
+    ``allow_empty``, ``strict``: default ``--pmemsim-strict-crash``) are those of
+    :class:`pmemsim.testing.crash.CrashCheck`. A block that recorded nothing fails; a
+    run that was not exhaustive warns (fails when strict). A checker that is neither
+    callable nor a program command, or an unknown engine, fails the test with a
+    one-line error.
     """
 
     request: pytest.FixtureRequest
@@ -544,6 +554,7 @@ class CrashCheckFactory:
         if pset is None:
             pset = self.request.getfixturevalue("pmemset")
         chosen = engine or self.request.config.getoption(OPTION_ENGINE) or DEFAULT_ENGINE
+        kwargs.setdefault("strict", bool(self.request.config.getoption(OPTION_STRICT)))
         try:
             check = CrashCheck(pset, checker, engine=chosen, on_failure=_fail_crash, **kwargs)
         except (TypeError, ValueError) as exc:
