@@ -515,3 +515,21 @@ def test_key_lines_follow_tables_arrays_and_strings() -> None:
     assert line_of(lines, ("nowhere",)) is None
     assert format_path(("steps", 1, "expect")) == "steps[1].expect"
     assert format_path(()) == "(top level)"
+
+
+def test_crash_checks_default_to_the_engine_of_crash_check_and_replay(tmp_path: Path) -> None:
+    from pmemsim.testing.crash import DEFAULT_ENGINE
+
+    path = write(
+        tmp_path,
+        GOOD_HEAD
+        + """
+        [crash]
+        checker = "pmemsim.scenario.examples:committed_record"
+        expect = "consistent"
+        [[steps]]
+        op = "record"
+        """,
+    )
+    crash = load_scenario(path).crash
+    assert crash is not None and crash.engine == DEFAULT_ENGINE == "Exhaustive"

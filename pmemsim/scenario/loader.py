@@ -395,7 +395,7 @@ class _Builder:
         return CrashSpec(
             expect=d["expect"],
             line=self.line(("crash",)),
-            engine=d.get("engine", "ReorderFull"),
+            engine=d.get("engine", "Exhaustive"),
             markers=tuple(d.get("markers", {}).items()),
             checker=d.get("checker"),
             program=tuple(program) if program else None,

@@ -141,7 +141,7 @@ class CrashSpec:
 
     expect: str
     line: int | None = None
-    engine: str = "ReorderFull"
+    engine: str = "Exhaustive"
     markers: tuple[tuple[str, str], ...] = ()
     checker: str | None = None
     program: tuple[str, ...] | None = None
