@@ -7,7 +7,8 @@ scenario machinery are imported by the sub-command that needs them, so
 ``pmemsim --help`` starts fast.
 
 Exit codes, for every sub-command: 0 every expectation held, 1 something failed,
-2 bad input (a broken scenario file, a missing path, a bad option).
+2 bad input (a broken scenario file, a missing path, a bad option), 130 interrupted
+(Ctrl-C or SIGTERM: child and checker processes are ended, temporary files removed).
 """
 
 from __future__ import annotations
@@ -29,11 +30,22 @@ if TYPE_CHECKING:
     from pmemsim.report.results import RunResult
     from pmemsim.scenario.steps import Scenario
 
-__all__ = ["COMMANDS", "EXIT_BAD_INPUT", "EXIT_FAILED", "EXIT_OK", "Command", "build_parser", "main"]
+__all__ = [
+    "COMMANDS",
+    "EXIT_BAD_INPUT",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "Command",
+    "build_parser",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_BAD_INPUT = 2
+#: Ctrl-C or SIGTERM: 128 + SIGINT, as shells report it.
+EXIT_INTERRUPTED = 130
 
 
 @dataclass(frozen=True)
@@ -1154,4 +1166,33 @@ def main(argv: list[str] | None = None) -> int:
     if command is None:
         parser.print_help(sys.stderr)
         return EXIT_BAD_INPUT
-    return command.run(args)
+    with _terminated_as_interrupt():
+        try:
+            return command.run(args)
+        except KeyboardInterrupt:
+            # Every child and checker process was ended and every temporary file removed on the
+            # way out (finally blocks); what is left is to say so once.
+            print(f"pmemsim {command.name}: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
+
+
+class _terminated_as_interrupt:
+    """While the command runs, SIGTERM unwinds like Ctrl-C (main thread only; restored after)."""
+
+    def __enter__(self) -> None:
+        import signal
+        import threading
+
+        self._old: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGTERM, _raise_interrupt)
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        if self._old is not None:
+            signal.signal(signal.SIGTERM, self._old)
+
+
+def _raise_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt

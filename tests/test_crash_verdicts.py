@@ -417,3 +417,76 @@ def test_pytest_timeout_still_fires_after_a_crash_check(tmp_path: Path) -> None:
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "Timeout" in proc.stdout and "1 failed" in proc.stdout
+
+
+# -- interruption --------------------------------------------------------------------------------
+
+SLOW_CHECKER = """\
+import os, sys, time
+with open(os.environ["PIDS"], "a") as f:
+    f.write(f"{os.getpid()}\\n")
+time.sleep(60)
+"""
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purpose: it only waits for its parent to reap it.
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.parametrize(
+    ("how", "workers"), [("SIGINT to the group", "1"), ("SIGINT to the group", "2"), ("SIGTERM", "2")]
+)
+def test_an_interrupted_replay_ends_its_checkers_and_cleans_up(
+    tmp_path: Path, how: str, workers: str
+) -> None:
+    import signal
+    import time
+
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    for i in range(4):  # two epochs, so two workers each take one
+        rec.store("pool", 64 * i, Q.pack(1))
+        rec.persist("pool", 64 * i, 8)
+    save_log(rec.log, tmp_path / "log.json")
+    (tmp_path / "slow.py").write_text(SLOW_CHECKER)
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    pids = tmp_path / "pids"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "TMPDIR": str(scratch),
+        "PIDS": str(pids),
+    }
+    argv = [sys.executable, "-m", "pmemsim", "replay", "log.json", "--engine", "NoReorderDoCheck"]
+    argv += ["--checker-prog", f"{sys.executable} slow.py", "--workers", workers]
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids.exists() and pids.read_text().count("\n") >= int(workers)):
+            assert time.monotonic() < deadline and proc.poll() is None, "the checker never started"
+            time.sleep(0.05)
+        if how == "SIGTERM":
+            proc.send_signal(signal.SIGTERM)
+        else:
+            os.killpg(proc.pid, signal.SIGINT)  # what a terminal's Ctrl-C does
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130, err
+    assert err.strip().splitlines()[-1] == "pmemsim replay: interrupted"
+    assert "Traceback" not in err
+    checkers = [int(line) for line in pids.read_text().split()]
+    time.sleep(0.2)
+    assert not [pid for pid in checkers if _alive(pid)]
+    assert list(scratch.iterdir()) == []

@@ -421,6 +421,12 @@ class ProgramChecker(Checker):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             return CheckOutcome(Verdict.ERROR, key, f"checker program timed out after {self.timeout} s")
+        except BaseException:
+            # Ctrl-C or SIGTERM: the program is in its own session, so nothing else ends it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         if proc.returncode == 0:
             return None
         tail = out.decode(errors="replace").strip()[-500:]

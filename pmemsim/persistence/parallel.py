@@ -12,11 +12,13 @@ exploration itself (what a worker does) is :mod:`pmemsim.persistence.explore`'s.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import pickle
 import signal
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +65,9 @@ def fork(work: Callable[[], object], slot: int = 0) -> tuple[int, int, int]:
         return pid, read, slot
     status = 1  # pragma: no cover - the child's side (coverage does not follow os._exit)
     try:  # pragma: no cover
+        # SIGTERM from stop() unwinds the worker, so its finally blocks end its checker
+        # programs and remove their temporary files.
+        signal.signal(signal.SIGTERM, _interrupt)
         os.close(read)
         try:
             payload: tuple[bool, object] = (True, work())
@@ -94,12 +99,35 @@ def collect(pid: int, read: int, slot: int) -> Any:
     return value
 
 
+def _interrupt(signum: int, frame: object) -> None:  # pragma: no cover - runs in workers
+    raise KeyboardInterrupt
+
+
+#: How long stop() lets workers clean up after SIGTERM before it kills them.
+GRACE_SECONDS = 2.0
+
+
 def stop(children: list[tuple[int, int, int]]) -> None:
-    """Kill and reap the workers still running (after an error)."""
+    """End and reap the workers still running (after an error or an interrupt).
+
+    Each gets SIGTERM and a moment to unwind (ending its checker programs, removing its
+    temporary files), then SIGKILL.
+    """
+    for pid, _, _ in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + GRACE_SECONDS
     for pid, read, _ in children:
         try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            while True:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if done or time.monotonic() >= deadline:
+                    break
+                time.sleep(0.01)
+            if not done:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
         except ChildProcessError:  # pragma: no cover - already reaped
             pass
         finally:
