@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from pmemsim.persistence.checkers import Checker
     from pmemsim.persistence.engines import Engine
     from pmemsim.persistence.log import StoreLog
+    from pmemsim.persistence.results import CrashReport
     from pmemsim.report.results import RunResult
     from pmemsim.scenario.steps import Scenario
 
@@ -511,6 +512,21 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
         help="per-epoch state budget of Exhaustive and ReorderFull (default 65536); an epoch over it "
         "is explored fewest-changes first and the run is reported NOT EXHAUSTIVE (e.g. --max-states 1000000)",
     )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="explore the log's slices on a Dask distributed cluster: a scheduler address "
+        "(tcp://host:8786) or local:N for a LocalCluster of N worker processes here; needs "
+        "pmemsim[dask]; checkers must be MODULE:FUNCTION importable on the workers, or programs "
+        "present on each worker",
+    )
+    where.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="explore only shard K of N (a deterministic share of the log's slices) and print the "
+        "shard result as JSON on stdout, for `pmemsim merge` (CI matrices: N jobs, one merge)",
+    )
     p.add_argument(
         "--allow-empty",
         action="store_true",
@@ -632,7 +648,7 @@ def _replay_images(values: list[str] | None, keys: Sequence[str]) -> dict[str, s
 
 def _cmd_replay(args: argparse.Namespace) -> int:
     def bad(message: str) -> int:
-        print(f"pmemsim replay: error: {message}", file=sys.stderr)
+        print(f"pmemsim {_verb(args)}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     if args.workers < 1:
@@ -641,6 +657,13 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         return bad(f"--timeout must be a positive number of seconds, got {args.timeout}")
     if args.max_states is not None and args.max_states < 1:
         return bad(f"--max-states must be at least 1, got {args.max_states}")
+    if getattr(args, "shard", None) is not None:
+        try:
+            args.shard = _shard_spec(args.shard)
+        except ValueError as exc:
+            return bad(str(exc))
+    if getattr(args, "dask", None) is not None and args.workers != 1:
+        return bad("--dask and --workers do not mix: the cluster's workers explore the slices")
 
     import os
 
@@ -716,10 +739,12 @@ def _replay(
     from pmemsim.persistence.progress import CountingChecker, estimate_states, stale_files
     from pmemsim.persistence.shrink import ShrinkError, shrink
 
-    console = Console(stderr=bool(args.json), highlight=False)
+    # With --json or --shard, stdout carries exactly one JSON object: everything else goes to stderr.
+    machine = bool(args.json or getattr(args, "shard", None))
+    console = Console(stderr=machine, highlight=False)
 
     def bad(message: str) -> int:
-        print(f"pmemsim replay: error: {message}", file=sys.stderr)
+        print(f"pmemsim {_verb(args)}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
     try:
@@ -749,23 +774,43 @@ def _replay(
             "copy first (as for pmreorder) or pass --image FILE=PRISTINE_COPY.",
             soft_wrap=True,
         )
-    total = estimate_states(plan, engine, markers)
-    with _QuietStdout(args.json), _Polling(console, "pmemsim replay", total, lambda: counting.count):
+    options: dict[str, Any] = {
+        "engine": engine,
+        "markers": markers,
+        "seed": args.seed,
+        "images": images,
+        "timeout": args.timeout,
+        "max_states": args.max_states,
+    }
+    if getattr(args, "shard", None) is not None:
         try:
-            report = replay(
-                log,
-                counting,
-                engine=engine,
-                markers=markers,
-                workers=args.workers,
-                seed=args.seed,
-                images=images,
-                timeout=args.timeout,
-                max_states=args.max_states,
-                allow_empty=args.allow_empty,
-                # A Python checker runs in a forked process: one that crashes cannot take the replay along.
-                isolate=isinstance(checker, CallableChecker),
-            )
+            with _QuietStdout(True):
+                doc = _shard_doc(args, log, checker, options)
+        except (CheckerError, LogError, ValueError) as exc:
+            return bad(str(exc))
+        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.flush()
+        return EXIT_OK
+    total = estimate_states(plan, engine, markers)
+    with _QuietStdout(machine), _Polling(console, "pmemsim replay", total, lambda: counting.count):
+        try:
+            if getattr(args, "merge_docs", None) is not None:
+                from pmemsim.persistence.shards import merge_shards
+
+                docs, names, empty = args.merge_docs, args.merge_names, args.allow_empty
+                report = merge_shards(log, counting, docs, names=names, allow_empty=empty, **options)
+            elif getattr(args, "dask", None) is not None:
+                report = _replay_on_dask(args, log, checker, options)
+            else:
+                report = replay(
+                    log,
+                    counting,
+                    workers=args.workers,
+                    allow_empty=args.allow_empty,
+                    # A Python checker runs in a forked process: one that crashes cannot take the replay.
+                    isolate=isinstance(checker, CallableChecker),
+                    **options,
+                )
         except NothingToCheck as exc:
             text = str(exc).replace("allow_empty=True", "--allow-empty")
             return bad(_located(args.log, Exception(text)))
@@ -773,6 +818,8 @@ def _replay(
             return bad(str(exc))
         except LogError as exc:
             return bad(_located(args.log, exc))
+        except ValueError as exc:  # --dask: the extra, the address, the workers
+            return bad(str(exc))
 
         style = "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
         console.print(f"[{style}]{escape(report.summary())}[/] in {report.elapsed:.2f}s", soft_wrap=True)
@@ -814,6 +861,113 @@ def _replay(
     if report.errors:
         return EXIT_BAD_INPUT
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _verb(args: argparse.Namespace) -> str:
+    """The command messages are from: ``merge`` runs the replay of its shards."""
+    return "merge" if getattr(args, "merge_docs", None) is not None else "replay"
+
+
+def _shard_spec(text: str) -> tuple[int, int]:
+    """``"K/N"`` as (K, N); ValueError naming what is wrong."""
+    k, sep, n = text.partition("/")
+    try:
+        shard, shards = int(k), int(n)
+    except ValueError:
+        shard = shards = 0
+    if not sep or not 1 <= shard <= shards <= 1 << 16:
+        raise ValueError(f"--shard {text!r}: expected K/N with 1 <= K <= N <= 65536, e.g. --shard 2/4")
+    return shard, shards
+
+
+def _replay_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The replay options a shard records, so that `pmemsim merge` can run the same replay."""
+    return {
+        "log": args.log,
+        "checker": args.checker,
+        "checker_prog": args.checker_prog,
+        "engine": args.engine,
+        "markers": args.markers or [],
+        "seed": args.seed,
+        "timeout": args.timeout,
+        "max_states": args.max_states,
+        "image": args.image or [],
+        "allow_truncated": bool(args.allow_truncated),
+        "allow_empty": bool(args.allow_empty),
+    }
+
+
+def _shard_doc(args: argparse.Namespace, log: StoreLog, checker: Checker, options: dict[str, Any]) -> Any:
+    """Explore this job's shard; the result document (a summary line goes to stderr)."""
+    from pmemsim.persistence.shards import explore_shard
+
+    shard, shards = args.shard
+    doc = explore_shard(log, checker, shard, shards, params=_replay_params(args), **options)
+    states = sum(len(r["first_keys"]) + r["nondedup"] for r in doc["results"])
+    print(
+        f"pmemsim replay: shard {shard}/{shards}: {len(doc['results'])} of {doc['slices']} slices, "
+        f"about {states} states; merge the shards with `pmemsim merge`",
+        file=sys.stderr,
+    )
+    return doc
+
+
+def _replay_on_dask(
+    args: argparse.Namespace, log: StoreLog, checker: Checker, options: dict[str, Any]
+) -> CrashReport:
+    """Replay on a Dask cluster (ValueError for a missing extra, a bad address, a checker workers lack)."""
+    import contextlib
+
+    from pmemsim.persistence.checkers import ProgramChecker
+    from pmemsim.persistence.explore import replay
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("--dask needs Dask distributed: pip install 'pmemsim[dask]'") from None
+    with contextlib.ExitStack() as stack:
+        if args.dask.startswith("local:"):
+            try:
+                n = int(args.dask.partition(":")[2])
+            except ValueError:
+                n = 0
+            if not 1 <= n <= 256:
+                raise ValueError(f"--dask {args.dask!r}: expected local:N with N from 1 to 256")
+            cluster = stack.enter_context(
+                LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+            )
+            client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
+        else:
+            try:
+                client = stack.enter_context(Client(args.dask, timeout=30))  # type: ignore[no-untyped-call]
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ValueError(f"--dask {args.dask!r}: cannot reach the scheduler: {exc}") from None
+        _check_workers_can_run(client, checker, args, ProgramChecker)
+        return replay(log, checker, executor=client.get_executor(), allow_empty=args.allow_empty, **options)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_workers_can_run(client: Any, checker: Checker, args: argparse.Namespace, program: type) -> None:
+    """Up front: the checker's program exists on every worker, or its module imports there."""
+    import shutil
+
+    if isinstance(checker, program):
+        argv0 = checker.argv[0]  # type: ignore[attr-defined]
+        found = client.run(shutil.which, argv0)
+        lacking = sorted(w for w, where in found.items() if where is None)
+        if lacking:
+            raise ValueError(f"checker program {argv0!r} is not found on worker(s) {', '.join(lacking)}")
+    elif args.checker:
+        module = args.checker.partition(":")[0].strip()
+        try:
+            client.run(__import__, module)
+        except Exception as exc:
+            raise ValueError(
+                f"--checker {args.checker!r}: module {module!r} cannot be imported on the workers "
+                f"({type(exc).__name__}: {exc}); install it there or put it on their PYTHONPATH"
+            ) from None
 
 
 class _QuietStdout:
@@ -1105,7 +1259,109 @@ REPORT = Command(
     run=_cmd_report,
 )
 
-COMMANDS: tuple[Command, ...] = (RUN, REPLAY, REPORT)
+# -- pmemsim merge -------------------------------------------------------------------------------
+
+_MERGE_DESCRIPTION = """\
+Merge the shard results of `pmemsim replay LOG --shard K/N` (one per CI job) into the
+report one replay would have given: the same states, images, failures and minimal
+trace, printed (or --json) exactly as `pmemsim replay` prints it, with its exit status.
+The log, the checker and the options come from the shards (they must all agree) and
+the log must still be at the path the shards name, unchanged (its digest is checked).
+Missing, duplicated or foreign shards are bad input (exit 2).
+"""
+
+_MERGE_EPILOG = """\
+examples:
+  for k in 1 2 3 4; do pmemsim replay store.log --checker mychecks:pool_ok --shard $k/4 > shard$k.json; done
+  pmemsim merge shard1.json shard2.json shard3.json shard4.json
+  pmemsim merge shard*.json --json > verdict.json
+"""
+
+#: The most a shard file may hold (a shard lists the keys of the states it judged: 33 bytes each).
+MAX_SHARD_BYTES = 1 << 30
+
+
+def _configure_merge(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "shards", nargs="+", metavar="SHARD.json", help="shard results of `pmemsim replay --shard K/N`"
+    )
+    p.add_argument("--no-shrink", action="store_true", help="do not compute the minimal failing trace")
+    p.add_argument("--json", action="store_true", help="print the merged report as one JSON object on stdout")
+
+
+def _cmd_merge(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import stat
+
+    def bad(message: str) -> int:
+        print(f"pmemsim merge: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    docs: list[Any] = []
+    for path in args.shards:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+            try:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):
+                    return bad(f"{path}: not a regular file")
+                with os.fdopen(os.dup(fd), "rb") as f:
+                    text = f.read(MAX_SHARD_BYTES + 1)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            return bad(f"cannot read {path}: {exc.strerror or exc}")
+        if len(text) > MAX_SHARD_BYTES:
+            return bad(f"{path}: over {MAX_SHARD_BYTES} bytes")
+        try:
+            doc = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            return bad(f"{path}: not JSON ({type(exc).__name__}: {exc})")
+        if not isinstance(doc, dict) or not isinstance(doc.get("params"), dict):
+            return bad(f"{path}: not a shard result of `pmemsim replay --shard` (no params)")
+        docs.append(doc)
+    params = docs[0]["params"]
+    for path, doc in zip(args.shards, docs, strict=True):
+        if doc["params"] != params:
+            return bad(f"{path}: run with other options than {args.shards[0]}: the shards must agree")
+    try:
+        replay_args = argparse.Namespace(
+            log=str(params["log"]),
+            checker=params["checker"],
+            checker_prog=params["checker_prog"],
+            engine=str(params["engine"]),
+            markers=list(params["markers"]),
+            seed=params["seed"],
+            timeout=float(params["timeout"]),
+            max_states=params["max_states"],
+            image=list(params["image"]),
+            allow_truncated=bool(params["allow_truncated"]),
+            allow_empty=bool(params["allow_empty"]),
+            workers=1,
+            dask=None,
+            shard=None,
+            no_shrink=args.no_shrink,
+            json=args.json,
+            merge_docs=docs,
+            merge_names=list(args.shards),
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        return bad(f"{args.shards[0]}: malformed params ({type(exc).__name__}: {exc})")
+    if (replay_args.checker is None) == (replay_args.checker_prog is None):
+        return bad(f"{args.shards[0]}: the params name no checker (or two)")
+    return _cmd_replay(replay_args)
+
+
+MERGE = Command(
+    name="merge",
+    help="merge the shard results of `pmemsim replay --shard K/N` into one report",
+    description=_MERGE_DESCRIPTION,
+    epilog=_MERGE_EPILOG,
+    configure=_configure_merge,
+    run=_cmd_merge,
+)
+
+COMMANDS: tuple[Command, ...] = (RUN, REPLAY, MERGE, REPORT)
 
 _MAIN_DESCRIPTION = """\
 pmemsim: PMDK libpmemset's part-mapping API on simulated and real address spaces,
@@ -1119,6 +1375,7 @@ examples:
   pmemsim run scenarios/ --results reports/results.json && pmemsim report --html reports/index.html
                                                       error-path coverage matrix, terminal and HTML
   pmemsim replay store.log --checker mychecks:pool_ok crash states of a pmemcheck store log
+  pmemsim merge shard*.json                           merge `replay --shard K/N` results
   pmemsim COMMAND --help                              every option of COMMAND, with examples
 
 exit status: 0 every expectation held, 1 something failed, 2 bad input.

@@ -84,7 +84,7 @@ PERSISTENCE_LAYERS = [
     {"engines", "saved"},
     {"parallel", "progress"},
     {"explore"},
-    {"shrink"},
+    {"shrink", "shards"},
 ]
 
 

@@ -35,6 +35,7 @@ checker error instead of killing it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import functools
 import itertools
@@ -64,6 +65,7 @@ from pmemsim.persistence.model import (
     Epoch,
     EpochBuilder,
     EpochPlan,
+    LogScan,
     PersistencyModel,
     Platform,
     Resume,
@@ -73,12 +75,19 @@ from pmemsim.persistence.model import (
 from pmemsim.persistence.results import CrashReport, Failure
 
 __all__ = [
+    "DEFAULT_SLICES",
     "MAX_WORKERS",
     "CheckerCrashed",
+    "ChunkResult",
+    "EngineChoice",
     "Explorer",
     "NothingToCheck",
+    "SliceWork",
+    "build_report",
+    "explore_slice",
     "initial_images",
     "plan_replay",
+    "prepare_replay",
     "replay",
     "resolve_model",
     "usable_cpus",
@@ -90,6 +99,9 @@ _MASK = (1 << 128) - 1
 _MARKER_KEY = 0x9E3779B97F4A7C15F39CC0605CEDC835
 #: The most worker processes a replay starts, whatever it is asked for.
 MAX_WORKERS = 256
+#: Slices a log is cut into for executors and shards (a fixed number: every shard job of a
+#: CI matrix must cut the same slices).
+DEFAULT_SLICES = 64
 
 
 class NothingToCheck(LogError):
@@ -285,7 +297,9 @@ class Explorer:
 
 
 @dataclass
-class _ChunkResult:
+class ChunkResult:
+    """What exploring a chunk of epochs found: all the merge needs (see :func:`build_report`)."""
+
     first_keys: list[int]
     images: set[int]
     first_dedup: bytes
@@ -297,7 +311,7 @@ class _ChunkResult:
     elapsed: float = field(default=0.0)
 
 
-def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> _ChunkResult:
+def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> ChunkResult:
     """Explore epochs ``lo .. hi-1`` with ``ex`` (at or before ``lo``; its checker open) as one chunk."""
     ex.seen, ex.images, ex.first_keys, ex.first_dedup = set(), set(), [], bytearray()
     ex.nondedup, ex.failures, ex.warnings, ex.limits = 0, [], [], []
@@ -306,7 +320,7 @@ def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> _ChunkResult:
     ex.advance(lo)
     for epoch in ex.plan.epochs[lo - ex.offset : hi - ex.offset]:
         ex.run_epoch(epoch, seed)
-    return _ChunkResult(
+    return ChunkResult(
         ex.first_keys,
         ex.images,
         bytes(ex.first_dedup),
@@ -320,12 +334,24 @@ def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> _ChunkResult:
 
 
 @dataclass(frozen=True)
+class EngineChoice:
+    """The default engine and the section engines of a replay: picks an epoch's engine (picklable)."""
+
+    default: Engine
+    sections: tuple[tuple[str, Engine], ...] = ()
+
+    def __call__(self, epoch: Epoch) -> Engine:
+        """The engine of ``epoch``: its innermost section's, else the default."""
+        return engine_for(epoch.sections, self.default, dict(self.sections))
+
+
+@dataclass(frozen=True)
 class _Job:
-    """What every process of one replay shares."""
+    """What every process of one replay shares (picklable when ``slots`` is None: sent to executors)."""
 
     log: StoreLog
     model: PersistencyModel
-    engine_of: EngineOf
+    engine_of: EngineChoice
     images: tuple[bytes, ...]
     checker: Checker
     seed: int
@@ -338,7 +364,7 @@ def _explorer(job: _Job, plan: EpochPlan, slot: int) -> Explorer:
     return ex
 
 
-def _run_whole(job: _Job, plan: EpochPlan, slot: int = 0) -> _ChunkResult:
+def _run_whole(job: _Job, plan: EpochPlan, slot: int = 0) -> ChunkResult:
     """Explore every epoch of ``plan`` in this process."""
     job.checker.open(plan.keys, plan.sizes)
     ex = _explorer(job, plan, slot)
@@ -351,7 +377,7 @@ def _run_whole(job: _Job, plan: EpochPlan, slot: int = 0) -> _ChunkResult:
 
 def _explore_slices(
     job: _Job, scan_markers: Sequence[Any], starts: list[Resume], counter: Any, slot: int
-) -> list[tuple[int, int, _ChunkResult]]:
+) -> list[tuple[int, int, ChunkResult]]:
     """Take slices of the log in turn; cut each one's epochs (from its quiescent start) and explore them.
 
     Returns (slice, epoch count, result) per slice taken. The image is carried from one
@@ -360,7 +386,7 @@ def _explore_slices(
     log = job.log
     ex: Explorer | None = None
     at = 0  # the image holds the stores of records before this one
-    out: list[tuple[int, int, _ChunkResult]] = []
+    out: list[tuple[int, int, ChunkResult]] = []
     job.checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
     try:
         while (s := counter.take()) < len(starts):
@@ -385,12 +411,70 @@ def _explore_slices(
     return out
 
 
+@dataclass(frozen=True)
+class SliceWork:
+    """Everything one task needs to explore slices of a log anywhere: sent once per worker."""
+
+    job: _Job
+    markers: tuple[tuple[str, Any, int], ...]
+    starts: tuple[Resume, ...]
+    allow_open_markers: bool
+
+
+def explore_slice(work: SliceWork, s: int) -> tuple[int, int, ChunkResult]:
+    """Explore slice ``s`` of ``work`` from scratch (in any process): (slice, epoch count, result).
+
+    The image is the initial image with every store before the slice written (they are
+    all durable at its quiescent start).
+    """
+    job, starts = work.job, work.starts
+    log = job.log
+    start = starts[s]
+    last = s + 1 == len(starts)
+    builder = EpochBuilder(log, job.model, check=False, resume=start, markers=work.markers)
+    builder.feed(len(log.records) if last else starts[s + 1].record)
+    plan = builder.finish(allow_open_markers=True) if last else builder.partial()
+    job.checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
+    ex = _explorer(job, plan, 0)
+    try:
+        ex.image.apply_stores(log, 0, start.record)
+        ex.offset = ex.position = start.epochs
+        ex.durable = start.atoms
+        count = len(plan.epochs)
+        return s, count, _explore_range(ex, start.epochs, start.epochs + count, job.seed)
+    finally:
+        ex.close()
+        job.checker.close()
+
+
+def _ship(executor: concurrent.futures.Executor, work: SliceWork) -> Any:
+    """What to pass to every task: a Dask executor gets the work scattered to every worker once."""
+    client = getattr(executor, "_client", None)
+    scatter = getattr(client, "scatter", None)
+    if scatter is not None:  # distributed.Client.get_executor(): send the log once per worker
+        return scatter(work, broadcast=True, hash=False)
+    return work
+
+
+def _explore_on(
+    executor: concurrent.futures.Executor, work: SliceWork, slices: Sequence[int]
+) -> list[tuple[int, int, ChunkResult]]:
+    """Explore ``slices`` of ``work`` as tasks of ``executor``, in slice order."""
+    payload = _ship(executor, work)
+    futures = [executor.submit(explore_slice, payload, s) for s in slices]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
+
+
 def _explore_blocks(
     job: _Job, plan: EpochPlan, claims: parallel.BlockClaims, own: tuple[int, int], known: int, slot: int
-) -> list[tuple[int, _ChunkResult]]:
+) -> list[tuple[int, ChunkResult]]:
     """One process's share of a planned log: its own blocks ``own``, then steals among blocks ``< known``."""
     block, count = claims.block, len(plan.epochs)
-    out: list[tuple[int, _ChunkResult]] = []
+    out: list[tuple[int, ChunkResult]] = []
     ex = _explorer(job, plan, slot)
 
     def run(first: int, last: int) -> None:
@@ -428,7 +512,7 @@ def _gather(children: list[tuple[int, int, int]], in_parent: Callable[[], list[A
     return results
 
 
-def _explore_sliced(job: _Job, scan: Any, workers: int) -> tuple[int, list[_ChunkResult]]:
+def _explore_sliced(job: _Job, scan: Any, workers: int) -> tuple[int, list[ChunkResult]]:
     """Explore the slices in ``workers`` processes (the caller's included when it is the main thread).
 
     Every process cuts the epochs of the slices it takes itself, so nothing is planned
@@ -446,7 +530,7 @@ def _explore_sliced(job: _Job, scan: Any, workers: int) -> tuple[int, list[_Chun
     mine = (
         functools.partial(_explore_slices, job, scan.markers, starts, counter, forks) if in_parent else None
     )
-    results: list[tuple[int, int, _ChunkResult]] = _gather(children, mine)
+    results: list[tuple[int, int, ChunkResult]] = _gather(children, mine)
     results.sort(key=lambda item: item[0])
     if [s for s, _, _ in results] != list(range(len(starts))):  # pragma: no cover - a bug
         raise RuntimeError("crash-state workers lost a slice of the log")
@@ -455,7 +539,7 @@ def _explore_sliced(job: _Job, scan: Any, workers: int) -> tuple[int, list[_Chun
 
 def _explore_planned(
     job: _Job, builder: EpochBuilder, workers: int, fences: int, allow_open_markers: bool
-) -> tuple[EpochPlan, list[_ChunkResult]]:
+) -> tuple[EpochPlan, list[ChunkResult]]:
     """Build the plan and explore it in ``workers`` processes, building and exploring at once.
 
     The parent scans the log; when it has cut the first epochs it forks a worker that
@@ -493,7 +577,7 @@ def _explore_planned(
     if in_parent:
         total = -(-len(plan.epochs) // block)
         mine = functools.partial(_explore_blocks, job, plan, claims, (start, total), total, forks)
-    results: list[tuple[int, _ChunkResult]] = _gather(children, mine)
+    results: list[tuple[int, ChunkResult]] = _gather(children, mine)
     results.sort(key=lambda item: item[0])
     return plan, [result for _, result in results]
 
@@ -574,6 +658,8 @@ def replay(
     allow_open_markers: bool = False,
     allow_empty: bool = False,
     isolate: bool = False,
+    executor: concurrent.futures.Executor | None = None,
+    slices: int = DEFAULT_SLICES,
 ) -> CrashReport:
     """Check every crash state ``engine`` picks from ``log`` with ``checker``; return a :class:`CrashReport`.
 
@@ -587,7 +673,11 @@ def replay(
     a run that hits it says so (``report.complete`` is False). ``workers`` > 1 explores
     in forked processes with identical results (capped by the usable CPUs, with a
     warning); ``isolate`` explores in one forked process so that a checker crashing its
-    process cannot take the caller with it.
+    process cannot take the caller with it. ``executor`` (any
+    :class:`concurrent.futures.Executor`: a process pool, Dask's
+    ``Client.get_executor()``) explores the log's slices -- up to ``slices`` pieces cut at
+    quiescent fences -- as its tasks instead; the checker must then be picklable (a
+    module-level function, a program). The report is the same whichever way it ran.
 
     Raises LogError (bad record or range, unreadable image), MarkerError (markers that do
     not nest), NothingToCheck (no store in the log, or no state checked, unless
@@ -595,64 +685,52 @@ def replay(
     it killed its process), ValueError/TypeError (bad arguments). Verdicts are not
     raised: inconsistent states and checker errors are in the report.
     """
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
     if not isinstance(max_failures, int) or max_failures < 0:
         raise ValueError(f"max_failures must be a non-negative int, got {max_failures!r}")
-    if max_states is not None and (not isinstance(max_states, int) or max_states < 1):
-        raise ValueError(f"max_states must be a positive int or None, got {max_states!r}")
     started = time.perf_counter()
-    if not isinstance(log, StoreLog):
-        raise TypeError(f"log must be a StoreLog, not {type(log).__name__}")
-    default = engine_from_name(engine)
-    section_engines = {name: engine_from_name(spec) for name, spec in (markers or {}).items()}
-    if max_states is not None:
-        default = with_max_states(default, max_states)
-        section_engines = {name: with_max_states(e, max_states) for name, e in section_engines.items()}
-
-    def engine_of(epoch: Epoch) -> Engine:
-        return engine_for(epoch.sections, default, section_engines)
-
-    resolved = resolve_model(log, model)
-    notes: list[str] = []
-    cpus = usable_cpus()
-    if workers > min(cpus, MAX_WORKERS):
-        notes.append(f"--workers {workers} capped at {min(cpus, MAX_WORKERS)}: the usable CPUs")
-        workers = min(cpus, MAX_WORKERS)
-    if workers > 1:
-        # Validates the log first, so no checker runs on a log that turns out to be bad halfway.
-        scan = scan_log(log, resolved, allow_open_markers=allow_open_markers, slices=8 * workers)
-        if len(scan.points) < 2 and scan.epochs < 2:
-            notes.append(f"--workers {workers} capped at 1: the log has a single epoch")
-            workers = 1
-    plan: EpochPlan | None = None
-    if workers == 1:
-        plan = build_epochs(log, resolved, allow_open_markers=allow_open_markers)
-        has_stores = bool(plan.atoms)
-    else:
-        has_stores = scan.stores > 0
-    if not has_stores and not allow_empty:
-        raise NothingToCheck(
-            "the log holds no store: nothing to check (did the code write to another set, or "
-            "record nothing?); allow_empty=True accepts that"
+    job, notes, workers, plan, scan = prepare_replay(
+        log,
+        checker,
+        engine=engine,
+        markers=markers,
+        workers=1 if executor is not None else workers,
+        seed=seed,
+        model=model,
+        images=images,
+        timeout=timeout,
+        max_states=max_states,
+        allow_open_markers=allow_open_markers,
+        allow_empty=allow_empty,
+        slices=slices if executor is not None else None,
+    )
+    if executor is not None:
+        assert scan is not None
+        work = SliceWork(job, scan.markers, scan.points, allow_open_markers)
+        results = _explore_on(executor, work, range(len(scan.points)))
+        return build_report(
+            job,
+            [r for _, _, r in results],
+            None,
+            sum(count for _, count, _ in results),
+            max_failures=max_failures,
+            allow_empty=allow_empty,
+            allow_open_markers=allow_open_markers,
+            notes=notes,
+            started=started,
+            workers=1,
         )
-    if plan is not None and not allow_empty and not any(engine_of(e).wants(e) for e in plan.epochs):
-        raise NothingToCheck(
-            f"engine {default.name} picks no crash state in this log: nothing to check "
-            "(NoReorderNoCheck checks nothing); allow_empty=True accepts that"
-        )
-    images_ = initial_images(log, images)
-    checker_ = as_checker(checker, timeout=timeout)
-    seed_ = 0 if seed is None else seed
+    resolved, engine_of = job.model, job.engine_of
+    images_, checker_, seed_ = job.images, job.checker, job.seed
     slots = parallel.StateSlots(parallel.context(), workers) if isolate or workers > 1 else None
     job = _Job(log, resolved, engine_of, images_, checker_, seed_, slots)
     try:
         if plan is not None and isolate:
             whole = plan
-            chunks: list[_ChunkResult] = _gather([parallel.fork(lambda: [_run_whole(job, whole)])], None)
+            chunks: list[ChunkResult] = _gather([parallel.fork(lambda: [_run_whole(job, whole)])], None)
         elif plan is not None:
             chunks = [_run_whole(job, plan)]
         else:
+            assert scan is not None
             starts = list(scan.points)
             bounds = [p.record for p in starts] + [len(log.records)]
             if len(starts) > 1 and max(b - a for a, b in itertools.pairwise(bounds)) * workers <= len(
@@ -672,6 +750,110 @@ def replay(
             "no verdict; run the checker on its own to debug it"
         ) from None
 
+    return build_report(
+        job,
+        chunks,
+        plan,
+        epoch_count,
+        max_failures=max_failures,
+        allow_empty=allow_empty,
+        allow_open_markers=allow_open_markers,
+        notes=notes,
+        started=started,
+        workers=workers,
+    )
+
+
+def prepare_replay(
+    log: StoreLog,
+    checker: Checker | Callable[..., object] | str | Sequence[str],
+    *,
+    engine: Engine | str,
+    markers: Mapping[str, Engine | str] | None,
+    workers: int,
+    seed: int | None,
+    model: PersistencyModel | Granularity | None,
+    images: Mapping[str, bytes | str | os.PathLike[str]] | None,
+    timeout: float | None,
+    max_states: int | None,
+    allow_open_markers: bool,
+    allow_empty: bool,
+    slices: int | None,
+) -> tuple[_Job, list[str], int, EpochPlan | None, LogScan | None]:
+    """Validate the arguments and the log; the job, notes, the worker count, and a plan or a scan.
+
+    With ``slices`` (executors, shards) or ``workers`` > 1 the log is scanned for quiescent
+    points and not planned; else it is planned whole.
+    """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if max_states is not None and (not isinstance(max_states, int) or max_states < 1):
+        raise ValueError(f"max_states must be a positive int or None, got {max_states!r}")
+    if slices is not None and (not isinstance(slices, int) or not 1 <= slices <= 1 << 20):
+        raise ValueError(f"slices must be an int from 1 to 2^20, got {slices!r}")
+    if not isinstance(log, StoreLog):
+        raise TypeError(f"log must be a StoreLog, not {type(log).__name__}")
+    default = engine_from_name(engine)
+    section_engines = {name: engine_from_name(spec) for name, spec in (markers or {}).items()}
+    if max_states is not None:
+        default = with_max_states(default, max_states)
+        section_engines = {name: with_max_states(e, max_states) for name, e in section_engines.items()}
+    engine_of = EngineChoice(default, tuple(section_engines.items()))
+    resolved = resolve_model(log, model)
+    notes: list[str] = []
+    cpus = usable_cpus()
+    if workers > min(cpus, MAX_WORKERS):
+        notes.append(f"--workers {workers} capped at {min(cpus, MAX_WORKERS)}: the usable CPUs")
+        workers = min(cpus, MAX_WORKERS)
+    scan: LogScan | None = None
+    if workers > 1 or slices is not None:
+        # Validates the log first, so no checker runs on a log that turns out to be bad halfway.
+        scan = scan_log(log, resolved, allow_open_markers=allow_open_markers, slices=slices or 8 * workers)
+        if slices is None and len(scan.points) < 2 and scan.epochs < 2:
+            notes.append(f"--workers {workers} capped at 1: the log has a single epoch")
+            workers, scan = 1, None
+    plan: EpochPlan | None = None
+    if scan is None:
+        plan = build_epochs(log, resolved, allow_open_markers=allow_open_markers)
+        has_stores = bool(plan.atoms)
+    else:
+        has_stores = scan.stores > 0
+    if not has_stores and not allow_empty:
+        raise NothingToCheck(
+            "the log holds no store: nothing to check (did the code write to another set, or "
+            "record nothing?); allow_empty=True accepts that"
+        )
+    if plan is not None and not allow_empty and not any(engine_of(e).wants(e) for e in plan.epochs):
+        raise NothingToCheck(
+            f"engine {default.name} picks no crash state in this log: nothing to check "
+            "(NoReorderNoCheck checks nothing); allow_empty=True accepts that"
+        )
+    job = _Job(log, resolved, engine_of, initial_images(log, images), as_checker(checker, timeout=timeout),
+               0 if seed is None else seed)  # fmt: skip
+    return job, notes, workers, plan, scan
+
+
+def build_report(
+    job: _Job,
+    chunks: Sequence[ChunkResult],
+    plan: EpochPlan | None,
+    epoch_count: int,
+    *,
+    max_failures: int,
+    allow_empty: bool,
+    allow_open_markers: bool,
+    notes: Sequence[str] = (),
+    started: float | None = None,
+    workers: int = 1,
+) -> CrashReport:
+    """Merge chunk results (in epoch order) into the report one process would have given.
+
+    States whose key an earlier chunk saw are dropped for deduplicating engines; the kept
+    failures are located by re-running their epochs without the checker.
+    """
+    log, engine_of, checker_ = job.log, job.engine_of, job.checker
+    default, section_engines = engine_of.default, dict(engine_of.sections)
+    notes = list(notes)
     seen: set[int] = set()
     images_seen: set[int] = set()
     checked = 0
@@ -706,7 +888,7 @@ def replay(
         )
 
     if kept and plan is None:  # the workers planned their slices: plan the whole log for the details
-        plan = build_epochs(log, resolved, allow_open_markers=allow_open_markers)
+        plan = build_epochs(log, job.model, allow_open_markers=allow_open_markers)
     located = _locate(job, plan, kept) if kept and plan is not None else {}
     failures = []
     for epoch_index, seq, _, _, outcome in kept:
@@ -738,7 +920,7 @@ def replay(
     return CrashReport(
         engine=default.name,
         markers=tuple((name, e.name) for name, e in section_engines.items()),
-        model=_model_name(resolved),
+        model=_model_name(job.model),
         epochs=epoch_count,
         states_checked=checked,
         distinct_images=len(images_seen) if checker_.sees_markers else len(seen),
@@ -748,6 +930,6 @@ def replay(
         warnings=tuple(notes),
         limits=tuple(limits),
         checker_calls=calls,
-        elapsed=time.perf_counter() - started,
+        elapsed=0.0 if started is None else time.perf_counter() - started,
         workers=workers,
     )
