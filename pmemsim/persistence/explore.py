@@ -239,21 +239,23 @@ class Explorer:
                 self.slots.set(self.slot, self.epoch.index, seq)
             outcome = self.checker.check(self.image.views, self.context())
             self.calls += 1
-            if (
-                outcome is not None
-                and outcome.verdict is Verdict.INCONSISTENT
-                and not self.durable
-                and not self.applied()
-            ):
-                outcome = CheckOutcome(
-                    Verdict.ERROR,
-                    outcome.file,
-                    "the checker rejects the image before any recorded store is applied (the initial "
-                    f"image): fix the checker, or give the file's content before the first store "
-                    f"({outcome.message})",
-                )
             if not self.dedup:  # a deduplicating engine never asks twice: keep memory for the others
                 self.verdicts[key] = outcome
+        if (
+            outcome is not None
+            and outcome.verdict is Verdict.INCONSISTENT
+            and not self.durable
+            and not self.applied()
+        ):
+            # Judged per state, not per cached verdict: the same image is the initial image only
+            # while no store was applied, and which state comes first depends on the chunking.
+            outcome = CheckOutcome(
+                Verdict.ERROR,
+                outcome.file,
+                "the checker rejects the image before any recorded store is applied (the initial "
+                f"image): fix the checker, or give the file's content before the first store "
+                f"({outcome.message})",
+            )
         if not self.dedup:
             self.nondedup += 1
         if outcome is not None:
