@@ -201,6 +201,65 @@ def model_counts() -> None:
     print()
 
 
+def slow_check(image: memoryview) -> bool:
+    """:func:`check` plus about 100 us of work: a checker whose cost dominates, as real ones do."""
+    deadline = time.perf_counter() + 100e-6
+    while time.perf_counter() < deadline:
+        pass
+    return check(image)
+
+
+def distributed_speedups(log: StoreLog, workers: int) -> None:
+    """One process vs ``workers`` forked workers vs a Dask LocalCluster of ``workers``, and a projection.
+
+    The serial part -- the scan for slices and the merge of the slices' results -- is timed
+    on its own; Amdahl's law with that fraction projects the speed-up of 16 and 64 workers
+    (the slices are many enough: 64 by default).
+    """
+    from pmemsim.persistence.explore import DEFAULT_SLICES
+    from pmemsim.persistence.model import PersistencyModel, scan_log
+    from pmemsim.persistence.shards import explore_shard, merge_shards
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        print("distributed: skipped (pip install 'pmemsim[dask]')")
+        return
+    t0 = time.perf_counter()
+    one = replay(log, slow_check, engine="ReorderAccumulative")
+    t_one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    forked = replay(log, slow_check, engine="ReorderAccumulative", workers=workers)
+    t_forked = time.perf_counter() - t0
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as c,
+        Client(c) as client,
+    ):
+        replay(
+            log, slow_check, engine="ReorderAccumulative", executor=client.get_executor()
+        )  # warm the workers
+        t0 = time.perf_counter()
+        on_dask = replay(log, slow_check, engine="ReorderAccumulative", executor=client.get_executor())
+        t_dask = time.perf_counter() - t0
+    assert one == forked == on_dask
+    t0 = time.perf_counter()
+    scan_log(log, PersistencyModel.adr(), slices=DEFAULT_SLICES)
+    t_scan = time.perf_counter() - t0
+    doc = explore_shard(log, slow_check, 1, 1, engine="ReorderAccumulative")
+    t0 = time.perf_counter()
+    merge_shards(log, slow_check, [doc], engine="ReorderAccumulative")
+    t_merge = time.perf_counter() - t0
+    serial = (t_scan + t_merge) / t_one
+    print(f"distributed ({one.states_checked} states, a checker of ~100 us per state, ReorderAccumulative):")
+    print(f"  1 process {t_one:.2f} s; {workers} forked workers {t_forked:.2f} s ({t_one / t_forked:.2f}x); "
+          f"Dask LocalCluster({workers}) {t_dask:.2f} s ({t_one / t_dask:.2f}x)")  # fmt: skip
+    print(
+        f"  serial part: scan {t_scan * 1000:.0f} ms + merge {t_merge * 1000:.0f} ms = {serial:.1%} of one process"
+    )
+    for n in (16, 64):
+        print(f"  projected speed-up with {n} workers (Amdahl): {1 / (serial + (1 - serial) / n):.1f}x")
+
+
 def run(log: StoreLog, engine: str, workers: int) -> tuple[int, float, bool]:
     """(states checked, seconds, consistent) for one engine."""
     t0 = time.perf_counter()
@@ -272,6 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         for engine in ("ReorderAccumulative", "ReorderPartial"):
             states, secs, secs_n = compare(big, engine, args.workers, 1)
             print(line(f"{engine} x{args.scale}", states, secs, secs_n), flush=True)
+    distributed_speedups(workload(args.transactions, pool_path), args.workers)
     met = accumulative_rate >= TARGET
     print(
         f"ReorderAccumulative single-process: {accumulative_rate:,.0f} states/s "

@@ -450,3 +450,14 @@ def test_marker_engines_as_pmreorder_takes_them(work: Path) -> None:
     (work / "bad.json").write_text('["TX", "ReorderFull"]')
     bad = replay("tx.json", *check, "-x", "bad.json", cwd=work)
     assert bad.returncode == 2 and "expected a JSON object" in bad.stderr
+
+
+def test_dask_without_the_extra_is_one_line_and_exit_2(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = record(work, buggy=True)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if pmemsim[dask] were not installed
+    monkeypatch.syspath_prepend(str(work))
+    rc, _, err = run_main("replay", str(rec.saved), "--checker", "crashchecks:committed", "--dask", "local:1")
+    assert rc == 2
+    assert err.strip().splitlines()[-1] == (
+        "pmemsim replay: error: --dask needs Dask distributed: pip install 'pmemsim[dask]'"
+    )

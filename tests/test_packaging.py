@@ -76,6 +76,12 @@ def _third_party_imports() -> dict[str, set[str]]:
 def test_every_import_of_shipped_code_is_a_declared_dependency():
     """A plain install gets what the advertised features import (pytest, hypothesis, pyfakefs...)."""
     declared = {_requirement_name(r) for r in PYPROJECT["project"]["dependencies"]}
+    # A feature extra (pmemsim[dask], pmemsim[coverage]) may bring what only its feature
+    # imports, when the feature says so at the point of use; test and dev are not features.
+    extras = PYPROJECT["project"]["optional-dependencies"]
+    declared |= {
+        _requirement_name(r) for name, reqs in extras.items() if name not in ("test", "dev") for r in reqs
+    }
     imports = _third_party_imports()
     # The features users are promised, each with the package it needs.
     for needed in ("pytest", "hypothesis", "pyfakefs", "sortedcontainers", "rich"):

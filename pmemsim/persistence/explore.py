@@ -423,12 +423,19 @@ class SliceWork:
     allow_open_markers: bool
 
 
+#: The explorer of the last slice this process explored, to carry its image to a later slice of
+#: the same work (an executor's worker runs its tasks one after the other).
+_carried: tuple[SliceWork, Explorer, int] | None = None
+
+
 def explore_slice(work: SliceWork, s: int) -> tuple[int, int, ChunkResult]:
-    """Explore slice ``s`` of ``work`` from scratch (in any process): (slice, epoch count, result).
+    """Explore slice ``s`` of ``work`` (in any process): (slice, epoch count, result).
 
     The image is the initial image with every store before the slice written (they are
-    all durable at its quiescent start).
+    all durable at its quiescent start); a process that explored an earlier slice of the
+    same work carries its image forward instead of starting again.
     """
+    global _carried
     job, starts = work.job, work.starts
     log = job.log
     start = starts[s]
@@ -436,17 +443,31 @@ def explore_slice(work: SliceWork, s: int) -> tuple[int, int, ChunkResult]:
     builder = EpochBuilder(log, job.model, check=False, resume=start, markers=work.markers)
     builder.feed(len(log.records) if last else starts[s + 1].record)
     plan = builder.finish(allow_open_markers=True) if last else builder.partial()
+    carried, _carried = _carried, None
+    if carried is not None and carried[0] is work and carried[2] <= start.record:
+        _, ex, at = carried
+        ex.plan = plan
+    else:
+        if carried is not None:
+            carried[1].close()
+        ex, at = _explorer(job, plan, 0), 0
     job.checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
-    ex = _explorer(job, plan, 0)
     try:
-        ex.image.apply_stores(log, 0, start.record)
+        ex.image.apply_stores(log, at, start.record)
         ex.offset = ex.position = start.epochs
         ex.durable = start.atoms
         count = len(plan.epochs)
-        return s, count, _explore_range(ex, start.epochs, start.epochs + count, job.seed)
-    finally:
+        result = _explore_range(ex, start.epochs, start.epochs + count, job.seed)
+    except BaseException:
         ex.close()
+        raise
+    finally:
         job.checker.close()
+    if last:
+        ex.close()
+    else:
+        _carried = (work, ex, starts[s + 1].record)
+    return s, count, result
 
 
 def _ship(executor: concurrent.futures.Executor, work: SliceWork) -> Any:
