@@ -254,7 +254,8 @@ def distributed_speedups(log: StoreLog, workers: int) -> None:
     print(f"  1 process {t_one:.2f} s; {workers} forked workers {t_forked:.2f} s ({t_one / t_forked:.2f}x); "
           f"Dask LocalCluster({workers}) {t_dask:.2f} s ({t_one / t_dask:.2f}x)")  # fmt: skip
     print(
-        f"  serial part: scan {t_scan * 1000:.0f} ms + merge {t_merge * 1000:.0f} ms = {serial:.1%} of one process"
+        f"  serial part: scan {t_scan * 1000:.0f} ms + merge {t_merge * 1000:.0f} ms "
+        f"= {serial:.1%} of one process"
     )
     for n in (16, 64):
         print(f"  projected speed-up with {n} workers (Amdahl): {1 / (serial + (1 - serial) / n):.1f}x")
