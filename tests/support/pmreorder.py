@@ -1,0 +1,135 @@
+"""Run PMDK's pmreorder and pmemsim's replay side by side on one store log.
+
+Theory of operation: a :class:`Case` is a pmemsim store log whose files are registered
+with real paths, the pristine content of those files, and the source of a checker
+program (pmreorder's ``-c prog`` convention: the image path is the last argument,
+exit 0 means consistent). :func:`run_both` exports the log with ``dump_pmemcheck``
+(8-byte atoms, flushes widened to cache lines: both tools see the same units), writes
+the pristine files, runs pmreorder on them (it writes every crash state into the pool
+file in place, so the files are rewritten before each tool runs) and then pmemsim's
+``replay`` with the same program. The checker appends one line to a counter file given
+as its first argument on every call, which is how the number of states pmreorder
+checks is measured (it checks every sequence it generates, one call per file), and how
+pmemsim's ``checker_calls`` is cross-checked. pmreorder logs one ``WARNING`` line
+``File <path> (base: ..., size: ...) inconsistent`` per inconsistent state
+(``binaryoutputhandler.check_consistency`` raises at the first inconsistent file and
+``statemachine.ReplayingState.run`` logs it once), followed by a multi-line call
+trace; :func:`count_inconsistent` counts the former.
+
+pmreorder is located by ``PMREORDER_DIR`` or as ``shared/pmreorder`` beside the
+repository; :func:`pmreorder_dir` returns None when neither exists.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from pmemsim.persistence import CrashReport, StoreLog, dump_pmemcheck, replay
+
+__all__ = ["Case", "Outcome", "count_inconsistent", "pmreorder_dir", "run_both", "run_pmreorder"]
+
+#: pmreorder's own engines (PMDK ``reorderengines.engines``) that these tests compare.
+ENGINES = ("NoReorderDoCheck", "ReorderAccumulative", "ReorderReverseAccumulative", "ReorderFull")
+
+# One per inconsistent state: `logger.warning(e)` of InconsistentFileException("File {} inconsistent")
+# through logging.basicConfig's default format "LEVEL:name:message".
+_INCONSISTENT = re.compile(r"^WARNING:pmreorder:File .* inconsistent$", re.MULTILINE)
+
+
+def pmreorder_dir() -> Path | None:
+    """pmreorder's directory: ``$PMREORDER_DIR``, else ``shared/pmreorder`` beside the repository."""
+    env = os.environ.get("PMREORDER_DIR")
+    candidates = [Path(env)] if env else []
+    candidates.append(Path(__file__).resolve().parents[3] / "shared" / "pmreorder")
+    for candidate in candidates:
+        if (candidate / "pmreorder.py").is_file():
+            return candidate
+    return None
+
+
+@dataclass(frozen=True)
+class Case:
+    """A log with its files' pristine content (path -> bytes) and a checker program's source."""
+
+    name: str
+    log: StoreLog
+    pristine: dict[str, bytes]
+    checker: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one tool said about a log: exit status, inconsistent states, checker calls."""
+
+    status: int
+    inconsistent: int
+    checker_calls: int
+
+
+def count_inconsistent(output: str) -> int:
+    """The inconsistent states in pmreorder's ``-o`` log (one ``File ... inconsistent`` line each)."""
+    return len(_INCONSISTENT.findall(output))
+
+
+def _restore(case: Case) -> None:
+    for path, content in case.pristine.items():
+        Path(path).write_bytes(content)
+
+
+def _count(counter: Path) -> int:
+    if not counter.exists():
+        return 0
+    return len(counter.read_text().splitlines())
+
+
+def _prepare(case: Case, workdir: Path) -> tuple[Path, Path, Path]:
+    log_path = workdir / f"{case.name}.log"
+    dump_pmemcheck(case.log, log_path)
+    checker = workdir / f"{case.name}_check.py"
+    checker.write_text(case.checker)
+    counter = workdir / f"{case.name}.calls"
+    return log_path, checker, counter
+
+
+def run_pmreorder(case: Case, engine: str, workdir: Path, pmreorder: Path) -> Outcome:
+    """Run pmreorder ``-c prog`` with ``engine`` on fresh copies of the case's files."""
+    log_path, checker, counter = _prepare(case, workdir)
+    _restore(case)
+    counter.unlink(missing_ok=True)
+    out = workdir / f"{case.name}.{engine}.out"
+    out.unlink(missing_ok=True)
+    # -p is split once at the first space; its first word must be an existing path
+    # (consistencycheckwrap.get_checker), hence the interpreter's absolute path. One
+    # argument, so that argparse does not read "-S" as an option of pmreorder.
+    prog = f"{sys.executable} -S {checker} {counter}"
+    proc = subprocess.run(
+        [sys.executable, str(pmreorder / "pmreorder.py"), "-l", str(log_path), "-o", str(out),
+         "-r", engine, "-c", "prog", "-p", prog],
+        capture_output=True, text=True, timeout=300, check=False,
+    )
+    # pmreorder's exit status is 1 for an inconsistency and for its own traceback too
+    failed = proc.returncode not in (0, 1) or "Traceback" in proc.stderr
+    assert not failed, f"pmreorder failed ({proc.returncode}): {proc.stdout}{proc.stderr}"
+    text = out.read_text() if out.exists() else ""
+    return Outcome(proc.returncode, count_inconsistent(text), _count(counter))
+
+
+def run_pmemsim(case: Case, engine: str, workdir: Path, **kwargs: object) -> tuple[CrashReport, int]:
+    """pmemsim's ``replay`` of the case with the same checker program; the report and the checker calls."""
+    _, checker, counter = _prepare(case, workdir)
+    _restore(case)  # replay reads the registered paths: pmreorder left its last state there
+    counter.unlink(missing_ok=True)
+    report = replay(case.log, [sys.executable, "-S", str(checker), str(counter)], engine=engine, **kwargs)  # type: ignore[arg-type]
+    return report, _count(counter)
+
+
+def run_both(case: Case, engine: str, workdir: Path, pmreorder: Path) -> tuple[Outcome, CrashReport, int]:
+    """pmreorder's outcome, then pmemsim's report and checker calls, for one engine."""
+    theirs = run_pmreorder(case, engine, workdir, pmreorder)
+    report, calls = run_pmemsim(case, engine, workdir)
+    return theirs, report, calls
