@@ -22,16 +22,30 @@ repository; :func:`pmreorder_dir` returns None when neither exists.
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import os
 import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+from pmemsim.cli import main
 from pmemsim.persistence import CrashReport, StoreLog, dump_pmemcheck, replay
 
-__all__ = ["Case", "Outcome", "count_inconsistent", "pmreorder_dir", "run_both", "run_pmreorder"]
+__all__ = [
+    "Case",
+    "Outcome",
+    "count_inconsistent",
+    "pmreorder_dir",
+    "run_both",
+    "run_pmemsim",
+    "run_pmemsim_cli",
+    "run_pmreorder",
+]
 
 #: pmreorder's own engines (PMDK ``reorderengines.engines``) that these tests compare.
 ENGINES = ("NoReorderDoCheck", "ReorderAccumulative", "ReorderReverseAccumulative", "ReorderFull")
@@ -126,6 +140,25 @@ def run_pmemsim(case: Case, engine: str, workdir: Path, **kwargs: object) -> tup
     counter.unlink(missing_ok=True)
     report = replay(case.log, [sys.executable, "-S", str(checker), str(counter)], engine=engine, **kwargs)  # type: ignore[arg-type]
     return report, _count(counter)
+
+
+def run_pmemsim_cli(case: Case, engine: str, workdir: Path) -> tuple[int, dict[str, Any], int]:
+    """``pmemsim replay`` of the very pmemcheck log pmreorder reads; exit status, JSON report, checker calls.
+
+    Runs in-process (``pmemsim.cli.main``); the registered files are restored first since a
+    pmemcheck log takes their current content as the content before the first store.
+    """
+    log_path, checker, counter = _prepare(case, workdir)
+    _restore(case)
+    counter.unlink(missing_ok=True)
+    prog = f"{sys.executable} -S {checker} {counter}"
+    argv = ["replay", str(log_path), "--engine", engine, "--checker-prog", prog, "--json", "--no-shrink"]
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = main(argv)
+    assert status in (0, 1), f"pmemsim replay exit {status}: {err.getvalue()}"
+    report: dict[str, Any] = json.loads(out.getvalue())
+    return status, report, _count(counter)
 
 
 def run_both(case: Case, engine: str, workdir: Path, pmreorder: Path) -> tuple[Outcome, CrashReport, int]:
