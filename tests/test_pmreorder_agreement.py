@@ -30,6 +30,7 @@ import pytest
 from support.pmreorder import (
     ENGINES,
     Case,
+    Outcome,
     pmreorder_dir,
     run_both,
     run_pmemsim,
@@ -245,15 +246,15 @@ def test_same_states_and_verdicts_as_pmreorder(name: str, engine: str, tmp_path:
     case = make_case(name, spec.log, spec.checker, tmp_path)
     theirs, report, calls = run_both(case, engine, tmp_path, PMREORDER)
     assert report.errors == 0, str(report)
-    assert theirs.checker_calls > 0  # pmreorder really judged states
+    assert theirs.sequences > 0 and theirs.checker_calls == theirs.sequences  # one file: one call each
     # (a) the verdict, and the known answer: both tools could agree on a wrong one
     assert theirs.status == (0 if report.ok else 1), str(report)
     assert (theirs.status == 1) == (engine in spec.finds), str(report)
     # (b) the inconsistent states: one logged line each in pmreorder's -o output
     assert theirs.inconsistent == report.inconsistent, str(report)
-    # (c) the states: pmreorder calls the checker once per sequence; pmemsim counts each
-    # sequence but answers an identical image from its verdict cache (documented)
-    assert theirs.checker_calls == report.states_checked, str(report)
+    # (c) the states: pmreorder checks every sequence; pmemsim counts each sequence but
+    # answers an identical image from its verdict cache (documented)
+    assert theirs.sequences == report.states_checked, str(report)
     assert calls == report.checker_calls <= report.states_checked
     assert report.complete
 
@@ -274,17 +275,49 @@ def test_cli_on_the_very_log_pmreorder_reads(name: str, engine: str, tmp_path: P
     status, report, calls = run_pmemsim_cli(case, engine, tmp_path)
     assert status == theirs.status == (1 if engine in spec.finds else 0), report
     assert report["inconsistent"] == theirs.inconsistent, report
-    assert report["states_checked"] == theirs.checker_calls, report
+    assert report["states_checked"] == theirs.sequences, report
     assert report["errors"] == 0 and report["complete"] is True, report
     assert calls == report["checker_calls"] <= report["states_checked"]
 
 
-def test_counter_sees_every_pmreorder_check(tmp_path: Path) -> None:
-    """The state count of (c) is measured, not assumed: ReorderFull on 2 atoms is 5 sequences."""
+def test_pmreorder_counts_are_measured(tmp_path: Path) -> None:
+    """The counts of (b) and (c) are read from pmreorder's run, not assumed: ReorderFull on
+    2 atoms is 5 sequences, (), (p), (f), (p, f), (f, p), one of them (f) inconsistent."""
     assert PMREORDER is not None
     case = make_case("count", publish(PAYLOAD[:8], fence_between=False), flag_checker(PAYLOAD[:8]), tmp_path)
-    assert run_pmreorder(case, "ReorderFull", tmp_path, PMREORDER).checker_calls == 5  # (), a, b, ab, ba
-    assert run_pmreorder(case, "NoReorderDoCheck", tmp_path, PMREORDER).checker_calls == 1
+    assert run_pmreorder(case, "ReorderFull", tmp_path, PMREORDER) == Outcome(1, 1, 5, 5)
+    assert run_pmreorder(case, "NoReorderDoCheck", tmp_path, PMREORDER) == Outcome(0, 0, 1, 1)
+
+
+def two_pools() -> StoreLog:
+    """Two files, each written in two epochs; the second epoch flushes both."""
+    rec = Recorder()
+    rec.register_file("a", None, 4096)
+    rec.register_file("b", None, 4096)
+    rec.store("a", 64, Q.pack(3))
+    rec.store("b", 0, Q.pack(2))
+    rec.persist("a", 64, 8)
+    rec.persist("b", 0, 8)
+    rec.store("a", 0, Q.pack(2))
+    rec.store("b", 64, Q.pack(3))
+    rec.flush("a", 0, 8)
+    rec.flush("b", 64, 8)
+    rec.fence()
+    return rec.log
+
+
+@pytest.mark.parametrize("engine", ["ReorderAccumulative", "ReorderFull"])
+def test_two_files(engine: str, tmp_path: Path) -> None:
+    """Each file is checked per state; a state is inconsistent once, whichever files fail."""
+    assert PMREORDER is not None
+    case = make_case("two", two_pools(), WORDS_CHECKER, tmp_path)
+    theirs, report, _ = run_both(case, engine, tmp_path, PMREORDER)
+    assert report.errors == 0, str(report)
+    assert theirs.status == (0 if report.ok else 1) == 1, str(report)
+    assert theirs.inconsistent == report.inconsistent, str(report)
+    assert theirs.sequences == report.states_checked, str(report)
+    # pmreorder stops at a state's first inconsistent file, so it calls 1 or 2 times a state
+    assert theirs.sequences < theirs.checker_calls <= 2 * theirs.sequences
 
 
 def same_line_commit() -> StoreLog:
@@ -308,7 +341,7 @@ def test_same_line_flag_is_a_pmreorder_false_alarm_only(tmp_path: Path) -> None:
     case = make_case("sameline", same_line_commit(), SAME_LINE_CHECKER, tmp_path)
     theirs, report, _ = run_both(case, "ReorderFull", tmp_path, PMREORDER)
     # pmreorder: (), (p), (f), (p, f), (f, p) -- (f) alone is the false alarm
-    assert (theirs.status, theirs.inconsistent, theirs.checker_calls) == (1, 1, 5)
+    assert theirs == Outcome(1, 1, 5, 5)
     # pmemsim's ReorderFull keeps pmreorder's sequences, so it agrees ...
     assert (report.ok, report.inconsistent, report.states_checked) == (False, 1, 5)
     # ... and its shrinker says the state is one no crash leaves
@@ -330,7 +363,7 @@ def test_unflushed_store_written_back_early_is_missed_by_pmreorder(tmp_path: Pat
     case = make_case("carried", carried_store(), WORDS_CHECKER, tmp_path)
     theirs, report, _ = run_both(case, "ReorderFull", tmp_path, PMREORDER)
     assert (theirs.status, theirs.inconsistent) == (0, 0)
-    assert report.ok and report.states_checked == theirs.checker_calls, str(report)
+    assert report.ok and report.states_checked == theirs.sequences, str(report)
     exhaustive, _ = run_pmemsim(case, "Exhaustive", tmp_path)
     assert not exhaustive.ok and exhaustive.errors == 0, str(exhaustive)
     failure = exhaustive.failures[0]
@@ -365,7 +398,7 @@ def test_markers_at_each_crash_point_find_what_pmreorder_misses(tmp_path: Path) 
     assert PMREORDER is not None
     case = make_case("early", early_commit(), EARLY_COMMIT_CHECKER, tmp_path)
     theirs, report, _ = run_both(case, "ReorderAccumulative", tmp_path, PMREORDER)
-    assert (theirs.status, theirs.inconsistent, theirs.checker_calls) == (0, 0, 3)
+    assert theirs == Outcome(0, 0, 3, 3)
     # pmemsim's pmreorder engines judge at the fence too, so they agree with it
     assert report.ok and report.states_checked == 3, str(report)
     exhaustive, _ = run_pmemsim(case, "Exhaustive", tmp_path)
@@ -403,6 +436,6 @@ def test_marker_right_before_the_fence(engine: str, tmp_path: Path) -> None:
     assert PMREORDER is not None
     case = make_case("lastmarker", commit_marker_before_fence(), EARLY_COMMIT_CHECKER, tmp_path)
     theirs, report, _ = run_both(case, engine, tmp_path, PMREORDER)
-    assert report.errors == 0 and theirs.checker_calls == report.states_checked, str(report)
+    assert report.errors == 0 and theirs.sequences == report.states_checked, str(report)
     assert theirs.status == (0 if report.ok else 1), f"pmreorder: {theirs}; pmemsim: {report}"
     assert theirs.inconsistent == report.inconsistent

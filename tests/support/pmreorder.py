@@ -8,10 +8,11 @@ exit 0 means consistent). :func:`run_both` exports the log with ``dump_pmemcheck
 the pristine files, runs pmreorder on them (it writes every crash state into the pool
 file in place, so the files are rewritten before each tool runs) and then pmemsim's
 ``replay`` with the same program. The checker appends one line to a counter file given
-as its first argument on every call, which is how the number of states pmreorder
-checks is measured (it checks every sequence it generates, one call per file), and how
-pmemsim's ``checker_calls`` is cross-checked. pmreorder logs one ``WARNING`` line
-``File <path> (base: ..., size: ...) inconsistent`` per inconsistent state
+as its first argument on every call, which is how pmemsim's ``checker_calls`` is
+cross-checked and how pmreorder's checks are counted (one call per file per sequence,
+stopping at the first inconsistent file). pmreorder runs at ``-e debug``, where it logs
+``NEXT Sequence (no. N)`` once per sequence it checks: the number of states. It logs
+one ``WARNING`` line ``File <path> (base: ..., size: ...) inconsistent`` per inconsistent state
 (``binaryoutputhandler.check_consistency`` raises at the first inconsistent file and
 ``statemachine.ReplayingState.run`` logs it once), followed by a multi-line call
 trace; :func:`count_inconsistent` counts the former.
@@ -53,6 +54,8 @@ ENGINES = ("NoReorderDoCheck", "ReorderAccumulative", "ReorderReverseAccumulativ
 # One per inconsistent state: `logger.warning(e)` of InconsistentFileException("File {} inconsistent")
 # through logging.basicConfig's default format "LEVEL:name:message".
 _INCONSISTENT = re.compile(r"^WARNING:pmreorder:File .* inconsistent$", re.MULTILINE)
+# One per sequence checked, at -e debug (statemachine.ReplayingState.run).
+_SEQUENCE = re.compile(r"^DEBUG:pmreorder:NEXT Sequence \(no\. \d+\)", re.MULTILINE)
 
 
 def pmreorder_dir() -> Path | None:
@@ -78,10 +81,11 @@ class Case:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What one tool said about a log: exit status, inconsistent states, checker calls."""
+    """What pmreorder said about a log: exit status, inconsistent states, sequences checked, checker calls."""
 
     status: int
     inconsistent: int
+    sequences: int
     checker_calls: int
 
 
@@ -123,14 +127,14 @@ def run_pmreorder(case: Case, engine: str, workdir: Path, pmreorder: Path) -> Ou
     prog = f"{sys.executable} -S {checker} {counter}"
     proc = subprocess.run(
         [sys.executable, str(pmreorder / "pmreorder.py"), "-l", str(log_path), "-o", str(out),
-         "-r", engine, "-c", "prog", "-p", prog],
+         "-r", engine, "-e", "debug", "-c", "prog", "-p", prog],
         capture_output=True, text=True, timeout=300, check=False,
     )
     # pmreorder's exit status is 1 for an inconsistency and for its own traceback too
     failed = proc.returncode not in (0, 1) or "Traceback" in proc.stderr
     assert not failed, f"pmreorder failed ({proc.returncode}): {proc.stdout}{proc.stderr}"
     text = out.read_text() if out.exists() else ""
-    return Outcome(proc.returncode, count_inconsistent(text), _count(counter))
+    return Outcome(proc.returncode, count_inconsistent(text), len(_SEQUENCE.findall(text)), _count(counter))
 
 
 def run_pmemsim(case: Case, engine: str, workdir: Path, **kwargs: object) -> tuple[CrashReport, int]:
