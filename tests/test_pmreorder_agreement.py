@@ -252,6 +252,8 @@ def test_same_states_and_verdicts_as_pmreorder(name: str, engine: str, tmp_path:
     assert (theirs.status == 1) == (engine in spec.finds), str(report)
     # (b) the inconsistent states: one logged line each in pmreorder's -o output
     assert theirs.inconsistent == report.inconsistent, str(report)
+    # ... and they are the same states: the same epoch, the same place in pmreorder's order
+    assert tuple((f.epoch, f.seq) for f in report.failures) == theirs.failing, str(report)
     # (c) the states: pmreorder checks every sequence; pmemsim counts each sequence but
     # answers an identical image from its verdict cache (documented)
     assert theirs.sequences == report.states_checked, str(report)
@@ -275,6 +277,7 @@ def test_cli_on_the_very_log_pmreorder_reads(name: str, engine: str, tmp_path: P
     status, report, calls = run_pmemsim_cli(case, engine, tmp_path)
     assert status == theirs.status == (1 if engine in spec.finds else 0), report
     assert report["inconsistent"] == theirs.inconsistent, report
+    assert tuple((f["epoch"], f["seq"]) for f in report["failures"]) == theirs.failing, report
     assert report["states_checked"] == theirs.sequences, report
     assert report["errors"] == 0 and report["complete"] is True, report
     assert calls == report["checker_calls"] <= report["states_checked"]
@@ -282,10 +285,10 @@ def test_cli_on_the_very_log_pmreorder_reads(name: str, engine: str, tmp_path: P
 
 def test_pmreorder_counts_are_measured(tmp_path: Path) -> None:
     """The counts of (b) and (c) are read from pmreorder's run, not assumed: ReorderFull on
-    2 atoms is 5 sequences, (), (p), (f), (p, f), (f, p), one of them (f) inconsistent."""
+    2 atoms is 5 sequences, (), (p), (f), (p, f), (f, p), one of them, (f), inconsistent."""
     assert PMREORDER is not None
     case = make_case("count", publish(PAYLOAD[:8], fence_between=False), flag_checker(PAYLOAD[:8]), tmp_path)
-    assert run_pmreorder(case, "ReorderFull", tmp_path, PMREORDER) == Outcome(1, 1, 5, 5)
+    assert run_pmreorder(case, "ReorderFull", tmp_path, PMREORDER) == Outcome(1, 1, 5, 5, ((0, 2),))
     assert run_pmreorder(case, "NoReorderDoCheck", tmp_path, PMREORDER) == Outcome(0, 0, 1, 1)
 
 
@@ -315,6 +318,7 @@ def test_two_files(engine: str, tmp_path: Path) -> None:
     assert report.errors == 0, str(report)
     assert theirs.status == (0 if report.ok else 1) == 1, str(report)
     assert theirs.inconsistent == report.inconsistent, str(report)
+    assert tuple((f.epoch, f.seq) for f in report.failures) == theirs.failing, str(report)
     assert theirs.sequences == report.states_checked, str(report)
     # pmreorder stops at a state's first inconsistent file, so it calls 1 or 2 times a state
     assert theirs.sequences < theirs.checker_calls <= 2 * theirs.sequences
@@ -341,12 +345,12 @@ def test_same_line_flag_is_a_pmreorder_false_alarm_only(tmp_path: Path) -> None:
     case = make_case("sameline", same_line_commit(), SAME_LINE_CHECKER, tmp_path)
     theirs, report, _ = run_both(case, "ReorderFull", tmp_path, PMREORDER)
     # pmreorder: (), (p), (f), (p, f), (f, p) -- (f) alone is the false alarm
-    assert theirs == Outcome(1, 1, 5, 5)
+    assert theirs == Outcome(1, 1, 5, 5, ((0, 2),))
     # pmemsim's ReorderFull keeps pmreorder's sequences, so it agrees ...
     assert (report.ok, report.inconsistent, report.states_checked) == (False, 1, 5)
     # ... and its shrinker says the state is one no crash leaves
     (failure,) = report.failures
-    assert [a.offset for a in failure.applied] == [56]
+    assert (failure.epoch, failure.seq) == (0, 2) and [a.offset for a in failure.applied] == [56]
     checker = [sys.executable, "-S", str(tmp_path / "sameline_check.py"), "/dev/null"]
     trace = shrink(case.log, failure, checker)
     assert not trace.in_model, str(trace)

@@ -41,6 +41,7 @@ __all__ = [
     "Case",
     "Outcome",
     "count_inconsistent",
+    "failing_sequences",
     "pmreorder_dir",
     "run_both",
     "run_pmemsim",
@@ -54,8 +55,9 @@ ENGINES = ("NoReorderDoCheck", "ReorderAccumulative", "ReorderReverseAccumulativ
 # One per inconsistent state: `logger.warning(e)` of InconsistentFileException("File {} inconsistent")
 # through logging.basicConfig's default format "LEVEL:name:message".
 _INCONSISTENT = re.compile(r"^WARNING:pmreorder:File .* inconsistent$", re.MULTILINE)
-# One per sequence checked, at -e debug (statemachine.ReplayingState.run).
-_SEQUENCE = re.compile(r"^DEBUG:pmreorder:NEXT Sequence \(no\. \d+\)", re.MULTILINE)
+# One per sequence checked, at -e debug (statemachine.ReplayingState.run); numbered from
+# 0 in each epoch.
+_SEQUENCE = re.compile(r"^DEBUG:pmreorder:NEXT Sequence \(no\. (\d+)\)", re.MULTILINE)
 
 
 def pmreorder_dir() -> Path | None:
@@ -87,6 +89,30 @@ class Outcome:
     inconsistent: int
     sequences: int
     checker_calls: int
+    #: (epoch, sequence number in the epoch) of each inconsistent state; epochs that
+    #: checked something, counted from 0.
+    failing: tuple[tuple[int, int], ...] = ()
+
+
+def failing_sequences(output: str) -> tuple[tuple[int, int], ...]:
+    """(epoch, sequence) of each inconsistent state in pmreorder's ``-e debug`` log.
+
+    A state's ``File ... inconsistent`` warning comes after its ``NEXT Sequence`` line
+    and before the next one; sequence 0 starts an epoch.
+    """
+    events = sorted(
+        [(m.start(), int(m.group(1))) for m in _SEQUENCE.finditer(output)]
+        + [(m.start(), -1) for m in _INCONSISTENT.finditer(output)]
+    )
+    epoch, seq, failing = -1, -1, []
+    for _, number in events:
+        if number == 0:
+            epoch += 1
+        if number >= 0:
+            seq = number
+        else:
+            failing.append((epoch, seq))
+    return tuple(failing)
 
 
 def count_inconsistent(output: str) -> int:
@@ -134,7 +160,13 @@ def run_pmreorder(case: Case, engine: str, workdir: Path, pmreorder: Path) -> Ou
     failed = proc.returncode not in (0, 1) or "Traceback" in proc.stderr
     assert not failed, f"pmreorder failed ({proc.returncode}): {proc.stdout}{proc.stderr}"
     text = out.read_text() if out.exists() else ""
-    return Outcome(proc.returncode, count_inconsistent(text), len(_SEQUENCE.findall(text)), _count(counter))
+    return Outcome(
+        proc.returncode,
+        count_inconsistent(text),
+        len(_SEQUENCE.findall(text)),
+        _count(counter),
+        failing_sequences(text),
+    )
 
 
 def run_pmemsim(case: Case, engine: str, workdir: Path, **kwargs: object) -> tuple[CrashReport, int]:
