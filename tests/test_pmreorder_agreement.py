@@ -292,6 +292,21 @@ def test_pmreorder_counts_are_measured(tmp_path: Path) -> None:
     assert run_pmreorder(case, "NoReorderDoCheck", tmp_path, PMREORDER) == Outcome(0, 0, 1, 1)
 
 
+@pytest.mark.parametrize("budget", [3, 8])
+def test_capped_reorder_full_covers_pmreorders_first_sequences(budget: int, tmp_path: Path) -> None:
+    """docs/cli.md, "ReorderFull on large epochs": over its budget pmemsim stops an epoch,
+    shortest sequences first as pmreorder orders them, and says it was not exhaustive; the
+    states it checks are pmreorder's first ``budget`` ones."""
+    assert PMREORDER is not None
+    case = make_case("capped", same_word_twice(), WORDS_CHECKER, tmp_path)
+    theirs = run_pmreorder(case, "ReorderFull", tmp_path, PMREORDER)
+    assert theirs.sequences == 16 and len(theirs.failing) == 2  # 3 atoms, one epoch
+    report, _ = run_pmemsim(case, "ReorderFull", tmp_path, max_states=budget)
+    assert report.states_checked == budget and not report.complete, str(report)
+    expected = tuple((epoch, seq) for epoch, seq in theirs.failing if seq < budget)
+    assert tuple((f.epoch, f.seq) for f in report.failures) == expected, str(report)
+
+
 def two_pools() -> StoreLog:
     """Two files, each written in two epochs; the second epoch flushes both."""
     rec = Recorder()
