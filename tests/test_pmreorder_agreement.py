@@ -389,6 +389,27 @@ def test_unflushed_store_written_back_early_is_missed_by_pmreorder(tmp_path: Pat
     assert [a.offset for a in failure.applied] == [0] and failure.epoch == 0, str(exhaustive)
 
 
+# Dies by SIGKILL instead of answering once word 0 is 2.
+KILLED_CHECKER = program("""
+    import os, signal
+    if word(0) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    ok = True
+""")
+
+
+def test_checker_killed_by_a_signal_is_an_error_not_an_inconsistency(tmp_path: Path) -> None:
+    """docs/cli.md: "a checker killed by a signal is 'inconsistent'" in pmreorder; in pmemsim
+    it is a checker error, which fails the run without blaming the pool."""
+    assert PMREORDER is not None
+    case = make_case("killed", rewrite_persisted(), KILLED_CHECKER, tmp_path)
+    theirs, report, _ = run_both(case, "NoReorderDoCheck", tmp_path, PMREORDER)
+    # three epochs (the second persists nothing new); word 0 is 2 in the last one only
+    assert theirs == Outcome(1, 1, 3, 3, ((2, 0),))
+    assert (report.inconsistent, report.errors, report.states_checked) == (0, 1, 3), str(report)
+    assert not report.ok and [(f.epoch, f.seq, f.verdict.name) for f in report.failures] == [(2, 0, "ERROR")]
+
+
 def early_commit() -> StoreLog:
     """The commit flag is stored and flushed before ``TX.END`` is reached, fenced only after it."""
     rec = Recorder()
