@@ -15,7 +15,8 @@ stopping at the first inconsistent file). pmreorder runs at ``-e debug``, where 
 one ``WARNING`` line ``File <path> (base: ..., size: ...) inconsistent`` per inconsistent state
 (``binaryoutputhandler.check_consistency`` raises at the first inconsistent file and
 ``statemachine.ReplayingState.run`` logs it once), followed by a multi-line call
-trace; :func:`count_inconsistent` counts the former.
+trace; :func:`count_inconsistent` counts the former, :func:`failing_sequences` places
+them after their sequence lines.
 
 pmreorder is located by ``PMREORDER_DIR`` or as ``shared/pmreorder`` beside the
 repository; :func:`pmreorder_dir` returns None when neither exists.
