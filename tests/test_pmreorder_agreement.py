@@ -44,7 +44,7 @@ from support.pmreorder import (
 )
 from test_persistence_examples import DATA, FLAG, PAYLOAD, flag_program, torn_program, undo_program
 
-from pmemsim.persistence import Recorder, StoreLog, shrink
+from pmemsim.persistence import NothingToCheck, Recorder, StoreLog, shrink
 
 PMREORDER = pmreorder_dir()
 pytestmark = pytest.mark.skipif(
@@ -312,6 +312,63 @@ def test_reorder_full_with_and_without_a_budget(tmp_path: Path) -> None:
         assert report.states_checked == (budget or 16) and report.complete == (budget is None), str(report)
         expected = tuple((epoch, seq) for epoch, seq in theirs.failing if budget is None or seq < budget)
         assert tuple((f.epoch, f.seq) for f in report.failures) == expected, str(report)
+
+
+def sectioned(layout: str) -> StoreLog:
+    """A persist outside any section, the ``layout`` (B/E: TX.BEGIN/END, 0/6: store word 0/64,
+    f: flush both, F: fence), then another persist outside."""
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.store("pool", 128, Q.pack(1))
+    rec.persist("pool", 128, 8)
+    for op in layout:
+        if op in "BE":
+            rec.mark("TX.BEGIN" if op == "B" else "TX.END")
+        elif op == "0":
+            rec.store("pool", 0, Q.pack(2))
+        elif op == "6":
+            rec.store("pool", 64, Q.pack(3))
+        elif op == "f":
+            rec.flush("pool", 0, 128)
+        else:
+            rec.fence()
+    rec.store("pool", 192, Q.pack(1))
+    rec.persist("pool", 192, 8)
+    return rec.log
+
+
+# Where TX.BEGIN/TX.END fall around the epoch of words 0 and 64 (pmreorder switches
+# engines at the marker records themselves, so the engine at the fence decides).
+LAYOUTS = {"around": "B06fFE", "begin-mid-epoch": "0B6fFE", "begin-before-fence": "06fBFE"}
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+def test_section_engines(layout: str, tmp_path: Path) -> None:
+    """pmreorder ``-r NoReorderNoCheck -x TX=ReorderFull`` against ``replay(markers={"TX": ...})``:
+    only the epoch whose fence is inside TX is explored, with ReorderFull."""
+    assert PMREORDER is not None
+    case = make_case(layout, sectioned(LAYOUTS[layout]), WORDS_CHECKER, tmp_path)
+    sections = {"TX": "ReorderFull"}
+    theirs = run_pmreorder(case, "NoReorderNoCheck", tmp_path, PMREORDER, sections)
+    report, _ = run_pmemsim(case, "NoReorderNoCheck", tmp_path, markers=sections)
+    # (), (w0), (w64), (w0, w64), (w64, w0): word 0 alone is the one inconsistent state
+    assert (theirs.status, theirs.inconsistent, theirs.sequences) == (1, 1, 5)
+    assert (report.ok, report.inconsistent, report.states_checked) == (False, 1, 5), str(report)
+    # the same state; pmreorder's epochs in `failing` count only the epochs it checked
+    assert [seq for _, seq in theirs.failing] == [f.seq for f in report.failures] == [1], str(report)
+
+
+def test_section_that_ends_before_its_fence_checks_nothing(tmp_path: Path) -> None:
+    """docs/cli.md, "a log that checks nothing": pmreorder exits 0, pmemsim refuses unless allowed.
+    TX.END right before the fence switches back to NoReorderNoCheck for that epoch in both."""
+    assert PMREORDER is not None
+    case = make_case("endfirst", sectioned("B06fEF"), WORDS_CHECKER, tmp_path)
+    sections = {"TX": "ReorderFull"}
+    assert run_pmreorder(case, "NoReorderNoCheck", tmp_path, PMREORDER, sections) == Outcome(0, 0, 0, 0)
+    with pytest.raises(NothingToCheck):
+        run_pmemsim(case, "NoReorderNoCheck", tmp_path, markers=sections)
+    report, calls = run_pmemsim(case, "NoReorderNoCheck", tmp_path, markers=sections, allow_empty=True)
+    assert (report.ok, report.states_checked, calls) == (True, 0, 0), str(report)
 
 
 def two_pools() -> StoreLog:

@@ -31,6 +31,7 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -141,8 +142,10 @@ def _prepare(case: Case, workdir: Path) -> tuple[Path, Path, Path]:
     return log_path, checker, counter
 
 
-def run_pmreorder(case: Case, engine: str, workdir: Path, pmreorder: Path) -> Outcome:
-    """Run pmreorder ``-c prog`` with ``engine`` on fresh copies of the case's files."""
+def run_pmreorder(
+    case: Case, engine: str, workdir: Path, pmreorder: Path, markers: Mapping[str, str] | None = None
+) -> Outcome:
+    """Run pmreorder ``-c prog`` with ``engine`` (and ``-x`` section engines) on fresh copies of the files."""
     log_path, checker, counter = _prepare(case, workdir)
     _restore(case)
     counter.unlink(missing_ok=True)
@@ -152,9 +155,10 @@ def run_pmreorder(case: Case, engine: str, workdir: Path, pmreorder: Path) -> Ou
     # (consistencycheckwrap.get_checker), hence the interpreter's absolute path. One
     # argument, so that argparse does not read "-S" as an option of pmreorder.
     prog = f"{sys.executable} -S {checker} {counter}"
+    sections = ["-x", ",".join(f"{name}={spec}" for name, spec in markers.items())] if markers else []
     proc = subprocess.run(
         [sys.executable, str(pmreorder / "pmreorder.py"), "-l", str(log_path), "-o", str(out),
-         "-r", engine, "-e", "debug", "-c", "prog", "-p", prog],
+         "-r", engine, *sections, "-e", "debug", "-c", "prog", "-p", prog],
         capture_output=True, text=True, timeout=300, check=False,
     )
     # pmreorder's exit status is 1 for an inconsistency and for its own traceback too
