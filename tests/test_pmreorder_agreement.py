@@ -11,16 +11,19 @@ sequence (counted from its debug log), pmemsim counts every sequence as a state
 (``states_checked``) but may answer an image it has already judged from its verdict
 cache (docs/cli.md, "Differences from pmreorder": deduplication), so its own checker
 calls are at most that. ReorderPartial is left out: pmreorder samples it unseeded.
+The same holds through the CLI on pmreorder's own input file, with two files, and with
+section engines (pmreorder's ``-x TX=ReorderFull``).
 
 The other tests assert the differences the docs table documents: a payload and its flag
 in one cache line (pmreorder's false alarm, which Exhaustive does not raise), unflushed
 stores written back early, markers seen at each state's own crash point, the
-ReorderFull budget, and a checker killed by a signal. One difference the table does not
-explain is a strict xfail (``test_marker_right_before_the_fence``).
+ReorderFull budget, a checker killed by a signal, and a run that checks nothing. One
+difference the table does not explain is a strict xfail
+(``test_marker_right_before_the_fence``).
 
 pmreorder is ``$PMREORDER_DIR`` or ``shared/pmreorder`` beside the repository; without
 it the module is skipped. Every checker call costs a process start (~30 ms): the cases
-keep the whole module near 270 calls (a few seconds).
+keep the whole module near 300 calls (a few seconds).
 """
 
 from __future__ import annotations
@@ -152,6 +155,31 @@ def carried_store() -> StoreLog:
     return rec.log
 
 
+def fence_without_flush() -> StoreLog:
+    """Word 0 stored and fenced without a flush (no epoch ends there), then word 64, both flushed."""
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.store("pool", 0, Q.pack(2))
+    rec.fence()
+    rec.store("pool", 64, Q.pack(3))
+    rec.flush("pool", 0, 128)
+    rec.fence()
+    return rec.log
+
+
+def stored_again_after_flush() -> StoreLog:
+    """Word 0 flushed, then stored again (that store is not flushed) in the same epoch as word 64."""
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.store("pool", 0, Q.pack(1))
+    rec.flush("pool", 0, 8)
+    rec.store("pool", 0, Q.pack(2))
+    rec.store("pool", 64, Q.pack(3))
+    rec.persist("pool", 64, 8)
+    rec.persist("pool", 0, 8)
+    return rec.log
+
+
 def same_word_twice() -> StoreLog:
     """Word 0 written 1 then 2, word 64 written 3, all persisted by one fence."""
     rec = Recorder()
@@ -224,6 +252,21 @@ SPECS = {
     # a store left unflushed across fences (pmreorder carries it to the next epoch and
     # applies it only once flushed; a crash can write it back earlier: see below)
     "carried-store": Spec(carried_store(), WORDS_CHECKER, ("NoReorderDoCheck", "ReorderFull"), frozenset()),
+    # a fence with no flush before it does not end an epoch (pmreorder's state machine)
+    "fence-without-flush": Spec(
+        fence_without_flush(),
+        WORDS_CHECKER,
+        ("ReorderAccumulative", "ReorderReverseAccumulative"),
+        frozenset({"ReorderAccumulative"}),
+    ),
+    # a flush covers the stores before it only: the second store of word 0 waits for the
+    # next epoch
+    "stored-after-flush": Spec(
+        stored_again_after_flush(),
+        WORDS_CHECKER,
+        ("NoReorderDoCheck", "ReorderReverseAccumulative"),
+        frozenset(),
+    ),
     # (two stores to one word under ReorderFull: test_reorder_full_with_and_without_a_budget)
     # buggy: the valid flag shares the undo data's epoch; reversed order applies it first
     "undo-unfenced": Spec(
