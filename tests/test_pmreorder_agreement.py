@@ -18,7 +18,7 @@ The other tests assert the differences the docs table documents: a payload and i
 in one cache line (pmreorder's false alarm, which Exhaustive does not raise), unflushed
 stores written back early, markers seen at each state's own crash point, the
 ReorderFull budget, a checker killed by a signal, and a run that checks nothing. One
-difference the table does not explain is a strict xfail
+difference found here and now in the table is pmreorder's markers one record late
 (``test_marker_right_before_the_fence``).
 
 pmreorder is ``$PMREORDER_DIR`` or ``shared/pmreorder`` beside the repository; without
@@ -564,24 +564,16 @@ def commit_marker_before_fence() -> StoreLog:
     return rec.log
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "undocumented difference: pmreorder sets PMREORDER_MARKERS one record late "
-        "(statemachine.StateMachine.run_all zips the records after START with indices that "
-        "count START, so at record i it passes the markers before record i-1); a marker "
-        "right before a FENCE is not visible to the checks at that fence. Log "
-        "TX.BEGIN|STORE 0=1|FLUSH 0|TX.END|FENCE, checker 'word 0 set only after TX.END': "
-        "pmreorder NoReorderDoCheck/ReorderAccumulative exit 1 (1 inconsistent, markers "
-        "'TX.BEGIN'); pmemsim's same engines pass (markers 'TX.BEGIN|TX.END'). The "
-        "docs/cli.md table says pmreorder uses the markers 'at the fence'."
-    ),
-)
 @pytest.mark.parametrize("engine", ["NoReorderDoCheck", "ReorderAccumulative"])
 def test_marker_right_before_the_fence(engine: str, tmp_path: Path) -> None:
     assert PMREORDER is not None
     case = make_case("lastmarker", commit_marker_before_fence(), EARLY_COMMIT_CHECKER, tmp_path)
+    # A documented difference (docs/cli.md, "markers seen by the checker"): pmreorder sets
+    # PMREORDER_MARKERS one record late (statemachine.StateMachine.run_all zips the records
+    # after START with indices that count START), so TX.END right before the FENCE is not
+    # seen at that fence: it reports the commit as too early. pmemsim passes every marker
+    # before the crash point. Same states on both sides; opposite verdicts.
     theirs, report, _ = run_both(case, engine, tmp_path, PMREORDER)
     assert report.errors == 0 and theirs.sequences == report.states_checked, str(report)
-    assert theirs.status == (0 if report.ok else 1), f"pmreorder: {theirs}; pmemsim: {report}"
-    assert theirs.inconsistent == report.inconsistent
+    assert report.ok and report.failures == ()
+    assert theirs.status == 1 and theirs.inconsistent == 1, f"pmreorder: {theirs}"
