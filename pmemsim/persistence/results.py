@@ -114,7 +114,9 @@ class CrashReport:
     when it was. Equal inputs give equal
     reports for any number of workers; ``warnings`` (how the run went: worker counts
     capped, ...), ``checker_calls``, ``elapsed`` and ``workers`` are excluded from
-    comparison (verdicts of identical images are cached per process).
+    comparison (verdicts of identical images are cached per process). ``checker_calls``
+    counts the states judged by the checker rather than from a cached verdict (a
+    per-file checker is then called once for each file of the state).
     """
 
     engine: str
