@@ -305,9 +305,8 @@ def predecessors(atoms: Sequence[Atom]) -> list[tuple[int, ...]]:
     return out
 
 
-def down_closure(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:
-    """The atom ids that must be on media when the atoms with ids ``chosen`` are (``chosen`` included)."""
-    preds = predecessors(atoms)
+def _reach(atoms: Sequence[Atom], chosen: Iterable[int], edges: Sequence[Sequence[int]]) -> set[int]:
+    # The ids of the atoms reachable from the ids ``chosen`` along ``edges`` (by index), included.
     index = {a.id: i for i, a in enumerate(atoms)}
     todo = [index[i] for i in chosen]
     out: set[int] = set()
@@ -315,26 +314,22 @@ def down_closure(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:
         i = todo.pop()
         if atoms[i].id not in out:
             out.add(atoms[i].id)
-            todo.extend(preds[i])
+            todo.extend(edges[i])
     return out
+
+
+def down_closure(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:
+    """The atom ids that must be on media when the atoms with ids ``chosen`` are (``chosen`` included)."""
+    return _reach(atoms, chosen, predecessors(atoms))
 
 
 def up_closure(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:
     """The atom ids that cannot be on media when those with ids ``chosen`` are not (``chosen`` included)."""
-    preds = predecessors(atoms)
     succs: list[list[int]] = [[] for _ in atoms]
-    for i, ps in enumerate(preds):
+    for i, ps in enumerate(predecessors(atoms)):
         for j in ps:
             succs[j].append(i)
-    index = {a.id: i for i, a in enumerate(atoms)}
-    todo = [index[i] for i in chosen]
-    out: set[int] = set()
-    while todo:
-        i = todo.pop()
-        if atoms[i].id not in out:
-            out.add(atoms[i].id)
-            todo.extend(succs[i])
-    return out
+    return _reach(atoms, chosen, succs)
 
 
 def down_interior(atoms: Sequence[Atom], chosen: Iterable[int]) -> set[int]:

@@ -34,7 +34,7 @@ from pmemsim.persistence.explore import (
     prepare_replay,
 )
 from pmemsim.persistence.log import Fence, Flush, LogError, Marker, Store, StoreLog
-from pmemsim.persistence.model import PersistencyModel
+from pmemsim.persistence.model import LogScan, PersistencyModel
 from pmemsim.persistence.results import CrashReport
 
 __all__ = ["SHARD_FORMAT", "SHARD_VERSION", "ShardError", "explore_shard", "log_digest", "merge_shards"]
@@ -108,6 +108,20 @@ def _chunk_from_json(d: Any, where: str) -> tuple[int, int, ChunkResult]:
         raise ShardError(f"{where}: malformed slice result ({type(exc).__name__}: {exc})") from None
 
 
+def _sliced(
+    log: StoreLog,
+    checker: Checker | Callable[..., object] | str | Sequence[str],
+    slices: int,
+    options: dict[str, Any],
+) -> tuple[Any, list[str], LogScan]:
+    """The replay of ``log`` prepared as slices, the same way for every shard and for the merge."""
+    job, notes, _, _, scan = prepare_replay(
+        log, checker, workers=1, allow_empty=True, slices=slices, **options
+    )
+    assert scan is not None
+    return job, notes, scan
+
+
 def explore_shard(
     log: StoreLog,
     checker: Checker | Callable[..., object] | str | Sequence[str],
@@ -134,22 +148,11 @@ def explore_shard(
     """
     if not (isinstance(shards, int) and isinstance(shard, int) and 1 <= shard <= shards <= 1 << 16):
         raise ValueError(f"shard must be K/N with 1 <= K <= N <= 65536, got {shard}/{shards}")
-    job, notes, _, _, scan = prepare_replay(
-        log,
-        checker,
-        engine=engine,
-        markers=markers,
-        workers=1,
-        seed=seed,
-        model=model,
-        images=images,
-        timeout=timeout,
-        max_states=max_states,
-        allow_open_markers=allow_open_markers,
-        allow_empty=True,  # an empty share is fine; the merge decides about the whole
-        slices=slices,
-    )
-    assert scan is not None
+    # An empty share is fine: the merge decides about the whole.
+    options: dict[str, Any] = {"engine": engine, "markers": markers, "seed": seed, "model": model}
+    options["images"] = images
+    options |= {"timeout": timeout, "max_states": max_states, "allow_open_markers": allow_open_markers}
+    job, notes, scan = _sliced(log, checker, slices, options)
     work = SliceWork(job, scan.markers, scan.points, allow_open_markers)
     taken = range(shard - 1, len(scan.points), shards)
     return {
@@ -219,22 +222,10 @@ def merge_shards(
             f"shards must be 1..{shards} exactly once: missing {missing or 'none'}, "
             f"duplicated {duplicated or 'none'}"
         )
-    job, notes, _, _, scan = prepare_replay(
-        log,
-        checker,
-        engine=engine,
-        markers=markers,
-        workers=1,
-        seed=seed,
-        model=model,
-        images=images,
-        timeout=timeout,
-        max_states=max_states,
-        allow_open_markers=allow_open_markers,
-        allow_empty=True,
-        slices=slices,
-    )
-    assert scan is not None
+    options: dict[str, Any] = {"engine": engine, "markers": markers, "seed": seed, "model": model}
+    options["images"] = images
+    options |= {"timeout": timeout, "max_states": max_states, "allow_open_markers": allow_open_markers}
+    job, notes, scan = _sliced(log, checker, slices, options)
     if first["log"] != log_digest(log, job.images) or first["slices"] != len(scan.points):
         raise ShardError("the shards were made from another log (or other initial images) than this one")
     results = sorted(
