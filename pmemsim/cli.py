@@ -683,7 +683,9 @@ def _cmd_replay(args: argparse.Namespace) -> int:
         checker: Checker
         try:
             if args.checker is not None:
-                checker = CallableChecker(_import_checker(args.checker), timeout=args.timeout)
+                with _QuietStdout(bool(args.json or getattr(args, "shard", None))):  # import-time prints
+                    function = _import_checker(args.checker)
+                checker = CallableChecker(function, timeout=args.timeout)
             else:
                 import shlex
 
@@ -837,8 +839,8 @@ def _replay(
         first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
         if first is not None and not args.no_shrink:
             try:
-                small = shrink(log, first, checker, images=images, timeout=args.timeout)
-            except ShrinkError as exc:
+                small = _shrink_apart(shrink, log, first, checker, images, args.timeout)
+            except (ShrinkError, CheckerError) as exc:
                 why = escape(str(exc))
                 console.print(f"[yellow]cannot shrink the first failure[/]: {why}", soft_wrap=True)
             else:
@@ -861,6 +863,27 @@ def _replay(
     if report.errors:
         return EXIT_BAD_INPUT
     return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _shrink_apart(
+    shrink: Callable[..., Any], log: StoreLog, failure: Any, checker: Checker, images: Any, timeout: float
+) -> Any:
+    """Shrink ``failure``; a Python checker runs in a forked process, as during the replay.
+
+    The shrinker tries states no engine visited, so a checker that crashes on one must not
+    take the command along: that is a CheckerCrashed (the trace is then left out).
+    """
+    from pmemsim.persistence import parallel
+    from pmemsim.persistence.checkers import CallableChecker
+    from pmemsim.persistence.explore import CheckerCrashed
+
+    if not isinstance(checker, CallableChecker):
+        return shrink(log, failure, checker, images=images, timeout=timeout)
+    child = parallel.fork(lambda: shrink(log, failure, checker, images=images, timeout=timeout))
+    try:
+        return parallel.collect(*child)
+    except parallel.WorkerDied as died:
+        raise CheckerCrashed(f"the checker crashed its process while shrinking ({died})") from None
 
 
 def _verb(args: argparse.Namespace) -> str:
@@ -1324,6 +1347,25 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     for path, doc in zip(args.shards, docs, strict=True):
         if doc["params"] != params:
             return bad(f"{path}: run with other options than {args.shards[0]}: the shards must agree")
+    expected = {
+        "log": (str,),
+        "checker": (str, type(None)),
+        "checker_prog": (str, type(None)),
+        "engine": (str,),
+        "markers": (list,),
+        "seed": (int, type(None)),
+        "timeout": (int, float),
+        "max_states": (int, type(None)),
+        "image": (list,),
+        "allow_truncated": (bool,),
+        "allow_empty": (bool,),
+    }
+    for key, kinds in expected.items():
+        value = params.get(key)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            return bad(f"{args.shards[0]}: params.{key} is {value!r:.60}: not a value `pmemsim replay` takes")
+    if not all(isinstance(v, str) for v in params["markers"] + params["image"]):
+        return bad(f"{args.shards[0]}: params.markers and params.image must be lists of strings")
     try:
         replay_args = argparse.Namespace(
             log=str(params["log"]),

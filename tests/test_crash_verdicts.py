@@ -490,3 +490,121 @@ def test_an_interrupted_replay_ends_its_checkers_and_cleans_up(
     time.sleep(0.2)
     assert not [pid for pid in checkers if _alive(pid)]
     assert list(scratch.iterdir()) == []
+
+
+# -- found in review -----------------------------------------------------------------------------
+
+
+def test_the_initial_image_after_a_commit_marker_is_an_inconsistency_not_a_checker_error() -> None:
+    # A marker-aware checker judges (image, markers): the initial image after TX.END is a real
+    # crash state (a missing persist before the commit), not the image before any store.
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.mark("TX.BEGIN")
+    rec.store("pool", 0, Q.pack(1))
+    rec.mark("TX.END")
+    rec.persist("pool", 0, 8)
+
+    def check(image: memoryview, ctx: CrashContext) -> bool:
+        return Q.unpack_from(image, 0)[0] == 1 if "TX.END" in ctx.markers else True
+
+    report = replay(rec.log, check)
+    assert report.errors == 0 and report.inconsistent == 1
+    assert report.failures[0].markers == ("TX.BEGIN", "TX.END") and report.failures[0].applied == ()
+
+
+def test_executors_running_tasks_in_threads_share_no_checker_state(tmp_path: Path) -> None:
+    import concurrent.futures
+
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    for i in range(16):
+        rec.store("pool", 64 * (i % 4), Q.pack(i + 1))
+        rec.persist("pool", 64 * (i % 4), 8)
+    program = tmp_path / "check.py"
+    program.write_text(
+        "import sys\nsys.exit(0 if open(sys.argv[-1], 'rb').read(8) != b'\\x05' + bytes(7) else 1)\n"
+    )
+    argv = [sys.executable, "-S", str(program)]
+    one = replay(rec.log, argv, engine="NoReorderDoCheck")
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        threaded = replay(rec.log, argv, engine="NoReorderDoCheck", executor=pool)
+    assert threaded == one and one.inconsistent == 4  # word 0 holds 5 from store 4 to store 7
+
+    def hang_once(image: memoryview) -> bool:
+        if Q.unpack_from(image, 0)[0] == 5:
+            while True:
+                pass
+        return True
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        timed = replay(rec.log, hang_once, engine="NoReorderDoCheck", executor=pool, timeout=0.5)
+    assert timed.errors == 4 and all("timed out" in f.message for f in timed.failures)
+
+
+def test_a_crash_of_the_checker_under_workers_or_an_executor_is_a_checker_error() -> None:
+    import concurrent.futures
+
+    def segfault(image: memoryview) -> bool:
+        if Q.unpack_from(image, 56)[0] == 1:
+            os.kill(os.getpid(), 11)
+        return True
+
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    for i in range(6):
+        rec.store("pool", 0, Q.pack(42))
+        rec.store("pool", 56, Q.pack(1 if i == 4 else 0))
+        rec.persist("pool", 0, 64)
+    was_enabled = faulthandler.is_enabled()
+    faulthandler.disable()
+    try:
+        with pytest.raises(CheckerError, match="crashed its process"):
+            replay(rec.log, segfault, workers=2, isolate=True)
+        with (
+            concurrent.futures.ProcessPoolExecutor(2) as pool,
+            pytest.raises(CheckerError, match="on the executor"),
+        ):
+            replay(rec.log, segfault, executor=pool)
+    finally:
+        if was_enabled:
+            faulthandler.enable()
+
+
+def test_cli_json_survives_a_checker_module_that_prints_on_import(tmp_path: Path) -> None:
+    (tmp_path / "loud.py").write_text("print('hello from import')\ndef check(image):\n    return True\n")
+    save_log(same_line_commit(), tmp_path / "log.json")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pmemsim", "replay", "log.json", "--checker", "loud:check", "--json"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["verdict"] == "consistent"
+    assert "hello from import" in proc.stderr
+
+
+def test_cli_a_checker_that_crashes_only_while_shrinking_ends_in_exit_2(tmp_path: Path) -> None:
+    # ReorderAccumulative never visits "flag without payload"; the shrinker tries it.
+    (tmp_path / "crashy.py").write_text(
+        "import os, struct\n"
+        "def check(image):\n"
+        "    payload, flag = struct.unpack_from('<Q', image, 0)[0], struct.unpack_from('<Q', image, 128)[0]\n"
+        "    if flag and not payload:\n"
+        "        os.kill(os.getpid(), 11)\n"
+        "    return not flag\n"
+    )
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.store("pool", 0, Q.pack(42))
+    rec.store("pool", 128, Q.pack(1))
+    rec.persist("pool", 0, 256)
+    save_log(rec.log, tmp_path / "log.json")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pmemsim", "replay", "log.json", "--checker", "crashy:check",
+         "--engine", "ReorderAccumulative"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # the verdict stands: an inconsistency
+    assert "cannot shrink the first failure" in proc.stdout and "crashed its process" in proc.stdout

@@ -190,6 +190,16 @@ def test_cli_shards_merge_into_the_single_run(tmp_path: Path) -> None:
     (tmp_path / "junk.json").write_text("[1, 2")
     junk = _run(tmp_path, "merge", "junk.json")
     assert junk.returncode == 2 and "junk.json: not JSON" in junk.stderr
+    for name in (
+        "shard1.json",
+        "shard2.json",
+        "shard3.json",
+    ):  # hand-edited params: bad input, not a traceback
+        doc = json.loads((tmp_path / name).read_text())
+        doc["params"]["max_states"] = "5"
+        (tmp_path / f"edited-{name}").write_text(json.dumps(doc))
+    edited = _run(tmp_path, "merge", "edited-shard1.json", "edited-shard2.json", "edited-shard3.json")
+    assert edited.returncode == 2 and "params.max_states is '5'" in edited.stderr, edited.stderr
     bad = _run(tmp_path, "replay", "log.json", *check, "--shard", "4/3")
     assert bad.returncode == 2 and "expected K/N with 1 <= K <= N" in bad.stderr
 

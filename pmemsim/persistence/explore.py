@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import functools
 import itertools
+import math
 import os
 import threading
 import time
@@ -203,6 +205,11 @@ class Explorer:
             self._ctx = CrashContext(self.epoch.index, point.record, "", self.plan.markers, point.markers)
         return self._ctx
 
+    def _markers_before_stores(self) -> int:
+        """How many visible markers come before the log's first store (only asked while none is durable)."""
+        first = self.plan.atoms[0].record if self.plan.atoms else math.inf
+        return sum(1 for _, _, at in self.plan.markers if at < first)
+
     def applied(self) -> tuple[Atom, ...]:
         """The atoms on media in the current state."""
         if self.describer is not None:
@@ -246,9 +253,12 @@ class Explorer:
             and outcome.verdict is Verdict.INCONSISTENT
             and not self.durable
             and not self.applied()
+            and (not self.sees_markers or self.point.markers <= self._markers_before_stores())
         ):
             # Judged per state, not per cached verdict: the same image is the initial image only
             # while no store was applied, and which state comes first depends on the chunking.
+            # A checker that sees markers judges (image, markers): the initial image after a
+            # marker that follows the first store is a real crash state, not the initial one.
             outcome = CheckOutcome(
                 Verdict.ERROR,
                 outcome.file,
@@ -360,8 +370,9 @@ class _Job:
     slots: parallel.StateSlots | None = None
 
 
-def _explorer(job: _Job, plan: EpochPlan, slot: int) -> Explorer:
-    ex = Explorer(plan, job.images, job.checker, job.engine_of, sees_markers=job.checker.sees_markers)
+def _explorer(job: _Job, plan: EpochPlan, slot: int, checker: Checker | None = None) -> Explorer:
+    checker = job.checker if checker is None else checker
+    ex = Explorer(plan, job.images, checker, job.engine_of, sees_markers=checker.sees_markers)
     ex.slots, ex.slot = job.slots, slot
     return ex
 
@@ -423,19 +434,31 @@ class SliceWork:
     allow_open_markers: bool
 
 
-#: The explorer of the last slice this process explored, to carry its image to a later slice of
-#: the same work (an executor's worker runs its tasks one after the other).
-_carried: tuple[SliceWork, Explorer, int] | None = None
+class _Carried(threading.local):
+    """Per thread: the explorer of the last slice explored, to carry its image to a later slice of
+    the same work (an executor's worker thread runs its tasks one after the other)."""
+
+    value: tuple[SliceWork, Explorer, int] | None = None
+
+
+_carried = _Carried()
+
+
+def release_carried() -> None:
+    """Close the explorer this thread kept for a next slice (after a shard's last slice)."""
+    carried, _carried.value = _carried.value, None
+    if carried is not None:
+        carried[1].close()
 
 
 def explore_slice(work: SliceWork, s: int) -> tuple[int, int, ChunkResult]:
-    """Explore slice ``s`` of ``work`` (in any process): (slice, epoch count, result).
+    """Explore slice ``s`` of ``work`` (in any process or thread): (slice, epoch count, result).
 
     The image is the initial image with every store before the slice written (they are
-    all durable at its quiescent start); a process that explored an earlier slice of the
-    same work carries its image forward instead of starting again.
+    all durable at its quiescent start); a thread that explored an earlier slice of the
+    same work carries its image forward instead of starting again. Each task judges with
+    its own copy of the checker, so tasks running side by side in threads share nothing.
     """
-    global _carried
     job, starts = work.job, work.starts
     log = job.log
     start = starts[s]
@@ -443,15 +466,16 @@ def explore_slice(work: SliceWork, s: int) -> tuple[int, int, ChunkResult]:
     builder = EpochBuilder(log, job.model, check=False, resume=start, markers=work.markers)
     builder.feed(len(log.records) if last else starts[s + 1].record)
     plan = builder.finish(allow_open_markers=True) if last else builder.partial()
-    carried, _carried = _carried, None
+    checker = copy.copy(job.checker)
+    carried, _carried.value = _carried.value, None
     if carried is not None and carried[0] is work and carried[2] <= start.record:
         _, ex, at = carried
-        ex.plan = plan
+        ex.plan, ex.checker = plan, checker
     else:
         if carried is not None:
             carried[1].close()
-        ex, at = _explorer(job, plan, 0), 0
-    job.checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
+        ex, at = _explorer(job, plan, 0, checker), 0
+    checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
     try:
         ex.image.apply_stores(log, at, start.record)
         ex.offset = ex.position = start.epochs
@@ -462,11 +486,11 @@ def explore_slice(work: SliceWork, s: int) -> tuple[int, int, ChunkResult]:
         ex.close()
         raise
     finally:
-        job.checker.close()
+        checker.close()
     if last:
         ex.close()
     else:
-        _carried = (work, ex, starts[s + 1].record)
+        _carried.value = (work, ex, starts[s + 1].record)
     return s, count, result
 
 
@@ -487,6 +511,13 @@ def _explore_on(
     futures = [executor.submit(explore_slice, payload, s) for s in slices]
     try:
         return [future.result() for future in futures]
+    except (CheckerError, LogError):
+        raise
+    except Exception as exc:  # a worker lost for good, a broken pool, a task the checker crashed
+        raise CheckerCrashed(
+            f"the exploration failed on the executor ({type(exc).__name__}: {exc}): a checker that "
+            "crashes its worker, or workers lost for good; no verdict"
+        ) from None
     finally:
         for future in futures:
             future.cancel()
@@ -529,13 +560,25 @@ def _gather(children: list[tuple[int, int, int]], in_parent: Callable[[], list[A
         if in_parent is not None:
             results += in_parent()
         while children:
-            results += parallel.collect(*children.pop(0))
+            pid, read, slot = children[0]
+            try:
+                results += parallel.collect(pid, read, slot)
+            except parallel.WorkerDied:
+                children.pop(0)  # reaped, its pipe closed
+                raise
+            except BaseException:
+                children.pop(0)  # its pipe is closed: end it without touching the descriptor again
+                parallel.end(pid)
+                raise
+            children.pop(0)
     finally:
         parallel.stop(children)
     return results
 
 
-def _explore_sliced(job: _Job, scan: Any, workers: int) -> tuple[int, list[ChunkResult]]:
+def _explore_sliced(
+    job: _Job, scan: Any, workers: int, isolate: bool = False
+) -> tuple[int, list[ChunkResult]]:
     """Explore the slices in ``workers`` processes (the caller's included when it is the main thread).
 
     Every process cuts the epochs of the slices it takes itself, so nothing is planned
@@ -544,7 +587,7 @@ def _explore_sliced(job: _Job, scan: Any, workers: int) -> tuple[int, list[Chunk
     ctx = parallel.context()
     counter = parallel.SharedCounter(ctx)
     starts = list(scan.points)
-    in_parent = threading.current_thread() is threading.main_thread()
+    in_parent = threading.current_thread() is threading.main_thread() and not isolate
     forks = workers - 1 if in_parent else workers
     children = [
         parallel.fork(functools.partial(_explore_slices, job, scan.markers, starts, counter, k), k)
@@ -561,7 +604,12 @@ def _explore_sliced(job: _Job, scan: Any, workers: int) -> tuple[int, list[Chunk
 
 
 def _explore_planned(
-    job: _Job, builder: EpochBuilder, workers: int, fences: int, allow_open_markers: bool
+    job: _Job,
+    builder: EpochBuilder,
+    workers: int,
+    fences: int,
+    allow_open_markers: bool,
+    isolate: bool = False,
 ) -> tuple[EpochPlan, list[ChunkResult]]:
     """Build the plan and explore it in ``workers`` processes, building and exploring at once.
 
@@ -576,7 +624,7 @@ def _explore_planned(
     ctx = parallel.context()
     block = max(1, -(-(fences + 1) // (16 * workers)))
     claims = parallel.BlockClaims(-(-(fences + 1) // block) + 1, block, ctx)
-    in_parent = threading.current_thread() is threading.main_thread()
+    in_parent = threading.current_thread() is threading.main_thread() and not isolate
     forks = workers - 1 if in_parent else workers
     records = len(job.log.records)
     children: list[tuple[int, int, int]] = []
@@ -759,10 +807,12 @@ def replay(
             if len(starts) > 1 and max(b - a for a, b in itertools.pairwise(bounds)) * workers <= len(
                 log.records
             ):
-                epoch_count, chunks = _explore_sliced(job, scan, workers)
+                epoch_count, chunks = _explore_sliced(job, scan, workers, isolate)
             else:
                 builder = EpochBuilder(log, resolved, check=False)
-                plan, chunks = _explore_planned(job, builder, workers, scan.epochs, allow_open_markers)
+                plan, chunks = _explore_planned(
+                    job, builder, workers, scan.epochs, allow_open_markers, isolate
+                )
         if plan is not None:
             epoch_count = len(plan.epochs)
     except parallel.WorkerDied as died:

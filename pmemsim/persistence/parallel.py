@@ -23,7 +23,7 @@ import warnings
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["BlockClaims", "SharedCounter", "StateSlots", "WorkerDied", "collect", "fork", "stop"]
+__all__ = ["BlockClaims", "SharedCounter", "StateSlots", "WorkerDied", "collect", "end", "fork", "stop"]
 
 
 class WorkerDied(RuntimeError):
@@ -107,6 +107,25 @@ def _interrupt(signum: int, frame: object) -> None:  # pragma: no cover - runs i
 GRACE_SECONDS = 2.0
 
 
+def end(pid: int, grace: float = 0.0) -> None:
+    """End and reap worker ``pid``: SIGTERM, ``grace`` seconds to unwind, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    try:
+        while True:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(0.01)
+        if not done:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+    except ChildProcessError:  # pragma: no cover - already reaped
+        pass
+
+
 def stop(children: list[tuple[int, int, int]]) -> None:
     """End and reap the workers still running (after an error or an interrupt).
 
@@ -119,17 +138,7 @@ def stop(children: list[tuple[int, int, int]]) -> None:
     deadline = time.monotonic() + GRACE_SECONDS
     for pid, read, _ in children:
         try:
-            while True:
-                done, _ = os.waitpid(pid, os.WNOHANG)
-                if done or time.monotonic() >= deadline:
-                    break
-                time.sleep(0.01)
-            if not done:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-        except ChildProcessError:  # pragma: no cover - already reaped
-            pass
+            end(pid, max(0.0, deadline - time.monotonic()))
         finally:
             os.close(read)
 

@@ -32,6 +32,7 @@ from pmemsim.persistence.explore import (
     build_report,
     explore_slice,
     prepare_replay,
+    release_carried,
 )
 from pmemsim.persistence.log import Fence, Flush, LogError, Marker, Store, StoreLog
 from pmemsim.persistence.model import LogScan, PersistencyModel
@@ -165,8 +166,15 @@ def explore_shard(
         "params": dict(params or {}),
         "notes": notes,
         "allow_empty": allow_empty,
-        "results": [_chunk_json(*explore_slice(work, s)) for s in taken],
+        "results": _explore_taken(work, taken),
     }
+
+
+def _explore_taken(work: SliceWork, taken: range) -> list[dict[str, Any]]:
+    try:
+        return [_chunk_json(*explore_slice(work, s)) for s in taken]
+    finally:
+        release_carried()
 
 
 def merge_shards(
