@@ -28,6 +28,7 @@ _SPACE_API = (
     "shrink",
     "map_file",
     "unmap",
+    "unmap_many",
     "read",
     "write",
     "flush",
