@@ -107,8 +107,16 @@ def fallocate(fd: int, offset: int, length: int) -> None:
 
 
 def close(fd: int) -> None:
-    """``os.close``."""
-    inject(OsCall.CLOSE, f"close({fd})")
+    """``os.close``.
+
+    An injected failure still closes the descriptor, as Linux does when close reports
+    an error (EIO, EINTR): the number is free either way, and must never be retried.
+    """
+    try:
+        inject(OsCall.CLOSE, f"close({fd})")
+    except OSError:
+        os.close(fd)
+        raise
     os.close(fd)
 
 

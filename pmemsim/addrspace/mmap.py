@@ -394,8 +394,10 @@ class MmapAddressSpace(LayoutAddressSpace):
                 self._libc, addr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, file_offset
             )
         except OSError as exc:
-            # A failed MAP_FIXED may have unmapped the range already: lay the arena back.
-            self._to_arena(addr, length)
+            # A failed MAP_FIXED may have unmapped the range already: lay the arena back
+            # (should that fail too, the error to report is still the first one).
+            with contextlib.suppress(OSError):
+                self._to_arena(addr, length)
             raise MapFailed(
                 f"cannot map {length:#x} bytes of fd {fd} at {addr:#x}: {exc.strerror}", exc.errno
             ) from exc
