@@ -189,7 +189,8 @@ def run_workload(tmp_path: Any, plan: FaultPlan, label: str) -> list[str]:
     space = MmapAddressSpace(1 << 30)
     failed: list[str] = []
     try:
-        w = World(space, PmemSet(Config(Granularity.PAGE, address_space=space, fault_plan=plan)), plan, paths, borrowed)
+        pset = PmemSet(Config(Granularity.PAGE, address_space=space, fault_plan=plan))
+        w = World(space, pset, plan, paths, borrowed)
         for name, step in STEPS:
             if not os.path.exists(paths["t"]):
                 open(paths["t"], "wb").close()  # so _state can read it before xfrom_file
@@ -258,6 +259,6 @@ def test_disk_full_at_the_third_msync_is_one_line_of_a_plan(tmp_path, make_file)
 
 
 def test_os_sites_are_refused_with_the_known_names_when_misspelt():
-    with pytest.raises(ValueError, match="os.msync"):
+    with pytest.raises(ValueError, match=r"os\.msync"):
         FaultPlan().fail("os.msnyc")
     assert FaultPlan().fail("os.close").hit(OsCall.CLOSE) is not None
