@@ -262,3 +262,45 @@ def test_os_sites_are_refused_with_the_known_names_when_misspelt():
     with pytest.raises(ValueError, match=r"os\.msync"):
         FaultPlan().fail("os.msnyc")
     assert FaultPlan().fail("os.close").hit(OsCall.CLOSE) is not None
+
+
+def test_a_removal_across_part_maps_that_fails_on_the_second_puts_the_first_back(tmp_path):
+    # The kernel refuses the second part map's unmap: the first, already laid back to
+    # arena, is mapped again where it was, and the set, the space and the kernel agree.
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"{i}.pmem"
+        p.write_bytes(bytes([i + 1]) * 2 * PAGE)
+        paths.append(str(p))
+    plan = FaultPlan()
+    with MmapAddressSpace(1 << 30) as space:
+        pset = PmemSet(Config(Granularity.PAGE, address_space=space, fault_plan=plan))
+        srcs = [Source.from_file(p) for p in paths]
+        for s in srcs:
+            pset.part_map(pset.part_new(s))
+        first, second = pset.descriptors()
+        w_state = [
+            (v.start, v.end, v.perms, v.offset, v.inode)
+            for v in proc_maps()
+            if v.end > space.low and v.start < space.high
+        ]
+        plan.fail(OsCall.MMAP, at=plan.hits.get(OsCall.MMAP, 0) + 2)  # the second run's unmap
+        with pytest.raises(PmemsetError) as info:
+            pset.remove_range(first.addr, second.end - first.addr)
+        assert info.value.errno == errno.ENOMEM and "nothing was removed" in str(info.value)
+        assert pset.descriptors() == [first, second]
+        after = [
+            (v.start, v.end, v.perms, v.offset, v.inode)
+            for v in proc_maps()
+            if v.end > space.low and v.start < space.high
+        ]
+        assert after == w_state
+        pset._check()
+        space._check()
+        assert pset.read(first.addr, 2) == b"\x01\x01" and pset.read(second.addr, 2) == b"\x02\x02"
+        pset.remove_range(first.addr, second.end - first.addr)
+        assert len(pset) == 0
+        space._check()
+        pset.close()
+        for s in srcs:
+            s.delete()
