@@ -152,7 +152,10 @@ def _release_locked(space: AddressSpace, maps: _RecordIndex, own: dict[int, Rese
 class PmemSet:
     """A set of part maps (``struct pmemset``). Use as a context manager or call :meth:`close`.
 
-    Raises PmemsetError GRANULARITY_NOT_SET when the config has no granularity.
+    Threads may share a set: each call holds the lock of the set's address space (the
+    calls of every set on that space run one at a time; an event callback may call
+    back into the set). Raises PmemsetError GRANULARITY_NOT_SET when the config has no
+    granularity.
     """
 
     def __init__(self, config: Config) -> None:
@@ -186,6 +189,7 @@ class PmemSet:
         #: Exceptions raised by the event callback for PART_ADD / PART_REMOVE (after the
         #: change committed), oldest first, as ``(event, exception)``.
         self.callback_errors: list[tuple[Event, Exception]] = []
+        self._flush_may_fail: bool = getattr(space, "flush_may_fail", True)
         lock = getattr(space, "lock", None)
         self._lock: threading.RLock = lock if lock is not None else threading.RLock()
         self._finalizer = weakref.finalize(
@@ -782,13 +786,14 @@ class PmemSet:
             return
         if data:
             # The old bytes, to put back should the flush fail: the call then changed nothing.
-            old = self._space_read(addr, len(data))
+            old = self._space_read(addr, len(data)) if self._flush_may_fail else None
             self._space_write(addr, data)
             try:
                 self._space_flush(addr, len(data))
             except PmemsetError:
-                with contextlib.suppress(PmemsetError), _files.active_plan(None):
-                    self._space_write(addr, old)
+                if old is not None:
+                    with contextlib.suppress(PmemsetError), _files.active_plan(None):
+                        self._space_write(addr, old)
                 raise
         if rec is None:
             return

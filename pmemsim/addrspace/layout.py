@@ -154,6 +154,10 @@ class LayoutAddressSpace:
     def supported_granularities(self, grans: frozenset[Granularity]) -> None:
         self._supported = frozenset(Granularity(g) for g in grans)
 
+    #: False for a backend whose flush is bookkeeping only (it never fails), so a set
+    #: need not keep the old bytes of a memcpy to put back should the flush fail.
+    flush_may_fail: bool = True
+
     @property
     def used(self) -> int:
         """Bytes taken by reservations and occupied ranges."""
