@@ -136,9 +136,13 @@ def _release_everything(
 
 def _release_locked(space: AddressSpace, maps: _RecordIndex, own: dict[int, Reservation]) -> None:
     for rec in list(maps):
+        # All of a part map's pieces in one go: one system call for a coalesced run
+        # (piece by piece, each in the middle of a merged VMA, could hit vm.max_map_count).
+        # A refusal leaves the mappings to the space (its bookkeeping still agrees with
+        # the kernel); the space's close takes them down.
+        with contextlib.suppress(AddressSpaceError, OSError, ValueError):
+            space.unmap_many(rec.mappings)
         for m in rec.mappings:
-            with contextlib.suppress(AddressSpaceError, OSError, ValueError):
-                space.unmap(m)
             file = m.file
             if isinstance(file, _OpenFile):
                 file.release()

@@ -216,6 +216,7 @@ class LayoutAddressSpace:
         if not self.owns(rsv):
             raise ValueError(f"{rsv!r} does not belong to this address space")
 
+    @_locked
     def owns(self, rsv: Reservation) -> bool:
         """True when ``rsv`` is a live reservation this space made (not a copy or a forgery). O(log n)."""
         if not isinstance(rsv, Reservation) or rsv.space is not self or rsv.released:
@@ -278,6 +279,7 @@ class LayoutAddressSpace:
         self._space.insert(new_start, new_end, rsv)
         rsv._mappings.set_bounds(new_start, new_end)
 
+    @_locked
     def reservations(self) -> list[Reservation]:
         """Every live reservation, in address order."""
         return [v for _s, _e, v in self._space if isinstance(v, Reservation)]
@@ -305,10 +307,12 @@ class LayoutAddressSpace:
         self._os_free(addr, hit[1].size)
         self._space.remove(addr)
 
+    @_locked
     def occupied(self) -> list[Occupied]:
         """Every occupied range, in address order."""
         return [v for _s, _e, v in self._space if isinstance(v, Occupied)]
 
+    @_locked
     def is_free(self, addr: int, size: int) -> bool:
         """True when nothing (reservation or occupied range) touches ``[addr, addr+size)``."""
         return self._space.is_free(addr, addr + size)
@@ -394,6 +398,7 @@ class LayoutAddressSpace:
             cur += n
         return iter(pieces)
 
+    @_locked
     def mapping_at(self, addr: int) -> Mapping | None:
         """The file mapping containing ``addr``, or None."""
         hit = self._space.find(addr)
