@@ -127,10 +127,18 @@ def _undo_all(actions: list[Callable[[], None]]) -> None:
 
 
 def _release_everything(
-    space: AddressSpace, maps: _RecordIndex, own: dict[int, Reservation], lock: threading.RLock
+    space: AddressSpace,
+    maps: _RecordIndex,
+    own: dict[int, Reservation],
+    lock: threading.RLock,
+    plan: FaultPlan,
 ) -> None:
-    """Unmap every part map and release the set's own reservations (close and GC)."""
-    with lock:
+    """Unmap every part map and release the set's own reservations (close and GC).
+
+    The set's own plan counts the system calls, also when a garbage collection in the
+    middle of another set's call runs this.
+    """
+    with lock, _files.active_plan(plan):
         _release_locked(space, maps, own)
 
 
@@ -197,7 +205,7 @@ class PmemSet:
         lock = getattr(space, "lock", None)
         self._lock: threading.RLock = lock if lock is not None else threading.RLock()
         self._finalizer = weakref.finalize(
-            self, _release_everything, space, self._maps, self._own_rsvs, self._lock
+            self, _release_everything, space, self._maps, self._own_rsvs, self._lock, self._plan
         )
 
     # -- life cycle -------------------------------------------------------------------------

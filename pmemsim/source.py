@@ -246,7 +246,9 @@ class Source:
         # A source the user forgot still must not leak its descriptor.
         file = getattr(self, "_file", None)
         if file is not None:
-            file.release()
+            # Whenever the collector runs: never counted by the plan of the call it interrupts.
+            with _files.active_plan(None):
+                file.release()
 
     def __repr__(self) -> str:
         what = "temporary" if self.temporary else (self.path or "fd")
