@@ -304,3 +304,37 @@ def test_a_removal_across_part_maps_that_fails_on_the_second_puts_the_first_back
         pset.close()
         for s in srcs:
             s.delete()
+
+
+def test_when_even_the_restore_is_refused_the_part_map_stays_usable_detached(tmp_path):
+    # Unmap of run 1 succeeds, run 2 is refused, mapping run 1 again is refused too:
+    # the set keeps the part map; I/O goes by descriptor, the flush by fdatasync.
+    paths = []
+    for i in range(2):
+        p = tmp_path / f"{i}.pmem"
+        p.write_bytes(bytes([i + 1]) * PAGE)
+        paths.append(str(p))
+    plan = FaultPlan()
+    with MmapAddressSpace(1 << 30) as space:
+        pset = PmemSet(Config(Granularity.PAGE, address_space=space, fault_plan=plan))
+        srcs = [Source.from_file(p) for p in paths]
+        for s in srcs:
+            pset.part_map(pset.part_new(s))
+        first, second = pset.descriptors()
+        n = plan.hits.get(OsCall.MMAP, 0)
+        plan.fail(OsCall.MMAP, at=n + 2).fail(OsCall.MMAP, at=n + 3)
+        with pytest.raises(PmemsetError, match="nothing was removed"):
+            pset.remove_range(first.addr, second.end - first.addr)
+        assert pset.descriptors() == [first, second]
+        space._check()  # the kernel no longer maps the first: the space knows it
+        assert space._arena.live[first.addr].detached
+        pset.memcpy(first.addr, b"still here")  # stores and the flush go by the descriptor
+        with open(paths[0], "rb") as f:
+            assert f.read(10) == b"still here"
+        assert pset.read(first.addr, 10) == b"still here"
+        pset.remove_range(first.addr, second.end - first.addr)
+        assert len(pset) == 0
+        space._check()
+        pset.close()
+        for s in srcs:
+            s.delete()
