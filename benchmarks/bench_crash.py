@@ -16,6 +16,14 @@ initial pool image beside it) so the work can be handed to pmreorder.
 Targets: >= 20,000 states/s single-process for ReorderAccumulative, and a near-linear
 speed-up with 2 workers (the machine needs 2 idle cores for that).
 
+First, the state counts of the crash model on two realistic steps, before and after
+stores to one cache line were ordered (each line reaches media as a program-order
+prefix; before, every 8-byte word went on its own), with the time to a complete
+Exhaustive verdict: a 128-byte linked-list node insert (the node persisted, then the
+head pointer) and a 4 KiB ``memcpy`` of a page followed by its header's valid flag.
+The "before" column is computed from the word-level rule directly (the product over
+words of their distinct values); the "after" column is what ``replay`` checks.
+
 Timing: each engine is run ``--repeat`` times single-process and with ``--workers``,
 alternating, and the best wall time of each is kept (the same end-to-end ``replay``
 call in both cases: log validation, epoch planning, forking, exploration, merging). On a
@@ -31,13 +39,15 @@ Run: ``python benchmarks/bench_crash.py [--transactions 1000] [--workers 2] [--r
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import struct
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
-from pmemsim.persistence import Recorder, StoreLog, dump_pmemcheck, replay
+from pmemsim.persistence import Recorder, StoreLog, dump_pmemcheck, plan_replay, replay
 
 RECORDS = 8
 POOL = 4096
@@ -102,6 +112,155 @@ def check(image: memoryview) -> bool:
     return True
 
 
+NODE, HEAD, PAGE_HDR, PAGE = 0x400, 0x0, 0x40, 0x1000
+
+
+def node_insert() -> tuple[StoreLog, Callable[[memoryview], bool]]:
+    """A 128-byte node (key, value words, checksum) persisted, then the list head pointing to it."""
+    rec = Recorder()
+    rec.register_file("pool", None, 0x2000)
+    words = [0xA0 + k for k in range(15)]
+    node = struct.pack("<16Q", *words, MAGIC ^ sum(words))
+    rec.store("pool", NODE, node, location="bench_crash.py:node")
+    rec.persist("pool", NODE, len(node))
+    rec.store("pool", HEAD, struct.pack("<Q", NODE), location="bench_crash.py:head")
+    rec.persist("pool", HEAD, 8)
+
+    def check_node(image: memoryview) -> bool:
+        head = struct.unpack_from("<Q", image, HEAD)[0]
+        if head == 0:
+            return True
+        *values, checksum = struct.unpack_from("<16Q", image, head)
+        return checksum == MAGIC ^ sum(values)
+
+    return rec.log, check_node
+
+
+def page_copy() -> tuple[StoreLog, Callable[[memoryview], bool]]:
+    """A 4 KiB page copied (memcpy + persist), then its header's valid flag persisted."""
+    rec = Recorder()
+    rec.register_file("pool", None, 0x2000)
+    page = bytes((i * 7 + 3) & 0xFF for i in range(4096))
+    rec.store("pool", PAGE, page, location="bench_crash.py:memcpy")
+    rec.persist("pool", PAGE, len(page))
+    rec.store("pool", PAGE_HDR, struct.pack("<Q", 1), location="bench_crash.py:valid")
+    rec.persist("pool", PAGE_HDR, 8)
+
+    def check_page(image: memoryview) -> bool:
+        if struct.unpack_from("<Q", image, PAGE_HDR)[0] != 1:
+            return True
+        first, last = bytes(image[PAGE : PAGE + 64]), bytes(image[PAGE + 4032 : PAGE + 4096])
+        return first == page[:64] and last == page[4032:]
+
+    return rec.log, check_page
+
+
+def word_level_images(log: StoreLog) -> int:
+    """States of the old per-word rule: per epoch, the product over words of their distinct values."""
+    total = 0
+    for epoch in plan_replay(log).epochs:
+        values: dict[tuple[int, int], set[bytes]] = {}
+        content: dict[tuple[int, int], bytearray] = {}
+        for atom in epoch.inflight:
+            key = (atom.fidx, atom.offset - atom.offset % 8)
+            word = content.setdefault(key, bytearray(8))
+            values.setdefault(key, {bytes(word)})
+            word[atom.offset - key[1] : atom.end - key[1]] = atom.data
+            values[key].add(bytes(word))
+        total += math.prod(len(v) for v in values.values())
+    return total
+
+
+def line_level_images(log: StoreLog) -> int:
+    """States of the cache-line rule: per epoch, the product over lines of (cached stores + 1) prefixes."""
+    total = 0
+    for epoch in plan_replay(log).epochs:
+        per_line: dict[int, int] = {}
+        for atom in epoch.inflight:
+            per_line[atom.line] = per_line.get(atom.line, 0) + 1
+        total += math.prod(n + 1 for n in per_line.values())
+    return total
+
+
+def _big(n: int) -> str:
+    return f"{n:,}" if n < 10**12 else f"~10^{len(str(n)) - 1}"
+
+
+def model_counts() -> None:
+    """Print the state counts before and after the cache-line order, and the time to a verdict."""
+    print(f"{'step':<24}{'before (words)':>16}{'after (lines)':>15}{'checked':>10}{'verdict':>28}{'s':>8}")
+    steps = (("128-byte node insert", node_insert()), ("4 KiB memcpy + flag", page_copy()))
+    for label, (log, checker) in steps:
+        t0 = time.perf_counter()
+        report = replay(log, checker)
+        secs = time.perf_counter() - t0
+        print(
+            f"{label:<24}{_big(word_level_images(log)):>16}{_big(line_level_images(log)):>15}"
+            f"{report.states_checked:>10,}{report.verdict:>28}{secs:>8.2f}"
+        )
+    print()
+
+
+def slow_check(image: memoryview) -> bool:
+    """:func:`check` plus about 100 us of work: a checker whose cost dominates, as real ones do."""
+    deadline = time.perf_counter() + 100e-6
+    while time.perf_counter() < deadline:
+        pass
+    return check(image)
+
+
+def distributed_speedups(log: StoreLog, workers: int) -> None:
+    """One process vs ``workers`` forked workers vs a Dask LocalCluster of ``workers``, and a projection.
+
+    The serial part -- the scan for slices and the merge of the slices' results -- is timed
+    on its own; Amdahl's law with that fraction projects the speed-up of 16 and 64 workers
+    (the slices are many enough: 64 by default).
+    """
+    from pmemsim.persistence.explore import DEFAULT_SLICES
+    from pmemsim.persistence.model import PersistencyModel, scan_log
+    from pmemsim.persistence.shards import explore_shard, merge_shards
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        print("distributed: skipped (pip install 'pmemsim[dask]')")
+        return
+    t0 = time.perf_counter()
+    one = replay(log, slow_check, engine="ReorderAccumulative")
+    t_one = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    forked = replay(log, slow_check, engine="ReorderAccumulative", workers=workers)
+    t_forked = time.perf_counter() - t0
+    with (
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as c,
+        Client(c) as client,
+    ):
+        replay(
+            log, slow_check, engine="ReorderAccumulative", executor=client.get_executor()
+        )  # warm the workers
+        t0 = time.perf_counter()
+        on_dask = replay(log, slow_check, engine="ReorderAccumulative", executor=client.get_executor())
+        t_dask = time.perf_counter() - t0
+    assert one == forked == on_dask
+    t0 = time.perf_counter()
+    scan_log(log, PersistencyModel.adr(), slices=DEFAULT_SLICES)
+    t_scan = time.perf_counter() - t0
+    doc = explore_shard(log, slow_check, 1, 1, engine="ReorderAccumulative")
+    t0 = time.perf_counter()
+    merge_shards(log, slow_check, [doc], engine="ReorderAccumulative")
+    t_merge = time.perf_counter() - t0
+    serial = (t_scan + t_merge) / t_one
+    print(f"distributed ({one.states_checked} states, a checker of ~100 us per state, ReorderAccumulative):")
+    print(f"  1 process {t_one:.2f} s; {workers} forked workers {t_forked:.2f} s ({t_one / t_forked:.2f}x); "
+          f"Dask LocalCluster({workers}) {t_dask:.2f} s ({t_one / t_dask:.2f}x)")  # fmt: skip
+    print(
+        f"  serial part: scan {t_scan * 1000:.0f} ms + merge {t_merge * 1000:.0f} ms "
+        f"= {serial:.1%} of one process"
+    )
+    for n in (16, 64):
+        print(f"  projected speed-up with {n} workers (Amdahl): {1 / (serial + (1 - serial) / n):.1f}x")
+
+
 def run(log: StoreLog, engine: str, workers: int) -> tuple[int, float, bool]:
     """(states checked, seconds, consistent) for one engine."""
     t0 = time.perf_counter()
@@ -139,6 +298,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per engine and mode; the best is kept")
     parser.add_argument("--scale", type=int, default=10, help="also time K x the transactions (0: skip)")
     args = parser.parse_args(argv)
+    model_counts()
 
     out = os.path.abspath(args.out or tempfile.mkdtemp(prefix="bench-crash-"))
     os.makedirs(out, exist_ok=True)
@@ -172,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         for engine in ("ReorderAccumulative", "ReorderPartial"):
             states, secs, secs_n = compare(big, engine, args.workers, 1)
             print(line(f"{engine} x{args.scale}", states, secs, secs_n), flush=True)
+    distributed_speedups(workload(args.transactions, pool_path), args.workers)
     met = accumulative_rate >= TARGET
     print(
         f"ReorderAccumulative single-process: {accumulative_rate:,.0f} states/s "

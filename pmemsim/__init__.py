@@ -2,7 +2,7 @@
 
 Every documented error of ``pmemset_part_map`` can be reproduced on demand (occupy a
 range, exhaust the space, inject a fault), on a backend that never touches real
-memory. See DESIGN.md for the contract and README.md for a tour.
+memory. See docs/design.md for the design and README.md for a tour.
 """
 
 from __future__ import annotations

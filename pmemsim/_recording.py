@@ -90,6 +90,6 @@ class SetRecording:
         """Record a fence."""
         self.recorder.fence()
 
-    def mark(self, name: str) -> None:
-        """Record a user marker."""
-        self.recorder.mark(name)
+    def mark(self, name: str, data: object = None) -> None:
+        """Record a user marker, with the data a checker sees as ``ctx.data``."""
+        self.recorder.mark(name, data)

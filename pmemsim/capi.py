@@ -13,6 +13,10 @@ raises TypeError / ValueError. Constants carry the C names and PMDK's values::
     src = c.Ref(); c.pmemset_source_from_file(src, path)
     part = c.Ref(); c.pmemset_part_new(part, s.value, src.value, 0, 0)
     desc = c.Ref(); rc = c.pmemset_part_map(part, None, desc)   # part.value is None after success
+    buf = bytearray(4); rc = c.pmemset_read(s.value, buf, desc.value.addr, 4)   # 0 or a code
+
+The memory functions (``pmemset_memcpy``, ``memmove``, ``memset``) return the destination
+address as PMDK does, or a negative code where C's behaviour would be undefined.
 """
 
 from __future__ import annotations
@@ -433,22 +437,41 @@ def pmemset_get_store_granularity(pset: PmemSet, g: Ref[Granularity]) -> int:
 # -- memory operations -------------------------------------------------------------------------------
 
 
+def _dest(pmemdest: int, fn: Callable[[], object]) -> int:
+    """The shape of PMDK's memory functions: the destination address, or the error code.
+
+    PMDK's ``pmemset_memcpy/memmove/memset`` return ``pmemdest`` (a ``void *``). Addresses
+    are never negative, so a negative result is unambiguously an error code here.
+    """
+    rc = _call(fn)
+    return pmemdest if rc == 0 else rc
+
+
 def pmemset_memcpy(pset: PmemSet, pmemdest: int, src: bytes, length: int, flags: int) -> int:
-    """Copy ``length`` bytes of ``src`` to ``pmemdest`` (CANNOT_FIND_PART_MAP outside the set)."""
+    """Copy ``length`` bytes of ``src`` to ``pmemdest``; returns ``pmemdest`` as PMDK does.
+
+    Outside the set: CANNOT_FIND_PART_MAP (negative), where C would be undefined behaviour.
+    """
     _handle("pset", pset, PmemSet)
-    return _call(lambda: pset.memcpy(pmemdest, src, length, flags))
+    return _dest(pmemdest, lambda: pset.memcpy(pmemdest, src, length, flags))
 
 
 def pmemset_memmove(pset: PmemSet, pmemdest: int, src: bytes | int, length: int, flags: int) -> int:
-    """Move ``length`` bytes from ``src`` (bytes, or an address in the set) to ``pmemdest``."""
+    """Move ``length`` bytes from ``src`` (bytes, or an address in the set) to ``pmemdest``.
+
+    Returns ``pmemdest`` as PMDK does, or a negative error code.
+    """
     _handle("pset", pset, PmemSet)
-    return _call(lambda: pset.memmove(pmemdest, src, length, flags))
+    return _dest(pmemdest, lambda: pset.memmove(pmemdest, src, length, flags))
 
 
 def pmemset_memset(pset: PmemSet, pmemdest: int, c: int, length: int, flags: int) -> int:
-    """Fill ``length`` bytes at ``pmemdest`` with the byte ``c``."""
+    """Fill ``length`` bytes at ``pmemdest`` with the byte ``c``; returns ``pmemdest`` as PMDK does.
+
+    Or a negative error code (CANNOT_FIND_PART_MAP outside the set).
+    """
     _handle("pset", pset, PmemSet)
-    return _call(lambda: pset.memset(pmemdest, c, length, flags))
+    return _dest(pmemdest, lambda: pset.memset(pmemdest, c, length, flags))
 
 
 def pmemset_flush(pset: PmemSet, ptr: int, size: int) -> int:
@@ -475,13 +498,32 @@ def pmemset_deep_flush(pset: PmemSet, ptr: int, size: int) -> int:
     return _call(lambda: pset.deep_flush(ptr, size))
 
 
-def pmemset_read(pset: PmemSet, addr: int, length: int) -> bytes:
-    """Extension (Python cannot dereference an address): the bytes at ``addr``.
+def pmemset_read(pset: PmemSet, buf: bytearray | memoryview, addr: int, length: int) -> int:
+    """Extension (Python cannot dereference an address): copy ``length`` bytes at ``addr`` into ``buf``.
 
-    Unlike the other calls it returns the data, so a failure raises PmemsetError.
+    Returns 0 or a negative code like every other call (CANNOT_FIND_PART_MAP when the range
+    is not inside one part map; ``buf`` is then left untouched). ``buf`` must be a writable
+    buffer of at least ``length`` bytes: TypeError / ValueError otherwise, where C would
+    write out of bounds.
     """
     _handle("pset", pset, PmemSet)
-    return pset.read(addr, length)
+    try:
+        view = memoryview(buf).cast("B")
+    except TypeError:
+        kind = type(buf).__name__
+        raise TypeError(f"buf must be a writable buffer such as a bytearray, not {kind}") from None
+    if view.readonly:
+        raise TypeError(f"buf must be writable (a bytearray, not {type(buf).__name__})")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ValueError(f"length must be a non-negative int, got {length!r}")
+    if len(view) < length:
+        raise ValueError(f"buf holds {len(view)} bytes, fewer than length={length}")
+    try:
+        data = pset.read(addr, length)
+    except PmemsetError as exc:
+        return exc.code
+    view[:length] = data
+    return 0
 
 
 def pmemset_write(pset: PmemSet, addr: int, data: bytes) -> int:

@@ -968,13 +968,17 @@ class PmemSet:
         finally:
             self._recording = None
 
-    def mark(self, name: str) -> None:
-        """Put a marker in the store log (``"NAME.BEGIN"`` / ``"NAME.END"``); no-op when not recording."""
+    def mark(self, name: str, data: object = None) -> None:
+        """Put a marker in the store log (``"NAME.BEGIN"`` / ``"NAME.END"``); no-op when not recording.
+
+        ``data`` (JSON-serializable, to save the log) is what crash checkers taking
+        ``check(image, ctx)`` see as ``ctx.data`` for crashes after this marker.
+        """
         self._check_open()
         if not isinstance(name, str) or not name:
             raise ValueError(f"marker name must be a non-empty str, got {name!r}")
         if self._recording is not None:
-            self._recording.mark(name)
+            self._recording.mark(name, data)
 
     # -- introspection for tests --------------------------------------------------------------
 

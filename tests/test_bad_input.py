@@ -1,4 +1,4 @@
-"""Bad input never crashes the library and never changes anything (DESIGN.md §2, §3).
+"""Bad input never crashes the library and never changes anything (docs/design.md: errors, the API).
 
 Wrong types, negative or absurd sizes (beyond SIZE_MAX), unknown enum values, invalid
 source flags, missing files and directories, deleted or foreign objects, unmapped
@@ -297,7 +297,7 @@ def test_capi_returns_codes_for_unmapped_addresses(world: World):
     assert c.pmemset_part_map_by_address(s, pm, far) == c.PMEMSET_E_CANNOT_FIND_PART_MAP
     assert pm.value is None
     assert mentions(c.pmemset_errormsg(), far)
-    refused(lambda: c.pmemset_read(s, far, 4), NOT_FOUND, far)
+    assert c.pmemset_read(s, bytearray(4), far, 4) == c.PMEMSET_E_CANNOT_FIND_PART_MAP
     assert c.pmemset_set_contiguous_part_coalescing(s, 7) == c.PMEMSET_E_INVALID_COALESCING_VALUE == -200017
     assert world.state() == before
     assert world.events == []
@@ -357,7 +357,7 @@ def test_consumed_part_is_refused_with_pmemset_error(world: World):
     world.events.clear()
     before = world.state()
     exc = refused_any(lambda: world.pset.part_map(part))
-    assert isinstance(exc, PmemsetError), "DESIGN.md §3: using a consumed part raises PmemsetError"
+    assert isinstance(exc, PmemsetError), "the API contract: using a consumed part raises PmemsetError"
     assert "consumed" in str(exc)
     assert world.state() == before
     assert world.events == []
@@ -483,7 +483,7 @@ def test_absurd_but_valid_length_is_enomem(world: World):
 
 
 def test_empty_source_whole_length_is_refused_cleanly(world: World, make_file):
-    """length 0 = the whole source; an empty file leaves nothing to map. DESIGN.md names no
+    """length 0 = the whole source; an empty file leaves nothing to map. The contract names no
     code for this, so any PmemsetError will do — but nothing may change and nothing may leak."""
     path = make_file(0)
     part = world.pset.part_new(Source.from_file(path), 0, 0)

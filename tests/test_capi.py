@@ -1,8 +1,8 @@
 """The C-shaped facade (``pmemsim.capi``): constants, return codes, out-pointers, misuse.
 
-Expectations come from DESIGN.md (§2 error table, §3 facade walk-through, §4 part_map
-steps, §5 fault sites) and PMDK's headers, typed in here as the independent source of
-truth, never from what the implementation happens to print.
+Expectations come from PMDK's headers and man pages (error values, constants, the C
+calls' shapes) and docs/design.md (the part_map steps, the fault sites), typed in here as
+the independent source of truth, never from what the implementation happens to print.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ INT64_MAX = (1 << 63) - 1
 
 # -- the independent source of truth --------------------------------------------------------------
 
-#: DESIGN.md §2, typed in by hand (PMDK's libpmemset.h values).
+#: PMDK's libpmemset.h values, typed in by hand.
 PMEMSET_ERRORS = {
     "PMEMSET_E_UNKNOWN": -200000,
     "PMEMSET_E_NOSUPP": -200001,
@@ -54,7 +54,7 @@ PMEMSET_ERRORS = {
     "PMEMSET_E_CANNOT_FIT_PART_MAP": -200023,
 }
 
-#: DESIGN.md §3 and PMDK's libpmemset.h / libpmem2.h.
+#: PMDK's libpmemset.h / libpmem2.h.
 OTHER_CONSTANTS = {
     "PMEMSET_COALESCING_NONE": 0,
     "PMEMSET_COALESCING_OPPORTUNISTIC": 1,
@@ -84,7 +84,7 @@ OTHER_CONSTANTS = {
 }
 
 #: Every C call of the facade with its number of parameters (PMDK's prototypes; the
-#: extensions of DESIGN.md §3 marked). Same name and argument order as C.
+#: extensions of pmemsim marked). Same name and argument order as C.
 C_ARITY = {
     "pmemset_config_new": 1,
     "pmemset_config_set_required_store_granularity": 2,
@@ -119,10 +119,17 @@ C_ARITY = {
     "pmemset_drain": 1,
     "pmemset_persist": 3,
     "pmemset_deep_flush": 3,
-    "pmemset_read": 3,  # extension
+    "pmemset_read": 4,  # extension: (pset, buf, addr, n)
     "pmemset_errormsg": 0,
     "pmemset_err_to_errno": 1,
 }
+
+
+def _read(pset: PmemSet, addr: int, n: int) -> bytes:
+    """``pmemset_read`` into a fresh buffer, asserting it returned 0."""
+    buf = bytearray(n)
+    assert c.pmemset_read(pset, buf, addr, n) == 0
+    return bytes(buf)
 
 
 def _mentions(message: str, n: int) -> bool:
@@ -275,7 +282,7 @@ def env(space, make_file, tmp_path) -> Iterator[CEnv]:
     e.close()
 
 
-# -- the DESIGN.md §3 walk-through ------------------------------------------------------------------
+# -- the facade walk-through (README) ---------------------------------------------------------------
 
 
 def test_design_walkthrough(space, make_file):
@@ -349,13 +356,13 @@ def test_design_walkthrough(space, make_file):
     assert miss.value == "untouched"
 
     # Memory: the file content is visible, stores reach the file.
-    assert c.pmemset_read(s.value, desc.value.addr, 4) == b"\x5a" * 4
-    assert c.pmemset_memcpy(s.value, desc.value.addr, b"data", 4, 0) == 0
-    assert c.pmemset_memset(s.value, desc.value.addr + 4, 0xAB, 3, 0) == 0
+    assert _read(s.value, desc.value.addr, 4) == b"\x5a" * 4
+    assert c.pmemset_memcpy(s.value, desc.value.addr, b"data", 4, 0) == desc.value.addr
+    assert c.pmemset_memset(s.value, desc.value.addr + 4, 0xAB, 3, 0) == desc.value.addr + 4
     assert c.pmemset_persist(s.value, desc.value.addr, 7) == 0
     assert c.pmemset_flush(s.value, desc.value.addr, 7) == 0
     assert c.pmemset_drain(s.value) == 0
-    assert c.pmemset_read(s.value, desc.value.addr, 8) == b"data\xab\xab\xab\x5a"
+    assert _read(s.value, desc.value.addr, 8) == b"data\xab\xab\xab\x5a"
     with open(path, "rb") as f:
         assert f.read(8) == b"data\xab\xab\xab\x5a"
     assert c.PMEMSET_EVENT_COPY in [t for _, t, _, _ in seen]
@@ -450,7 +457,7 @@ def test_xsource_create_if_needed_and_truncate_if_needed(env, tmp_path):
     pset = env.new_set()
     desc = env.map(pset, src.value, 0, 3 * PAGE)
     assert desc.size == 3 * PAGE
-    assert path.stat().st_size == 3 * PAGE  # part_map grew the file (DESIGN §4 step 2)
+    assert path.stat().st_size == 3 * PAGE  # part_map grew the file (part_map step 2)
 
 
 def test_xsource_create_always_empties_an_existing_file(env):
@@ -492,7 +499,7 @@ def test_source_from_fd_borrows_the_descriptor(env):
         assert c.pmemset_source_from_fd(src, fd) == 0
         pset = env.new_set()
         desc = env.map(pset, src.value, 0, 2 * PAGE)
-        assert c.pmemset_memcpy(pset, desc.addr, b"fd!", 3, 0) == 0
+        assert c.pmemset_memcpy(pset, desc.addr, b"fd!", 3, 0) == desc.addr
         assert c.pmemset_source_delete(src) == 0
         assert src.value is None
         os.fstat(fd)  # still open: deleting the source never closes a borrowed fd
@@ -633,27 +640,28 @@ def mapped(env) -> tuple[PmemSet, PartDescriptor]:
     return pset, env.map(pset, env.source(env.make_file(2 * PAGE)), 0, 2 * PAGE)
 
 
-def test_memory_operations_return_zero_and_read_back(mapped):
+def test_memory_operations_return_the_destination_and_read_back(mapped):
+    """PMDK's memcpy/memmove/memset return ``pmemdest`` (a void *), not 0."""
     pset, d = mapped
     a = d.addr + 100
     flags = c.PMEMSET_F_MEM_NODRAIN | c.PMEMSET_F_MEM_NONTEMPORAL
-    assert c.pmemset_memcpy(pset, a, b"abcdef", 6, flags) == 0
-    assert c.pmemset_read(pset, a, 6) == b"abcdef"
-    assert c.pmemset_memcpy(pset, a, b"XYZ-ignored", 3, 0) == 0  # only len bytes are copied
-    assert c.pmemset_read(pset, a, 6) == b"XYZdef"
-    assert c.pmemset_memmove(pset, a + 2, a, 4, 0) == 0  # overlapping, from an address in the set
-    assert c.pmemset_read(pset, a, 6) == b"XYXYZd"
-    assert c.pmemset_memmove(pset, a, b"mv", 2, c.PMEMSET_F_MEM_NOFLUSH) == 0
-    assert c.pmemset_read(pset, a, 6) == b"mvXYZd"
-    assert c.pmemset_memset(pset, a + 6, 0xAB, 4, c.PMEMSET_F_MEM_WC) == 0
-    assert c.pmemset_read(pset, a + 5, 6) == b"d\xab\xab\xab\xab\0"
+    assert c.pmemset_memcpy(pset, a, b"abcdef", 6, flags) == a
+    assert _read(pset, a, 6) == b"abcdef"
+    assert c.pmemset_memcpy(pset, a, b"XYZ-ignored", 3, 0) == a  # only len bytes are copied
+    assert _read(pset, a, 6) == b"XYZdef"
+    assert c.pmemset_memmove(pset, a + 2, a, 4, 0) == a + 2  # overlapping, from an address in the set
+    assert _read(pset, a, 6) == b"XYXYZd"
+    assert c.pmemset_memmove(pset, a, b"mv", 2, c.PMEMSET_F_MEM_NOFLUSH) == a
+    assert _read(pset, a, 6) == b"mvXYZd"
+    assert c.pmemset_memset(pset, a + 6, 0xAB, 4, c.PMEMSET_F_MEM_WC) == a + 6
+    assert _read(pset, a + 5, 6) == b"d\xab\xab\xab\xab\0"
     assert c.pmemset_flush(pset, a, 10) == 0
     assert c.pmemset_drain(pset) == 0
     assert c.pmemset_persist(pset, a, 10) == 0
     assert c.pmemset_deep_flush(pset, a, 10) == 0
     # A whole-map range is inside the set: the last byte included.
-    assert c.pmemset_memset(pset, d.addr, 0x11, d.size, 0) == 0
-    assert c.pmemset_read(pset, d.end - 1, 1) == b"\x11"
+    assert c.pmemset_memset(pset, d.addr, 0x11, d.size, 0) == d.addr
+    assert _read(pset, d.end - 1, 1) == b"\x11"
 
 
 OUT_OF_RANGE_OPS: dict[str, Callable[[PmemSet, int, int], int]] = {
@@ -679,13 +687,44 @@ WHERE: dict[str, Callable[[PartDescriptor], int]] = {
 def test_out_of_range_is_a_return_code(mapped, op, where):
     pset, d = mapped
     addr, n = WHERE[where](d), 4
-    tail = c.pmemset_read(pset, d.end - 2, 2)
+    tail = _read(pset, d.end - 2, 2)
     rc = OUT_OF_RANGE_OPS[op](pset, addr, n)
     assert rc == c.PMEMSET_E_CANNOT_FIND_PART_MAP
-    assert c.pmemset_read(pset, d.end - 2, 2) == tail  # nothing was stored
+    assert _read(pset, d.end - 2, 2) == tail  # nothing was stored
     msg = c.pmemset_errormsg()
     assert "PMEMSET_E_CANNOT_FIND_PART_MAP" in msg
     assert _mentions(msg, addr)
+
+
+def test_read_fills_the_buffer_and_returns_zero(mapped):
+    pset, d = mapped
+    c.pmemset_memcpy(pset, d.addr, b"hello", 5, 0)
+    buf = bytearray(b"\xee" * 8)
+    assert c.pmemset_read(pset, buf, d.addr, 5) == 0
+    assert buf == b"hello\xee\xee\xee"  # only the first n bytes are written, as C's memcpy
+    view = memoryview(bytearray(5))
+    assert c.pmemset_read(pset, view, d.addr + 1, 4) == 0 and bytes(view[:4]) == b"ello"
+    assert c.pmemset_read(pset, bytearray(), d.addr, 0) == 0
+
+
+@pytest.mark.parametrize("where", sorted(WHERE))
+def test_read_out_of_range_is_a_return_code_and_leaves_the_buffer(mapped, where):
+    pset, d = mapped
+    addr = WHERE[where](d)
+    buf = bytearray(b"keep")
+    assert c.pmemset_read(pset, buf, addr, 4) == c.PMEMSET_E_CANNOT_FIND_PART_MAP
+    assert buf == b"keep"
+    assert _mentions(c.pmemset_errormsg(), addr)
+
+
+def test_read_refuses_a_buffer_it_cannot_fill(mapped):
+    pset, d = mapped
+    with pytest.raises(TypeError, match="writable"):
+        c.pmemset_read(pset, b"immutable", d.addr, 4)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="buffer"):
+        c.pmemset_read(pset, "text", d.addr, 4)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="3 bytes, fewer than length=4"):
+        c.pmemset_read(pset, bytearray(3), d.addr, 4)
 
 
 def test_memmove_from_an_unmapped_address_is_a_return_code(mapped):

@@ -49,7 +49,28 @@ if image[0:8] == b"COMMITED" and 0 in image[64:80]:
     sys.exit(1)
 """
 
-JSON_KEYS = {"states_checked", "distinct_images", "inconsistent", "engine", "failures"}
+JSON_KEYS = {
+    "format",
+    "version",
+    "verdict",
+    "log",
+    "engine",
+    "markers",
+    "model",
+    "epochs",
+    "states_checked",
+    "distinct_images",
+    "inconsistent",
+    "errors",
+    "complete",
+    "limits",
+    "failures",
+    "warnings",
+    "checker_calls",
+    "elapsed",
+    "workers",
+    "trace",
+}
 
 
 @dataclass
@@ -147,7 +168,7 @@ def test_buggy_program_exit_1_with_json(work: Path, fmt: str) -> None:
     assert doc["states_checked"] >= doc["distinct_images"] > 0
     assert len(doc["failures"]) == doc["inconsistent"]
     for failure in doc["failures"]:
-        assert set(failure) == {"epoch", "stores", "message"}
+        assert {"epoch", "stores", "message", "markers", "prefix", "verdict"} <= set(failure)
         assert isinstance(failure["epoch"], int)
         assert failure["message"] == "checker returned False"
         # The flag reached media in every failing state.
@@ -219,7 +240,11 @@ def test_workers_give_the_same_verdict(work: Path) -> None:
     one = replay(str(rec.saved), "--checker", "crashchecks:committed", "--json", cwd=work)
     two = replay(str(rec.saved), "--checker", "crashchecks:committed", "--json", "--workers", "2", cwd=work)
     assert one.returncode == two.returncode == 1
-    assert json.loads(one.stdout) == json.loads(two.stdout)
+    docs = [json.loads(proc.stdout) for proc in (one, two)]
+    for doc in docs:
+        for how_it_ran in ("workers", "elapsed", "checker_calls", "warnings"):
+            doc.pop(how_it_ran)
+    assert docs[0] == docs[1]
 
 
 def test_stale_pmemcheck_pool_is_flagged_and_image_override_fixes_it(work: Path) -> None:
@@ -259,8 +284,12 @@ def test_marker_engines(work: Path) -> None:
     )
     assert proc.returncode == 1, proc.stderr
     assert json.loads(proc.stdout)["inconsistent"] > 0
-    quiet = replay("tx.json", "--checker", "crashchecks:committed", "--engine", "NoReorderNoCheck", cwd=work)
-    assert quiet.returncode == 0, quiet.stderr
+    # NoReorderNoCheck checks nothing: a silent pass is bad input unless asked for.
+    quiet = replay("tx.json", *check, "--engine", "NoReorderNoCheck", cwd=work)
+    assert quiet.returncode == 2
+    assert "picks no crash state" in quiet.stderr and "--allow-empty" in quiet.stderr
+    allowed = replay("tx.json", *check, "--engine", "NoReorderNoCheck", "--allow-empty", cwd=work)
+    assert allowed.returncode == 0, allowed.stderr
 
 
 # -- bad input: exit 2 ---------------------------------------------------------------------------
@@ -388,3 +417,47 @@ def test_saved_log_errors_name_the_key(work: Path, mutate: object, message: str)
     rc, _, err = run_main("replay", str(bad), "--checker-prog", "true")
     assert rc == 2
     assert message in err
+
+
+def test_replay_progress_shows_states_per_second_and_time_left() -> None:
+    from types import SimpleNamespace
+
+    from pmemsim.cli import _rate_column
+
+    column = _rate_column("states")
+    task = SimpleNamespace(speed=12345.6, time_remaining=75.2)
+    assert column.render(task).plain == "12,345.6 states/s, 0:01:15 left"
+    assert column.render(SimpleNamespace(speed=None, time_remaining=None)).plain == ""
+
+
+def test_marker_engines_as_pmreorder_takes_them(work: Path) -> None:
+    rec = Recorder()
+    rec.register_file("pool", None, POOL_SIZE)
+    rec.mark("TX.BEGIN")
+    rec.store("pool", 64, b"record. ")
+    rec.store("pool", 0, b"COMMITED")
+    rec.persist("pool", 0, 128)
+    rec.mark("TX.END")
+    save_log(rec.log, work / "tx.json")
+    check = ("--checker", "crashchecks:committed", "--engine", "NoReorderNoCheck", "--json")
+    listed = replay("tx.json", *check, "-x", "OTHER=Exhaustive,TX=ReorderFull", cwd=work)
+    assert listed.returncode == 1, listed.stderr
+    assert json.loads(listed.stdout)["markers"] == {"OTHER": "Exhaustive", "TX": "ReorderFull"}
+    (work / "markers.json").write_text('{"TX": "ReorderFull"}')
+    from_file = replay("tx.json", *check, "-x", "markers.json", cwd=work)
+    assert from_file.returncode == 1, from_file.stderr
+    assert json.loads(from_file.stdout)["markers"] == {"TX": "ReorderFull"}
+    (work / "bad.json").write_text('["TX", "ReorderFull"]')
+    bad = replay("tx.json", *check, "-x", "bad.json", cwd=work)
+    assert bad.returncode == 2 and "expected a JSON object" in bad.stderr
+
+
+def test_dask_without_the_extra_is_one_line_and_exit_2(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    rec = record(work, buggy=True)
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if pmemsim[dask] were not installed
+    monkeypatch.syspath_prepend(str(work))
+    rc, _, err = run_main("replay", str(rec.saved), "--checker", "crashchecks:committed", "--dask", "local:1")
+    assert rc == 2
+    assert err.strip().splitlines()[-1] == (
+        "pmemsim replay: error: --dask needs Dask distributed: pip install 'pmemsim[dask]'"
+    )

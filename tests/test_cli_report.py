@@ -78,11 +78,14 @@ class MatrixPage(HTMLParser):
         self.row_classes: dict[str, set[str]] = {}
         self.tags: Counter[str] = Counter()
         self.links: list[str] = []
+        self.ids: set[str] = set()
         self._row: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         a = {k: v or "" for k, v in attrs}
         self.tags[tag] += 1
+        if "id" in a:
+            self.ids.add(a["id"])
         for key in ("src", "href"):
             if key in a:
                 self.links.append(a[key])
@@ -195,7 +198,9 @@ def test_html_is_self_contained(shipped: dict[str, Any]) -> None:
     page: MatrixPage = shipped["page"]
     text = shipped["html"].read_text(encoding="utf-8")
     assert page.tags["script"] == 0
-    assert page.links == []
+    # Links only within the page (a count to its list of runs), and every target exists.
+    assert page.links and all(link.startswith("#") for link in page.links)
+    assert {link[1:] for link in page.links} <= page.ids
     assert "<style>" in text
     assert text.startswith("<!DOCTYPE html>")
     # Without coverage data the page says how to get it.
@@ -249,8 +254,8 @@ def test_merges_test_results(shipped: dict[str, Any], tmp_path: Path) -> None:
     runs = [
         {"name": "t.py::a", "kind": "test", "backend": "sim", "outcome": "passed",
          "errors": {"PMEMSET_E_NO_PART_MAPPED": 2, "ENOENT": 1}},
-        {"name": "t.py::b", "kind": "test", "backend": "default", "outcome": "failed",
-         "errors": {"PMEMSET_E_CANNOT_FIT_PART_MAP": 1}},
+        {"name": "t.py::b", "kind": "test", "backend": "own", "outcome": "failed",
+         "errors": {"PMEMSET_E_CANNOT_FIT_PART_MAP": 1}, "message": "AssertionError: boom"},
         {"name": "t.py::c", "kind": "test", "backend": "sim", "outcome": "passed", "errors": {}},
     ]  # fmt: skip
     tests.write_text(json.dumps({"format": "pmemsim-results", "version": 1, "runs": runs}))
@@ -258,14 +263,23 @@ def test_merges_test_results(shipped: dict[str, Any], tmp_path: Path) -> None:
     rc, out, err = run_main(
         "report", "--from", str(shipped["results"]), "--from", str(tests), "--html", str(html), "--json"
     )
-    assert rc == 0, err
+    assert rc == 1, err  # t.py::b failed
     doc = json.loads(out)
+    assert (doc["format"], doc["version"]) == ("pmemsim-report", 1)
+    assert doc["failed"] == [
+        {"name": "t.py::b", "kind": "test", "backend": "own", "outcome": "failed",
+         "message": "AssertionError: boom"}
+    ]  # fmt: skip
     rows = {r["name"]: r for r in doc["rows"]}
     assert rows["PMEMSET_E_NO_PART_MAPPED"]["counts"]["sim/test"] == 2
+    assert rows["PMEMSET_E_NO_PART_MAPPED"]["reached_by"] == {"sim/test": ["t.py::a"]}
     assert rows["ENOENT"]["counts"]["sim/test"] == 1 and not rows["ENOENT"]["man_page"]
-    assert rows["PMEMSET_E_CANNOT_FIT_PART_MAP"]["counts"]["default/test"] == 1
+    assert rows["PMEMSET_E_CANNOT_FIT_PART_MAP"]["counts"]["own/test"] == 1
     columns = {(c["backend"], c["kind"]): c["runs"] for c in doc["columns"]}
-    assert columns[("sim", "test")] == 2 and columns[("default", "test")] == 1
+    assert columns[("sim", "test")] == 2 and columns[("own", "test")] == 1
+    meanings = {c["backend"]: c["meaning"] for c in doc["columns"]}
+    assert "pmem_space" in meanings["own"] and "simulated" in meanings["sim"]
+    assert "1 run(s) failed" in err and "FAILED t.py::b (test, own): AssertionError: boom" in err
     page = parse_page(html)
     assert page.rows["ENOENT"]["sim/test"] == (1, {"count", "hit"})
     assert page.rows["PMEMSET_E_NO_PART_MAPPED"]["mmap/test"][1] == {"count", "norun"}
@@ -289,9 +303,10 @@ def test_load_errors_are_counted_not_reached(tmp_path: Path) -> None:
     ]  # fmt: skip
     results.write_text(json.dumps({"format": "pmemsim-results", "version": 1, "runs": runs}))
     rc, out, err = run_main("report", "--from", str(results), "--json")
-    assert rc == 0, err
+    assert rc == 1, err  # a scenario file that could not be loaded is a failed run
     doc = json.loads(out)
     assert doc["runs"] == 2 and doc["unloaded"] == 1
+    assert [f["name"] for f in doc["failed"]] == ["bad.toml"]
     assert all(c["backend"] != "-" for c in doc["columns"])
     assert "could not be loaded" in err
 
@@ -347,25 +362,173 @@ def test_without_coverage_py_the_page_says_so(
     assert 'data-error="PMEMSET_E_CANNOT_FIT_PART_MAP"' in text
 
 
-def test_coverage_data_is_shown_beside_the_matrix(shipped: dict[str, Any], tmp_path: Path) -> None:
+USER_CODE = """
+def parse(data):
+    if data.startswith(b"P"):
+        return data[1:]
+    return None
+"""
+
+USER_SCRIPT = """
+import sys
+sys.path.insert(0, ".")
+import mypkg
+import pmemsim
+from pmemsim import Config, Granularity, PmemSet
+
+assert mypkg.parse(b"Pok") == b"ok"
+with PmemSet(Config(Granularity.PAGE, address_space=pmemsim.SimulatedAddressSpace())) as pset:
+    pass
+"""
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A coverage.py data file of a user's program that uses pmemsim and its own package ``mypkg``."""
     pytest.importorskip("coverage")
-    data = tmp_path / ".coverage"
-    measured = subprocess.run(
-        [sys.executable, "-m", "coverage", "run", "--branch", f"--data-file={data}", "-m", "pmemsim", "run",
-         str(SCENARIOS / "error_enomem.toml"), "-q"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=child_env(),
+    where = tmp_path_factory.mktemp("user")
+    (where / "mypkg").mkdir()
+    (where / "mypkg" / "__init__.py").write_text(USER_CODE)
+    (where / "app.py").write_text(USER_SCRIPT)
+    data = where / ".coverage"
+    ran = subprocess.run(
+        [sys.executable, "-m", "coverage", "run", "--branch", f"--data-file={data}", "app.py"],
+        cwd=where, capture_output=True, text=True, timeout=120, env=child_env(),
     )  # fmt: skip
-    assert measured.returncode == 0, measured.stderr
+    assert ran.returncode == 0, ran.stderr
+    return data
+
+
+def test_coverage_is_of_the_code_under_test_by_default(
+    shipped: dict[str, Any], measured: Path, tmp_path: Path
+) -> None:
     html = tmp_path / "index.html"
     rc, out, err = run_main(
-        "report", "--from", str(shipped["results"]), "--coverage", str(data), "--html", str(html)
+        "report", "--from", str(shipped["results"]), "--coverage", str(measured), "--html", str(html)
     )
     assert rc == 0, err
-    assert "coverage of pmemsim/" in out
+    assert "coverage of the code under test (2 files" in out
     text = html.read_text(encoding="utf-8")
     assert 'class="coverage-table"' in text
-    assert "pmemsim/errors.py" in text
-    assert "pmemsim/pmemset.py" in text
+    assert "mypkg/__init__.py" in text and "app.py" in text
+    assert "pmemsim/pmemset.py" not in text and "pmemsim/errors.py" not in text
+
+
+def test_coverage_of_the_packages_named(shipped: dict[str, Any], measured: Path, tmp_path: Path) -> None:
+    html = tmp_path / "index.html"
+    rc, out, err = run_main(
+        "report", "--from", str(shipped["results"]), "--coverage", str(measured),
+        "--coverage-source", "mypkg", "--html", str(html),
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "coverage of mypkg (1 files" in out
+    text = html.read_text(encoding="utf-8")
+    assert "mypkg/__init__.py" in text and "app.py" not in text
+    # pmemsim's own developers name it.
+    rc, out, err = run_main(
+        "report", "--from", str(shipped["results"]), "--coverage", str(measured),
+        "--coverage-source", "pmemsim", "--html", str(html),
+    )  # fmt: skip
+    assert rc == 0, err
+    text = html.read_text(encoding="utf-8")
+    assert "pmemsim/pmemset.py" in text and "mypkg/__init__.py" not in text
+
+
+def test_coverage_of_a_package_never_measured_says_so(
+    shipped: dict[str, Any], measured: Path, tmp_path: Path
+) -> None:
+    html = tmp_path / "index.html"
+    rc, out, err = run_main(
+        "report", "--from", str(shipped["results"]), "--coverage", str(measured),
+        "--coverage-source", "otherpkg", "--html", str(html),
+    )  # fmt: skip
+    assert rc == 0, err
+    assert "no file in" in out and "matches otherpkg" in out
+    assert "No measured file matches otherpkg" in html.read_text(encoding="utf-8")
+
+
+# -- failed runs, column meanings, pipes -----------------------------------------------------------
+
+
+def _results(tmp_path: Path, *runs: dict[str, Any]) -> Path:
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps({"format": "pmemsim-results", "version": 1, "runs": list(runs)}))
+    return path
+
+
+def test_a_failed_run_is_listed_everywhere_and_fails_the_report(tmp_path: Path) -> None:
+    results = _results(
+        tmp_path,
+        {"name": "ok.toml", "kind": "scenario", "backend": "sim", "outcome": "passed",
+         "errors": {"ENOMEM": 1}},
+        {"name": "t.py::test_x[sim]", "kind": "test", "backend": "sim", "outcome": "failed",
+         "errors": {}, "message": "assert 1 == 2"},
+    )  # fmt: skip
+    html = tmp_path / "index.html"
+    proc = pmemsim("report", "--from", str(results), "--html", str(html), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "1 run(s) failed" in proc.stdout
+    assert "FAILED t.py::test_x[sim] (test, sim): assert 1 == 2" in proc.stdout
+    text = html.read_text(encoding="utf-8")
+    assert '<li data-failed="t.py::test_x[sim]">' in text and "assert 1 == 2" in text
+    assert "1 run(s) failed" in text
+    # The same results without the failure: exit 0, nothing listed.
+    results = _results(
+        tmp_path,
+        {"name": "ok.toml", "kind": "scenario", "backend": "sim", "outcome": "passed",
+         "errors": {"ENOMEM": 1}},
+    )
+    proc = pmemsim("report", "--from", str(results), "--html", str(html), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "run(s) failed" not in proc.stdout and "data-failed" not in html.read_text(encoding="utf-8")
+
+
+def test_piped_output_never_folds_names(tmp_path: Path) -> None:
+    long_name = "tests/test_a_rather_long_module_name.py::test_an_even_longer_test_name_that_would_fold[mmap]"
+    results = _results(
+        tmp_path,
+        {"name": long_name, "kind": "test", "backend": "sim", "outcome": "failed", "errors": {},
+         "message": "AssertionError: " + "x" * 150},
+        {"name": "ok", "kind": "test", "backend": "a-backend-name-this-long", "outcome": "passed",
+         "errors": {"PMEMSET_E_CANNOT_ALLOCATE_INTERNAL_STRUCTURE": 3}},
+    )  # fmt: skip
+    env = {k: v for k, v in child_env().items() if k not in ("COLUMNS", "LINES")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "pmemsim", "report", "--from", str(results)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    lines = proc.stdout.splitlines()
+    assert any(long_name in line and "x" * 150 in line for line in lines)
+    assert any("CANNOT_ALLOCATE_INTERNAL_STRUCTURE" in line for line in lines)
+    assert any("a-backend-name-this-long" in line for line in lines)  # the header is not cut
+    legend = "a-backend-name-this-long: runs whose results name the backend"
+    assert any(line.startswith(legend) for line in lines)
+
+
+def test_html_lists_the_runs_that_reached_each_error_without_hovering(tmp_path: Path) -> None:
+    results = _results(
+        tmp_path,
+        {"name": "s1.toml", "kind": "scenario", "backend": "sim", "outcome": "passed",
+         "errors": {"ENOMEM": 2}},
+        {"name": "s2.toml", "kind": "scenario", "backend": "mmap", "outcome": "passed",
+         "errors": {"ENOMEM": 1}},
+        {"name": "t.py::t", "kind": "test", "backend": "own", "outcome": "passed",
+         "errors": {"PMEMSET_E_CANNOT_FIT_PART_MAP": 1}},
+    )  # fmt: skip
+    html = tmp_path / "index.html"
+    rc, _, err = run_main("report", "--from", str(results), "--html", str(html))
+    assert rc == 0, err
+    text = html.read_text(encoding="utf-8")
+    assert "title=" not in text  # nothing hides behind a tooltip
+    section = text[text.index('class="reached-by"') :]
+    enomem = section[section.index('data-reached="ENOMEM"') :]
+    enomem = enomem[: enomem.index("</ul>")]
+    assert "<strong>sim scenarios</strong>: <code>s1.toml</code>" in enomem
+    assert "<strong>mmap scenarios</strong>: <code>s2.toml</code>" in enomem
+    assert "t.py::t" not in enomem
+    assert '<a href="#runs-ENOMEM">2</a>' in text
+    assert "<strong>own</strong>: tests that did not use the pmem_space fixture" in text
 
 
 # -- help ----------------------------------------------------------------------------------------
@@ -378,3 +541,16 @@ def test_help_explains_every_option_with_examples(command: str) -> None:
     assert "examples:" in out
     rc, top, _ = run_main("--help")
     assert command in top
+
+
+def test_a_bad_html_path_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    results = _results(
+        tmp_path,
+        {"name": "ok.toml", "kind": "scenario", "backend": "sim", "outcome": "passed", "errors": {}},
+    )
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    for path in (str(blocker / "index.html"), str(tmp_path)):
+        rc, out, err = run_main("report", "--from", str(results), "--html", path)
+        assert rc == 2 and out == ""
+        assert err.startswith(f"pmemsim report: error: --html {path}: ") and len(err.splitlines()) == 1

@@ -317,3 +317,80 @@ def test_help_imports_nothing_heavy() -> None:
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
+
+
+# -- crash failures explained as pytest explains them; outputs checked first; progress --------------
+
+
+def _buggy_expected_consistent(tmp_path: Path) -> Path:
+    """The shipped buggy commit, wrongly expected to be consistent: a failing [crash] expectation."""
+    text = (SCENARIOS / "crash_commit_buggy.toml").read_text(encoding="utf-8")
+    assert 'expect = "inconsistent"' in text
+    path = tmp_path / "buggy_but_expected_ok.toml"
+    path.write_text(text.replace('expect = "inconsistent"', 'expect = "consistent"'), encoding="utf-8")
+    return path
+
+
+def test_a_failed_crash_expectation_prints_the_minimal_trace(tmp_path: Path) -> None:
+    scenario = _buggy_expected_consistent(tmp_path)
+    junit = tmp_path / "junit.xml"
+    rc, out, err = run_main("run", str(scenario), "--backend", "sim", "--junit", str(junit))
+    assert rc == 1, out + err
+    assert "expected consistent, got inconsistent" in out
+    assert "Minimal crash before FENCE" in out
+    # Each store of the trace names the scenario step that made it, as pytest names the source line.
+    store_lines = [line for line in out.splitlines() if "STORE" in line]
+    assert store_lines and all(f"at {scenario}:" in line for line in store_lines), store_lines
+    assert "LOST" in out and "PERSISTED" in out
+    (case,) = ET.parse(junit).getroot().iter("testcase")
+    failure = case.find("failure")
+    assert failure is not None and failure.text is not None
+    assert "Minimal crash before FENCE" in failure.text and f"at {scenario}:" in failure.text
+
+
+def test_passing_crash_checks_show_their_summary(tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    rc, out, err = run_main("run", str(SCENARIOS), "-k", "crash_commit_correct", "--backend", "sim",
+                            "--junit", str(junit))  # fmt: skip
+    assert rc == 0, out + err
+    assert "note" in out and "consistent:" in out and "states checked" in out
+    (case,) = ET.parse(junit).getroot().iter("testcase")
+    system_out = case.find("system-out")
+    assert system_out is not None and "states checked" in (system_out.text or "")
+
+
+@pytest.mark.parametrize("option", ["--results", "--junit"])
+@pytest.mark.parametrize("where", ["under-a-file", "a-directory", "empty"])
+def test_a_bad_output_path_is_one_line_and_exit_2_before_anything_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, option: str, where: str
+) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("x")
+    path = {"under-a-file": str(blocker / "out" / "r.json"), "a-directory": str(tmp_path), "empty": ""}[where]
+    ran: list[str] = []
+    import pmemsim.scenario.runner as runner
+
+    real = runner.run_scenario
+    monkeypatch.setattr(runner, "run_scenario", lambda *a, **k: ran.append("x") or real(*a, **k))
+    rc, out, err = run_main("run", str(SCENARIOS / "error_enomem.toml"), option, path)
+    assert rc == 2
+    assert out == "" and ran == []
+    assert len(err.strip().splitlines()) == 1 and err.startswith(f"pmemsim run: error: {option} ")
+    assert "Traceback" not in err
+
+
+def test_an_output_path_in_a_new_directory_is_fine(tmp_path: Path) -> None:
+    results = tmp_path / "new" / "deeper" / "r.json"
+    rc, _, err = run_main("run", str(SCENARIOS / "error_enomem.toml"), "--results", str(results), "-q")
+    assert rc == 0, err
+    assert load_results(results).runs
+
+
+def test_progress_shows_rate_and_time_left() -> None:
+    from types import SimpleNamespace
+
+    from pmemsim.cli import _rate_and_eta
+
+    assert _rate_and_eta(SimpleNamespace(speed=None, time_remaining=None)) == ""
+    assert _rate_and_eta(SimpleNamespace(speed=2.5, time_remaining=64.4)) == "2.5 runs/s, 0:01:04 left"
+    assert _rate_and_eta(SimpleNamespace(speed=12.0, time_remaining=None)) == "12.0 runs/s"

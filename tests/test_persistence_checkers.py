@@ -35,7 +35,8 @@ def test_a_raising_checker_marks_the_state_inconsistent_with_its_message() -> No
 @pytest.mark.parametrize("garbage", [0, 1, "ok", [], 0.0])
 def test_garbage_return_values_are_checker_errors(garbage: object) -> None:
     report = replay(FLAG_OK.log, lambda image: garbage)
-    assert report.inconsistent == report.errors == report.states_checked > 0
+    assert report.errors == report.states_checked > 0 and report.inconsistent == 0
+    assert not report.ok and report.verdict == "checker error"
     failure = report.failures[0]
     assert failure.verdict is Verdict.ERROR
     assert f"checker returned {garbage!r} ({type(garbage).__name__})" in failure.message
@@ -87,7 +88,24 @@ def test_images_are_read_only_views() -> None:
         return True
 
     report = replay(FLAG_OK.log, check)
-    assert report.failures[0].message.startswith("checker raised TypeError")
+    assert "checker raised TypeError: cannot modify read-only memory" in report.failures[0].message
+
+
+def test_a_checker_cannot_write_into_later_states_through_the_buffer_object() -> None:
+    # memoryview.obj of a read-only view of a bytearray is the writable bytearray itself.
+    attempts: list[str] = []
+
+    def check(image: memoryview) -> bool:
+        owner = image.obj
+        try:
+            owner[0:8] = b"\xff" * 8  # type: ignore[index]
+        except TypeError as exc:
+            attempts.append(str(exc))
+        return bytes(image[0:8]) != b"\xff" * 8
+
+    report = replay(FLAG_OK.log, check)
+    assert report.ok, str(report)
+    assert attempts and len(attempts) == report.states_checked
 
 
 def _script(tmp_path: Path, body: str) -> list[str]:
@@ -129,7 +147,8 @@ def test_program_checker_timeout_and_signals(tmp_path: Path) -> None:
     assert report.failures[0].message == "checker program timed out after 0.3 s"
     killed = _script(tmp_path, "import os, signal\nos.kill(os.getpid(), signal.SIGTERM)\n")
     report = replay(FLAG_OK.log, killed, engine="NoReorderDoCheck")
-    assert report.failures[0].message == "checker program: killed by signal 15"
+    assert report.failures[0].message == "checker program died: killed by SIGTERM"
+    assert report.failures[0].verdict is Verdict.ERROR and report.inconsistent == 0
 
 
 def test_program_checker_cannot_corrupt_later_states(tmp_path: Path) -> None:
@@ -161,17 +180,38 @@ def test_checker_construction_errors() -> None:
     assert isinstance(as_checker(check_flag), CallableChecker)
 
 
-def test_timeouts_outside_the_main_thread_are_reported_as_not_enforced() -> None:
+def test_timeouts_work_outside_the_main_thread() -> None:
     import threading
 
+    def hang(image: memoryview) -> bool:
+        while True:
+            time.sleep(0.01)
+
     reports = []
-    worker = threading.Thread(target=lambda: reports.append(replay(FLAG_OK.log, check_flag, timeout=1)))
-    worker.start()
-    worker.join()
-    assert reports[0].ok
-    assert reports[0].warnings == (
-        "checker timeout not enforced: SIGALRM needs the main thread (use workers >= 2)",
+    worker = threading.Thread(
+        target=lambda: reports.append(replay(FLAG_OK.log, hang, engine="NoReorderDoCheck", timeout=0.2))
     )
+    worker.start()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert reports[0].errors == reports[0].states_checked == 2
+    assert reports[0].failures[0].message == "checker timed out after 0.2 s"
+
+
+def test_checker_timeouts_leave_the_programs_own_timer_alone() -> None:
+    import signal
+
+    fired: list[int] = []
+    previous = signal.signal(signal.SIGALRM, lambda *_: fired.append(1))
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 30)
+        replay(FLAG_OK.log, check_flag, timeout=5)
+        remaining, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 25 < remaining <= 30  # still armed: the replay neither cancelled nor re-armed it
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert fired == []
 
 
 def test_sys_exit_in_a_checker_is_an_error_not_a_verdict() -> None:

@@ -199,7 +199,7 @@ def test_registered_path_that_exists_sizes_the_file(tmp_path: Path) -> None:
         ("START|REGISTER_FILE;;0x0;0x10;0x0|STOP", "empty path"),
         ("START|FLUSH;0x0|STOP", "FLUSH needs addr;size"),
         ("START|FENCE||FENCE|STOP", r"record 3 .*empty record"),
-        ("START|COMMIT;0x1|STOP", "unknown record type 'COMMIT'"),
+        ("START|TXCOMMIT;0x1|STOP", "unknown record type 'TXCOMMIT'"),
         ("START|FENCE|FENCE", "no STOP record after START"),
         ("FENCE|STOP", "no START record"),
     ],
@@ -264,3 +264,11 @@ def test_round_trip_property(ops: list[tuple[object, ...]]) -> None:
     assert [type(r) for r in again.records if not isinstance(r, Store | Flush)] == [
         type(r) for r in rec.log.records if not isinstance(r, Store | Flush)
     ]
+
+
+def test_log_warning_is_public_and_a_user_warning() -> None:
+    from pmemsim.persistence import pmemcheck
+
+    assert issubclass(pmemcheck.LogWarning, UserWarning)
+    assert {"LogWarning", "PmemcheckFormatError"} <= set(pmemcheck.__all__)
+    assert issubclass(PmemcheckFormatError, LogError) and issubclass(PmemcheckFormatError, ValueError)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import struct
@@ -14,9 +13,9 @@ from hypothesis import strategies as st
 from test_persistence_examples import BUGGY, CORRECT, Q, check_flag, check_undo, undo_program
 
 from pmemsim.persistence import (
-    Atom,
     Checker,
     CheckOutcome,
+    CrashContext,
     Exhaustive,
     Fence,
     FileInfo,
@@ -24,6 +23,7 @@ from pmemsim.persistence import (
     LogError,
     Marker,
     MarkerError,
+    NoReorderDoCheck,
     NoReorderNoCheck,
     PersistencyModel,
     Random,
@@ -34,6 +34,7 @@ from pmemsim.persistence import (
     Verdict,
     build_epochs,
     caller_location,
+    engine_for,
     engine_from_name,
     initial_images,
     plan_replay,
@@ -66,14 +67,25 @@ def epoch_of(k: int, *, same_word: bool = False) -> StoreLog:
         ("ReorderReverseAccumulative", {1: 2, 4: 5}),
         ("ReorderPartial", {1: 2, 4: 3}),
         ("ReorderFull", {1: 2, 4: 65, 6: sum(math.perm(6, n) for n in range(7))}),
-        ("Exhaustive", {1: 2, 4: 16, 6: 64}),
+        # k stores to one cache line reach media as its k+1 program-order prefixes.
+        ("Exhaustive", {1: 2, 4: 5, 6: 7}),
     ],
 )
 def test_states_per_epoch_match_pmreorder(engine: str, counts: dict[int, int]) -> None:
     for k, expected in counts.items():
-        report = replay(epoch_of(k), always, engine=engine)
+        report = replay(epoch_of(k), always, engine=engine, allow_empty=engine == "NoReorderNoCheck")
         assert report.states_checked == expected, (engine, k)
         assert report.epochs == 1
+
+
+def test_exhaustive_explores_lines_independently() -> None:
+    # k stores to k different lines: every subset can be on media.
+    rec = Recorder()
+    rec.register_file("f", None, 4096)
+    for i in range(6):
+        rec.store("f", 64 * i, Q.pack(i + 1))
+    rec.persist("f", 0, 64 * 6)
+    assert replay(rec.log, always).states_checked == 2**6
 
 
 def test_store_tears_into_aligned_8_byte_atoms() -> None:
@@ -151,58 +163,20 @@ def small_logs(draw: st.DrawFn) -> StoreLog:
     return rec.log
 
 
-def brute_force_images(log: StoreLog) -> set[tuple[bytes, ...]]:
-    """Every image the model allows, by enumerating per-word prefixes directly."""
-    plan = plan_replay(log)
-    bases = [bytearray(log.files[k].initial or bytes(log.files[k].size)) for k in plan.keys]
-    out: set[tuple[bytes, ...]] = set()
-    for epoch in plan.epochs:
-        words: dict[int, list[Atom]] = {}
-        for atom in epoch.inflight:
-            words.setdefault(atom.word, []).append(atom)
-        groups = list(words.values())
-        for choice in itertools.product(*[range(len(g) + 1) for g in groups]):
-            img = [bytearray(b) for b in bases]
-            for g, n in zip(groups, choice, strict=True):
-                for atom in g[:n]:
-                    img[atom.fidx][atom.offset : atom.end] = atom.data
-            out.add(tuple(bytes(b) for b in img))
-        for atom in epoch.flushed:
-            bases[atom.fidx][atom.offset : atom.end] = atom.data
-    return out
-
-
-@settings(max_examples=60)
-@given(small_logs())
-def test_exhaustive_checks_exactly_the_distinct_images_of_the_model(log: StoreLog) -> None:
-    seen: list[tuple[bytes, ...]] = []
-
-    def record(image: dict[str, memoryview]) -> bool:
-        seen.append((bytes(image["a"]), bytes(image["b"])))
-        return True
-
-    from pmemsim.persistence import CallableChecker
-
-    report = replay(log, CallableChecker(record, all_files=True), engine="Exhaustive")
-    expected = brute_force_images(log)
-    assert len(seen) == len(set(seen))  # deduplicated
-    assert set(seen) == expected
-    assert report.states_checked == report.distinct_images == len(expected)
-
-
 @settings(max_examples=40)
 @given(small_logs())
 def test_accumulative_states_follow_the_pmreorder_formula(log: StoreLog) -> None:
     plan = plan_replay(log)
     expected = sum(len(e.flushed) + 1 for e in plan.epochs if not e.final)
-    assert replay(log, always, engine="ReorderAccumulative").states_checked == expected
+    assert replay(log, always, engine="ReorderAccumulative", allow_empty=True).states_checked == expected
 
 
 def test_marker_sections_select_engines() -> None:
     log = BUGGY["flag before payload is fenced"].log  # the bug is inside publish.BEGIN/END
     assert not replay(log, check_flag, engine="Exhaustive").ok
     quiet = replay(log, check_flag, engine="Exhaustive", markers={"publish": "NoReorderNoCheck"})
-    assert quiet.ok and quiet.states_checked == 0
+    # Only the crash right after publish.END, outside the section, is judged (by Exhaustive).
+    assert quiet.ok and quiet.states_checked == 1
     assert quiet.markers == (("publish", "NoReorderNoCheck"),)
     found = replay(log, check_flag, engine=NoReorderNoCheck(), markers={"publish": ReorderFull()})
     assert not found.ok and found.failures[0].sections == ("publish",)
@@ -219,13 +193,15 @@ def test_nested_markers_restore_the_enclosing_engine() -> None:
     rec.store("f", 8, Q.pack(1))
     rec.persist("f", 8, 8)
     rec.mark("outer.END")
-    plan = plan_replay(
-        rec.log, engine="NoReorderDoCheck", markers={"outer": "ReorderFull", "inner": "Exhaustive"}
-    )
-    assert [(e.engine.name, e.sections) for e in plan.epochs] == [
+    plan = plan_replay(rec.log)
+    sections = {"outer": ReorderFull(), "inner": Exhaustive()}
+    chosen = [(engine_for(e.sections, NoReorderDoCheck(), sections).name, e.sections) for e in plan.epochs]
+    assert chosen == [
         ("Exhaustive", ("outer", "inner")),
         ("ReorderFull", ("outer",)),
+        ("NoReorderDoCheck", ()),
     ]
+    assert plan.epochs[-1].final and not plan.epochs[-1].inflight  # the crash after outer.END
 
 
 @pytest.mark.parametrize(
@@ -341,16 +317,51 @@ def test_max_failures_keeps_the_first_and_counts_all() -> None:
     assert "more failing states not listed" in str(capped)
 
 
-def test_reorder_full_limit_warns() -> None:
+def test_reorder_full_limit_is_reported_as_not_exhaustive() -> None:
     report = replay(epoch_of(5), always, engine=ReorderFull(max_states_per_epoch=10))
     assert report.states_checked == 10
-    assert report.warnings == ("epoch 0: ReorderFull stopped after 10 states (limit reached)",)
+    assert report.limits == ("epoch 0: ReorderFull stopped after 10 states (max_states_per_epoch)",)
+    assert not report.complete and report.verdict == "consistent, not exhaustive"
+    assert "NOT EXHAUSTIVE" in report.summary() and report.to_dict()["complete"] is False
+    assert replay(epoch_of(5), always, engine="ReorderFull", max_states=10) == report
 
 
-def test_exhaustive_samples_epochs_over_its_limit() -> None:
-    report = replay(epoch_of(6), always, engine=Exhaustive(max_states_per_epoch=20))
-    assert 0 < report.states_checked <= 20
-    assert "64 distinct images exceed" in report.warnings[0]
+def test_exhaustive_over_its_limit_changes_the_fewest_lines_first() -> None:
+    rec = Recorder()
+    rec.register_file("f", None, 4096)
+    for i in range(6):
+        rec.store("f", 64 * i, Q.pack(i + 1))
+    rec.persist("f", 0, 64 * 6)
+    seen: list[int] = []
+
+    def count_lines(image: memoryview) -> bool:
+        seen.append(sum(Q.unpack_from(image, 64 * i)[0] != 0 for i in range(6)))
+        return True
+
+    report = replay(rec.log, count_lines, engine=Exhaustive(max_states_per_epoch=22))
+    assert report.states_checked == 22 and not report.complete
+    assert "64 distinct images exceed max_states_per_epoch=22; checked 22" in report.limits[0]
+    # The base, then the 6 single-line images, then 15 of the two-line ones.
+    assert seen == [0] + [1] * 6 + [2] * 15
+
+
+def test_the_nine_store_bug_is_found_within_the_default_budget() -> None:
+    # Nine stores to nine lines, one flush and fence; the bug: store 8 on media without store 0.
+    # ReorderFull walks short sequences first, as pmreorder does (its 9th sequence).
+    rec = Recorder()
+    rec.register_file("f", None, 4096)
+    for i in range(9):
+        rec.store("f", 64 * i, Q.pack(1))
+    rec.persist("f", 0, 64 * 9)
+
+    def check(image: memoryview) -> bool:
+        return not (Q.unpack_from(image, 64 * 8)[0] == 1 and Q.unpack_from(image, 0)[0] == 0)
+
+    full = replay(rec.log, check, engine="ReorderFull")
+    assert not full.ok and not full.complete
+    assert full.failures[0].seq == 9  # () then (0,) .. (8,): the 10th state, the 9th sequence
+    exhaustive = replay(rec.log, check)
+    assert exhaustive.complete and exhaustive.inconsistent == 2**7  # store 8 alone, any of 1..7
 
 
 @pytest.mark.parametrize(
@@ -381,7 +392,7 @@ def test_model_validation() -> None:
         PersistencyModel(flush_unit=48)
     page = PersistencyModel.for_granularity(2, page_size=8192)  # type: ignore[arg-type]
     assert page.flush_unit == 8192
-    plan = build_epochs(epoch_of(1), PersistencyModel.eadr(), Exhaustive())
+    plan = build_epochs(epoch_of(1), PersistencyModel.eadr())
     assert plan.model.eadr_mode
 
 
@@ -416,9 +427,9 @@ class _InvariantChecker(Checker):
         self.explorer: Explorer | None = None
         self.states = 0
 
-    def check(self, views: Sequence[memoryview], markers: str) -> CheckOutcome | None:
+    def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         assert self.explorer is not None
-        self.explorer._check()
+        self.explorer.image._check()
         self.states += 1
         return None
 
@@ -429,18 +440,19 @@ class _InvariantChecker(Checker):
     st.sampled_from(["Exhaustive", "Random:1:5", "ReorderReverseAccumulative", "ReorderPartial"]),
 )
 def test_plan_and_image_invariants_hold_at_every_state(log: StoreLog, engine: str) -> None:
-    plan = plan_replay(log, engine=engine)
+    plan = plan_replay(log)
     plan._check()
     checker = _InvariantChecker()
-    ex = Explorer(plan, initial_images(log), checker)
+    chosen = engine_from_name(engine)
+    ex = Explorer(plan, initial_images(log), checker, lambda epoch: chosen, sees_markers=False)
     checker.explorer = ex
     for epoch in plan.epochs:
         ex.run_epoch(epoch, 0)
-        assert not ex.stack
-        ex._check()
+        assert not ex.image.stack
+        ex.image._check()
     # After the last epoch the image holds exactly the durable stores.
     expected = [bytearray(img) for img in initial_images(log)]
     for epoch in plan.epochs:
         for atom in epoch.flushed:
             expected[atom.fidx][atom.offset : atom.end] = atom.data
-    assert ex.bufs == expected
+    assert [bytes(b) for b in ex.image.bufs] == expected

@@ -35,11 +35,17 @@ def test_shrinking_is_no_larger_than_the_hand_written_trace(bug: str, engine: st
     assert not report.ok
     for failure in report.failures[:5]:
         result = shrink(example.log, failure, example.check)
+        if engine == "Exhaustive":
+            assert result.in_model  # every state it checks is one a crash can leave
+        if not result.in_model:
+            # A pmreorder engine applied a cache line's stores out of program order (here: the
+            # valid flag without the index stored before it in the same line): no crash can.
+            assert engine != "Exhaustive" and "outside the persistency model" in result.trace
+            continue
         assert result.size <= MINIMAL[bug], result.trace
         if bug.startswith("undo") and failure.epoch == 0:
             assert result.size <= 2  # the first entry: the zeroed log fails its checksum whole
         assert result.persisted and result.lost
-        assert result.in_model
         assert "PERSISTED" in result.trace and "LOST" in result.trace
 
 

@@ -5,11 +5,11 @@ One test per PMDK test case, named after it (``test_part_map_enomem`` ports PMDK
 ones repeat a few of them through :mod:`pmemsim.capi` the way PMDK's C tests are
 written (``Ref`` out-pointers, return codes).
 
-Expected values come from DESIGN.md, not from running the code: new reservations go
+Expected values come from the contract (docs/design.md), not from running the code: new reservations go
 first-fit from the low end of a fresh space (so the first part map starts at
 ``space.low`` and the next one right after it), a descriptor describes the whole part
 map, coalesced part maps grow by the part's length, and failed calls change nothing.
-Where PMDK and DESIGN.md differ, DESIGN.md wins.
+Where PMDK and the contract differ, the contract wins.
 """
 
 from __future__ import annotations
@@ -787,7 +787,8 @@ def test_capi_part_map_valid_source_file(cset, make_file, space):
     assert c.pmemset_part_map(part, None, desc) == 0
     assert part.value is None
     assert desc.value == PartDescriptor(space.low, PART)
-    assert c.pmemset_read(s, desc.value.addr, 4) == b"CCCC"
+    buf = bytearray(4)
+    assert c.pmemset_read(s, buf, desc.value.addr, 4) == 0 and buf == b"CCCC"
     g = c.Ref()
     assert c.pmemset_get_store_granularity(s, g) == 0 and g.value == c.PMEM2_GRANULARITY_PAGE
     assert c.pmemset_source_delete(src) == 0 and src.value is None

@@ -199,7 +199,8 @@ def test_unknown_key_names_line_key_choices_and_suggestion(tmp_path: Path) -> No
 def test_wrong_type(tmp_path: Path) -> None:
     path = write(tmp_path, '[space]\npage_size = "4096"\n\n[[steps]]\nop = "drain"\n')
     [problem] = problems_of(path)
-    assert problem == f"{path}:2: space.page_size: expected an integer >= 1, got a string '4096'"
+    expected = "expected an integer >= 1 and <= 1073741824, got a string '4096'"
+    assert problem == f"{path}:2: space.page_size: {expected}"
 
 
 def test_unknown_error_name(tmp_path: Path) -> None:
@@ -515,3 +516,21 @@ def test_key_lines_follow_tables_arrays_and_strings() -> None:
     assert line_of(lines, ("nowhere",)) is None
     assert format_path(("steps", 1, "expect")) == "steps[1].expect"
     assert format_path(()) == "(top level)"
+
+
+def test_crash_checks_default_to_the_engine_of_crash_check_and_replay(tmp_path: Path) -> None:
+    from pmemsim.testing.crash import DEFAULT_ENGINE
+
+    path = write(
+        tmp_path,
+        GOOD_HEAD
+        + """
+        [crash]
+        checker = "pmemsim.scenario.examples:committed_record"
+        expect = "consistent"
+        [[steps]]
+        op = "record"
+        """,
+    )
+    crash = load_scenario(path).crash
+    assert crash is not None and crash.engine == DEFAULT_ENGINE == "Exhaustive"

@@ -160,7 +160,11 @@ def test_crash_verdicts(backend: str) -> None:
     outcome, message = run_text(wrong, backend)
     assert outcome is Outcome.FAILED
     assert message.startswith("[crash] (line 16): expected consistent, got inconsistent: ")
-    assert "reached media" in message  # the first failing state is described
+    # The first failing state, shrunk to the minimal trace pytest's crash_check prints, its stores
+    # attributed to the scenario's steps.
+    assert "Minimal crash before FENCE" in message
+    assert "PERSISTED" in message and "LOST" in message
+    assert "edited.toml:" in message
     wrong = edited("crash_commit_correct.toml", 'expect = "consistent"', 'expect = "inconsistent"')
     assert run_text(wrong, backend)[0] is Outcome.FAILED
 

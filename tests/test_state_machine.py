@@ -115,7 +115,7 @@ def _placement_ignores_mappings(mp: pytest.MonkeyPatch) -> None:
 
 
 def _anchor_falls_back_to_first(mp: pytest.MonkeyPatch) -> None:
-    """Removing the anchor makes the lowest part map the anchor (DESIGN: the previous neighbour)."""
+    """Removing the anchor makes the lowest part map the anchor (the contract: the previous neighbour)."""
     orig = PmemSet._forget
 
     def mutant(self: PmemSet, rec: object) -> None:

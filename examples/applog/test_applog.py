@@ -10,7 +10,7 @@ import shutil
 import tempfile
 
 import pytest
-from applog import AppLog, BuggyAppLog, LogFull, check
+from applog import AppLog, BuggyAppLog, LogFull, check, parse
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -76,6 +76,15 @@ def test_append_is_crash_consistent(pmemset, pmem_file, crash_check):
         log.append(b"second, longer than a cache line " * 3)
 
 
+@pytest.mark.pmemsim(device="dax")
+def test_append_is_crash_consistent_on_persistent_memory(pmemset, pmem_file, crash_check):
+    """On a DAX device a flush persists only its cache lines: the check a missing flush cannot pass."""
+    log = AppLog.open(pmemset, pmem_file)
+    with crash_check(check):
+        log.append(b"second, longer than a cache line " * 3)
+    assert pmemset.effective_granularity == Granularity.CACHE_LINE
+
+
 def test_crash_check_catches_the_buggy_append(pmemset, pmem_file, crash_check):
     log = BuggyAppLog.open(pmemset, pmem_file)
     # Without pytest.raises this test would fail, showing the minimal trace (see docs/testing.md).
@@ -139,3 +148,22 @@ TestAppLogMachine = AppLogMachine.TestCase
 TestAppLogMachine.settings = settings(
     max_examples=50, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def test_a_returned_append_is_durable(pmemset, pmem_file, crash_check):
+    # The example of docs/testing.md, "What the checker knows": check(image, ctx).
+    log = AppLog.open(pmemset, pmem_file)
+    judged_after = []
+
+    def check(image, ctx):
+        entries = parse(image)  # recovery: what a restart would see
+        if ctx.markers[-1:] == ("OP.END",):  # the append had returned
+            judged_after.append(entries)
+            return entries[-1:] == [bytes.fromhex(ctx.data["payload"])]
+        return True  # during the append: old or new
+
+    with crash_check(check):
+        pmemset.mark("OP.BEGIN", data={"payload": b"first".hex()})
+        log.append(b"first")  # marks APPEND.BEGIN/END itself: sections nest
+        pmemset.mark("OP.END")
+    assert judged_after == [[b"first"]]

@@ -2,13 +2,20 @@
 
 * :mod:`~pmemsim.persistence.log` -- the store log (:class:`Store`, :class:`Flush`,
   :class:`Fence`, :class:`Marker`) and the :class:`Recorder` that builds it;
+* :mod:`~pmemsim.persistence.checkers` -- Python or program consistency checkers and
+  the :class:`CrashContext` they may take;
 * :mod:`~pmemsim.persistence.model` -- the x86 ADR/eADR persistency model cutting a log
-  into fence epochs of in-flight 8-byte atoms;
+  into fence epochs of in-flight 8-byte atoms, ordered per 64-byte cache line;
+* :mod:`~pmemsim.persistence.image` -- the image being explored and its hash;
 * :mod:`~pmemsim.persistence.engines` -- pmreorder's engines plus :class:`Exhaustive`
   and :class:`Random`;
-* :mod:`~pmemsim.persistence.checkers` -- Python or program consistency checkers;
-* :func:`replay` -- explore the crash states (optionally in parallel) into a
-  :class:`CrashReport`; :func:`shrink` -- reduce a failure to a minimal trace;
+* :mod:`~pmemsim.persistence.parallel` -- forked worker processes;
+* :func:`replay` (:mod:`~pmemsim.persistence.explore`) -- explore the crash states
+  (optionally in parallel) into a :class:`CrashReport`; :func:`shrink` -- reduce a
+  failure to a minimal trace;
+
+Imports run one way: log, checkers → model → image → engines → parallel → explore →
+shrink (a hygiene test keeps it so).
 * :mod:`~pmemsim.persistence.pmemcheck` -- pmemcheck store-log import/export.
 
 Typical use::
@@ -27,7 +34,9 @@ from __future__ import annotations
 from pmemsim.persistence.checkers import (
     CallableChecker,
     Checker,
+    CheckerError,
     CheckOutcome,
+    CrashContext,
     ProgramChecker,
     Verdict,
     as_checker,
@@ -43,9 +52,11 @@ from pmemsim.persistence.engines import (
     ReorderFull,
     ReorderPartial,
     ReorderReverseAccumulative,
+    engine_for,
     engine_from_name,
 )
-from pmemsim.persistence.explore import initial_images, plan_replay, replay
+from pmemsim.persistence.explore import CheckerCrashed, NothingToCheck, plan_replay, replay
+from pmemsim.persistence.image import initial_images
 from pmemsim.persistence.log import (
     Fence,
     FileInfo,
@@ -60,6 +71,7 @@ from pmemsim.persistence.log import (
 )
 from pmemsim.persistence.model import (
     Atom,
+    CrashPoint,
     Epoch,
     EpochPlan,
     MarkerError,
@@ -85,7 +97,11 @@ __all__ = [
     "CallableChecker",
     "CheckOutcome",
     "Checker",
+    "CheckerCrashed",
+    "CheckerError",
     "CountingChecker",
+    "CrashContext",
+    "CrashPoint",
     "CrashReport",
     "Engine",
     "Epoch",
@@ -100,6 +116,7 @@ __all__ = [
     "MarkerError",
     "NoReorderDoCheck",
     "NoReorderNoCheck",
+    "NothingToCheck",
     "PersistencyModel",
     "Platform",
     "PmemcheckFormatError",
@@ -122,6 +139,7 @@ __all__ = [
     "dump_pmemcheck",
     "dumps_log",
     "dumps_pmemcheck",
+    "engine_for",
     "engine_from_name",
     "estimate_states",
     "initial_images",

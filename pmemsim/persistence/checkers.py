@@ -3,49 +3,75 @@
 A checker sees one file image per call (pmreorder's convention: with several
 registered files it is called once per file and the first inconsistent file decides).
 
-* :class:`CallableChecker` -- ``check(image) -> bool | None``. ``True`` or ``None`` means
-  consistent, ``False`` inconsistent; raising an exception means inconsistent, with the
-  exception as the message. Any other return value (``0``, ``1``, ``"ok"``...) is
-  reported as a checker **error**: pmreorder's "0 = consistent" exit-status convention
-  applies to programs only, and guessing would flip verdicts. ``image`` is a read-only
-  ``memoryview`` of the image being explored (no copy is made per state; call
-  ``bytes(image)`` to keep one). ``all_files=True`` passes ``{key: image}`` in one call.
+* :class:`CallableChecker` -- ``check(image)`` or ``check(image, ctx)`` (chosen by the
+  signature: a second parameter without a default, or one named ``ctx``, receives a
+  :class:`CrashContext`: the markers before the crash point, the data the program
+  attached to them, where the crash is). ``True`` or ``None`` means consistent,
+  ``False`` inconsistent; raising an exception means inconsistent, with the exception
+  as the message. Any other return value (``0``, ``1``, ``"ok"``...) is a checker
+  **error**: pmreorder's "0 = consistent" exit-status convention applies to programs
+  only, and guessing would flip verdicts. ``image`` is a read-only buffer of the image
+  being explored (no copy is made per state; call ``bytes(image)`` to keep one; it
+  cannot be written, not even through ``image.obj``). ``all_files=True`` passes
+  ``{key: image}`` in one call.
 * :class:`ProgramChecker` -- runs ``command... IMAGE_PATH`` (no shell, so paths with spaces
-  work) on a private copy of the image; exit status 0 means consistent, anything else
-  inconsistent. ``PMREORDER_MARKERS`` holds the ``|``-joined BEGIN/END markers before
+  work) on a private copy of the image; exit status 0 means consistent, any other exit
+  status inconsistent, and a program that cannot start or is killed by a signal is a
+  checker error. ``PMREORDER_MARKERS`` holds the ``|``-joined BEGIN/END markers before
   the crash point, as pmreorder sets it.
 
-A checker that runs longer than ``timeout`` seconds gives an **error** verdict and the
-exploration goes on. Python callables are interrupted with ``SIGALRM``, which needs the
-main thread of a process (worker processes always qualify); elsewhere they run
-without a time limit. Programs are killed with their whole process group.
+A checker that cannot be called as a checker at all raises :class:`CheckerError` when
+it is built, before any state is explored.
+
+Timeouts. A Python checker running longer than ``timeout`` seconds gives an **error**
+verdict and the exploration goes on. No signal and no timer is used, so a checker
+never disturbs pytest-timeout or the program's own alarms: a watchdog thread, woken a
+few times per timeout, raises the timeout in the checking thread
+(``PyThreadState_SetAsyncExc``) when the same call has been running for the whole
+timeout; a call costs one counter increment. Like a signal handler, the exception
+arrives when the checker next runs Python code: a checker blocked inside one long C
+call is interrupted when that call returns. Programs are killed with their whole
+process group.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import enum
+import inspect
 import os
 import re
+import selectors
 import shlex
 import shutil
 import signal
 import subprocess
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from types import FrameType
+from dataclasses import dataclass, field, replace
+from functools import cached_property
 from typing import Any
+
+from pmemsim.persistence.log import Marker
 
 __all__ = [
     "CallableChecker",
     "CheckOutcome",
     "Checker",
+    "CheckerError",
+    "CrashContext",
     "ProgramChecker",
     "Verdict",
     "as_checker",
 ]
+
+
+class CheckerError(ValueError):
+    """A checker that cannot be used: it cannot be called as ``check(image)`` / ``check(image, ctx)``,
+    or its program cannot be found."""
 
 
 class Verdict(enum.Enum):
@@ -53,7 +79,9 @@ class Verdict(enum.Enum):
 
     CONSISTENT = "consistent"
     INCONSISTENT = "inconsistent"
-    ERROR = "error"  # no usable answer: timeout, garbage return value, program failed to start
+    # No usable answer: a timeout, a garbage return value, a program that failed to start or
+    # died, or a verdict on the image before any store (the checker, not the pool, is wrong).
+    ERROR = "error"
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,16 +93,74 @@ class CheckOutcome:
     message: str
 
 
+@dataclass(frozen=True, eq=False)
+class CrashContext:
+    """Where a crash state comes from, for checkers that take ``check(image, ctx)``.
+
+    ``epoch`` is the fence epoch, ``record`` the index of the first log record that had
+    not executed (the crash came right before it), ``file`` the key of the file whose
+    image is being judged (``""`` for ``all_files`` checkers). With deduplication, a state
+    reached at several crash points with the same markers is judged once, at the first.
+    """
+
+    epoch: int
+    record: int
+    file: str = ""
+    #: The log's visible markers (name, data, record index) and how many came before the crash.
+    log_markers: tuple[tuple[str, Any, int], ...] = field(default=(), repr=False)
+    count: int = 0
+
+    @cached_property
+    def markers(self) -> tuple[str, ...]:
+        """The ``NAME.BEGIN`` / ``NAME.END`` markers before the crash point, in order (as pmreorder's)."""
+        return tuple(
+            name
+            for name, _, _ in self.log_markers[: self.count]
+            if Marker(name).section is not None
+        )
+
+    @cached_property
+    def marks(self) -> tuple[tuple[str, Any], ...]:
+        """Every marker visible before the crash point (sections, notes carrying data), with its data."""
+        return tuple((name, data) for name, data, _ in self.log_markers[: self.count])
+
+    @cached_property
+    def data(self) -> Any:
+        """The data of the latest marker before the crash point that carried some (``mark(name, data=)``)."""
+        for _, data, _ in reversed(self.log_markers[: self.count]):
+            if data is not None:
+                return data
+        return None
+
+    @cached_property
+    def sections(self) -> tuple[str, ...]:
+        """The marker sections open at the crash point, outermost first."""
+        stack: list[str] = []
+        for name in self.markers:
+            marker = Marker(name)
+            if marker.is_begin:
+                stack.append(marker.section or "")
+            elif stack:
+                stack.pop()
+        return tuple(stack)
+
+    @cached_property
+    def environ_markers(self) -> str:
+        """:attr:`markers` joined with ``|``, as pmreorder passes them in ``PMREORDER_MARKERS``."""
+        return "|".join(self.markers)
+
+
 class Checker:
     """Base of the checkers: ``open`` once per process, ``check`` per state, ``close`` at the end."""
 
-    #: Whether :meth:`check` uses the ``markers`` argument (computing it costs time).
-    needs_markers: bool = False
+    #: Whether :meth:`check` can tell crash points apart by their markers (states are then
+    #: judged, and deduplicated, per image and markers).
+    sees_markers: bool = False
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Prepare for images of files ``keys`` with ``sizes``."""
 
-    def check(self, views: Sequence[memoryview], markers: str) -> CheckOutcome | None:
+    def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         """None when every image is consistent, else the first non-consistent file's outcome."""
         raise NotImplementedError
 
@@ -87,8 +173,60 @@ class _CheckerTimeout(BaseException):
     pass
 
 
-def _on_alarm(signum: int, frame: FrameType | None) -> None:
-    raise _CheckerTimeout
+def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
+    # Schedules `exc` in another thread (None cancels a pending one).
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else ctypes.c_void_p(0)
+    )
+
+
+class _Watchdog:
+    """Interrupts a call that has run for ``timeout`` seconds, without signals or timers.
+
+    The checking thread bumps :attr:`calls` and sets :attr:`busy` around each call; a
+    daemon thread wakes every ``timeout / 8`` and fires when it sees the same busy call
+    long enough. Firing and leaving a call both hold the lock, and leaving cancels an
+    exception that was scheduled but not yet raised, so none can escape the call.
+    """
+
+    def __init__(self, timeout: float) -> None:
+        self.timeout = timeout
+        self.calls = 0
+        self.busy = False
+        self.fired = False
+        self.thread_id = threading.get_ident()
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="pmemsim-checker-watchdog", daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        period = max(self.timeout / 8, 0.005)
+        seen, since = -1, 0.0
+        while not self._stop.wait(period):
+            calls, now = self.calls, time.monotonic()
+            if not self.busy or calls != seen:
+                seen, since = calls, now
+                continue
+            if now - since >= self.timeout:
+                with self.lock:
+                    if self.busy and self.calls == seen and not self.fired:
+                        self.fired = True
+                        _raise_in(self.thread_id, _CheckerTimeout)
+
+    def leave(self) -> bool:
+        """End the current call; True when the timeout fired during it."""
+        with self.lock:
+            self.busy = False
+            fired, self.fired = self.fired, False
+            if fired:
+                _raise_in(self.thread_id, None)
+        return fired
+
+    def stop(self) -> None:
+        """End the watchdog thread."""
+        self._stop.set()
+        self._thread.join()
 
 
 def _describe_exc(exc: BaseException) -> str:
@@ -96,11 +234,48 @@ def _describe_exc(exc: BaseException) -> str:
     return f"checker raised {type(exc).__name__}: {text}" if text else f"checker raised {type(exc).__name__}"
 
 
+def _name_of(fn: object) -> str:
+    module = getattr(fn, "__module__", None)
+    name = getattr(fn, "__qualname__", None) or repr(fn)
+    return f"{module}:{name}" if module else str(name)
+
+
+def _calling_convention(fn: Callable[..., object]) -> str:
+    """``"plain"`` (check(image)), ``"ctx"`` (check(image, ctx)) or ``"ctx-keyword"`` (check(image, *, ctx)).
+
+    Raises CheckerError when ``fn`` can be called neither way.
+    """
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):  # a builtin without a signature: assume check(image)
+        return "plain"
+    params = list(sig.parameters.values())
+    positional = [q for q in params if q.kind in (q.POSITIONAL_ONLY, q.POSITIONAL_OR_KEYWORD)]
+    keyword_ctx = any(q.name == "ctx" and q.kind is q.KEYWORD_ONLY for q in params)
+    args: tuple[None, ...]
+    kwargs: dict[str, None]
+    if len(positional) >= 2 and (
+        positional[1].default is inspect.Parameter.empty or positional[1].name == "ctx"
+    ):
+        convention, args, kwargs = "ctx", (None, None), {}
+    elif keyword_ctx:
+        convention, args, kwargs = "ctx-keyword", (None,), {"ctx": None}
+    else:
+        convention, args, kwargs = "plain", (None,), {}
+    try:
+        sig.bind(*args, **kwargs)
+    except TypeError:
+        raise CheckerError(
+            f"checker {_name_of(fn)}{sig} cannot be called as check(image) or check(image, ctx)"
+        ) from None
+    return convention
+
+
 class CallableChecker(Checker):
-    """A Python function ``check(image) -> bool | None`` (or ``check({key: image})`` with ``all_files``)."""
+    """A Python function ``check(image)`` or ``check(image, ctx)`` (``{key: image}`` with ``all_files``)."""
 
     def __init__(
-        self, fn: Callable[[Any], object], *, timeout: float | None = 60.0, all_files: bool = False
+        self, fn: Callable[..., object], *, timeout: float | None = 60.0, all_files: bool = False
     ) -> None:
         if not callable(fn):
             raise TypeError(f"checker must be callable, not {type(fn).__name__}")
@@ -109,39 +284,51 @@ class CallableChecker(Checker):
         self.fn = fn
         self.timeout = timeout
         self.all_files = all_files
+        self.convention = _calling_convention(fn)
+        self.sees_markers = self.convention != "plain"
         self._keys: tuple[str, ...] = ()
-        self._alarm = False
-        self._old_handler: Any = None
+        self._watchdog: _Watchdog | None = None
 
     def __repr__(self) -> str:
         return f"CallableChecker({getattr(self.fn, '__qualname__', self.fn)!r})"
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
-        """Install the SIGALRM timeout handler when this is the main thread."""
+        """Start the timeout watchdog for the calling thread."""
         self._keys = tuple(keys)
-        self._alarm = self.timeout is not None and threading.current_thread() is threading.main_thread()
-        if self._alarm:
-            self._old_handler = signal.signal(signal.SIGALRM, _on_alarm)
+        if self.timeout is not None:
+            self.close()
+            self._watchdog = _Watchdog(self.timeout)
 
     def close(self) -> None:
-        """Restore the previous SIGALRM handler."""
-        if self._alarm:
-            signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, self._old_handler)
-            self._alarm = False
+        """Stop the watchdog."""
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
 
-    def _call(self, arg: object, key: str) -> CheckOutcome | None:
+    def _invoke(self, arg: object, ctx: CrashContext) -> object:
+        if self.convention == "plain":
+            return self.fn(arg)
+        if self.convention == "ctx":
+            return self.fn(arg, ctx)
+        return self.fn(arg, ctx=ctx)
+
+    def _call(self, arg: object, key: str, ctx: CrashContext) -> CheckOutcome | None:
+        dog = self._watchdog
+        if dog is not None and dog.thread_id != threading.get_ident():
+            dog = None  # opened in another thread: no timeout here (never interrupt the wrong thread)
         try:
-            if self._alarm:
-                assert self.timeout is not None
-                signal.setitimer(signal.ITIMER_REAL, self.timeout)
-                try:
-                    result = self.fn(arg)
-                finally:
-                    signal.setitimer(signal.ITIMER_REAL, 0)
-            else:
-                result = self.fn(arg)
+            if dog is not None:
+                dog.calls += 1
+                dog.busy = True
+            try:
+                result = self._invoke(arg, ctx)
+            finally:
+                timed_out = dog is not None and dog.leave()
+            if timed_out:
+                raise _CheckerTimeout
         except _CheckerTimeout:
+            if dog is not None:
+                dog.leave()  # the timeout may have landed before leave() ran: end the call for sure
             return CheckOutcome(Verdict.ERROR, key, f"checker timed out after {self.timeout} s")
         except SystemExit as exc:
             # A pmreorder-style script turned into a function: its exit code is not a verdict we can trust.
@@ -161,12 +348,13 @@ class CallableChecker(Checker):
             "or False (inconsistent)",
         )
 
-    def check(self, views: Sequence[memoryview], markers: str) -> CheckOutcome | None:
+    def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         """Call the function per file (or once with every file) and interpret its answer."""
         if self.all_files:
-            return self._call(dict(zip(self._keys, views, strict=True)), ",".join(self._keys))
+            return self._call(dict(zip(self._keys, views, strict=True)), ",".join(self._keys), ctx)
+        many = len(self._keys) > 1 and self.sees_markers
         for key, view in zip(self._keys, views, strict=True):
-            outcome = self._call(view, key)
+            outcome = self._call(view, key, replace(ctx, file=key) if many else ctx)
             if outcome is not None:
                 return outcome
         return None
@@ -179,17 +367,17 @@ class ProgramChecker(Checker):
     """An external program run as ``command... IMAGE_PATH``: exit status 0 = consistent.
 
     ``command`` is a string (split with :func:`shlex.split`) or an argument list.
-    Raises ValueError at construction when the program cannot be found.
+    Raises CheckerError at construction when the program cannot be found.
     """
 
-    needs_markers = True
+    sees_markers = True
 
     def __init__(self, command: str | Sequence[str], *, timeout: float | None = 60.0) -> None:
         argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
         if not argv:
-            raise ValueError("checker command is empty")
+            raise CheckerError("checker command is empty")
         if shutil.which(argv[0]) is None:
-            raise ValueError(f"checker program {argv[0]!r} not found or not executable")
+            raise CheckerError(f"checker program {argv[0]!r} not found or not executable")
         if timeout is not None and not timeout > 0:
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
         self.argv = argv
@@ -228,26 +416,38 @@ class ProgramChecker(Checker):
         except OSError as exc:
             return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
         try:
-            out, _ = proc.communicate(timeout=self.timeout)
+            out = _output_and_exit(proc, self.timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.communicate()
             return CheckOutcome(Verdict.ERROR, key, f"checker program timed out after {self.timeout} s")
+        except BaseException:
+            # Ctrl-C or SIGTERM: the program is in its own session, so nothing else ends it.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+            raise
         if proc.returncode == 0:
             return None
         tail = out.decode(errors="replace").strip()[-500:]
-        status = (
-            f"killed by signal {-proc.returncode}"
-            if proc.returncode < 0
-            else f"exit status {proc.returncode}"
-        )
+        if proc.returncode < 0:
+            try:
+                name = signal.Signals(-proc.returncode).name
+            except ValueError:
+                name = f"signal {-proc.returncode}"
+            return CheckOutcome(
+                Verdict.ERROR, key, f"checker program died: killed by {name}" + (f": {tail}" if tail else "")
+            )
         return CheckOutcome(
-            Verdict.INCONSISTENT, key, f"checker program: {status}" + (f": {tail}" if tail else "")
+            Verdict.INCONSISTENT,
+            key,
+            f"checker program: exit status {proc.returncode}" + (f": {tail}" if tail else ""),
         )
 
-    def check(self, views: Sequence[memoryview], markers: str) -> CheckOutcome | None:
+    def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         """Write each image to its private file (whole, so a checker that writes cannot leak) and run."""
+        markers = ctx.environ_markers
         for (key, path), view in zip(self._paths, views, strict=True):
             with open(path, "wb") as f:
                 f.write(view)
@@ -257,8 +457,59 @@ class ProgramChecker(Checker):
         return None
 
 
+def _output_and_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bytes:
+    """The program's output once it has exited, waiting on a pidfd (no polling sleeps).
+
+    ``Popen.communicate(timeout)`` polls the exit status with sleeps growing from 0.5 ms,
+    which costs more wall time than the checker itself: here the kernel says when the
+    process ended. Output still open after the exit (a grandchild holds it) is read as far
+    as it is there. Raises TimeoutExpired past ``timeout``.
+    """
+    assert proc.stdout is not None
+    try:
+        pidfd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # pragma: no cover - Linux before 5.3
+        return proc.communicate(timeout=timeout)[0]
+    deadline = None if timeout is None else time.monotonic() + timeout
+    chunks: list[bytes] = []
+    out = proc.stdout.fileno()
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(out, selectors.EVENT_READ)
+            sel.register(pidfd, selectors.EVENT_READ)
+            exited = False
+            while not exited:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+                for key, _ in sel.select(left):
+                    if key.fd == pidfd:
+                        exited = True
+                    else:
+                        data = os.read(out, 1 << 16)
+                        if data:
+                            chunks.append(data)
+                        else:
+                            sel.unregister(out)
+            sel.unregister(pidfd)
+            while out in sel.get_map() and sel.select(0):  # what is left in the pipe, without waiting
+                data = os.read(out, 1 << 16)
+                if not data:
+                    break
+                chunks.append(data)
+    finally:
+        os.close(pidfd)
+    proc.wait()
+    proc.stdout.close()
+    return b"".join(chunks)
+
+
 def as_checker(obj: object, *, timeout: float | None = 60.0) -> Checker:
-    """A :class:`Checker` from a checker, a callable, or a program command (str or list of str)."""
+    """A :class:`Checker` from a checker, a callable, or a program command (str or list of str).
+
+    Raises TypeError for anything else and CheckerError for a callable with an unusable
+    signature or a program that cannot be found.
+    """
     if isinstance(obj, Checker):
         return obj
     if isinstance(obj, str) or (

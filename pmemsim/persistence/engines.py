@@ -2,7 +2,8 @@
 
 Six engines carry pmreorder's names and meanings (PMDK ``reorderengines.py``). Like
 pmreorder they work on the atoms *flushed* in the epoch, never apply unflushed stores,
-and skip the stores after the last fence:
+skip the stores after the last fence, and judge their states under the markers in force
+at the epoch's fence:
 
 =============================  ===============================================  ==========
 engine                         states per epoch with k flushed atoms            k=4
@@ -15,36 +16,41 @@ ReorderPartial                 ``max_seq`` (3) seeded samples of combinations   
 ReorderFull                    every permutation of every length                65
 =============================  ===============================================  ==========
 
+ReorderFull walks the sequences in pmreorder's order (by length, then
+``itertools.permutations`` order), so a capped run covers exactly what pmreorder
+covers in the same budget: every short sequence before any long one.
+
 Two engines explore the persistency model itself (:mod:`pmemsim.persistence.model`):
-every in-flight atom, flushed or not, may or may not be on media, per 8-byte word as a
-program-order prefix, including after the last fence:
+every in-flight atom, flushed or not, may or may not be on media as long as its
+predecessors are (lines reach media as program-order prefixes), including after the
+last fence, at every crash point where the visible markers change:
 
-* :class:`Exhaustive` -- every distinct media image of every epoch. Images differ only
-  in their words, so the distinct images are the product of each word's distinct
-  values; they are visited in mixed-radix Gray-code order (one word changes per
-  state). Images already seen in an earlier epoch are not checked again, so the
-  states checked are exactly the distinct images.
-* :class:`Random` -- ``n`` seeded random images per epoch, deduplicated the same way.
+* :class:`Exhaustive` -- every distinct media image of every crash point. Lines are
+  independent, so the images are the product of each line's distinct reachable
+  contents (computed per line, :class:`_Lines`); they are visited in mixed-radix
+  Gray-code order (one line changes per state). Over its per-epoch budget it visits the
+  images that change the fewest lines first (every single-line change before any
+  two-line change), and the report says the run was not exhaustive.
+* :class:`Random` -- ``n`` seeded random images per epoch from the same line contents.
 
-Engines are chosen for the whole log or per marker section (``markers={"tx": ...}``),
-by instance or by name (:func:`engine_from_name`). Each engine drives an
-:class:`~pmemsim.persistence.explore.Explorer`, which applies and undoes atoms on the
-image in place and runs the checker; randomness comes from ``random.Random`` seeded by
-(seed, epoch), so results never depend on how epochs are split across workers.
+Both skip images already checked (the explorer keys them on the image, and on the
+markers when the checker can see markers). Engines are chosen for the whole log or per
+marker section by :func:`engine_for`, by instance or by name (:func:`engine_from_name`);
+randomness comes from ``random.Random`` seeded by (seed, epoch), so results never
+depend on how epochs are split across workers.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import ClassVar, Protocol
 
-from pmemsim.persistence.model import Atom, Epoch
-
-if TYPE_CHECKING:
-    from pmemsim.persistence.explore import Explorer
+from pmemsim.persistence.image import Image
+from pmemsim.persistence.model import ORDER_UNIT, Atom, CrashPoint, Epoch, predecessors
 
 __all__ = [
     "ENGINES",
@@ -57,8 +63,37 @@ __all__ = [
     "ReorderFull",
     "ReorderPartial",
     "ReorderReverseAccumulative",
+    "Visitor",
+    "engine_for",
     "engine_from_name",
+    "with_max_states",
 ]
+
+
+class Visitor(Protocol):
+    """What an engine drives: the image, the crash point, and the judge of each state."""
+
+    image: Image
+    #: The number of states after which the current epoch stops (None: no limit).
+    limit: int | None
+    #: Returns the atoms on media in the current state (when push/pop does not say it).
+    describer: Callable[[], tuple[Atom, ...]] | None
+
+    def points(self, epoch: Epoch) -> Sequence[CrashPoint]:
+        """The crash points of ``epoch`` whose states the checker must see (the fence last)."""
+        ...
+
+    def at(self, point: CrashPoint) -> None:
+        """Judge the next states as crashes at ``point``."""
+        ...
+
+    def check(self) -> None:
+        """Judge the current state."""
+        ...
+
+    def limited(self, message: str) -> None:
+        """Say that the current epoch was not explored completely, and why."""
+        ...
 
 
 def epoch_rng(name: str, seed: int, epoch: int) -> random.Random:
@@ -68,16 +103,19 @@ def epoch_rng(name: str, seed: int, epoch: int) -> random.Random:
 
 @dataclass(frozen=True)
 class Engine:
-    """Base of the engines: ``explore`` calls ``ex.check()`` once per crash state of an epoch.
+    """Base of the engines: ``explore`` calls ``v.check()`` once per crash state of an epoch.
 
-    ``model_based`` engines explore every in-flight atom and the final (unfenced) epoch;
-    the pmreorder engines explore the flushed atoms of fenced epochs only. ``dedup``
-    engines skip images already checked (the state is then not counted).
+    ``model_based`` engines explore every in-flight atom, every crash point and the final
+    (unfenced) epoch; the pmreorder engines explore the flushed atoms of fenced epochs at
+    the fence. ``dedup`` engines skip images already checked (the state is then not
+    counted). ``samples`` engines pick some states by design, so a run with them is never
+    reported as exhaustive.
     """
 
     name: ClassVar[str] = "Engine"
     model_based: ClassVar[bool] = False
     dedup: ClassVar[bool] = False
+    samples: ClassVar[bool] = False
 
     def universe(self, epoch: Epoch) -> tuple[Atom, ...]:
         """The atoms this engine may apply in ``epoch``."""
@@ -88,10 +126,10 @@ class Engine:
         return self.model_based or not epoch.final
 
     def estimate(self, epoch: Epoch) -> int:
-        """About how many states ``explore`` visits (used to balance work across processes)."""
+        """About how many states ``explore`` visits (for progress bars)."""
         return 1
 
-    def explore(self, epoch: Epoch, ex: Explorer, seed: int) -> None:
+    def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
         """Visit the crash states of ``epoch``; the image is at the epoch's durable base on entry and exit."""
         raise NotImplementedError
 
@@ -113,7 +151,7 @@ class NoReorderNoCheck(Engine):
         """Zero states."""
         return 0
 
-    def explore(self, epoch: Epoch, ex: Explorer, seed: int) -> None:
+    def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
         """Nothing to visit."""
 
 
@@ -123,11 +161,12 @@ class NoReorderDoCheck(Engine):
 
     name: ClassVar[str] = "NoReorderDoCheck"
 
-    def explore(self, epoch: Epoch, ex: Explorer, seed: int) -> None:
+    def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
         """Apply all flushed atoms, check once."""
+        v.at(epoch.fence_point)
         for atom in epoch.flushed:
-            ex.push(atom)
-        ex.check()
+            v.image.push(atom)
+        v.check()
 
 
 @dataclass(frozen=True)
@@ -140,12 +179,13 @@ class ReorderAccumulative(Engine):
         """k + 1."""
         return len(epoch.flushed) + 1
 
-    def explore(self, epoch: Epoch, ex: Explorer, seed: int) -> None:
+    def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
         """Check the empty prefix, then add one atom at a time."""
-        ex.check()
+        v.at(epoch.fence_point)
+        v.check()
         for atom in epoch.flushed:
-            ex.push(atom)
-            ex.check()
+            v.image.push(atom)
+            v.check()
 
 
 @dataclass(frozen=True)
@@ -158,23 +198,25 @@ class ReorderReverseAccumulative(Engine):
         """k + 1."""
         return len(epoch.flushed) + 1
 
-    def explore(self, epoch: Epoch, ex: Explorer, seed: int) -> None:
+    def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
         """Check the empty prefix, then add atoms from the last one backwards."""
-        ex.check()
+        v.at(epoch.fence_point)
+        v.check()
         for atom in reversed(epoch.flushed):
-            ex.push(atom)
-            ex.check()
+            v.image.push(atom)
+            v.check()
 
 
 @dataclass(frozen=True)
 class ReorderFull(Engine):
     """Every permutation of every length of the flushed stores: sum over n of k!/(k-n)! states.
 
-    Visited depth-first (one atom applied or undone per state), so the order differs
-    from pmreorder's but the set of sequences is the same. ``max_states_per_epoch``
-    stops an epoch early (with a warning in the report); None means no limit. The
-    default cap exists because the count explodes: 12 flushed stores in one epoch are
-    1.3 billion states, which pmreorder would try to visit for days.
+    Visited in pmreorder's order: by length, each length in ``itertools.permutations``
+    order (consecutive sequences share a prefix, which stays applied). The count
+    explodes (12 flushed stores in one epoch are 1.3 billion states), so
+    ``max_states_per_epoch`` stops an epoch after that many states -- having covered every
+    shorter sequence first -- and the report says the run was not exhaustive; None
+    means no limit.
     """
 
     name: ClassVar[str] = "ReorderFull"
@@ -183,26 +225,31 @@ class ReorderFull(Engine):
     def estimate(self, epoch: Epoch) -> int:
         """sum over n of k!/(k-n)!, capped."""
         k = len(epoch.flushed)
-        total = sum(math.perm(k, n) for n in range(k + 1))
-        return total if self.max_states_per_epoch is None else min(total, self.max_states_per_epoch)
+        cap = self.max_states_per_epoch
+        total = 0
+        for n in range(k + 1):
+            total += math.perm(k, n)
+            if cap is not None and total >= cap:
+                return cap
+        return total
 
-    def explore(self, epoch: Epoch, ex: Explorer, seed: int) -> None:
-        """Depth-first over the permutation tree."""
+    def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
+        """By length, then permutation order; only the suffix that differs is undone and redone."""
         atoms = epoch.flushed
-        used = [False] * len(atoms)
-        ex.limit = self.max_states_per_epoch
-
-        def visit() -> None:
-            ex.check()
-            for i, atom in enumerate(atoms):
-                if not used[i]:
-                    used[i] = True
-                    ex.push(atom)
-                    visit()
-                    ex.pop()
-                    used[i] = False
-
-        visit()
+        image = v.image
+        v.at(epoch.fence_point)
+        v.limit = self.max_states_per_epoch
+        previous: tuple[int, ...] = ()
+        for length in range(len(atoms) + 1):
+            for sequence in itertools.permutations(range(len(atoms)), length):
+                common = 0
+                while common < len(previous) and common < length and previous[common] == sequence[common]:
+                    common += 1
+                image.unwind(common)
+                for i in sequence[common:]:
+                    image.push(atoms[i])
+                v.check()
+                previous = sequence
 
 
 def _comb_unrank(k: int, n: int, rank: int) -> list[int]:
@@ -230,6 +277,7 @@ class ReorderPartial(Engine):
     """
 
     name: ClassVar[str] = "ReorderPartial"
+    samples: ClassVar[bool] = True
     max_seq: int = 3
 
     def estimate(self, epoch: Epoch) -> int:
@@ -240,163 +288,287 @@ class ReorderPartial(Engine):
     def _population(k: int) -> int:
         return sum(min(math.comb(k, n), 1000) for n in range(k + 1))
 
-    def explore(self, epoch: Epoch, ex: Explorer, seed: int) -> None:
+    def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
         """Check each sampled combination, applied in program order."""
         atoms = epoch.flushed
         k = len(atoms)
         sizes = [min(math.comb(k, n), 1000) for n in range(k + 1)]
         rng = epoch_rng(self.name, seed, epoch.index)
+        v.at(epoch.fence_point)
         for rank in rng.sample(range(sum(sizes)), min(self.max_seq, sum(sizes))):
             n = 0
             while rank >= sizes[n]:
                 rank -= sizes[n]
                 n += 1
-            picked = _comb_unrank(k, n, rank)
-            for i in picked:
-                ex.push(atoms[i])
-            ex.check()
-            for _ in picked:
-                ex.pop()
+            for i in _comb_unrank(k, n, rank):
+                v.image.push(atoms[i])
+            v.check()
+            v.image.unwind()
 
 
-class _Words:
-    """The in-flight atoms of an epoch grouped by word, with each word's distinct values.
+#: A budget no run reaches (Exhaustive without a cap).
+_UNLIMITED = 1 << 62
 
-    ``values[j]`` are the distinct contents word j can have on media (index 0 = durable
-    base), ``prefix[j][v]`` the shortest prefix of ``atoms[j]`` that produces value v.
-    Words whose atoms never change them are dropped: they cannot make images differ.
+
+class _TooMany(Exception):
+    """A line has more reachable contents than the budget allows enumerating."""
+
+
+def _line_states(group: Sequence[Atom], base: bytes, l0: int, limit: int) -> tuple[list[bytes], list[int]]:
+    """The distinct contents one line can hold, and for each a set of its atoms (bit mask) producing it.
+
+    ``group`` are the line's in-flight atoms in program order. The states are the
+    down-sets of :func:`~pmemsim.persistence.model.predecessors`; they are built atom by
+    atom, merging partial states that agree on the content and on the atoms later atoms
+    still depend on (a line written by k cached stores has k+1 states, not 2^k). The
+    base content comes first. Raises :class:`_TooMany` past ``limit`` states.
+    """
+    preds = predecessors(group)
+    last_use = [-1] * len(group)  # the last atom that depends on each atom
+    for i, ps in enumerate(preds):
+        for j in ps:
+            last_use[j] = i
+    states: dict[tuple[bytes, int], int] = {(base, 0): 0}  # (content, live landed bits) -> landed bits
+    for i, atom in enumerate(group):
+        live = 0
+        for j in range(i + 1):
+            if last_use[j] > i:
+                live |= 1 << j
+        need = 0
+        for j in preds[i]:
+            need |= 1 << j
+        lo, hi = atom.offset - l0, atom.end - l0
+        data, bit = atom.data, 1 << i
+        nxt: dict[tuple[bytes, int], int] = {}
+        for (content, _), landed in states.items():
+            nxt.setdefault((content, landed & live), landed)
+            if landed & need == need:
+                landed |= bit
+                nxt.setdefault((content[:lo] + data + content[hi:], landed & live), landed)
+        if len(nxt) > limit:
+            raise _TooMany
+        states = nxt
+    values: dict[bytes, int] = {}
+    for (content, _), landed in states.items():
+        values.setdefault(content, landed)
+    return list(values), list(values.values())
+
+
+class _Lines:
+    """The in-flight atoms of one crash point grouped by line, with each line's distinct contents.
+
+    ``values[j]`` are the contents line j can have (index 0 = the durable base),
+    ``masks[j][v]`` which of ``atoms[j]`` produce value v. Lines whose atoms never change
+    them are dropped: they cannot make images differ.
     """
 
-    def __init__(self, epoch: Epoch, ex: Explorer) -> None:
+    def __init__(self, atoms: Sequence[Atom], image: Image, limit: int) -> None:
         grouped: dict[int, list[Atom]] = {}
-        for atom in epoch.inflight:
-            grouped.setdefault(atom.word, []).append(atom)
+        for atom in atoms:
+            grouped.setdefault(atom.line, []).append(atom)
         self.fidx: list[int] = []
         self.start: list[int] = []
         self.atoms: list[list[Atom]] = []
         self.values: list[list[bytes]] = []
         self.hashes: list[list[int]] = []
-        self.prefix: list[list[int]] = []
-        for word_atoms in grouped.values():
-            first = word_atoms[0]
-            w0 = first.offset - first.offset % 8
-            current = bytearray(ex.word(first.fidx, w0))
-            values = [bytes(current)]
-            prefix = [0]
-            for n, atom in enumerate(word_atoms, 1):
-                current[atom.offset - w0 : atom.end - w0] = atom.data
-                value = bytes(current)
-                if value not in values:
-                    values.append(value)
-                    prefix.append(n)
+        self.masks: list[list[int]] = []
+        for group in grouped.values():
+            first = group[0]
+            l0 = first.offset - first.offset % ORDER_UNIT
+            base = image.read(first.fidx, l0, min(l0 + ORDER_UNIT, image.sizes[first.fidx]))
+            values, masks = _line_states(group, base, l0, limit)
             if len(values) > 1:
                 self.fidx.append(first.fidx)
-                self.start.append(w0)
-                self.atoms.append(word_atoms)
+                self.start.append(l0)
+                self.atoms.append(group)
                 self.values.append(values)
-                self.hashes.append([ex.word_hash(first.fidx, w0, v) for v in values])
-                self.prefix.append(prefix)
+                self.hashes.append([image.line_hash(first.fidx, l0, v) for v in values])
+                self.masks.append(masks)
         self.radix = [len(v) for v in self.values]
         self.digits = [0] * len(self.radix)
         self.total = math.prod(self.radix)
 
-    def set(self, ex: Explorer, j: int, v: int) -> None:
-        """Put value ``v`` into word ``j`` of the image."""
-        ex.set_word(
+    def set(self, image: Image, j: int, v: int) -> None:
+        """Put value ``v`` into line ``j`` of the image."""
+        image.set_line(
             self.fidx[j], self.start[j], self.values[j][v], self.hashes[j][v] - self.hashes[j][self.digits[j]]
         )
         self.digits[j] = v
 
-    def reset(self, ex: Explorer) -> None:
+    def reset(self, image: Image) -> None:
         """Back to the durable base."""
         for j, v in enumerate(self.digits):
             if v:
-                self.set(ex, j, 0)
+                self.set(image, j, 0)
 
     def applied(self) -> tuple[Atom, ...]:
-        """The atoms that reached media in the current image, in program order."""
-        out = [a for j, v in enumerate(self.digits) for a in self.atoms[j][: self.prefix[j][v]]]
+        """The atoms on media in the current image, in program order."""
+        out = [
+            a
+            for j, v in enumerate(self.digits)
+            for i, a in enumerate(self.atoms[j])
+            if self.masks[j][v] >> i & 1
+        ]
         out.sort(key=lambda a: a.id)
         return tuple(out)
 
 
-def _sample_words(words: _Words, ex: Explorer, rng: random.Random, count: int) -> None:
+def _gray(lines: _Lines, image: Image, v: Visitor) -> None:
+    """Every image of ``lines``: mixed-radix reflected Gray code (Knuth 7.2.1.1, Algorithm H)."""
+    radix = lines.radix
+    m = len(radix)
+    a = lines.digits
+    focus = list(range(m + 1))
+    direction = [1] * m
+    v.check()
+    while True:
+        j = focus[0]
+        focus[0] = 0
+        if j == m:
+            return
+        lines.set(image, j, a[j] + direction[j])
+        v.check()
+        if a[j] == 0 or a[j] == radix[j] - 1:
+            direction[j] = -direction[j]
+            focus[j] = focus[j + 1]
+            focus[j + 1] = j + 1
+
+
+def _fewest_lines_first(lines: _Lines, image: Image, v: Visitor, budget: int) -> int:
+    """Images changing 0, 1, 2, ... lines from the base, until ``budget`` states; returns how many."""
+    done = 0
+    m = len(lines.radix)
+    for weight in range(m + 1):
+        for chosen in itertools.combinations(range(m), weight):
+            for values in itertools.product(*(range(1, lines.radix[j]) for j in chosen)):
+                if done >= budget:
+                    return done
+                for j, value in zip(chosen, values, strict=True):
+                    lines.set(image, j, value)
+                v.check()
+                done += 1
+                for j in chosen:
+                    lines.set(image, j, 0)
+    return done
+
+
+def _random_images(lines: _Lines, image: Image, v: Visitor, rng: random.Random, count: int) -> None:
     for _ in range(count):
-        for j, r in enumerate(words.radix):
-            v = rng.randrange(r)
-            if v != words.digits[j]:
-                words.set(ex, j, v)
-        ex.check()
+        for j, r in enumerate(lines.radix):
+            value = rng.randrange(r)
+            if value != lines.digits[j]:
+                lines.set(image, j, value)
+        v.check()
 
 
-def _estimate_words(epoch: Epoch) -> int:
-    # An upper bound without touching the image: each word has at most (atoms + 1) values.
-    counts: dict[int, int] = {}
-    for atom in epoch.inflight:
-        counts[atom.word] = counts.get(atom.word, 0) + 1
-    return math.prod(c + 1 for c in counts.values())
+def _estimate_lines(atoms: Sequence[Atom]) -> int:
+    # An upper bound without touching the image: a line of c cached and n NT atoms has at
+    # most (c + 1) * 2^n contents.
+    cached: dict[int, int] = {}
+    nt: dict[int, int] = {}
+    for atom in atoms:
+        counts = nt if atom.nontemporal else cached
+        counts[atom.line] = counts.get(atom.line, 0) + 1
+    total = 1
+    for line in cached.keys() | nt.keys():
+        total *= (cached.get(line, 0) + 1) << min(nt.get(line, 0), 64)
+    return total
 
 
 @dataclass(frozen=True)
 class Exhaustive(Engine):
-    """Every distinct media image the model allows at every epoch, each checked once.
+    """Every distinct media image the model allows at every crash point, each checked once.
 
-    An epoch with more than ``max_states_per_epoch`` distinct images is sampled instead
-    (that many seeded random images) and the report carries a warning.
+    An epoch whose images exceed ``max_states_per_epoch`` (None: no limit) is explored
+    fewest-changed-lines first up to that many states, and the report says the run was
+    not exhaustive.
     """
 
     name: ClassVar[str] = "Exhaustive"
     model_based: ClassVar[bool] = True
     dedup: ClassVar[bool] = True
-    max_states_per_epoch: int = 1 << 16
+    max_states_per_epoch: int | None = 1 << 16
 
     def estimate(self, epoch: Epoch) -> int:
-        """The product of per-word value counts, capped."""
-        return min(_estimate_words(epoch), self.max_states_per_epoch)
+        """An upper bound of the images at the fence, capped."""
+        total = _estimate_lines(epoch.inflight)
+        cap = self.max_states_per_epoch
+        return total if cap is None else min(total, cap)
 
-    def explore(self, epoch: Epoch, ex: Explorer, seed: int) -> None:
-        """Mixed-radix reflected Gray code over the words (Knuth 7.2.1.1, Algorithm H)."""
-        words = _Words(epoch, ex)
-        ex.describer = words.applied
-        try:
-            if words.total > self.max_states_per_epoch:
-                ex.warn(
-                    f"epoch {epoch.index}: {words.total} distinct images exceed max_states_per_epoch="
-                    f"{self.max_states_per_epoch}; checked a seeded random sample of that many"
+    def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
+        """Per crash point: the Gray code when the images fit the budget, fewest lines first when not."""
+        image = v.image
+        points = v.points(epoch)
+        cap = self.max_states_per_epoch
+        budget = _UNLIMITED if cap is None else cap
+        for n, point in enumerate(points):
+            v.at(point)
+            share = budget if cap is None else max(1, budget // (len(points) - n))
+            try:
+                lines = _Lines(epoch.inflight[: point.atoms], image, share)
+            except _TooMany:
+                lines = None
+            if lines is not None and lines.total <= share:
+                v.describer = lines.applied
+                try:
+                    _gray(lines, image, v)
+                finally:
+                    lines.reset(image)
+                budget -= lines.total
+                continue
+            assert cap is not None
+            if lines is None:  # one line alone has more contents than the budget: sample them
+                v.limited(
+                    f"epoch {epoch.index}: a cache line has more than {share} reachable contents; "
+                    f"checked {share} random images"
                 )
-                _sample_words(words, ex, epoch_rng(self.name, seed, epoch.index), self.max_states_per_epoch)
-                return
-            radix = words.radix
-            m = len(radix)
-            a = words.digits
-            focus = list(range(m + 1))
-            direction = [1] * m
-            ex.check()
-            while True:
-                j = focus[0]
-                focus[0] = 0
-                if j == m:
-                    break
-                words.set(ex, j, a[j] + direction[j])
-                ex.check()
-                if a[j] == 0 or a[j] == radix[j] - 1:
-                    direction[j] = -direction[j]
-                    focus[j] = focus[j + 1]
-                    focus[j + 1] = j + 1
-        finally:
-            words.reset(ex)
+                self._sample(epoch, point, v, seed, share)
+                budget -= share
+                continue
+            v.describer = lines.applied
+            try:
+                done = _fewest_lines_first(lines, image, v, share)
+            finally:
+                lines.reset(image)
+            v.limited(
+                f"epoch {epoch.index}: {lines.total} distinct images exceed max_states_per_epoch={cap}; "
+                f"checked {done}, changing the fewest cache lines first"
+            )
+            budget -= done
+
+    @staticmethod
+    def _sample(epoch: Epoch, point: CrashPoint, v: Visitor, seed: int, count: int) -> None:
+        # Each image: walk the atoms in program order, putting each on media with
+        # probability 1/2 when its predecessors are there.
+        atoms = epoch.inflight[: point.atoms]
+        preds = predecessors(atoms)
+        rng = epoch_rng("Exhaustive-sample", seed, epoch.index)
+        image = v.image
+        landed: list[bool] = []
+        v.describer = lambda: tuple(a for a, on in zip(atoms, landed, strict=True) if on)
+        for _ in range(count):
+            landed = []
+            for i, atom in enumerate(atoms):
+                on = all(landed[j] for j in preds[i]) and rng.random() < 0.5
+                landed.append(on)
+                if on:
+                    image.push(atom)
+            v.check()
+            image.unwind()
 
 
 @dataclass(frozen=True)
 class Random(Engine):
-    """``n`` seeded random images per epoch from the model (each word at a random prefix).
+    """``n`` seeded random images per epoch from the model (each line at a random reachable content).
 
-    ``seed`` None takes the seed given to ``replay``. Images already checked are skipped.
+    With a checker that sees markers, each image is drawn at a random crash point of the
+    epoch. ``seed`` None takes the seed given to ``replay``. Images already checked are skipped.
     """
 
     name: ClassVar[str] = "Random"
     model_based: ClassVar[bool] = True
     dedup: ClassVar[bool] = True
+    samples: ClassVar[bool] = True
     seed: int | None = None
     n: int = 100
 
@@ -404,15 +576,28 @@ class Random(Engine):
         """n."""
         return self.n
 
-    def explore(self, epoch: Epoch, ex: Explorer, seed: int) -> None:
+    def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
         """Draw ``n`` images."""
-        words = _Words(epoch, ex)
-        ex.describer = words.applied
-        try:
-            rng = epoch_rng(self.name, seed if self.seed is None else self.seed, epoch.index)
-            _sample_words(words, ex, rng, self.n)
-        finally:
-            words.reset(ex)
+        image = v.image
+        rng = epoch_rng(self.name, seed if self.seed is None else self.seed, epoch.index)
+        points = v.points(epoch)
+        draws = [0] * len(points)
+        for _ in range(self.n):
+            draws[rng.randrange(len(points))] += 1
+        for point, count in zip(points, draws, strict=True):
+            if not count:
+                continue
+            v.at(point)
+            try:
+                lines = _Lines(epoch.inflight[: point.atoms], image, 1 << 16)
+            except _TooMany:
+                Exhaustive._sample(epoch, point, v, rng.randrange(1 << 30), count)
+                continue
+            v.describer = lines.applied
+            try:
+                _random_images(lines, image, v, rng, count)
+            finally:
+                lines.reset(image)
 
 
 #: Engine classes by name (pmreorder's names first).
@@ -454,4 +639,26 @@ def engine_from_name(spec: str | Engine) -> Engine:
         n = int(parts[1]) if len(parts) > 1 else 100
     except ValueError:
         raise ValueError(f"bad Random engine spec {spec!r}: expected Random:SEED:N") from None
+    if not 0 < n <= 1 << 40:
+        raise ValueError(f"bad Random engine spec {spec!r}: N must be from 1 to 2^40, got {n}")
     return Random(seed=seed, n=n)
+
+
+def with_max_states(engine: Engine, max_states: int | None) -> Engine:
+    """``engine`` with its per-epoch state budget set to ``max_states`` (engines without one unchanged)."""
+    if hasattr(engine, "max_states_per_epoch"):
+        return replace(engine, max_states_per_epoch=max_states)  # type: ignore[call-arg]
+    return engine
+
+
+def engine_for(sections: Sequence[str], default: Engine, section_engines: Mapping[str, Engine]) -> Engine:
+    """The engine for an epoch whose open sections are ``sections`` (outermost first).
+
+    The innermost open section with an engine of its own decides (pmreorder's engine
+    stack, ``-x NAME=ENGINE``); outside every such section, ``default``.
+    """
+    for name in reversed(sections):
+        engine = section_engines.get(name)
+        if engine is not None:
+            return engine
+    return default

@@ -1,23 +1,23 @@
-"""Crash-state exploration: the image being explored, epoch chunks, worker processes, the merge.
+"""Crash-state exploration: the explorer engines drive, chunks of epochs, workers, the merge, :func:`replay`.
 
 Theory of operation
 -------------------
-An :class:`Explorer` holds one ``bytearray`` per file, positioned at an epoch's durable
-base. Engines change it one atom or one word at a time (``push``/``pop``/``set_word``)
-and call ``check()`` per crash state, so building a state costs O(bytes changed), never
-a copy of the file. The image also carries an incremental 128-bit hash: the sum over
-8-byte words of blake2b(file, word, content), minus the same for the initial image. It
-identifies images across epochs (deduplication for Exhaustive/Random, verdict caching
-for the others) without ever hashing a whole file.
+An :class:`Explorer` holds the :class:`~pmemsim.persistence.image.Image` at an epoch's
+durable base and judges each crash state an engine builds (:meth:`Explorer.check`). A
+state is identified by its image hash and, when the checker can see markers (program
+checkers, ``check(image, ctx)``), by the markers at its crash point too: deduplicating
+engines judge each such key once; the others judge every state they visit but reuse
+the verdict of a key already judged in the process. A verdict of "inconsistent" on the
+initial image itself (before any recorded store) is the checker's error, not the pool's.
 
 The epochs are cut into contiguous chunks. A chunk is explored by one process, which
 fast-forwards its image over the epochs before the chunk (writing bytes, then hashing
-each touched word once). A chunk reports, per state, only what the merge needs: the
-first-in-chunk image hashes, the count of non-deduplicating states and the failing
-(epoch, state number, hash) triples. The parent merges chunks in order, dropping
-deduplicated states whose image an earlier chunk saw, which gives exactly the
-single-process result for any chunking. The details of the reported failures (which
-atoms reached media) are recovered afterwards by re-running those epochs' engines
+each touched line once). A chunk reports, per state, only what the merge needs: the
+first-in-chunk keys, the count of non-deduplicating states and the failing (epoch,
+state number, key) triples. The parent merges chunks in order, dropping deduplicated
+states whose key an earlier chunk saw, which gives exactly the single-process result
+for any chunking. The details of the reported failures (which atoms reached media,
+where the crash was) are recovered afterwards by re-running those epochs' engines
 without the checker.
 
 With ``workers=N`` nothing is planned up front, so that the workers start at once:
@@ -27,38 +27,45 @@ slices, and each process (N-1 forked workers and the caller, when it is the main
 thread) takes the next free slice, cuts that slice's epochs itself from its quiescent
 start, and explores them. A log with too few quiescent points (a store left unflushed
 for most of it) falls back to planning in the parent, forking each worker as soon as
-the epochs it starts with are cut, with work stealing between blocks of epochs. Forked
-workers share the log, images and checker copy-on-write (closures work as checkers)
-and send back only their chunk results.
+the epochs it starts with are cut, with work stealing between blocks of epochs.
+``isolate=True`` runs a single-process exploration in one forked child, so that a
+checker that crashes its process (a segfault in a C extension) ends the replay with a
+checker error instead of killing it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import contextlib
 import functools
-import hashlib
 import itertools
-import multiprocessing
 import os
-import pickle
-import signal
-import struct
-import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pmemsim.enums import Granularity
-from pmemsim.persistence.checkers import CallableChecker, Checker, CheckOutcome, Verdict, as_checker
-from pmemsim.persistence.engines import Engine, engine_from_name
-from pmemsim.persistence.log import LogError, Store, StoreLog
+from pmemsim.persistence import parallel
+from pmemsim.persistence.checkers import (
+    Checker,
+    CheckerError,
+    CheckOutcome,
+    CrashContext,
+    Verdict,
+    as_checker,
+)
+from pmemsim.persistence.engines import Engine, engine_for, engine_from_name, with_max_states
+from pmemsim.persistence.image import Image, initial_images
+from pmemsim.persistence.log import LogError, StoreLog
 from pmemsim.persistence.model import (
     Atom,
+    CrashPoint,
     Epoch,
     EpochBuilder,
     EpochPlan,
+    LogScan,
     PersistencyModel,
     Platform,
     Resume,
@@ -67,16 +74,45 @@ from pmemsim.persistence.model import (
 )
 from pmemsim.persistence.results import CrashReport, Failure
 
-__all__ = ["Explorer", "initial_images", "plan_replay", "replay"]
+__all__ = [
+    "DEFAULT_SLICES",
+    "MAX_WORKERS",
+    "CheckerCrashed",
+    "ChunkResult",
+    "EngineChoice",
+    "Explorer",
+    "NothingToCheck",
+    "SliceWork",
+    "build_report",
+    "explore_slice",
+    "initial_images",
+    "plan_replay",
+    "prepare_replay",
+    "replay",
+    "resolve_model",
+    "usable_cpus",
+]
 
 _MASK = (1 << 128) - 1
-_KEY = struct.Struct("<IQ").pack
-#: Word hashes an Explorer remembers before starting over (a few hundred bytes each).
-_HASH_CACHE = 1 << 18
+#: Mixes the marker count into a state key (an odd 128-bit constant: keys of different
+#: marker counts collide only as rarely as two image hashes do).
+_MARKER_KEY = 0x9E3779B97F4A7C15F39CC0605CEDC835
+#: The most worker processes a replay starts, whatever it is asked for.
+MAX_WORKERS = 256
+#: Slices a log is cut into for executors and shards (a fixed number: every shard job of a
+#: CI matrix must cut the same slices).
+DEFAULT_SLICES = 64
 
 
-def _word_hash(fidx: int, w0: int, value: bytes) -> int:
-    return int.from_bytes(hashlib.blake2b(_KEY(fidx, w0) + value, digest_size=16).digest(), "little")
+class NothingToCheck(LogError):
+    """A replay that would judge nothing: no store in the log, or no state picked by the engines.
+
+    Pass ``allow_empty=True`` when that is expected.
+    """
+
+
+class CheckerCrashed(CheckerError):
+    """The checker killed the process judging a state (a segfault, an abort): no verdict exists."""
 
 
 class _EpochLimit(Exception):
@@ -87,329 +123,390 @@ class _Located(Exception):
     """Every state being located was found."""
 
 
-class Explorer:
-    """The image under exploration and the bookkeeping of one chunk of epochs.
+EngineOf = Callable[[Epoch], Engine]
 
-    Engines use :meth:`push`/:meth:`pop` (apply/undo one atom), :meth:`word`/
-    :meth:`set_word` (whole-word values), :meth:`check` (judge the current state) and
-    :meth:`warn`. Runtime: O(atom size) per push/pop, O(1) plus the checker per check.
+
+class Explorer:
+    """The image under exploration and the bookkeeping of one chunk of epochs (the engines' Visitor).
+
+    Runtime: O(atom size) per push/pop, O(1) plus the checker per check.
     """
 
-    def __init__(self, plan: EpochPlan, images: Sequence[bytes], checker: Checker | None) -> None:
+    def __init__(
+        self,
+        plan: EpochPlan,
+        images: Sequence[bytes],
+        checker: Checker | None,
+        engine_of: EngineOf,
+        *,
+        sees_markers: bool,
+    ) -> None:
         self.plan = plan
-        self.initial = images
-        self.bufs = [bytearray(img) for img in images]
-        self.views = [memoryview(b).toreadonly() for b in self.bufs]
-        self.sizes = plan.sizes
-        self.h = 0
-        # Word hashes by (file, word, content): a word's old content was almost always hashed
-        # when it was written, so a push or an advance mostly costs one blake2b or none.
-        self.hashes: dict[tuple[int, int, bytes], int] = {}
-        self.stack: list[tuple[Atom, int, bytes, int]] = []
+        self.image = Image(plan.sizes, images)
+        self.checker = checker
+        self.engine_of = engine_of
+        self.sees_markers = sees_markers
         self.position = 0  # the epoch whose durable base the image holds
         self.offset = 0  # the index of plan.epochs[0] (a slice of the log's plan starts later)
-        self.checker = checker
-        self.verdicts: dict[object, CheckOutcome | None] = {}  # image hash, or (hash, markers)
+        self.durable = 0  # how many atoms the base holds (0: the initial image, no store applied)
+        self.verdicts: dict[int, CheckOutcome | None] = {}
         self.calls = 0
-        # Per-epoch state, set by run_epoch.
+        self.slots: parallel.StateSlots | None = None
+        self.slot = 0
+        # Per-epoch state, set by run_epoch and at().
         self.epoch: Epoch | None = None
         self.dedup = False
         self.seq = 0
         self.limit: int | None = None
         self.describer: Callable[[], tuple[Atom, ...]] | None = None
-        self.markers = ""
+        self.point = CrashPoint(0, 0, 0)
+        self._marker_key = 0
+        self._ctx: CrashContext | None = None
         # Per-chunk results.
         self.seen: set[int] = set()
-        self.first_hashes: list[int] = []
+        self.images: set[int] = set()  # image hashes judged (keys differ by markers, images may not)
+        self.first_keys: list[int] = []
         self.first_dedup = bytearray()
         self.nondedup = 0
         self.failures: list[tuple[int, int, int, bool, CheckOutcome]] = []
         self.warnings: list[str] = []
-        # Locate mode: state numbers of the current epoch whose applied atoms are wanted.
+        self.limits: list[str] = []
+        # Locate mode: state numbers of the current epoch whose atoms and crash point are wanted.
         self.targets: set[int] | None = None
-        self.found: dict[int, tuple[Atom, ...]] = {}
+        self.found: dict[int, tuple[tuple[Atom, ...], CrashPoint]] = {}
 
-    # -- the image ---------------------------------------------------------------
-    def word(self, fidx: int, w0: int) -> bytes:
-        """The current content of the aligned word at ``w0`` (shorter at the end of the file)."""
-        return bytes(self.bufs[fidx][w0 : min(w0 + 8, self.sizes[fidx])])
+    def close(self) -> None:
+        """Release the image."""
+        self.image.close()
 
-    def word_hash(self, fidx: int, w0: int, value: bytes) -> int:
-        """The hash contribution of ``value`` in the word at ``w0`` of file ``fidx``."""
-        key = (fidx, w0, value)
-        h = self.hashes.get(key)
-        if h is None:
-            if len(self.hashes) >= _HASH_CACHE:
-                self.hashes.clear()
-            h = self.hashes[key] = _word_hash(fidx, w0, value)
-        return h
+    # -- the Visitor protocol ----------------------------------------------------------------
+    def points(self, epoch: Epoch) -> Sequence[CrashPoint]:
+        """Every crash point where the markers change when the checker sees markers, else the fence only."""
+        return epoch.points if self.sees_markers else (epoch.fence_point,)
 
-    def set_word(self, fidx: int, w0: int, value: bytes, delta: int) -> None:
-        """Overwrite a word with ``value``; ``delta`` is its hash change (new minus old contribution)."""
-        self.bufs[fidx][w0 : w0 + len(value)] = value
-        self.h = (self.h + delta) & _MASK
+    def at(self, point: CrashPoint) -> None:
+        """Judge the next states as crashes at ``point``."""
+        self.point = point
+        self._marker_key = point.markers * _MARKER_KEY if self.sees_markers else 0
+        self._ctx = None
 
-    def _write(self, atom: Atom) -> tuple[int, bytes]:
-        buf = self.bufs[atom.fidx]
-        off = atom.offset
-        w0 = off - (off & 7)
-        w1 = min(w0 + 8, self.sizes[atom.fidx])
-        old = bytes(buf[w0:w1])
-        buf[off : off + len(atom.data)] = atom.data
-        new = bytes(buf[w0:w1])
-        if new != old:
-            hashes, fidx = self.hashes, atom.fidx
-            h_new = hashes.get((fidx, w0, new))
-            if h_new is None:
-                h_new = self.word_hash(fidx, w0, new)
-            h_old = hashes.get((fidx, w0, old))
-            if h_old is None:
-                h_old = self.word_hash(fidx, w0, old)
-            self.h = (self.h + h_new - h_old) & _MASK
-        return w0, old
+    def limited(self, message: str) -> None:
+        """Record that the current epoch was not explored completely (once: locating re-runs engines)."""
+        if self.targets is None:
+            self.limits.append(message)
 
-    def push(self, atom: Atom) -> None:
-        """Apply ``atom`` on top of the current state (undone by :meth:`pop`)."""
-        h = self.h
-        w0, old = self._write(atom)
-        self.stack.append((atom, w0, old, h))
+    def context(self) -> CrashContext:
+        """The checker context of the current crash point."""
+        if self._ctx is None:
+            assert self.epoch is not None
+            point = self.point
+            self._ctx = CrashContext(self.epoch.index, point.record, "", self.plan.markers, point.markers)
+        return self._ctx
 
-    def pop(self) -> None:
-        """Undo the last :meth:`push`."""
-        atom, w0, old, h = self.stack.pop()
-        self.bufs[atom.fidx][w0 : w0 + len(old)] = old
-        self.h = h
-
-    def unwind(self) -> None:
-        """Undo every outstanding push."""
-        while self.stack:
-            self.pop()
-
-    def advance(self, to_epoch: int) -> None:
-        """Make the durable atoms of epochs ``position .. to_epoch-1`` part of the base."""
-        if to_epoch < self.position:
-            raise ValueError(f"cannot go back from epoch {self.position} to {to_epoch}")
-        # Write the bytes now and hash each touched word once at the end: a worker
-        # fast-forwarding over other workers' epochs then costs little more than the copying.
-        bufs, sizes = self.bufs, self.sizes
-        before: dict[tuple[int, int], bytes] = {}
-        for epoch in self.plan.epochs[self.position - self.offset : to_epoch - self.offset]:
-            for atom in epoch.flushed:
-                fidx, off, data = atom.fidx, atom.offset, atom.data
-                buf = bufs[fidx]
-                key = (fidx, off - (off & 7))
-                if key not in before:
-                    w0 = key[1]
-                    before[key] = bytes(buf[w0 : min(w0 + 8, sizes[fidx])])
-                buf[off : off + len(data)] = data
-        self._rehash(before)
-        self.position = to_epoch
-
-    def apply_stores(self, log: StoreLog, lo: int, hi: int) -> None:
-        """Write the stores of records ``lo .. hi-1`` into the image (all durable: a quiescent point)."""
-        bufs, sizes, fidx_of = self.bufs, self.sizes, {k: i for i, k in enumerate(self.plan.keys)}
-        before: dict[tuple[int, int], bytes] = {}
-        for rec in log.records[lo:hi]:
-            if isinstance(rec, Store):
-                fidx, off, data = fidx_of[rec.file], rec.offset, rec.data
-                buf = bufs[fidx]
-                for w0 in range(off - (off & 7), off + len(data), 8):
-                    if (fidx, w0) not in before:
-                        before[fidx, w0] = bytes(buf[w0 : min(w0 + 8, sizes[fidx])])
-                buf[off : off + len(data)] = data
-        self._rehash(before)
-
-    def _rehash(self, before: dict[tuple[int, int], bytes]) -> None:
-        h = self.h
-        for (fidx, w0), old in before.items():
-            new = bytes(self.bufs[fidx][w0 : w0 + len(old)])
-            if new != old:
-                h += self.word_hash(fidx, w0, new) - self.word_hash(fidx, w0, old)
-        self.h = h & _MASK
-
-    def _check(self) -> None:
-        """Assert that the incremental hash matches the image (tests call this). Runtime: O(file sizes)."""
-        total = 0
-        for fidx, (buf, init) in enumerate(zip(self.bufs, self.initial, strict=True)):
-            for w0 in range(0, len(buf), 8):
-                cur, old = bytes(buf[w0 : w0 + 8]), init[w0 : w0 + 8]
-                if cur != old:
-                    total += _word_hash(fidx, w0, cur) - _word_hash(fidx, w0, old)
-        assert total & _MASK == self.h, "image hash out of sync with the image"
-
-    # -- states ------------------------------------------------------------------
     def applied(self) -> tuple[Atom, ...]:
-        """The atoms that reached media in the current state."""
+        """The atoms on media in the current state."""
         if self.describer is not None:
             return self.describer()
-        return tuple(entry[0] for entry in self.stack)
-
-    def warn(self, message: str) -> None:
-        """Attach a warning to the report (once: locating failures re-runs engines)."""
-        if self.targets is None:
-            self.warnings.append(message)
+        return tuple(entry[0] for entry in self.image.stack)
 
     def check(self) -> None:
-        """Judge the current state (or, locating, remember its atoms)."""
+        """Judge the current state (or, locating, remember its atoms and crash point)."""
         seq = self.seq
         if self.limit is not None and seq >= self.limit:
             raise _EpochLimit
         self.seq = seq + 1
         if self.targets is not None:
             if seq in self.targets:
-                self.found[seq] = self.applied()
+                self.found[seq] = (self.applied(), self.point)
                 if len(self.found) == len(self.targets):
                     raise _Located
             return
-        h = self.h
-        if h not in self.seen:
-            self.seen.add(h)
-            self.first_hashes.append(h)
+        h = self.image.h
+        key = (h + self._marker_key) & _MASK
+        if key not in self.seen:
+            self.seen.add(key)
+            self.first_keys.append(key)
             self.first_dedup.append(self.dedup)
+            if self.sees_markers:
+                self.images.add(h)
         elif self.dedup:
             return
-        assert self.checker is not None and self.epoch is not None
-        # A checker that reads the markers may judge one image differently under other
-        # markers: its verdicts are remembered per (image, markers seen so far).
-        key: object = (h, self.epoch.markers_before) if self.checker.needs_markers else h
         try:
             outcome = self.verdicts[key]
         except KeyError:
-            if self.checker.needs_markers:
-                self.markers = "|".join(self.plan.markers[: self.epoch.markers_before])
-            outcome = self.checker.check(self.views, self.markers)
+            assert self.checker is not None and self.epoch is not None
+            if self.slots is not None:
+                self.slots.set(self.slot, self.epoch.index, seq)
+            outcome = self.checker.check(self.image.views, self.context())
             self.calls += 1
             if not self.dedup:  # a deduplicating engine never asks twice: keep memory for the others
                 self.verdicts[key] = outcome
+        if (
+            outcome is not None
+            and outcome.verdict is Verdict.INCONSISTENT
+            and not self.durable
+            and not self.applied()
+        ):
+            # Judged per state, not per cached verdict: the same image is the initial image only
+            # while no store was applied, and which state comes first depends on the chunking.
+            outcome = CheckOutcome(
+                Verdict.ERROR,
+                outcome.file,
+                "the checker rejects the image before any recorded store is applied (the initial "
+                f"image): fix the checker, or give the file's content before the first store "
+                f"({outcome.message})",
+            )
         if not self.dedup:
             self.nondedup += 1
         if outcome is not None:
-            assert self.epoch is not None
-            self.failures.append((self.epoch.index, seq, h, self.dedup, outcome))
+            self.failures.append((self.epoch.index if self.epoch else 0, seq, key, self.dedup, outcome))
+
+    # -- epochs ------------------------------------------------------------------------------
+    def advance(self, to_epoch: int) -> None:
+        """Make the durable atoms of epochs ``position .. to_epoch-1`` part of the base."""
+        if to_epoch < self.position:
+            raise ValueError(f"cannot go back from epoch {self.position} to {to_epoch}")
+        epochs = self.plan.epochs[self.position - self.offset : to_epoch - self.offset]
+        self.image.make_durable(itertools.chain.from_iterable(e.flushed for e in epochs))
+        self.durable += sum(len(e.flushed) for e in epochs)
+        self.position = to_epoch
+
+    def explore_epoch(self, epoch: Epoch, engine: Engine, seed: int) -> None:
+        """Run ``engine`` over ``epoch`` (the image at its base) within its limit; back at the base after."""
+        self.epoch = epoch
+        self.dedup = engine.dedup
+        self.seq = 0
+        self.limit = None
+        self.describer = None
+        try:
+            engine.explore(epoch, self, seed)
+        except _EpochLimit:
+            self.limited(
+                f"epoch {epoch.index}: {engine.name} stopped after {self.limit} states (max_states_per_epoch)"
+            )
+        finally:
+            self.image.unwind()
+            self.describer = None
 
     def run_epoch(self, epoch: Epoch, seed: int) -> None:
-        """Explore ``epoch`` (the image must be at its base) and advance past it."""
+        """Explore ``epoch`` (the image must be at or before its base) and advance past it."""
         if epoch.index != self.position:
             self.advance(epoch.index)
-        engine = epoch.engine
+        engine = self.engine_of(epoch)
         if engine.wants(epoch):
-            self.epoch = epoch
-            self.dedup = engine.dedup
-            self.seq = 0
-            self.limit = None
-            self.describer = None
-            try:
-                engine.explore(epoch, self, seed)
-            except _EpochLimit:
-                self.warn(
-                    f"epoch {epoch.index}: {engine.name} stopped after {self.limit} states (limit reached)"
-                )
-            finally:
-                self.unwind()
-                self.describer = None
+            self.explore_epoch(epoch, engine, seed)
         self.advance(epoch.index + 1)
 
 
-@dataclass(frozen=True)
-class _Job:
-    plan: EpochPlan
-    images: tuple[bytes, ...]
-    checker: Checker
-    seed: int
-
-
 @dataclass
-class _ChunkResult:
-    first_hashes: list[int]
+class ChunkResult:
+    """What exploring a chunk of epochs found: all the merge needs (see :func:`build_report`)."""
+
+    first_keys: list[int]
+    images: set[int]
     first_dedup: bytes
     nondedup: int
     failures: list[tuple[int, int, int, bool, CheckOutcome]]
     warnings: list[str]
+    limits: list[str]
     calls: int
     elapsed: float = field(default=0.0)
 
 
-def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> _ChunkResult:
+def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> ChunkResult:
     """Explore epochs ``lo .. hi-1`` with ``ex`` (at or before ``lo``; its checker open) as one chunk."""
-    ex.seen, ex.first_hashes, ex.first_dedup = set(), [], bytearray()
-    ex.nondedup, ex.failures, ex.warnings = 0, [], []
+    ex.seen, ex.images, ex.first_keys, ex.first_dedup = set(), set(), [], bytearray()
+    ex.nondedup, ex.failures, ex.warnings, ex.limits = 0, [], [], []
     calls_before = ex.calls
     start = time.perf_counter()
     ex.advance(lo)
     for epoch in ex.plan.epochs[lo - ex.offset : hi - ex.offset]:
         ex.run_epoch(epoch, seed)
-    return _ChunkResult(
-        ex.first_hashes,
+    return ChunkResult(
+        ex.first_keys,
+        ex.images,
         bytes(ex.first_dedup),
         ex.nondedup,
         ex.failures,
         ex.warnings,
+        ex.limits,
         ex.calls - calls_before,
         time.perf_counter() - start,
     )
 
 
-def _run_chunk(job: _Job, lo: int, hi: int) -> _ChunkResult:
-    job.checker.open(job.plan.keys, job.plan.sizes)
+@dataclass(frozen=True)
+class EngineChoice:
+    """The default engine and the section engines of a replay: picks an epoch's engine (picklable)."""
+
+    default: Engine
+    sections: tuple[tuple[str, Engine], ...] = ()
+
+    def __call__(self, epoch: Epoch) -> Engine:
+        """The engine of ``epoch``: its innermost section's, else the default."""
+        return engine_for(epoch.sections, self.default, dict(self.sections))
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What every process of one replay shares (picklable when ``slots`` is None: sent to executors)."""
+
+    log: StoreLog
+    model: PersistencyModel
+    engine_of: EngineChoice
+    images: tuple[bytes, ...]
+    checker: Checker
+    seed: int
+    slots: parallel.StateSlots | None = None
+
+
+def _explorer(job: _Job, plan: EpochPlan, slot: int) -> Explorer:
+    ex = Explorer(plan, job.images, job.checker, job.engine_of, sees_markers=job.checker.sees_markers)
+    ex.slots, ex.slot = job.slots, slot
+    return ex
+
+
+def _run_whole(job: _Job, plan: EpochPlan, slot: int = 0) -> ChunkResult:
+    """Explore every epoch of ``plan`` in this process."""
+    job.checker.open(plan.keys, plan.sizes)
+    ex = _explorer(job, plan, slot)
     try:
-        return _explore_range(Explorer(job.plan, job.images, job.checker), lo, hi, job.seed)
+        return _explore_range(ex, 0, len(plan.epochs), job.seed)
     finally:
+        ex.close()
         job.checker.close()
 
 
-class _Claims:
-    """Which blocks of ``block`` consecutive epochs some process took (shared memory, set before forking).
+def _explore_slices(
+    job: _Job, scan_markers: Sequence[Any], starts: list[Resume], counter: Any, slot: int
+) -> list[tuple[int, int, ChunkResult]]:
+    """Take slices of the log in turn; cut each one's epochs (from its quiescent start) and explore them.
 
-    A process explores its own blocks front to back, taking them one at a time; once out
-    of them it steals the back half of the last run of free blocks it knows the epochs of
-    (work stealing: a few large steals, each costing one fast-forward of the image).
+    Returns (slice, epoch count, result) per slice taken. The image is carried from one
+    slice to the next by writing the stores in between (all durable at quiescent points).
     """
+    log = job.log
+    ex: Explorer | None = None
+    at = 0  # the image holds the stores of records before this one
+    out: list[tuple[int, int, ChunkResult]] = []
+    job.checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
+    try:
+        while (s := counter.take()) < len(starts):
+            start = starts[s]
+            last = s + 1 == len(starts)
+            builder = EpochBuilder(log, job.model, check=False, resume=start, markers=scan_markers)
+            builder.feed(len(log.records) if last else starts[s + 1].record)
+            plan = builder.finish(allow_open_markers=True) if last else builder.partial()
+            if ex is None:
+                ex = _explorer(job, plan, slot)
+            ex.plan = plan
+            ex.image.apply_stores(log, at, start.record)
+            ex.offset = ex.position = start.epochs
+            ex.durable = start.atoms  # everything before a quiescent point is durable
+            count = len(plan.epochs)
+            out.append((s, count, _explore_range(ex, start.epochs, start.epochs + count, job.seed)))
+            at = len(log.records) if last else starts[s + 1].record
+    finally:
+        if ex is not None:
+            ex.close()
+        job.checker.close()
+    return out
 
-    def __init__(self, count: int, block: int, context: Any) -> None:
-        self.flags = context.RawArray("b", max(count, 1))
-        self.lock = context.Lock()
-        self.block = block
 
-    def take(self, index: int) -> bool:
-        """Claim block ``index``; False when another process has it."""
-        with self.lock:
-            if self.flags[index]:
-                return False
-            self.flags[index] = 1
-            return True
+@dataclass(frozen=True)
+class SliceWork:
+    """Everything one task needs to explore slices of a log anywhere: sent once per worker."""
 
-    def steal(self, below: int) -> tuple[int, int] | None:
-        """Claim the back half (rounded up) of the last run of free blocks under ``below``."""
-        flags = self.flags
-        with self.lock:
-            last = below - 1
-            while last >= 0 and flags[last]:
-                last -= 1
-            if last < 0:
-                return None
-            first = last
-            while first > 0 and not flags[first - 1]:
-                first -= 1
-            first += (last + 1 - first) // 2
-            for i in range(first, last + 1):
-                flags[i] = 1
-            return first, last + 1
+    job: _Job
+    markers: tuple[tuple[str, Any, int], ...]
+    starts: tuple[Resume, ...]
+    allow_open_markers: bool
+
+
+#: The explorer of the last slice this process explored, to carry its image to a later slice of
+#: the same work (an executor's worker runs its tasks one after the other).
+_carried: tuple[SliceWork, Explorer, int] | None = None
+
+
+def explore_slice(work: SliceWork, s: int) -> tuple[int, int, ChunkResult]:
+    """Explore slice ``s`` of ``work`` (in any process): (slice, epoch count, result).
+
+    The image is the initial image with every store before the slice written (they are
+    all durable at its quiescent start); a process that explored an earlier slice of the
+    same work carries its image forward instead of starting again.
+    """
+    global _carried
+    job, starts = work.job, work.starts
+    log = job.log
+    start = starts[s]
+    last = s + 1 == len(starts)
+    builder = EpochBuilder(log, job.model, check=False, resume=start, markers=work.markers)
+    builder.feed(len(log.records) if last else starts[s + 1].record)
+    plan = builder.finish(allow_open_markers=True) if last else builder.partial()
+    carried, _carried = _carried, None
+    if carried is not None and carried[0] is work and carried[2] <= start.record:
+        _, ex, at = carried
+        ex.plan = plan
+    else:
+        if carried is not None:
+            carried[1].close()
+        ex, at = _explorer(job, plan, 0), 0
+    job.checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
+    try:
+        ex.image.apply_stores(log, at, start.record)
+        ex.offset = ex.position = start.epochs
+        ex.durable = start.atoms
+        count = len(plan.epochs)
+        result = _explore_range(ex, start.epochs, start.epochs + count, job.seed)
+    except BaseException:
+        ex.close()
+        raise
+    finally:
+        job.checker.close()
+    if last:
+        ex.close()
+    else:
+        _carried = (work, ex, starts[s + 1].record)
+    return s, count, result
+
+
+def _ship(executor: concurrent.futures.Executor, work: SliceWork) -> Any:
+    """What to pass to every task: a Dask executor gets the work scattered to every worker once."""
+    client = getattr(executor, "_client", None)
+    scatter = getattr(client, "scatter", None)
+    if scatter is not None:  # distributed.Client.get_executor(): send the log once per worker
+        return scatter(work, broadcast=True, hash=False)
+    return work
+
+
+def _explore_on(
+    executor: concurrent.futures.Executor, work: SliceWork, slices: Sequence[int]
+) -> list[tuple[int, int, ChunkResult]]:
+    """Explore ``slices`` of ``work`` as tasks of ``executor``, in slice order."""
+    payload = _ship(executor, work)
+    futures = [executor.submit(explore_slice, payload, s) for s in slices]
+    try:
+        return [future.result() for future in futures]
+    finally:
+        for future in futures:
+            future.cancel()
 
 
 def _explore_blocks(
-    job: _Job, claims: _Claims, own: tuple[int, int], known: int
-) -> list[tuple[int, _ChunkResult]]:
-    """One process's share: its own blocks ``own``, then steals among blocks ``< known``."""
-    plan, block, count = job.plan, claims.block, len(job.plan.epochs)
-    out: list[tuple[int, _ChunkResult]] = []
-    ex = Explorer(plan, job.images, job.checker)
+    job: _Job, plan: EpochPlan, claims: parallel.BlockClaims, own: tuple[int, int], known: int, slot: int
+) -> list[tuple[int, ChunkResult]]:
+    """One process's share of a planned log: its own blocks ``own``, then steals among blocks ``< known``."""
+    block, count = claims.block, len(plan.epochs)
+    out: list[tuple[int, ChunkResult]] = []
+    ex = _explorer(job, plan, slot)
 
     def run(first: int, last: int) -> None:
         nonlocal ex
         lo, hi = first * block, min(last * block, count)
         if ex.position > lo:  # a steal behind the image: start again from the initial image
-            old, ex = ex, Explorer(plan, job.images, job.checker)
-            ex.verdicts, ex.hashes, ex.calls = old.verdicts, old.hashes, old.calls
+            old, ex = ex, _explorer(job, plan, slot)
+            ex.verdicts, ex.image.hashes, ex.calls = old.verdicts, old.image.hashes, old.calls
+            old.close()
         out.append((lo, _explore_range(ex, lo, hi, job.seed)))
 
     job.checker.open(plan.keys, plan.sizes)
@@ -420,94 +517,71 @@ def _explore_blocks(
         while (stolen := claims.steal(known)) is not None:
             run(*stolen)
     finally:
+        ex.close()
         job.checker.close()
     return out
 
 
-def _fork(work: Callable[[], object]) -> tuple[int, int]:
-    """Run ``work`` in a forked child; returns (pid, read end of the pipe carrying its pickled outcome)."""
-    read, write = os.pipe()
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*fork.*", category=DeprecationWarning)
-        pid = os.fork()
-    if pid:
-        os.close(write)
-        return pid, read
-    status = 1  # pragma: no cover - the child's side (coverage does not follow os._exit)
-    try:  # pragma: no cover
-        os.close(read)
-        try:
-            payload: tuple[bool, object] = (True, work())
-        except BaseException as exc:
-            payload = (False, exc)
-        try:
-            data = pickle.dumps(payload, pickle.HIGHEST_PROTOCOL)
-        except Exception:
-            data = pickle.dumps((False, RuntimeError(f"worker {os.getpid()} failed: {payload[1]!r}")))
-        with os.fdopen(write, "wb") as f:
-            f.write(data)
-        for stream in (sys.stdout, sys.stderr):
-            stream.flush()
-        status = 0
-    finally:  # pragma: no cover
-        os._exit(status)
+def _gather(children: list[tuple[int, int, int]], in_parent: Callable[[], list[Any]] | None) -> list[Any]:
+    """Run ``in_parent`` here while the children work, then collect every child's list of results."""
+    results: list[Any] = []
+    try:
+        if in_parent is not None:
+            results += in_parent()
+        while children:
+            results += parallel.collect(*children.pop(0))
+    finally:
+        parallel.stop(children)
+    return results
 
 
-def _collect(pid: int, read: int) -> Any:
-    """The outcome a forked worker sent (its exception is raised here)."""
-    with os.fdopen(read, "rb") as f:
-        data = f.read()
-    _, status = os.waitpid(pid, 0)
-    if not data:
-        raise RuntimeError(f"crash-state worker process {pid} died (wait status {status})")
-    ok, value = pickle.loads(data)
-    if not ok:
-        raise value
-    return value
+def _explore_sliced(job: _Job, scan: Any, workers: int) -> tuple[int, list[ChunkResult]]:
+    """Explore the slices in ``workers`` processes (the caller's included when it is the main thread).
+
+    Every process cuts the epochs of the slices it takes itself, so nothing is planned
+    before the workers start. Returns the epoch count and the results in epoch order.
+    """
+    ctx = parallel.context()
+    counter = parallel.SharedCounter(ctx)
+    starts = list(scan.points)
+    in_parent = threading.current_thread() is threading.main_thread()
+    forks = workers - 1 if in_parent else workers
+    children = [
+        parallel.fork(functools.partial(_explore_slices, job, scan.markers, starts, counter, k), k)
+        for k in range(forks)
+    ]
+    mine = (
+        functools.partial(_explore_slices, job, scan.markers, starts, counter, forks) if in_parent else None
+    )
+    results: list[tuple[int, int, ChunkResult]] = _gather(children, mine)
+    results.sort(key=lambda item: item[0])
+    if [s for s, _, _ in results] != list(range(len(starts))):  # pragma: no cover - a bug
+        raise RuntimeError("crash-state workers lost a slice of the log")
+    return sum(count for _, count, _ in results), [result for _, _, result in results]
 
 
-def _stop(children: list[tuple[int, int]]) -> None:
-    """Kill and reap the workers still running (after an error)."""
-    for pid, read in children:
-        try:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-        finally:
-            os.close(read)
-
-
-def _explore_parallel(
-    log: StoreLog,
-    builder: EpochBuilder,
-    images: tuple[bytes, ...],
-    checker: Checker,
-    seed: int,
-    workers: int,
-    fences: int,
-    allow_open_markers: bool,
-) -> tuple[EpochPlan, list[_ChunkResult]]:
+def _explore_planned(
+    job: _Job, builder: EpochBuilder, workers: int, fences: int, allow_open_markers: bool
+) -> tuple[EpochPlan, list[ChunkResult]]:
     """Build the plan and explore it in ``workers`` processes, building and exploring at once.
 
     The parent scans the log; when it has cut the first epochs it forks a worker that
     explores them (a fork shares the plan so far copy-on-write, nothing is pickled)
     while the parent goes on cutting. The parent explores the last epochs itself (when
-    it is the main thread, which the checker timeout needs; else it forks one more
-    worker). Early workers get more epochs than an even share because they start before
-    the plan is complete, and work stealing evens out the rest. Results come back per
-    block and are merged in epoch order, so they do not depend on the split.
+    it is the main thread; else it forks one more worker). Early workers get more
+    epochs than an even share because they start before the plan is complete, and work
+    stealing evens out the rest. Results come back per block and are merged in epoch
+    order, so they do not depend on the split.
     """
-    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Linux always forks
-        raise ValueError("workers > 1 needs the 'fork' start method, which this platform lacks")
-    context = multiprocessing.get_context("fork")
+    ctx = parallel.context()
     block = max(1, -(-(fences + 1) // (16 * workers)))
-    claims = _Claims(-(-(fences + 1) // block) + 1, block, context)
+    claims = parallel.BlockClaims(-(-(fences + 1) // block) + 1, block, ctx)
     in_parent = threading.current_thread() is threading.main_thread()
     forks = workers - 1 if in_parent else workers
-    records = len(log.records)
-    children: list[tuple[int, int]] = []
-    results: list[tuple[int, _ChunkResult]] = []
+    records = len(job.log.records)
+    children: list[tuple[int, int, int]] = []
+    start = 0
     try:
-        start = 0
         for k in range(1, forks + 1):
             if k < workers:
                 builder.feed(records * (4 * k + 1) // (4 * workers))
@@ -515,65 +589,47 @@ def _explore_parallel(
             else:
                 plan = builder.finish(allow_open_markers=allow_open_markers)
             known = len(plan.epochs) // block if k < workers else -(-len(plan.epochs) // block)
-            job = _Job(plan, images, checker, seed)
-            own = (start, known)
-            children.append(_fork(functools.partial(_explore_blocks, job, claims, own, known)))
+            work = functools.partial(_explore_blocks, job, plan, claims, (start, known), known, k - 1)
+            children.append(parallel.fork(work, k - 1))
             start = known
-        if in_parent:
-            plan = builder.finish(allow_open_markers=allow_open_markers)
-            total = -(-len(plan.epochs) // block)
-            results += _explore_blocks(_Job(plan, images, checker, seed), claims, (start, total), total)
-        while children:
-            results += _collect(*children.pop(0))
-    finally:
-        _stop(children)
+    except BaseException:
+        parallel.stop(children)
+        raise
+    mine = None
+    plan = builder.finish(allow_open_markers=allow_open_markers) if in_parent else plan
+    if in_parent:
+        total = -(-len(plan.epochs) // block)
+        mine = functools.partial(_explore_blocks, job, plan, claims, (start, total), total, forks)
+    results: list[tuple[int, ChunkResult]] = _gather(children, mine)
     results.sort(key=lambda item: item[0])
     return plan, [result for _, result in results]
 
 
-def _read_image(key: str, source: bytes | str | os.PathLike[str], size: int) -> bytes:
-    if isinstance(source, bytes | bytearray | memoryview):
-        data = bytes(source)
-    else:
-        try:
-            with open(source, "rb") as f:
-                data = f.read(size)
-        except OSError as exc:
-            raise LogError(
-                f"cannot read the initial image of file {key!r} from {os.fspath(source)!r}: {exc}"
-            ) from exc
-    if len(data) < size:
-        raise LogError(f"initial image of file {key!r} is {len(data)} bytes, the log needs {size}")
-    return data[:size]
+def _locate(
+    job: _Job, plan: EpochPlan, picked: list[tuple[int, int, int, bool, CheckOutcome]]
+) -> dict[tuple[int, int], tuple[tuple[Atom, ...], CrashPoint]]:
+    """Re-run the epochs of ``picked`` failures without the checker: their atoms and crash points."""
+    ex = Explorer(plan, job.images, None, job.engine_of, sees_markers=job.checker.sees_markers)
+    wanted: dict[int, set[int]] = {}
+    for epoch_index, seq, *_ in picked:
+        wanted.setdefault(epoch_index, set()).add(seq)
+    out: dict[tuple[int, int], tuple[tuple[Atom, ...], CrashPoint]] = {}
+    try:
+        for index in sorted(wanted):
+            epoch = plan.epochs[index]
+            ex.advance(index)
+            ex.targets, ex.found = wanted[index], {}
+            with contextlib.suppress(_Located):
+                ex.explore_epoch(epoch, job.engine_of(epoch), job.seed)
+            out.update({(index, seq): found for seq, found in ex.found.items()})
+            ex.targets = None
+    finally:
+        ex.close()
+    return out
 
 
-def initial_images(
-    log: StoreLog, images: Mapping[str, bytes | str | os.PathLike[str]] | None = None
-) -> tuple[bytes, ...]:
-    """The durable content of every file of ``log`` when recording started, in ``log.files`` order.
-
-    ``images`` overrides by key (bytes or a path); otherwise ``FileInfo.initial``, else the
-    file at ``FileInfo.path``, else zeros when the file has no path. Raises LogError for an
-    unreadable or too short image, or an override for an unknown key.
-    """
-    images = dict(images or {})
-    unknown = set(images) - set(log.files)
-    if unknown:
-        raise LogError(f"images given for files the log does not register: {sorted(unknown)}")
-    out = []
-    for key, info in log.files.items():
-        if key in images:
-            out.append(_read_image(key, images[key], info.size))
-        elif info.initial is not None:
-            out.append(info.initial)
-        elif info.path is not None:
-            out.append(_read_image(key, info.path, info.size))
-        else:
-            out.append(bytes(info.size))
-    return tuple(out)
-
-
-def _resolve_model(log: StoreLog, model: PersistencyModel | Granularity | None) -> PersistencyModel:
+def resolve_model(log: StoreLog, model: PersistencyModel | Granularity | None) -> PersistencyModel:
+    """The model to replay ``log`` under: ``model``, else the log's granularity, else ADR."""
     if isinstance(model, PersistencyModel):
         return model
     if model is not None:
@@ -586,22 +642,13 @@ def _resolve_model(log: StoreLog, model: PersistencyModel | Granularity | None) 
 def plan_replay(
     log: StoreLog,
     *,
-    engine: Engine | str = "Exhaustive",
-    markers: Mapping[str, Engine | str] | None = None,
     model: PersistencyModel | Granularity | None = None,
     allow_open_markers: bool = False,
 ) -> EpochPlan:
     """The epochs :func:`replay` explores (validates the log; raises LogError/MarkerError)."""
     if not isinstance(log, StoreLog):
         raise TypeError(f"log must be a StoreLog, not {type(log).__name__}")
-    section_engines = {name: engine_from_name(spec) for name, spec in (markers or {}).items()}
-    return build_epochs(
-        log,
-        _resolve_model(log, model),
-        engine_from_name(engine),
-        section_engines,
-        allow_open_markers=allow_open_markers,
-    )
+    return build_epochs(log, resolve_model(log, model), allow_open_markers=allow_open_markers)
 
 
 def _model_name(model: PersistencyModel) -> str:
@@ -610,123 +657,17 @@ def _model_name(model: PersistencyModel) -> str:
     return "ADR" if model.flush_unit == 64 else f"ADR (flush unit {model.flush_unit} B)"
 
 
-class _Counter:
-    """A counter shared by forked processes: each :meth:`take` returns the next integer."""
-
-    def __init__(self, context: Any) -> None:
-        self.value = context.RawValue("q", 0)
-        self.lock = context.Lock()
-
-    def take(self) -> int:
-        """The next integer (0, 1, 2, ... across all processes)."""
-        with self.lock:
-            value = int(self.value.value)
-            self.value.value = value + 1
-            return value
-
-
-@dataclass(frozen=True)
-class _Slices:
-    log: StoreLog
-    model: PersistencyModel
-    engine: Engine
-    sections: Mapping[str, Engine]
-    markers: tuple[str, ...]
-    starts: list[Resume]
-    images: tuple[bytes, ...]
-    checker: Checker
-    seed: int
-    counter: _Counter
-
-
-def _explore_slices(job: _Slices) -> list[tuple[int, int, _ChunkResult]]:
-    """Take slices of the log in turn; cut each one's epochs (from its quiescent start) and explore them.
-
-    Returns (slice, epoch count, result) per slice taken. The image is carried from one
-    slice to the next by writing the stores in between (all durable at quiescent points).
-    """
-    log, starts = job.log, job.starts
-    ex: Explorer | None = None
-    at = 0  # the image holds the stores of records before this one
-    out: list[tuple[int, int, _ChunkResult]] = []
-    job.checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
+def usable_cpus() -> int:
+    """The CPUs this process may run on."""
     try:
-        while (s := job.counter.take()) < len(starts):
-            start = starts[s]
-            last = s + 1 == len(starts)
-            builder = EpochBuilder(
-                log, job.model, job.engine, job.sections, check=False, resume=start, marker_names=job.markers
-            )
-            builder.feed(len(log.records) if last else starts[s + 1].record)
-            plan = builder.finish(allow_open_markers=True) if last else builder.partial()
-            if ex is None:
-                ex = Explorer(plan, job.images, job.checker)
-            ex.plan = plan
-            ex.apply_stores(log, at, start.record)
-            ex.offset = ex.position = start.epochs
-            count = len(plan.epochs)
-            out.append((s, count, _explore_range(ex, start.epochs, start.epochs + count, job.seed)))
-            at = len(log.records) if last else starts[s + 1].record
-    finally:
-        job.checker.close()
-    return out
-
-
-def _explore_sliced(job: _Slices, workers: int) -> tuple[int, list[_ChunkResult]]:
-    """Explore the slices in ``workers`` processes (the caller's included when it is the main thread).
-
-    Every process cuts the epochs of the slices it takes itself, so nothing is planned
-    before the workers start. Returns the epoch count and the results in epoch order.
-    """
-    if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Linux always forks
-        raise ValueError("workers > 1 needs the 'fork' start method, which this platform lacks")
-    in_parent = threading.current_thread() is threading.main_thread()
-    children: list[tuple[int, int]] = []
-    results: list[tuple[int, int, _ChunkResult]] = []
-    try:
-        for _ in range(workers - 1 if in_parent else workers):
-            children.append(_fork(functools.partial(_explore_slices, job)))
-        if in_parent:
-            results += _explore_slices(job)
-        while children:
-            results += _collect(*children.pop(0))
-    finally:
-        _stop(children)
-    results.sort(key=lambda item: item[0])
-    if [s for s, _, _ in results] != list(range(len(job.starts))):  # pragma: no cover - a bug
-        raise RuntimeError("crash-state workers lost a slice of the log")
-    return sum(count for _, count, _ in results), [result for _, _, result in results]
-
-
-def _locate(
-    job: _Job, picked: list[tuple[int, int, int, bool, CheckOutcome]]
-) -> dict[tuple[int, int], tuple[Atom, ...]]:
-    """Re-run the epochs of ``picked`` failures without the checker to recover their applied atoms."""
-    ex = Explorer(job.plan, job.images, None)
-    wanted: dict[int, set[int]] = {}
-    for epoch_index, seq, *_ in picked:
-        wanted.setdefault(epoch_index, set()).add(seq)
-    out: dict[tuple[int, int], tuple[Atom, ...]] = {}
-    for index in sorted(wanted):
-        epoch = job.plan.epochs[index]
-        ex.advance(index)
-        ex.targets, ex.found = wanted[index], {}
-        ex.epoch, ex.dedup, ex.seq, ex.limit, ex.describer = epoch, epoch.engine.dedup, 0, None, None
-        try:
-            epoch.engine.explore(epoch, ex, job.seed)
-        except (_Located, _EpochLimit):
-            pass
-        finally:
-            ex.unwind()
-            ex.describer = None
-        out.update({(index, seq): atoms for seq, atoms in ex.found.items()})
-        ex.targets = None
-    return out
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
 
 
 def replay(
     log: StoreLog,
-    checker: Checker | Callable[[Any], object] | str | Sequence[str],
+    checker: Checker | Callable[..., object] | str | Sequence[str],
     *,
     engine: Engine | str = "Exhaustive",
     markers: Mapping[str, Engine | str] | None = None,
@@ -736,7 +677,12 @@ def replay(
     images: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
     timeout: float | None = 60.0,
     max_failures: int = 100,
+    max_states: int | None = None,
     allow_open_markers: bool = False,
+    allow_empty: bool = False,
+    isolate: bool = False,
+    executor: concurrent.futures.Executor | None = None,
+    slices: int = DEFAULT_SLICES,
 ) -> CrashReport:
     """Check every crash state ``engine`` picks from ``log`` with ``checker``; return a :class:`CrashReport`.
 
@@ -745,131 +691,268 @@ def replay(
     take :class:`Engine` instances or names. ``model`` defaults to the log's granularity
     (ADR when unknown). ``seed`` (None = 0) drives ReorderPartial and Random. ``images``
     overrides the initial content of files (see :func:`initial_images`); the user's files
-    are never written. ``timeout`` bounds each checker call. ``workers`` > 1 explores
-    in forked processes with identical results.
+    are never written. ``timeout`` bounds each checker call. ``max_states`` sets the
+    per-epoch state budget of Exhaustive and ReorderFull (None keeps theirs: 65,536);
+    a run that hits it says so (``report.complete`` is False). ``workers`` > 1 explores
+    in forked processes with identical results (capped by the usable CPUs, with a
+    warning); ``isolate`` explores in one forked process so that a checker crashing its
+    process cannot take the caller with it. ``executor`` (any
+    :class:`concurrent.futures.Executor`: a process pool, Dask's
+    ``Client.get_executor()``) explores the log's slices -- up to ``slices`` pieces cut at
+    quiescent fences -- as its tasks instead; the checker must then be picklable (a
+    module-level function, a program). The report is the same whichever way it ran.
 
     Raises LogError (bad record or range, unreadable image), MarkerError (markers that do
-    not nest), ValueError/TypeError (bad arguments). Checker failures are not raised:
-    they are failing states in the report.
+    not nest), NothingToCheck (no store in the log, or no state checked, unless
+    ``allow_empty``), CheckerError (a checker that cannot be called; CheckerCrashed when
+    it killed its process), ValueError/TypeError (bad arguments). Verdicts are not
+    raised: inconsistent states and checker errors are in the report.
     """
-    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
-        raise ValueError(f"workers must be a positive int, got {workers!r}")
     if not isinstance(max_failures, int) or max_failures < 0:
         raise ValueError(f"max_failures must be a non-negative int, got {max_failures!r}")
     started = time.perf_counter()
+    job, notes, workers, plan, scan = prepare_replay(
+        log,
+        checker,
+        engine=engine,
+        markers=markers,
+        workers=1 if executor is not None else workers,
+        seed=seed,
+        model=model,
+        images=images,
+        timeout=timeout,
+        max_states=max_states,
+        allow_open_markers=allow_open_markers,
+        allow_empty=allow_empty,
+        slices=slices if executor is not None else None,
+    )
+    if executor is not None:
+        assert scan is not None
+        work = SliceWork(job, scan.markers, scan.points, allow_open_markers)
+        results = _explore_on(executor, work, range(len(scan.points)))
+        return build_report(
+            job,
+            [r for _, _, r in results],
+            None,
+            sum(count for _, count, _ in results),
+            max_failures=max_failures,
+            allow_empty=allow_empty,
+            allow_open_markers=allow_open_markers,
+            notes=notes,
+            started=started,
+            workers=1,
+        )
+    resolved, engine_of = job.model, job.engine_of
+    images_, checker_, seed_ = job.images, job.checker, job.seed
+    slots = parallel.StateSlots(parallel.context(), workers) if isolate or workers > 1 else None
+    job = _Job(log, resolved, engine_of, images_, checker_, seed_, slots)
+    try:
+        if plan is not None and isolate:
+            whole = plan
+            chunks: list[ChunkResult] = _gather([parallel.fork(lambda: [_run_whole(job, whole)])], None)
+        elif plan is not None:
+            chunks = [_run_whole(job, plan)]
+        else:
+            assert scan is not None
+            starts = list(scan.points)
+            bounds = [p.record for p in starts] + [len(log.records)]
+            if len(starts) > 1 and max(b - a for a, b in itertools.pairwise(bounds)) * workers <= len(
+                log.records
+            ):
+                epoch_count, chunks = _explore_sliced(job, scan, workers)
+            else:
+                builder = EpochBuilder(log, resolved, check=False)
+                plan, chunks = _explore_planned(job, builder, workers, scan.epochs, allow_open_markers)
+        if plan is not None:
+            epoch_count = len(plan.epochs)
+    except parallel.WorkerDied as died:
+        assert slots is not None
+        epoch_index, seq = slots.get(died.slot)
+        raise CheckerCrashed(
+            f"the checker crashed its process ({died}) while judging epoch {epoch_index} state {seq}: "
+            "no verdict; run the checker on its own to debug it"
+        ) from None
+
+    return build_report(
+        job,
+        chunks,
+        plan,
+        epoch_count,
+        max_failures=max_failures,
+        allow_empty=allow_empty,
+        allow_open_markers=allow_open_markers,
+        notes=notes,
+        started=started,
+        workers=workers,
+    )
+
+
+def prepare_replay(
+    log: StoreLog,
+    checker: Checker | Callable[..., object] | str | Sequence[str],
+    *,
+    engine: Engine | str,
+    markers: Mapping[str, Engine | str] | None,
+    workers: int,
+    seed: int | None,
+    model: PersistencyModel | Granularity | None,
+    images: Mapping[str, bytes | str | os.PathLike[str]] | None,
+    timeout: float | None,
+    max_states: int | None,
+    allow_open_markers: bool,
+    allow_empty: bool,
+    slices: int | None,
+) -> tuple[_Job, list[str], int, EpochPlan | None, LogScan | None]:
+    """Validate the arguments and the log; the job, notes, the worker count, and a plan or a scan.
+
+    With ``slices`` (executors, shards) or ``workers`` > 1 the log is scanned for quiescent
+    points and not planned; else it is planned whole.
+    """
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise ValueError(f"workers must be a positive int, got {workers!r}")
+    if max_states is not None and (not isinstance(max_states, int) or max_states < 1):
+        raise ValueError(f"max_states must be a positive int or None, got {max_states!r}")
+    if slices is not None and (not isinstance(slices, int) or not 1 <= slices <= 1 << 20):
+        raise ValueError(f"slices must be an int from 1 to 2^20, got {slices!r}")
     if not isinstance(log, StoreLog):
         raise TypeError(f"log must be a StoreLog, not {type(log).__name__}")
-    section_engines = {name: engine_from_name(spec) for name, spec in (markers or {}).items()}
     default = engine_from_name(engine)
-    resolved = _resolve_model(log, model)
-    if workers == 1:
-        plan: EpochPlan | None = build_epochs(
-            log, resolved, default, section_engines, allow_open_markers=allow_open_markers
-        )
-    else:
+    section_engines = {name: engine_from_name(spec) for name, spec in (markers or {}).items()}
+    if max_states is not None:
+        default = with_max_states(default, max_states)
+        section_engines = {name: with_max_states(e, max_states) for name, e in section_engines.items()}
+    engine_of = EngineChoice(default, tuple(section_engines.items()))
+    resolved = resolve_model(log, model)
+    notes: list[str] = []
+    cpus = usable_cpus()
+    if workers > min(cpus, MAX_WORKERS):
+        notes.append(f"--workers {workers} capped at {min(cpus, MAX_WORKERS)}: the usable CPUs")
+        workers = min(cpus, MAX_WORKERS)
+    scan: LogScan | None = None
+    if workers > 1 or slices is not None:
         # Validates the log first, so no checker runs on a log that turns out to be bad halfway.
-        scan = scan_log(log, resolved, allow_open_markers=allow_open_markers, slices=8 * workers)
-    images_ = initial_images(log, images)
-    checker_ = as_checker(checker, timeout=timeout)
-    seed_ = 0 if seed is None else seed
-    if workers == 1:
-        assert plan is not None
-        chunks = [_run_chunk(_Job(plan, images_, checker_, seed_), 0, len(plan.epochs))]
-        epoch_count = len(plan.epochs)
+        scan = scan_log(log, resolved, allow_open_markers=allow_open_markers, slices=slices or 8 * workers)
+        if slices is None and len(scan.points) < 2 and scan.epochs < 2:
+            notes.append(f"--workers {workers} capped at 1: the log has a single epoch")
+            workers, scan = 1, None
+    plan: EpochPlan | None = None
+    if scan is None:
+        plan = build_epochs(log, resolved, allow_open_markers=allow_open_markers)
+        has_stores = bool(plan.atoms)
     else:
-        records = len(log.records)
-        starts = list(scan.points)
-        bounds = [p.record for p in starts] + [records]
-        if len(starts) > 1 and max(b - a for a, b in itertools.pairwise(bounds)) * workers <= records:
-            # Quiescent points cut the log into slices that workers plan and explore on their own.
-            plan = None
-            slices = _Slices(
-                log,
-                resolved,
-                default,
-                section_engines,
-                scan.markers,
-                starts,
-                images_,
-                checker_,
-                seed_,
-                _Counter(multiprocessing.get_context("fork")),
-            )
-            epoch_count, chunks = _explore_sliced(slices, workers)
-        else:
-            # Something stays in flight across most fences: plan in the parent, forking as it goes.
-            builder = EpochBuilder(log, resolved, default, section_engines, check=False)
-            plan, chunks = _explore_parallel(
-                log, builder, images_, checker_, seed_, workers, scan.epochs, allow_open_markers
-            )
-            epoch_count = len(plan.epochs)
+        has_stores = scan.stores > 0
+    if not has_stores and not allow_empty:
+        raise NothingToCheck(
+            "the log holds no store: nothing to check (did the code write to another set, or "
+            "record nothing?); allow_empty=True accepts that"
+        )
+    if plan is not None and not allow_empty and not any(engine_of(e).wants(e) for e in plan.epochs):
+        raise NothingToCheck(
+            f"engine {default.name} picks no crash state in this log: nothing to check "
+            "(NoReorderNoCheck checks nothing); allow_empty=True accepts that"
+        )
+    job = _Job(log, resolved, engine_of, initial_images(log, images), as_checker(checker, timeout=timeout),
+               0 if seed is None else seed)  # fmt: skip
+    return job, notes, workers, plan, scan
 
+
+def build_report(
+    job: _Job,
+    chunks: Sequence[ChunkResult],
+    plan: EpochPlan | None,
+    epoch_count: int,
+    *,
+    max_failures: int,
+    allow_empty: bool,
+    allow_open_markers: bool,
+    notes: Sequence[str] = (),
+    started: float | None = None,
+    workers: int = 1,
+) -> CrashReport:
+    """Merge chunk results (in epoch order) into the report one process would have given.
+
+    States whose key an earlier chunk saw are dropped for deduplicating engines; the kept
+    failures are located by re-running their epochs without the checker.
+    """
+    log, engine_of, checker_ = job.log, job.engine_of, job.checker
+    default, section_engines = engine_of.default, dict(engine_of.sections)
+    notes = list(notes)
     seen: set[int] = set()
+    images_seen: set[int] = set()
     checked = 0
     kept: list[tuple[int, int, int, bool, CheckOutcome]] = []
     inconsistent = errors = calls = 0
-    notes: list[str] = []
-    if (
-        workers == 1
-        and isinstance(checker_, CallableChecker)
-        and checker_.timeout is not None
-        and threading.current_thread() is not threading.main_thread()
-    ):
-        notes.append("checker timeout not enforced: SIGALRM needs the main thread (use workers >= 2)")
+    limits: list[str] = []
     for result in chunks:
         checked += result.nondedup
         new = []
-        for h, dedup in zip(result.first_hashes, result.first_dedup, strict=True):
-            if h not in seen:
-                new.append(h)
+        for key, dedup in zip(result.first_keys, result.first_dedup, strict=True):
+            if key not in seen:
+                new.append(key)
                 checked += dedup
         for failure in result.failures:
             if failure[3] and failure[2] in seen:
-                continue  # an image an earlier chunk already judged
-            inconsistent += 1
-            errors += failure[4].verdict is Verdict.ERROR
+                continue  # a state an earlier chunk already judged
+            if failure[4].verdict is Verdict.ERROR:
+                errors += 1
+            else:
+                inconsistent += 1
             if len(kept) < max_failures:
                 kept.append(failure)
         seen.update(new)
+        images_seen |= result.images
         notes += result.warnings
+        limits += result.limits
         calls += result.calls
+    if checked == 0 and not allow_empty:
+        raise NothingToCheck(
+            f"no crash state was checked (engine {default.name}): nothing to judge; "
+            "allow_empty=True accepts that"
+        )
 
     if kept and plan is None:  # the workers planned their slices: plan the whole log for the details
-        plan = build_epochs(log, resolved, default, section_engines, allow_open_markers=allow_open_markers)
-    located = _locate(_Job(plan, images_, checker_, seed_), kept) if kept and plan is not None else {}
+        plan = build_epochs(log, job.model, allow_open_markers=allow_open_markers)
+    located = _locate(job, plan, kept) if kept and plan is not None else {}
     failures = []
     for epoch_index, seq, _, _, outcome in kept:
         assert plan is not None
         epoch = plan.epochs[epoch_index]
-        applied = located[(epoch_index, seq)]
+        applied, point = located[(epoch_index, seq)]
         applied_ids = {a.id for a in applied}
+        ctx = CrashContext(epoch_index, point.record, "", plan.markers, point.markers)
+        universe = engine_of(epoch).universe(epoch)
         failures.append(
             Failure(
                 epoch=epoch_index,
                 seq=seq,
                 fence=None if epoch.final else epoch.end,
-                prefix=epoch.end,
-                engine=epoch.engine.name,
-                sections=epoch.sections,
+                prefix=point.record,
+                engine=engine_of(epoch).name,
+                sections=ctx.sections,
+                markers=ctx.markers,
                 file=outcome.file,
                 verdict=outcome.verdict,
                 message=outcome.message,
                 applied=applied,
-                lost=tuple(a for a in epoch.engine.universe(epoch) if a.id not in applied_ids),
+                lost=tuple(a for a in universe if a.id not in applied_ids and a.record < point.record),
             )
         )
+    samplers = sorted({e.name for e in (default, *section_engines.values()) if e.samples})
+    if samplers:
+        limits.insert(0, f"{', '.join(samplers)} sample(s) crash states by design")
     return CrashReport(
         engine=default.name,
-        markers=tuple((name, engine_from_name(spec).name) for name, spec in (markers or {}).items()),
-        model=_model_name(resolved),
+        markers=tuple((name, e.name) for name, e in section_engines.items()),
+        model=_model_name(job.model),
         epochs=epoch_count,
         states_checked=checked,
-        distinct_images=len(seen),
+        distinct_images=len(images_seen) if checker_.sees_markers else len(seen),
         inconsistent=inconsistent,
         errors=errors,
         failures=tuple(failures),
         warnings=tuple(notes),
+        limits=tuple(limits),
         checker_calls=calls,
-        elapsed=time.perf_counter() - started,
+        elapsed=0.0 if started is None else time.perf_counter() - started,
         workers=workers,
     )

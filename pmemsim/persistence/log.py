@@ -47,7 +47,7 @@ import os
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from pmemsim.enums import Granularity
 
@@ -154,9 +154,13 @@ class Marker:
     """A user annotation: ``NAME.BEGIN`` / ``NAME.END`` bracket a section, anything else is a note.
 
     Names cannot contain ``|`` or a line break (the pmemcheck log format has no escaping).
+    ``data`` is what the program attached (``pset.mark(name, data=...)``): checkers see the
+    latest one as ``ctx.data``. It must be JSON-serializable for a log to be saved, and is
+    not part of a pmemcheck export.
     """
 
     name: str
+    data: Any = field(default=None, hash=False)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str):
@@ -392,6 +396,6 @@ class Recorder:
         self.flush(key, offset, length, addr)
         self.fence()
 
-    def mark(self, name: str) -> None:
-        """Record a marker (``NAME.BEGIN``, ``NAME.END`` or a plain note)."""
-        self._log.records.append(Marker(name))
+    def mark(self, name: str, data: Any = None) -> None:
+        """Record a marker (``NAME.BEGIN``, ``NAME.END`` or a plain note), with optional user ``data``."""
+        self._log.records.append(Marker(name, data))

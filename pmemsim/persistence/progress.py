@@ -9,7 +9,7 @@ counts its calls in a shared-memory counter created before the fork, so the pare
 (typically a thread refreshing a progress bar) sees the work of every worker::
 
     counting = CountingChecker(as_checker(check))
-    total = estimate_states(plan_replay(log, engine=engine))
+    total = estimate_states(plan_replay(log), engine)
     report = replay(log, counting, engine=engine, workers=4)   # meanwhile: counting.count
 
 A checker call judges one crash state; states whose image was judged before in the same
@@ -22,22 +22,32 @@ from __future__ import annotations
 
 import contextlib
 import multiprocessing
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pmemsim.persistence.checkers import Checker, CheckOutcome
+from pmemsim.persistence.checkers import Checker, CheckOutcome, CrashContext
+from pmemsim.persistence.engines import Engine, engine_for, engine_from_name
 from pmemsim.persistence.log import Store, StoreLog
 from pmemsim.persistence.model import EpochPlan
 
 __all__ = ["CountingChecker", "estimate_states", "stale_files"]
 
 
-def estimate_states(plan: EpochPlan) -> int:
+def estimate_states(
+    plan: EpochPlan, engine: Engine | str = "Exhaustive", markers: Mapping[str, Engine | str] | None = None
+) -> int:
     """About how many crash states :func:`~pmemsim.persistence.replay` visits for ``plan``.
 
     The sum of each epoch engine's ``estimate`` over the epochs it explores. Runtime: O(atoms).
     """
-    return sum(e.engine.estimate(e) for e in plan.epochs if e.engine.wants(e))
+    default = engine_from_name(engine)
+    sections = {name: engine_from_name(spec) for name, spec in (markers or {}).items()}
+    total = 0
+    for epoch in plan.epochs:
+        chosen = engine_for(epoch.sections, default, sections)
+        if chosen.wants(epoch):
+            total += chosen.estimate(epoch)
+    return total
 
 
 class _LocalCounter:
@@ -55,7 +65,7 @@ class CountingChecker(Checker):
 
     def __init__(self, inner: Checker) -> None:
         self.inner = inner
-        self.needs_markers = inner.needs_markers
+        self.sees_markers = inner.sees_markers
         # Shared memory inherited by forked workers; the lock keeps concurrent increments exact.
         self._counter: Any
         try:
@@ -75,11 +85,11 @@ class CountingChecker(Checker):
         """Forward to the wrapped checker."""
         self.inner.open(keys, sizes)
 
-    def check(self, views: Sequence[memoryview], markers: str) -> CheckOutcome | None:
+    def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         """Count, then forward to the wrapped checker."""
         with self._counter.get_lock():
             self._counter.value += 1
-        return self.inner.check(views, markers)
+        return self.inner.check(views, ctx)
 
     def close(self) -> None:
         """Forward to the wrapped checker."""

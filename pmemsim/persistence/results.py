@@ -9,7 +9,7 @@ from typing import Any
 from pmemsim.persistence.checkers import Verdict
 from pmemsim.persistence.model import Atom
 
-__all__ = ["CrashReport", "Failure"]
+__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "CrashReport", "Failure"]
 
 
 def _atom_dict(atom: Atom) -> dict[str, Any]:
@@ -27,12 +27,14 @@ def _atom_dict(atom: Atom) -> dict[str, Any]:
 class Failure:
     """One crash state the checker did not accept.
 
-    The crash happened before record ``fence`` (the fence ending epoch ``epoch``; None
-    when the log ended without one), so ``log.records[:prefix]`` had executed. Of the
-    atoms the epoch's engine could apply, ``applied`` reached media (in the order they
-    were applied) and ``lost`` did not. ``seq`` numbers the state within its epoch in
-    exploration order; ``verdict`` is INCONSISTENT, or ERROR when the checker gave no
-    usable answer (timeout, garbage return value).
+    The crash happened right before record ``prefix`` (``log.records[:prefix]`` had
+    executed), in the epoch ending at record ``fence`` (None when the log ended without
+    one); ``markers`` are the BEGIN/END markers before it and ``sections`` the sections
+    open there. Of the atoms the epoch's engine could apply by then, ``applied`` reached
+    media (in the order they were applied) and ``lost`` did not. ``seq`` numbers the
+    state within its epoch in exploration order; ``verdict`` is INCONSISTENT, or ERROR
+    when the checker gave no usable answer (timeout, garbage return value, a program
+    that died, a rejection of the initial image).
     """
 
     epoch: int
@@ -41,15 +43,26 @@ class Failure:
     prefix: int
     engine: str
     sections: tuple[str, ...]
+    markers: tuple[str, ...]
     file: str
     verdict: Verdict
     message: str
     applied: tuple[Atom, ...]
     lost: tuple[Atom, ...]
 
+    def where(self) -> str:
+        """Where the crash happened, in words."""
+        if self.fence is not None and self.prefix == self.fence:
+            return f"before FENCE record {self.fence}"
+        if self.prefix == 0:
+            return "at the start of the log"
+        return f"right after record {self.prefix - 1}" + (
+            "" if self.fence is not None else " (no fence after)"
+        )
+
     def describe(self) -> str:
         """A few lines: where the crash was, what reached media, what the checker said."""
-        where = f"before FENCE record {self.fence}" if self.fence is not None else "at the end of the log"
+        where = self.where()
         inside = f" inside {'/'.join(self.sections)}" if self.sections else ""
         lines = [
             f"epoch {self.epoch} state {self.seq} ({self.engine}), crash {where}{inside}: "
@@ -68,6 +81,7 @@ class Failure:
             "prefix": self.prefix,
             "engine": self.engine,
             "sections": list(self.sections),
+            "markers": list(self.markers),
             "file": self.file,
             "verdict": self.verdict.value,
             "message": self.message,
@@ -80,17 +94,29 @@ def _short(atom: Atom) -> str:
     return f"#{atom.record}.{atom.piece}@{atom.offset:#x}"
 
 
+#: The ``format`` and ``version`` of :meth:`CrashReport.to_dict` (``pmemsim replay --json``).
+REPORT_FORMAT = "pmemsim-crash-report"
+REPORT_VERSION = 2
+
+
 @dataclass(frozen=True)
 class CrashReport:
     """The outcome of :func:`~pmemsim.persistence.replay`.
 
     ``states_checked`` counts the crash states judged (for the pmreorder engines one per
-    sequence, as pmreorder counts checker calls; for Exhaustive/Random one per image not
-    seen before), ``distinct_images`` the different images among them, ``inconsistent``
-    the failing states (``errors`` of them are checker errors) and ``failures`` the first
-    ``max_failures`` of those in exploration order. Equal inputs give equal reports for
-    any number of workers; ``checker_calls``, ``elapsed`` and ``workers`` are excluded
-    from comparison (verdicts of identical images are cached per process).
+    sequence, as pmreorder counts checker calls; for Exhaustive/Random one per distinct
+    state), ``distinct_images`` the distinct images among them (with a checker that sees
+    markers, Exhaustive judges each image once per markers it is reached under),
+    ``inconsistent`` the states the checker rejected, ``errors`` the states it gave no
+    usable answer for (checker errors: its own fault, not the pool's), and ``failures``
+    the first ``max_failures`` of both in exploration order. ``limits`` says why the run
+    was not exhaustive (an engine that samples, an epoch over its state budget); empty
+    when it was. Equal inputs give equal
+    reports for any number of workers; ``warnings`` (how the run went: worker counts
+    capped, ...), ``checker_calls``, ``elapsed`` and ``workers`` are excluded from
+    comparison (verdicts of identical images are cached per process). ``checker_calls``
+    counts the states judged by the checker rather than from a cached verdict (a
+    per-file checker is then called once for each file of the state).
     """
 
     engine: str
@@ -102,15 +128,21 @@ class CrashReport:
     inconsistent: int
     errors: int
     failures: tuple[Failure, ...]
-    warnings: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = field(default=(), compare=False)
+    limits: tuple[str, ...] = ()
     checker_calls: int = field(default=0, compare=False)
     elapsed: float = field(default=0.0, compare=False)
     workers: int = field(default=1, compare=False)
 
     @property
     def ok(self) -> bool:
-        """True when every checked state was consistent."""
-        return self.inconsistent == 0
+        """True when every checked state was consistent and the checker answered every time."""
+        return self.inconsistent == 0 and self.errors == 0
+
+    @property
+    def complete(self) -> bool:
+        """True when every state the engines define was checked (nothing sampled, no budget hit)."""
+        return not self.limits
 
     @property
     def states_per_second(self) -> float:
@@ -118,8 +150,11 @@ class CrashReport:
         return self.states_checked / self.elapsed if self.elapsed > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the shape ``pmemsim replay --json`` prints)."""
+        """A JSON-ready dict (the shape ``pmemsim replay --json`` prints, without the minimal trace)."""
         return {
+            "format": REPORT_FORMAT,
+            "version": REPORT_VERSION,
+            "verdict": self.verdict,
             "engine": self.engine,
             "markers": dict(self.markers),
             "model": self.model,
@@ -128,6 +163,8 @@ class CrashReport:
             "distinct_images": self.distinct_images,
             "inconsistent": self.inconsistent,
             "errors": self.errors,
+            "complete": self.complete,
+            "limits": list(self.limits),
             "failures": [f.to_dict() for f in self.failures],
             "warnings": list(self.warnings),
             "checker_calls": self.checker_calls,
@@ -139,9 +176,31 @@ class CrashReport:
         """:meth:`to_dict` as JSON text."""
         return json.dumps(self.to_dict(), indent=indent)
 
+    @property
+    def verdict(self) -> str:
+        """``"checker error"``, ``"inconsistent"``, ``"consistent"`` or ``"consistent, not exhaustive"``."""
+        if self.errors:
+            return "checker error"
+        if self.inconsistent:
+            return "inconsistent"
+        return "consistent" if self.complete else "consistent, not exhaustive"
+
     def summary(self) -> str:
-        """One line: verdict and counts."""
-        verdict = "consistent" if self.ok else f"{self.inconsistent} INCONSISTENT"
+        """One line: verdict and counts (a run that sampled or stopped early says so)."""
+        if self.errors:
+            verdict = f"{self.errors} CHECKER ERROR(S)" + (
+                f", {self.inconsistent} INCONSISTENT" if self.inconsistent else ""
+            )
+        elif self.inconsistent:
+            verdict = f"{self.inconsistent} INCONSISTENT"
+        else:
+            verdict = "consistent"
+        if not self.complete:
+            verdict += (
+                f" (NOT EXHAUSTIVE: {self.limits[0]}"
+                + (f"; {len(self.limits) - 1} more limit(s)" if len(self.limits) > 1 else "")
+                + ")"
+            )
         return (
             f"{verdict}: {self.states_checked} states checked ({self.distinct_images} distinct images) "
             f"in {self.epochs} epochs with {self.engine}"
@@ -150,7 +209,9 @@ class CrashReport:
     def __str__(self) -> str:
         parts = [self.summary()]
         parts += [f"warning: {w}" for w in self.warnings]
+        parts += [f"not exhaustive: {w}" for w in self.limits[1:]]
         parts += [f.describe() for f in self.failures]
-        if self.inconsistent > len(self.failures):
-            parts.append(f"... {self.inconsistent - len(self.failures)} more failing states not listed")
+        listed = self.inconsistent + self.errors
+        if listed > len(self.failures):
+            parts.append(f"... {listed - len(self.failures)} more failing states not listed")
         return "\n".join(parts)

@@ -15,8 +15,16 @@ the store granularity that picks the persistency model, and every record exactly
 
 :func:`save_log` writes it, :func:`load_log` reads it back (an equal :class:`StoreLog`)
 and :func:`read_log` reads either format, telling them apart by the first character
-(``{``). Malformed files raise :class:`~pmemsim.persistence.log.LogError` naming the
-file, the record and the key.
+(``{``).
+
+Reading is defensive, since a log may come from anywhere: only regular files are read
+(a FIFO or ``/dev/zero`` is refused before reading) and at most ``max_bytes`` of them;
+JSON nested deeper than Python can parse, numbers of thousands of digits and text that
+is not UTF-8 are refused; every value is type- and range-checked before anything is
+built from it (sizes and offsets up to :data:`~pmemsim.persistence.pmemcheck.MAX_FILE_SIZE`,
+addresses below 2^64, ``page_size`` a power of two up to 1 GiB). Every problem raises
+:class:`~pmemsim.persistence.log.LogError` with one line naming the file, the record
+and the key; values are quoted shortened.
 """
 
 from __future__ import annotations
@@ -29,11 +37,39 @@ from typing import Any
 
 from pmemsim.enums import Granularity
 from pmemsim.persistence.log import Fence, FileInfo, Flush, LogError, Marker, Record, Store, StoreLog
+from pmemsim.persistence.pmemcheck import MAX_FILE_SIZE, MAX_LOG_BYTES, _read_regular_file, loads_pmemcheck
 
 __all__ = ["FORMAT", "VERSION", "dumps_log", "load_log", "loads_log", "read_log", "save_log"]
 
 FORMAT = "pmemsim-store-log"
 VERSION = 1
+
+_ADDRESS_LIMIT = 1 << 64
+_MAX_PAGE_SIZE = 1 << 30
+
+
+def _clip(text: str, limit: int = 300) -> str:
+    """``text`` on one line, its middle cut to keep ``limit`` characters (quoted values may be huge)."""
+    text = " ".join(text.split("\n"))
+    return text if len(text) <= limit else text[: limit * 2 // 3] + " ... " + text[-(limit // 3) :]
+
+
+def _show(value: object) -> str:
+    """A short, one-line description of a JSON value for an error message."""
+    if isinstance(value, bool) or value is None:
+        return json.dumps(value)
+    if isinstance(value, int):
+        text = str(value) if value.bit_length() <= 128 else f"an integer of {value.bit_length()} bits"
+        return text
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value if len(value) <= 40 else value[:37] + "...")
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return f"an object of {len(value)} keys"
+    return type(value).__name__
 
 
 def _record_json(rec: Record) -> dict[str, Any]:
@@ -55,11 +91,16 @@ def _record_json(rec: Record) -> dict[str, Any]:
         return out
     if isinstance(rec, Fence):
         return {"op": "fence"}
-    return {"op": "marker", "name": rec.name}
+    if rec.data is None:
+        return {"op": "marker", "name": rec.name}
+    return {"op": "marker", "name": rec.name, "data": rec.data}
 
 
 def dumps_log(log: StoreLog) -> str:
-    """``log`` as saved-log JSON text. Raises LogError for records outside their files."""
+    """``log`` as saved-log JSON text.
+
+    Raises LogError for records outside their files, or marker data that is not plain JSON.
+    """
     log.validate()
     doc = {
         "format": FORMAT,
@@ -80,7 +121,10 @@ def dumps_log(log: StoreLog) -> str:
         ],
         "records": [_record_json(rec) for rec in log.records],
     }
-    return json.dumps(doc, indent=1) + "\n"
+    try:
+        return json.dumps(doc, indent=1, allow_nan=False) + "\n"
+    except (TypeError, ValueError) as exc:
+        raise LogError(f"cannot save the log: a marker's data is not plain JSON ({exc})") from None
 
 
 def save_log(log: StoreLog, path: str | os.PathLike[str]) -> None:
@@ -106,16 +150,21 @@ class _Reader:
             return default
         value = self.data[key]
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in _as_tuple(types)):
-            raise LogError(f"{self.where}.{key}: expected {what}, got {value!r}")
+            raise LogError(f"{self.where}.{key}: expected {what}, got {_show(value)}")
         return value
 
-    def integer(self, key: str, default: object = ...) -> Any:
+    def integer(self, key: str, default: object = ..., limit: int = MAX_FILE_SIZE) -> Any:
+        """An int in ``[0, limit]`` (``default`` when missing; None allowed when the default is None)."""
         value = self._get(
             key, (int, type(None)) if default is None else int, "a non-negative integer", default
         )
-        if value is not None and value < 0:
-            raise LogError(f"{self.where}.{key}: expected a non-negative integer, got {value!r}")
+        if value is not None and not 0 <= value <= limit:
+            raise LogError(f"{self.where}.{key}: expected an integer in [0, {limit:#x}], got {_show(value)}")
         return value
+
+    def address(self, key: str) -> Any:
+        """An optional process address (below 2^64)."""
+        return self.integer(key, None, _ADDRESS_LIMIT - 1)
 
     def text(self, key: str, default: object = ...) -> Any:
         return self._get(key, (str, type(None)) if default is None else str, "a string", default)
@@ -130,10 +179,24 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 
 def _hex_bytes(r: _Reader, key: str) -> bytes:
     text = r.text(key)
+    if len(text) > 2 * MAX_FILE_SIZE:
+        raise LogError(f"{r.where}.{key}: more than {MAX_FILE_SIZE:#x} bytes of data")
     try:
         return bytes.fromhex(text)
     except ValueError:
-        raise LogError(f"{r.where}.{key}: expected hexadecimal bytes, got {text[:40]!r}") from None
+        raise LogError(f"{r.where}.{key}: expected hexadecimal bytes, got {_show(text)}") from None
+
+
+def _path(r: _Reader, key: str) -> Any:
+    path = r.text(key, None)
+    if path is not None:
+        if "\0" in path:
+            raise LogError(f"{r.where}.{key}: a path cannot contain a NUL character")
+        try:
+            os.fsencode(path)
+        except UnicodeEncodeError:
+            raise LogError(f"{r.where}.{key}: {_show(path)} cannot be a file name on this system") from None
+    return path
 
 
 def _parse_record(data: object, where: str) -> Record:
@@ -148,52 +211,63 @@ def _parse_record(data: object, where: str) -> Record:
                 r.text("file"),
                 r.integer("offset"),
                 _hex_bytes(r, "data"),
-                r.integer("addr", None),
+                r.address("addr"),
                 r.text("location", None),
                 r.flag("nontemporal"),
                 tuple(frames),
             )
         if op == "flush":
-            return Flush(r.text("file"), r.integer("offset"), r.integer("length"), r.integer("addr", None))
+            return Flush(r.text("file"), r.integer("offset"), r.integer("length"), r.address("addr"))
         if op == "fence":
             return Fence()
         if op == "marker":
-            return Marker(r.text("name"))
+            return Marker(r.text("name"), data.get("data") if isinstance(data, dict) else None)
     except (TypeError, ValueError) as exc:
         if isinstance(exc, LogError):
             raise
-        raise LogError(f"{where}: {exc}") from None
-    raise LogError(f"{where}.op: unknown record type {op!r} (expected store, flush, fence or marker)")
+        raise LogError(f"{where}: {_clip(str(exc))}") from None
+    raise LogError(f"{where}.op: unknown record type {_show(op)} (expected store, flush, fence or marker)")
 
 
 def _parse_file(data: object, where: str) -> FileInfo:
     r = _Reader(data, where)
+    key, path, size, base = r.text("key"), _path(r, "path"), r.integer("size"), r.address("base")
     initial_text = r.text("initial", None)
     initial = None
     if initial_text is not None:
+        # Checked before decoding: the image must be exactly ``size`` bytes.
+        if len(initial_text) != 4 * -(-size // 3):
+            raise LogError(f"{where}.initial: {len(initial_text)} base64 characters cannot hold {size} bytes")
         try:
             initial = base64.b64decode(initial_text, validate=True)
         except (binascii.Error, ValueError):
             raise LogError(f"{where}.initial: not valid base64") from None
     try:
-        return FileInfo(
-            r.text("key"), r.text("path", None), r.integer("size"), initial, r.integer("base", None)
-        )
+        return FileInfo(key, path, size, initial, base)
     except (TypeError, ValueError) as exc:
-        raise LogError(f"{where}: {exc}") from None
+        raise LogError(f"{where}: {_clip(str(exc))}") from None
 
 
 def loads_log(text: str, name: str = "<saved log>") -> StoreLog:
-    """Parse saved-log JSON text; LogError naming ``name``, the record and the key on any problem."""
+    """Parse saved-log JSON text; LogError naming ``name``, the record and the key on any problem.
+
+    Runtime: linear in the length of ``text``.
+    """
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise LogError(f"{name}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        # The C decoder recurses per nesting level; a saved log nests four levels deep.
+        raise LogError(f"{name}: not a pmemsim store log (JSON nested too deeply to parse)") from None
+    except ValueError as exc:  # an integer of more digits than Python converts, bad bytes
+        problem = "a JSON number has thousands of digits" if "digits" in str(exc) else _clip(str(exc), 120)
+        raise LogError(f"{name}: not a pmemsim store log ({problem})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise LogError(f'{name}: not a pmemsim store log (missing "format": {FORMAT!r})')
     if data.get("version") != VERSION:
         raise LogError(
-            f"{name}: store-log version {data.get('version')!r} is not supported (expected {VERSION})"
+            f"{name}: store-log version {_show(data.get('version'))} is not supported (expected {VERSION})"
         )
     top = _Reader(data, name)
     gran_name = top.text("granularity", None)
@@ -204,11 +278,11 @@ def loads_log(text: str, name: str = "<saved log>") -> StoreLog:
         except KeyError:
             known = ", ".join(g.name for g in Granularity)
             raise LogError(
-                f"{name}.granularity: unknown granularity {gran_name!r} (one of {known})"
+                f"{name}.granularity: unknown granularity {_show(gran_name)} (one of {known})"
             ) from None
-    page_size = top.integer("page_size", 4096)
-    if page_size < 1:
-        raise LogError(f"{name}.page_size: must be positive, got {page_size}")
+    page_size = top.integer("page_size", 4096, _MAX_PAGE_SIZE)
+    if page_size < 1 or page_size & (page_size - 1):
+        raise LogError(f"{name}.page_size: expected a power of two <= {_MAX_PAGE_SIZE:#x}, got {page_size}")
     files = top._get("files", list, "a list of files")
     records = top._get("records", list, "a list of records")
     log = StoreLog(granularity=granularity, page_size=page_size)
@@ -221,27 +295,39 @@ def loads_log(text: str, name: str = "<saved log>") -> StoreLog:
     try:
         log.validate()
     except LogError as exc:
-        raise LogError(f"{name}: {exc}") from None
+        raise LogError(f"{name}: {_clip(str(exc))}") from None
     return log
 
 
-def load_log(path: str | os.PathLike[str]) -> StoreLog:
-    """:func:`loads_log` on the content of ``path`` (OSError if it cannot be read)."""
-    with open(path, encoding="utf-8") as f:
-        return loads_log(f.read(), os.fspath(path))
+def load_log(path: str | os.PathLike[str], *, max_bytes: int = MAX_LOG_BYTES) -> StoreLog:
+    """:func:`loads_log` on the content of ``path``.
+
+    Raises OSError if it cannot be opened or read; LogError if it is not a regular file,
+    has more than ``max_bytes`` bytes, is not UTF-8 or is malformed.
+    """
+    return _loads_saved_bytes(_read_regular_file(path, max_bytes), os.fspath(path))
 
 
-def read_log(path: str | os.PathLike[str], *, allow_truncated: bool = False) -> StoreLog:
+def _loads_saved_bytes(data: bytes, name: str) -> StoreLog:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise LogError(f"{name}: not UTF-8 text (byte {exc.start}): not a pmemsim store log") from None
+    return loads_log(text, name)
+
+
+def read_log(
+    path: str | os.PathLike[str], *, allow_truncated: bool = False, max_bytes: int = MAX_LOG_BYTES
+) -> StoreLog:
     """A store log from ``path``: a saved log (JSON, starting with ``{``) or a pmemcheck log.
 
     ``allow_truncated`` applies to pmemcheck logs without STOP. Raises OSError when the
-    file cannot be read, LogError (PmemcheckFormatError for pmemcheck logs) when it is
-    malformed.
+    file cannot be opened or read, LogError when it is not a regular file or has more
+    than ``max_bytes`` bytes, LogError (PmemcheckFormatError for pmemcheck logs) when it
+    is malformed; may warn with :class:`~pmemsim.persistence.pmemcheck.LogWarning`.
     """
-    from pmemsim.persistence.pmemcheck import loads_pmemcheck
-
-    with open(path, encoding="utf-8", errors="surrogateescape") as f:
-        text = f.read()
-    if text.lstrip().startswith("{"):
-        return loads_log(text, os.fspath(path))
-    return loads_pmemcheck(text, allow_truncated=allow_truncated)
+    data = _read_regular_file(path, max_bytes)
+    if data.lstrip().startswith(b"{"):
+        return _loads_saved_bytes(data, os.fspath(path))
+    # pmemcheck logs name files by path, and paths may hold any bytes: keep them all.
+    return loads_pmemcheck(data.decode("utf-8", errors="surrogateescape"), allow_truncated=allow_truncated)

@@ -10,11 +10,16 @@ them do not matter. :func:`shrink` finds
 
 The trace reports P as PERSISTED and L as LOST: the crash fails with only P on media
 and with all but L on media, whatever the other atoms did between those two extremes
-is what the checker tolerated. Under the model, an atom reaching media implies the
-earlier atoms of its 8-byte word did (cache coherence), so P is closed downwards and L
-upwards per word when states are built. A failure found by a pmreorder engine in a
-state the model does not allow (ReorderFull can apply a word's stores out of order) is
-shrunk in the engine's order instead, phase 1 only.
+is what the checker tolerated. Under the model an atom can be on media only if its
+predecessors are (the earlier stores of its cache line, and earlier stores to its
+bytes: :func:`~pmemsim.persistence.model.predecessors`), so every state tried is built
+with P closed downwards and L closed upwards under that rule: the shrinker never
+reports a state a crash cannot leave. Only the atoms issued by the crash point take
+part. A failure found by a pmreorder engine in a state the model does not allow
+(ReorderFull applies a line's stores out of order) is first brought back into the
+model (its atoms with their predecessors, or only those whose predecessors it holds);
+when neither state fails, it is shrunk in the engine's order, phase 1 only, and the
+trace says so.
 
 Runtime: O(n^2) checker calls in the worst case, usually O(|P| log n).
 """
@@ -27,10 +32,11 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from pmemsim.enums import Granularity
-from pmemsim.persistence.checkers import Checker, CheckOutcome, as_checker
-from pmemsim.persistence.explore import Explorer, initial_images, plan_replay
+from pmemsim.persistence.checkers import Checker, CheckOutcome, CrashContext, as_checker
+from pmemsim.persistence.explore import plan_replay
+from pmemsim.persistence.image import Image, initial_images
 from pmemsim.persistence.log import Marker, Store, StoreLog
-from pmemsim.persistence.model import Atom, Epoch, PersistencyModel
+from pmemsim.persistence.model import Atom, Epoch, PersistencyModel, down_closure, down_interior, up_closure
 from pmemsim.persistence.results import Failure
 
 __all__ = ["ShrinkError", "ShrinkResult", "ddmin", "shrink"]
@@ -94,10 +100,10 @@ class ShrinkResult:
 
 
 class _Tester:
-    def __init__(self, ex: Explorer, checker: Checker, markers: str) -> None:
-        self.ex = ex
+    def __init__(self, image: Image, checker: Checker, ctx: CrashContext) -> None:
+        self.image = image
         self.checker = checker
-        self.markers = markers
+        self.ctx = ctx
         self.cache: dict[tuple[int, ...], CheckOutcome | None] = {}
         self.tests = 0
 
@@ -105,28 +111,13 @@ class _Tester:
         key = tuple(a.id for a in atoms)
         if key not in self.cache:
             for atom in atoms:
-                self.ex.push(atom)
+                self.image.push(atom)
             try:
                 self.tests += 1
-                self.cache[key] = self.checker.check(self.ex.views, self.markers)
+                self.cache[key] = self.checker.check(self.image.views, self.ctx)
             finally:
-                self.ex.unwind()
+                self.image.unwind()
         return self.cache[key]
-
-
-def _word_closure(epoch: Epoch, chosen: set[int], downwards: bool) -> set[int]:
-    """Add the earlier (downwards) or later atoms of the same words as ``chosen``."""
-    out = set(chosen)
-    by_word: dict[int, list[Atom]] = {}
-    for atom in epoch.inflight:
-        by_word.setdefault(atom.word, []).append(atom)
-    for atoms in by_word.values():
-        ids = [a.id for a in atoms]
-        marked = [i for i, a in enumerate(ids) if a in chosen]
-        if marked:
-            cut = max(marked) if downwards else min(marked)
-            out.update(ids[: cut + 1] if downwards else ids[cut:])
-    return out
 
 
 def shrink(
@@ -147,39 +138,50 @@ def shrink(
     if not 0 <= failure.epoch < len(plan.epochs):
         raise ShrinkError(f"failure is in epoch {failure.epoch}, the log has {len(plan.epochs)} epochs")
     epoch = plan.epochs[failure.epoch]
-    inflight = {a.id: a for a in epoch.inflight}
+    universe = tuple(a for a in epoch.inflight if a.record < failure.prefix)
+    inflight = {a.id: a for a in universe}
     if any(inflight.get(a.id) != a for a in failure.applied):
         raise ShrinkError(f"the failure's stores are not in flight in epoch {failure.epoch} of this log")
     check = as_checker(checker, timeout=timeout)
-    ex = Explorer(plan, initial_images(log, images), None)
-    ex.advance(failure.epoch)
+    image = Image(plan.sizes, initial_images(log, images))
+    image.make_durable(a for e in plan.epochs[: failure.epoch] for a in e.flushed)
+    markers = sum(1 for _, _, at in plan.markers if at < failure.prefix)
+    ctx = CrashContext(failure.epoch, failure.prefix, "", plan.markers, markers)
     check.open(plan.keys, plan.sizes)
     try:
-        tester = _Tester(ex, check, "|".join(plan.markers[: epoch.markers_before]))
-        return _shrink(log, failure, epoch, tester)
+        return _shrink(log, failure, epoch, universe, _Tester(image, check, ctx))
     finally:
         check.close()
+        image.close()
 
 
-def _shrink(log: StoreLog, failure: Failure, epoch: Epoch, tester: _Tester) -> ShrinkResult:
-    order = list(epoch.inflight)
+def _shrink(
+    log: StoreLog, failure: Failure, epoch: Epoch, universe: tuple[Atom, ...], tester: _Tester
+) -> ShrinkResult:
+    order = list(universe)
 
     def state(ids: set[int]) -> list[Atom]:
         return [a for a in order if a.id in ids]
 
     def persisted_only(atoms: list[Atom]) -> CheckOutcome | None:
-        return tester.run(state(_word_closure(epoch, {a.id for a in atoms}, downwards=True)))
+        return tester.run(state(down_closure(universe, [a.id for a in atoms])))
 
     applied = sorted(failure.applied, key=lambda a: a.id)
+    # A state a crash can leave near the failure's: its atoms with their predecessors on media,
+    # else only those of its atoms whose predecessors it holds (ReorderFull states are cut back).
     in_model = persisted_only(applied) is not None
+    if not in_model:
+        interior = down_interior(universe, [a.id for a in applied])
+        if len(interior) < len(applied) and persisted_only(state(interior)) is not None:
+            applied, in_model = state(interior), True
     if in_model:
         persisted = ddmin(applied, lambda s: persisted_only(s) is not None)
-        kept = _word_closure(epoch, {a.id for a in persisted}, downwards=True)
+        kept = down_closure(universe, [a.id for a in persisted])
         outcome = persisted_only(persisted)
         candidates = [a for a in order if a.id not in kept]
 
         def all_but(atoms: list[Atom]) -> CheckOutcome | None:
-            gone = _word_closure(epoch, {a.id for a in atoms}, downwards=False)
+            gone = up_closure(universe, [a.id for a in atoms])
             return tester.run([a for a in order if a.id not in gone])
 
         lost = ddmin(candidates, lambda s: all_but(s) is not None)
@@ -227,7 +229,8 @@ def _trace(
     flushed = {a.id for a in epoch.flushed}
     status = {a.id: "PERSISTED" for a in persisted} | {a.id: "LOST" for a in lost}
     atoms = sorted(persisted + lost, key=lambda a: a.id)
-    fence = epoch.end
+    fence = failure.prefix
+    at_fence = not epoch.final and failure.prefix == epoch.end
     first = min([a.record for a in atoms] + [fence])
     rows = _open_begins(log, first)
     for i in range(first, min(fence, len(log.records))):
@@ -251,17 +254,18 @@ def _trace(
             )
         )
     rows.sort(key=lambda r: r[0])
-    where = f"before FENCE record {fence}" if not epoch.final else "at the end of the log (no fence after)"
     lines = [
-        f"Minimal crash {where}, epoch {epoch.index}"
-        + (f", inside {'/'.join(epoch.sections)}" if epoch.sections else "")
+        f"Minimal crash {failure.where()}, epoch {epoch.index}"
+        + (f", inside {'/'.join(failure.sections)}" if failure.sections else "")
         + f": {len(persisted)} store(s) persisted, {len(lost)} lost",
         f"checker [{outcome.file}]: {outcome.message}",
     ]
     width = len(str(max([r[0] for r in rows] + [fence])))
     lines += [f"  [{i:>{width}}] {text}" for i, text in rows]
-    if not epoch.final:
+    if at_fence:
         lines.append(f"  [{fence:>{width}}] FENCE  <- crash before this fence")
+    elif fence < len(log.records):
+        lines.append(f"  [{fence:>{width}}] <- crash before this record")
     if in_model:
         lines.append(
             f"It fails with only the PERSISTED stores on media and with everything but the LOST ones; "
@@ -269,7 +273,7 @@ def _trace(
         )
     else:
         lines.append(
-            "This state is outside the persistency model (the engine applied a word's stores out of "
-            "program order); shown in the engine's order."
+            "This state is outside the persistency model (the engine applied a cache line's stores out "
+            "of program order, which no crash can do); shown in the engine's order."
         )
     return "\n".join(lines)

@@ -6,6 +6,12 @@ scrapers: each error row is ``<tr data-error="PMEMSET_E_...">`` and each count c
 ``<td data-column="sim/scenario" data-count="3">``. A count cell is red when the error
 was never raised in that column's runs, green when it was, grey when the column has no
 runs at all (nothing to conclude).
+
+Everything is visible without hovering (tooltips do not exist on touch screens or for
+keyboard users): the runs that reached each error are listed under the matrix, each
+count links to its list, failed runs are listed above it, and a legend says what each
+backend column stands for. Colours meet WCAG AA contrast (4.5:1 for text), and the page
+fits a 1000 px wide window: long error names break at their underscores.
 """
 
 from __future__ import annotations
@@ -15,26 +21,34 @@ from html import escape
 
 from pmemsim.report.linecoverage import CoverageSummary, FileCoverage
 from pmemsim.report.matrix import MAN_PAGE_ERRORS, Column, Matrix, Row
+from pmemsim.report.results import RunResult
 
 __all__ = ["render_html"]
 
 _CSS = """
-body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #1d2329; }
+body { font: 14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; margin: 1.5em; color: #1d2329;
+  background: #ffffff; }
 h1 { font-size: 1.45em; margin: 0 0 .3em; } h2 { font-size: 1.15em; margin: 1.2em 0 .4em; }
 .meta, .note { color: #56606b; } .note { max-width: 60em; }
 .layout { display: flex; flex-wrap: wrap; gap: 2.5em; align-items: flex-start; }
+.layout > section { min-width: 0; max-width: 100%; }
 table { border-collapse: collapse; }
 th, td { padding: .25em .6em; border: 1px solid #d5dae0; }
 thead th { background: #eef1f4; font-weight: 600; }
-th[scope=row] { text-align: left; font-family: ui-monospace, monospace; font-weight: 500;
-  white-space: nowrap; }
+th[scope=row] { text-align: left; font-family: ui-monospace, monospace; font-weight: 500; }
 td.count, td.num { text-align: right; font-variant-numeric: tabular-nums; min-width: 3.2em; }
 td.hit { background: #d8f3dc; color: #14532d; }
 td.zero { background: #fbd5d5; color: #8b1111; font-weight: 600; }
-td.norun { background: #f3f4f6; color: #9aa3ad; }
+td.norun { background: #f3f4f6; color: #4b5563; }
+td.count a { color: inherit; }
 tr.unreached th[scope=row] { color: #8b1111; }
 tbody.group th.group { text-align: left; background: #f8f9fb; font-weight: 600; }
-.doc { color: #56606b; font-size: .92em; white-space: nowrap; }
+.doc { color: #56606b; font-size: .92em; }
+.failed-runs { border-left: 4px solid #b91c1c; padding-left: .8em; }
+.failed-runs h2 { color: #8b1111; }
+.reached-by h3 { font-size: 1em; font-family: ui-monospace, monospace; margin: .8em 0 .2em; }
+.reached-by ul, .backends { margin: .2em 0; padding-left: 1.4em; }
+.reached-by li { overflow-wrap: anywhere; }
 .badge { display: inline-block; padding: 0 .4em; border-radius: .6em; font-size: .8em; background: #e0e7ff; }
 .bar { display: inline-block; width: 6em; height: .7em; background: #fbd5d5; vertical-align: middle; }
 .bar > span { display: block; height: 100%; background: #40a060; }
@@ -48,32 +62,36 @@ def _cell_class(column: Column, count: int) -> str:
     return "hit" if count else "zero"
 
 
-def _reached_title(names: Sequence[str], limit: int = 12) -> str:
-    if not names:
-        return "not reached"
-    shown = list(names[:limit])
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return "reached by: " + ", ".join(shown) + more
+def _breakable(name: str) -> str:
+    """``name`` escaped, with a line-break opportunity after each underscore (long C names)."""
+    return "_<wbr>".join(escape(part) for part in name.split("_"))
+
+
+def _anchor(name: str) -> str:
+    """The id of an error's list of runs."""
+    return "runs-" + "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in name)
 
 
 def _row_html(row: Row, columns: Sequence[Column]) -> str:
     cls = "error-row" + (" man-page" if row.man_page else "") + ("" if row.reached else " unreached")
-    badge = ' <span class="badge" title="only the newer man page documents it">newer page</span>'
-    badge = badge if row.newer_page_only else ""
+    badge = ' <span class="badge">newer page only</span>' if row.newer_page_only else ""
     doc = "pmemset_part_map(3)" if row.man_page else row.documented_by
-    code = f"{row.code}" if row.code is not None else ""
+    code = f" <small>({row.code})</small>" if row.code is not None else ""
     cells = [
         f'<tr class="{cls}" id="{escape(row.name)}" data-error="{escape(row.name)}">',
-        f'<th scope="row" title="{escape(code)}">{escape(row.name)}</th>',
+        f'<th scope="row">{_breakable(row.name)}{code}</th>',
         f'<td class="doc">{escape(doc)}{badge}</td>',
     ]
-    for column, count, names in zip(columns, row.counts, row.reached_by, strict=True):
+    for column, count in zip(columns, row.counts, strict=True):
         klass = _cell_class(column, count)
-        shown = "&ndash;" if klass == "norun" else str(count)
-        title = "no runs of this kind" if klass == "norun" else _reached_title(names)
+        if klass == "norun":
+            shown = '<span aria-label="no runs of this kind">&ndash;</span>'
+        elif count:
+            shown = f'<a href="#{_anchor(row.name)}">{count}</a>'
+        else:
+            shown = "0"
         cells.append(
-            f'<td class="count {klass}" data-column="{escape(column.key)}" data-count="{count}" '
-            f'title="{escape(title)}">{shown}</td>'
+            f'<td class="count {klass}" data-column="{escape(column.key)}" data-count="{count}">{shown}</td>'
         )
     total_cls = "hit" if row.reached else "zero"
     cells.append(
@@ -81,6 +99,52 @@ def _row_html(row: Row, columns: Sequence[Column]) -> str:
     )
     cells.append("</tr>")
     return "".join(cells)
+
+
+def _reached_by_html(matrix: Matrix) -> list[str]:
+    """Under the matrix: for each reached error, the runs of each column that raised it."""
+    out = ['<section class="reached-by">', "<h2>Which runs reached each error</h2>"]
+    reached = [r for r in matrix.rows if r.reached]
+    if not reached:
+        out.append('<p class="note">No run raised any error.</p>')
+    for row in reached:
+        name = escape(row.name)
+        out.append(f'<h3 id="{_anchor(row.name)}" data-reached="{name}">{_breakable(row.name)}</h3>')
+        out.append("<ul>")
+        for column, names in zip(matrix.columns, row.reached_by, strict=True):
+            if names:
+                runs = ", ".join(f"<code>{escape(n)}</code>" for n in names)
+                label = f"<strong>{escape(column.label)}</strong>"
+                out.append(f'<li data-column="{escape(column.key)}">{label}: {runs}</li>')
+        out.append("</ul>")
+    out.append("</section>")
+    return out
+
+
+def _failed_html(failed: Sequence[RunResult]) -> list[str]:
+    """Above the matrix: every run that failed or ended in an error, with its message."""
+    if not failed:
+        return []
+    out = ['<section class="failed-runs">', f"<h2>{len(failed)} failed run(s)</h2>", "<ul>"]
+    for run in failed:
+        why = f": {escape(run.message)}" if run.message else ""
+        out.append(
+            f'<li data-failed="{escape(run.name)}"><strong>{escape(run.outcome.value.upper())}</strong> '
+            f"<code>{escape(run.name)}</code> ({escape(run.kind.value)}, {escape(run.backend)}){why}</li>"
+        )
+    out += ["</ul>", "</section>"]
+    return out
+
+
+def _backends_html(columns: Sequence[Column]) -> list[str]:
+    """What each backend column stands for."""
+    seen = dict.fromkeys(c.backend for c in columns)
+    out = ['<ul class="backends">']
+    for backend in seen:
+        meaning = next(c.meaning for c in columns if c.backend == backend)
+        out.append(f"<li><strong>{escape(backend)}</strong>: {escape(meaning)}</li>")
+    out.append("</ul>")
+    return out
 
 
 def _matrix_html(matrix: Matrix) -> list[str]:
@@ -93,12 +157,9 @@ def _matrix_html(matrix: Matrix) -> list[str]:
             backends.append((c.backend, 1))
     out = ['<table class="matrix">', "<thead>", "<tr>", '<th rowspan="2">error</th>']
     out.append('<th rowspan="2">documented in</th>')
-    out += [f'<th colspan="{n}">{escape(b)}</th>' for b, n in backends]
+    out += [f'<th colspan="{n}" scope="colgroup">{escape(b)}</th>' for b, n in backends]
     out.append('<th rowspan="2">total</th></tr><tr>')
-    out += [
-        f'<th title="{c.runs} runs">{escape(c.kind.value)}s<br><small>{c.runs} runs</small></th>'
-        for c in columns
-    ]
+    out += [f'<th scope="col">{escape(c.kind.value)}s<br><small>{c.runs} runs</small></th>' for c in columns]
     out += ["</tr>", "</thead>"]
     groups = [
         ("pmemset_part_map(3) errors", [r for r in matrix.rows if r.man_page]),
@@ -113,6 +174,7 @@ def _matrix_html(matrix: Matrix) -> list[str]:
         out += [_row_html(r, columns) for r in rows]
         out.append("</tbody>")
     out.append("</table>")
+    out += _backends_html(columns)
     return out
 
 
@@ -142,11 +204,17 @@ def _coverage_row(f: FileCoverage, branch: bool, tag: str = "td") -> str:
 
 
 def _coverage_html(summary: CoverageSummary | None, note: str | None) -> list[str]:
-    out = ['<section class="coverage">', "<h2>Line and branch coverage of <code>pmemsim/</code></h2>"]
+    scope = escape(summary.scope) if summary is not None else "the code under test"
+    out = ['<section class="coverage">', f"<h2>Line and branch coverage of {scope}</h2>"]
     if summary is None and not note:
         note = (
-            "No coverage data: measure a run with coverage.py (coverage run --branch -m pmemsim run "
-            "scenarios/, or pytest under coverage) and pass --coverage .coverage."
+            "No coverage data: measure your tests with coverage.py (coverage run --branch -m pytest "
+            "--pmemsim-report reports/tests.json) and pass --coverage .coverage."
+        )
+    if summary is not None and not summary.files:
+        note = (
+            f"No measured file matches {summary.scope}: name the packages to report with "
+            "--coverage-source, or measure them (coverage run --source=PACKAGE ...)."
         )
     if note:
         out.append(f'<p class="note coverage-note">{escape(note)}</p>')
@@ -188,6 +256,7 @@ def render_html(
     codes = [r for r in matrix.rows if r.code is not None]
     reached_codes = sum(1 for r in codes if r.reached)
     meta = f"Built from {matrix.runs} run(s)"
+    failed = f"; <strong>{len(matrix.failed)} run(s) failed</strong>" if matrix.failed else ""
     if sources:
         meta += " in " + ", ".join(f"<code>{escape(s)}</code>" for s in sources)
     if matrix.unloaded:
@@ -207,16 +276,19 @@ def render_html(
         f"<h1>{escape(title)}</h1>",
         f'<p class="meta">{meta}.</p>',
         f'<p class="summary"><strong>{reached_man} of {len(MAN_PAGE_ERRORS)}</strong> errors documented by '
-        f"pmemset_part_map(3) reached; {reached_codes} of {len(codes)} libpmemset error codes reached.</p>",
+        f"pmemset_part_map(3) reached; {reached_codes} of {len(codes)} libpmemset error codes reached"
+        f"{failed}.</p>",
+        *_failed_html(matrix.failed),
         '<p class="legend">Cells count how many times the error was raised in that column\'s runs: '
         '<span class="hit-legend" style="background:#d8f3dc">reached</span>'
         '<span class="zero-legend" style="background:#fbd5d5">never reached</span>'
         '<span class="norun-legend" style="background:#f3f4f6">no runs of that kind</span>'
-        "Hover a cell for the runs that reached it.</p>",
+        "A count links to the runs that reached the error, listed under the matrix.</p>",
         '<div class="layout">',
         '<section class="errors">',
         "<h2>Error paths reached</h2>",
         *_matrix_html(matrix),
+        *_reached_by_html(matrix),
         "</section>",
         *_coverage_html(coverage, coverage_note),
         "</div>",

@@ -11,7 +11,8 @@ what the results files say.
 
 Pure functions over :class:`~pmemsim.report.results.ResultsFile`: no I/O, no rich.
 Runs with backend ``"-"`` (scenario files that could not be loaded) reach nothing and
-are only counted in :attr:`Matrix.unloaded`.
+are only counted in :attr:`Matrix.unloaded`. Runs that failed or ended in an error are
+listed in :attr:`Matrix.failed`: a report over a failed run must not read like a green one.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pmemsim.errors import ErrorCode
-from pmemsim.report.results import ResultsFile, RunKind, RunResult
+from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
 
 __all__ = [
+    "BACKEND_MEANINGS",
+    "JSON_FORMAT",
+    "JSON_VERSION",
     "KINDS",
     "MAN_PAGE_ERRORS",
     "NEWER_PAGE_ONLY",
@@ -31,6 +35,7 @@ __all__ = [
     "Column",
     "Matrix",
     "Row",
+    "backend_meaning",
     "build_matrix",
     "merge_results",
 ]
@@ -48,7 +53,7 @@ MAN_PAGE_ERRORS: tuple[ErrorCode, ...] = (
     ErrorCode.CANNOT_FIT_PART_MAP,
 )
 
-#: Documented by the newer man page only (DESIGN.md: where the pages differ, the newer wins).
+#: Documented by the newer man page only (where the two pages differ, the newer one wins).
 NEWER_PAGE_ONLY: frozenset[ErrorCode] = frozenset(
     {ErrorCode.CANNOT_TRUNCATE_SOURCE_FILE, ErrorCode.CANNOT_FIT_PART_MAP}
 )
@@ -60,6 +65,24 @@ STANDARD_BACKENDS: tuple[str, ...] = ("sim", "mmap")
 KINDS: tuple[RunKind, ...] = (RunKind.SCENARIO, RunKind.TEST)
 
 _UNLOADED = "-"
+
+#: ``"format"`` and ``"version"`` of :meth:`Matrix.to_json` (``pmemsim report --json``).
+JSON_FORMAT = "pmemsim-report"
+JSON_VERSION = 1
+
+#: What each backend column stands for, in the words of the headers' legend.
+BACKEND_MEANINGS: dict[str, str] = {
+    "sim": "simulated address space (SimulatedAddressSpace)",
+    "mmap": "real mappings (MmapAddressSpace over the kernel's mmap)",
+    "own": "tests that did not use the pmem_space fixture: their own address space, or none",
+    # Results written before the plugin named it "own".
+    "default": "tests that did not use the pmem_space fixture: their own address space, or none",
+}
+
+
+def backend_meaning(backend: str) -> str:
+    """What a backend column stands for (a backend name from the results files otherwise)."""
+    return BACKEND_MEANINGS.get(backend, f"runs whose results name the backend {backend!r}")
 
 
 @dataclass(frozen=True)
@@ -79,6 +102,11 @@ class Column:
     def label(self) -> str:
         """``"sim scenarios"`` / ``"mmap tests"``: for headers."""
         return f"{self.backend} {self.kind.value}s"
+
+    @property
+    def meaning(self) -> str:
+        """What the column's backend stands for (see :data:`BACKEND_MEANINGS`)."""
+        return backend_meaning(self.backend)
 
 
 @dataclass(frozen=True)
@@ -117,12 +145,13 @@ class Row:
 
 @dataclass(frozen=True)
 class Matrix:
-    """The whole matrix: :attr:`columns`, :attr:`rows`, and how many runs fed it."""
+    """The whole matrix: :attr:`columns`, :attr:`rows`, how many runs fed it, and which failed."""
 
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     runs: int
     unloaded: int
+    failed: tuple[RunResult, ...] = ()
 
     def row(self, name: str) -> Row:
         """The row of ``name`` (C name such as ``"PMEMSET_E_CANNOT_FIT_PART_MAP"``, or ``"ENOMEM"``).
@@ -154,11 +183,26 @@ class Matrix:
         return tuple(r for r in self.rows if not r.reached)
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict: columns, and per row its counts by column key."""
+        """A JSON-ready dict: format and version, columns, failed runs, per row its counts by column key."""
         return {
+            "format": JSON_FORMAT,
+            "version": JSON_VERSION,
             "runs": self.runs,
             "unloaded": self.unloaded,
-            "columns": [{"backend": c.backend, "kind": c.kind.value, "runs": c.runs} for c in self.columns],
+            "failed": [
+                {
+                    "name": r.name,
+                    "kind": r.kind.value,
+                    "backend": r.backend,
+                    "outcome": r.outcome.value,
+                    "message": r.message,
+                }
+                for r in self.failed
+            ],
+            "columns": [
+                {"backend": c.backend, "kind": c.kind.value, "runs": c.runs, "meaning": c.meaning}
+                for c in self.columns
+            ],
             "rows": [
                 {
                     "name": r.name,
@@ -167,6 +211,11 @@ class Matrix:
                     "newer_page_only": r.newer_page_only,
                     "total": r.total,
                     "counts": {c.key: n for c, n in zip(self.columns, r.counts, strict=True)},
+                    "reached_by": {
+                        c.key: list(names)
+                        for c, names in zip(self.columns, r.reached_by, strict=True)
+                        if names
+                    },
                 }
                 for r in self.rows
             ],
@@ -234,4 +283,7 @@ def build_matrix(results: ResultsFile | Iterable[RunResult]) -> Matrix:
                 reached_by=tuple(tuple(sorted(s)) for s in names),
             )
         )
-    return Matrix(columns=columns, rows=tuple(rows), runs=len(runs), unloaded=len(runs) - len(loaded))
+    failed = tuple(r for r in runs if r.outcome in (Outcome.FAILED, Outcome.ERROR))
+    return Matrix(
+        columns=columns, rows=tuple(rows), runs=len(runs), unloaded=len(runs) - len(loaded), failed=failed
+    )

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
@@ -77,23 +78,33 @@ class RunResult:
         """Parse one run record; ValueError naming ``where`` and the bad key."""
         if not isinstance(data, dict):
             raise ValueError(f"{where}: a run must be an object, got {type(data).__name__}")
+
+        def text(key: str, default: str | None = None) -> str:
+            value = data.get(key, default)
+            if value is None:
+                raise ValueError(f"run is missing the key {key!r}")
+            if not isinstance(value, str) or len(value) > _MAX_TEXT:
+                raise ValueError(f"{key!r} must be a string (at most {_MAX_TEXT} characters): {_show(value)}")
+            return value
+
         try:
             errors = data.get("errors", {})
             if not isinstance(errors, dict) or not all(
-                isinstance(k, str) and isinstance(v, int) and v >= 0 for k, v in errors.items()
+                isinstance(k, str) and type(v) is int and 0 <= v < 1 << 63 for k, v in errors.items()
             ):
-                raise ValueError("'errors' must map error names to counts")
+                raise ValueError(f"'errors' must map error names to counts, got {_show(errors)}")
+            duration = data.get("duration", 0.0)
+            if type(duration) not in (int, float) or not 0 <= duration < 1e9:  # also refuses NaN
+                raise ValueError(f"'duration' must be a number of seconds, got {_show(duration)}")
             return cls(
-                name=str(data["name"]),
-                kind=RunKind(data["kind"]),
-                backend=str(data["backend"]),
-                outcome=Outcome(data["outcome"]),
+                name=text("name"),
+                kind=RunKind(text("kind")),
+                backend=text("backend"),
+                outcome=Outcome(text("outcome")),
                 errors=dict(errors),
-                duration=float(data.get("duration", 0.0)),
-                message=str(data.get("message", "")),
+                duration=float(duration),
+                message=text("message", ""),
             )
-        except KeyError as exc:
-            raise ValueError(f"{where}: run is missing the key {exc.args[0]!r}") from None
         except ValueError as exc:
             raise ValueError(f"{where}: {exc}") from None
 
@@ -118,16 +129,44 @@ class ResultsFile:
             f.write("\n")
 
 
+#: The largest results file read, and the longest text field of a run.
+MAX_RESULTS_BYTES = 256 << 20
+_MAX_TEXT = 1 << 16
+
+
+def _show(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def load_results(path: str | os.PathLike[str]) -> ResultsFile:
-    """Read a results file; ValueError naming the file and the problem."""
+    """Read a results file; ValueError naming the file and the problem (one line, never another error).
+
+    Non-regular files (a FIFO, ``/dev/zero``) and files over :data:`MAX_RESULTS_BYTES` are
+    refused before they are read.
+    """
     p = os.fspath(path)
     try:
-        with open(p, encoding="utf-8") as f:
-            data = json.load(f)
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise ValueError(f"{p}: not a regular file")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                raw = f.read(MAX_RESULTS_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
-        raise ValueError(f"{p}: cannot read results: {exc.strerror}") from None
+        raise ValueError(f"{p}: cannot read results: {exc.strerror or exc}") from None
+    if len(raw) > MAX_RESULTS_BYTES:
+        raise ValueError(f"{p}: over {MAX_RESULTS_BYTES} bytes: not a results file")
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ValueError(f"{p}: not UTF-8 text") from None
     except json.JSONDecodeError as exc:
         raise ValueError(f"{p}:{exc.lineno}: not valid JSON: {exc.msg}") from None
+    except (RecursionError, ValueError) as exc:  # nested too deeply; a number over the digit limit
+        raise ValueError(f"{p}: not a results file ({type(exc).__name__}: {_show(str(exc))})") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise ValueError(f'{p}: not a pmemsim results file (missing "format": {FORMAT!r})')
     if data.get("version") != VERSION:

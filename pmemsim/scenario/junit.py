@@ -3,8 +3,10 @@
 The layout Jenkins, GitLab and GitHub reporters read: ``<testsuites>`` holding one
 ``<testsuite>``, each case named ``STEM[BACKEND]`` with the scenario's path (suffix
 dropped, ``/`` → ``.``) as its class name; ``<failure>``, ``<error>`` or ``<skipped>``
-carry the message; ``<system-out>`` lists the error paths the run reached. A scenario
-file that could not be loaded is one case ``STEM[load]`` with an ``<error>``.
+carry the message (for a crash check, its summary and the minimal trace, as pytest
+prints it); ``<system-out>`` holds a passing run's note (a crash check's summary) and the
+error paths the run reached. A scenario file that could not be loaded is one case
+``STEM[load]`` with an ``<error>``.
 """
 
 from __future__ import annotations
@@ -63,9 +65,11 @@ def junit_xml(runs: Sequence[RunResult], suite: str = "pmemsim scenarios") -> by
             child = ET.SubElement(case, tag, {"message": first, "type": r.outcome.value})
             if tag != "skipped":
                 child.text = r.message
+        lines = [r.message] if r.message and r.outcome is Outcome.PASSED else []
         if r.errors:
-            out = ET.SubElement(case, "system-out")
-            out.text = "error paths reached: " + ", ".join(f"{k}={v}" for k, v in sorted(r.errors.items()))
+            lines.append("error paths reached: " + ", ".join(f"{k}={v}" for k, v in sorted(r.errors.items())))
+        if lines:
+            ET.SubElement(case, "system-out").text = "\n".join(lines)
     ET.indent(root)
     data: bytes = ET.tostring(root, encoding="utf-8", xml_declaration=True)
     return data + b"\n"

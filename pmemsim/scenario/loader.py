@@ -13,8 +13,10 @@ from __future__ import annotations
 import errno as _errno
 import functools
 import json
+import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -100,17 +102,41 @@ def _validator() -> SchemaValidator:
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
+#: Bounds on what a scenario file may ask for, checked before anything is allocated.
+MAX_SCENARIO_BYTES = 4 << 20
+MAX_DATA_BYTES = 64 << 20  # one step's data, after 'repeat'
+MAX_IMAGE_BYTES = 1 << 30
+MAX_DEPTH = 32  # tables and arrays nested in one another
+MAX_ITEMS = 100_000  # entries of one array or table
+_INT_RANGE = (-(1 << 63), 1 << 64)
+
+
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
-    """Read and validate a scenario file. Raises ScenarioError listing every problem."""
+    """Read and validate a scenario file. Raises ScenarioError listing every problem.
+
+    Non-regular files (a FIFO, ``/dev/zero``) and files over :data:`MAX_SCENARIO_BYTES` are
+    refused before they are read.
+    """
     p = Path(path)
     shown = os.fspath(path)
+
+    def refuse(message: str) -> ScenarioError:
+        return ScenarioError(shown, [Problem(shown, None, "(file)", message)])
+
     try:
-        raw = p.read_bytes()
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise refuse("not a regular file: a scenario is a TOML file")
+            with os.fdopen(os.dup(fd), "rb") as f:
+                raw = f.read(MAX_SCENARIO_BYTES + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         reason = exc.strerror or str(exc)
-        raise ScenarioError(
-            shown, [Problem(shown, None, "(file)", f"cannot read the scenario: {reason}")]
-        ) from None
+        raise refuse(f"cannot read the scenario: {reason}") from None
+    if len(raw) > MAX_SCENARIO_BYTES:
+        raise refuse(f"over {MAX_SCENARIO_BYTES} bytes: not a scenario")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -136,7 +162,16 @@ def loads_scenario(
         if m:
             msg = f"{msg[: m.start()]} (column {m.group(2)})"
         raise ScenarioError(name, [Problem(name, line, "(syntax)", f"invalid TOML: {msg}")]) from None
+    except RecursionError:
+        raise ScenarioError(
+            name, [Problem(name, None, "(syntax)", "tables or arrays nested too deeply")]
+        ) from None
+    except ValueError as exc:  # an integer over Python's digit limit
+        raise ScenarioError(name, [Problem(name, None, "(syntax)", f"invalid TOML: {exc}")]) from None
     lines = key_lines(text)
+    hostile = [Problem(name, line_of(lines, at), format_path(at), why) for at, why in _out_of_bounds(doc)]
+    if hostile:
+        raise ScenarioError(name, hostile)
     problems = [
         Problem(name, line_of(lines, issue.path), format_path(issue.path), issue.message)
         for issue in _validator().issues(doc)
@@ -148,6 +183,34 @@ def loads_scenario(
     if builder.problems:
         raise ScenarioError(name, builder.problems)
     return scenario
+
+
+def _out_of_bounds(doc: object) -> list[tuple[KeyPath, str]]:
+    """Values no scenario needs, found before the schema runs: too deep, too many, not finite, too big."""
+    out: list[tuple[KeyPath, str]] = []
+    todo: list[tuple[KeyPath, object]] = [((), doc)]
+    while todo and len(out) < 20:
+        at, value = todo.pop()
+        if isinstance(value, dict | list):
+            if len(at) >= MAX_DEPTH:
+                out.append((at, f"nested deeper than {MAX_DEPTH} levels"))
+                continue
+            if len(value) > MAX_ITEMS:
+                out.append((at, f"over {MAX_ITEMS} entries"))
+                continue
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            todo += [((*at, k), v) for k, v in items]
+        elif isinstance(value, float) and not math.isfinite(value):
+            out.append((at, f"expected a finite number, got {value}"))
+        elif (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and not _INT_RANGE[0] <= value < _INT_RANGE[1]
+        ):
+            out.append((at, f"integer out of range (beyond 64 bits): {str(value)[:20]}..."))
+        elif isinstance(value, str) and len(value) > MAX_DATA_BYTES:
+            out.append((at, f"a string over {MAX_DATA_BYTES} characters"))
+    return out
 
 
 def discover(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, Path | None, str | None]]:
@@ -190,6 +253,11 @@ def _data(d: Mapping[str, Any], key: str) -> bytes | None:
     else:
         return None
     return raw * int(d.get("repeat", 1)) if key == "data" else raw
+
+
+def _inside(name: str) -> bool:
+    """A relative file name that stays below its folder."""
+    return not os.path.isabs(name) and ".." not in Path(name).parts
 
 
 # How a key of a step becomes a field of its dataclass (keys not listed pass through).
@@ -285,7 +353,7 @@ class _Builder:
             for k in ("size", "image", "flags", "device_granularity"):
                 if k in d:
                     self.problem((*key, k), f"'{k}' applies to a 'file' source, not a temporary one")
-        if file is not None and (os.path.isabs(file) or ".." in Path(file).parts):
+        if file is not None and not _inside(file):
             self.problem(
                 (*key, "file"),
                 f"expected a relative file name without '..', got {file!r}: source files are created "
@@ -295,9 +363,19 @@ class _Builder:
         if "image" in d:
             if "size" in d:
                 self.problem((*key, "image"), "give 'size' (a zero-filled file) or 'image', not both")
-            image = (self.path.parent / d["image"]).resolve()
-            if not image.is_file():
+            # One rule for every file a scenario names: relative, inside the scenario's folder.
+            folder = self.path.parent.resolve()
+            image = (folder / d["image"]).resolve()
+            if not _inside(d["image"]) or not image.is_relative_to(folder):
+                self.problem(
+                    (*key, "image"),
+                    "expected a file name relative to the scenario's folder, without '..', "
+                    f"got {d['image']!r}",
+                )
+            elif not image.is_file():  # a FIFO or a device is not a file either
                 self.problem((*key, "image"), f"image file {d['image']!r} not found (looked for {image})")
+            elif image.stat().st_size > MAX_IMAGE_BYTES:
+                self.problem((*key, "image"), f"image file {d['image']!r} is over {MAX_IMAGE_BYTES} bytes")
         return SourceSpec(
             name=d["name"],
             line=self.line(key),
@@ -350,12 +428,22 @@ class _Builder:
             if k == "op" or k in _DATA_KEYS:
                 continue
             conv = _STEP_KEYS.get(k)
-            kwargs[k] = conv(v) if conv is not None else v
+            try:
+                kwargs[k] = conv(v) if conv is not None else v
+            except (KeyError, ValueError) as exc:  # what the schema's pattern lets through (a+096)
+                self.problem((*key, k), str(exc.args[0]) if exc.args else f"bad value {v!r}")
+                kwargs[k] = v
         for data_key in ("data", "expect_data"):
             has_text, has_hex = data_key in d, f"{data_key}_hex" in d
             if has_text and has_hex:
                 self.problem(key, f"give '{data_key}' or '{data_key}_hex', not both")
             if has_text or has_hex:
+                raw = len(str(d[data_key])) if has_text else len(str(d[f"{data_key}_hex"])) // 2
+                total = raw * (int(d.get("repeat", 1)) if data_key == "data" else 1)
+                if total > MAX_DATA_BYTES:  # checked before the bytes are made
+                    self.problem((*key, "repeat" if "repeat" in d else data_key),
+                                 f"{total} bytes of data, over {MAX_DATA_BYTES}")  # fmt: skip
+                    continue
                 kwargs[data_key] = _data(d, data_key)
         if d["op"] in ("memcpy", "write") and "data" not in kwargs:
             self.problem(key, f"{d['op']} needs 'data' (text) or 'data_hex' (bytes in hex)")
@@ -395,7 +483,7 @@ class _Builder:
         return CrashSpec(
             expect=d["expect"],
             line=self.line(("crash",)),
-            engine=d.get("engine", "ReorderFull"),
+            engine=d.get("engine", "Exhaustive"),
             markers=tuple(d.get("markers", {}).items()),
             checker=d.get("checker"),
             program=tuple(program) if program else None,

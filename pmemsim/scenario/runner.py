@@ -19,6 +19,7 @@ Every :class:`~pmemsim.PmemsetError` created during the run is counted by name
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import os
 import shutil
@@ -27,6 +28,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 from pmemsim.addrspace.layout import LayoutAddressSpace
@@ -186,6 +188,12 @@ def run_scenario(
     )
 
 
+@functools.lru_cache(maxsize=1024)
+def _step_frame(path: str, line: int) -> CodeType:
+    """``_call()`` compiled as if written at ``path:line`` (the code is constant; only its name varies)."""
+    return compile("\n" * (line - 1) + "_call()\n", path, "exec")
+
+
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, PmemsetError):
@@ -338,12 +346,25 @@ class _Run:
         assert self.pset is not None
         return snapshot(self.pset, list(self.sources.values()), list(self.parts.values()))
 
+    def _call(self, handler: Callable[[_Run, Any], None], step: Step) -> None:
+        """``handler(self, step)``; while recording, from a frame that names the step's file and line.
+
+        The recorder attributes each store to the innermost frame outside pmemsim (the
+        user's call site). Here every frame is pmemsim's, so a minimal trace would name
+        the runner or runpy; run through a one-line code object compiled under the
+        scenario's path and the step's line, it names ``scenario.toml:LINE`` instead.
+        """
+        if self.recording is None or step.line is None:
+            handler(self, step)
+            return
+        exec(_step_frame(str(self.scenario.path), step.line), {"_call": lambda: handler(self, step)})
+
     def _step(self, step: Step) -> None:
         handler = _HANDLERS[type(step)]
         where = step.where()
         if step.expect is None:
             try:
-                handler(self, step)
+                self._call(handler, step)
             except (_Failed, _Broken):
                 raise
             except PmemsetError as exc:
@@ -353,7 +374,7 @@ class _Run:
         else:
             before = self._snapshot()
             try:
-                handler(self, step)
+                self._call(handler, step)
             except PmemsetError as exc:
                 if exc.code != step.expect:
                     raise _Failed(f"{where}: expected {step.expect.c_name}, got {_describe(exc)}") from exc
@@ -455,10 +476,23 @@ class _Run:
         verdict = "error" if report.errors else ("consistent" if report.ok else "inconsistent")
         summary = f"crash ({crash.engine}): {report.summary()}"
         if verdict != crash.expect:
-            detail = f"\n{report.failures[0].describe()}" if report.failures else ""
             at = f" (line {crash.line})" if crash.line is not None else ""
+            trace = self._minimal_trace(report, crash) if report.failures else ""
+            detail = f"\n{trace}" if trace else ""
             raise _Failed(f"[crash]{at}: expected {crash.expect}, got {verdict}: {summary}{detail}")
         return summary
+
+    def _minimal_trace(self, report: Any, crash: CrashSpec) -> str:
+        """The first failure shrunk to its minimal source-annotated trace (what crash_check prints)."""
+        from pmemsim.persistence import ShrinkError, shrink
+
+        failure = report.failures[0]
+        assert self.checker is not None
+        try:
+            timeout = crash.timeout if crash.timeout is not None else 60.0
+            return str(shrink(self.log, failure, self.checker, timeout=timeout))
+        except (ShrinkError, ValueError, TypeError, OSError) as exc:
+            return f"{failure.describe()}\n(not shrunk: {exc})"
 
 
 # -- one handler per step type ------------------------------------------------------------------

@@ -76,7 +76,10 @@ class Addr:
         if m is None:
             raise ValueError(f"not an address: {value!r}")
         name, end, sign, number = m.groups()
-        offset = int(number, 0) if number else 0
+        try:
+            offset = int(number, 0) if number else 0
+        except ValueError:  # "096": a leading zero is no number in Python's (or TOML's) syntax
+            raise ValueError(f"not an address: {value!r} (a number is decimal, 0x hex or 0o octal)") from None
         return cls(offset=-offset if sign == "-" else offset, base=name, end=bool(end))
 
     def __str__(self) -> str:
@@ -141,7 +144,7 @@ class CrashSpec:
 
     expect: str
     line: int | None = None
-    engine: str = "ReorderFull"
+    engine: str = "Exhaustive"
     markers: tuple[tuple[str, str], ...] = ()
     checker: str | None = None
     program: tuple[str, ...] | None = None

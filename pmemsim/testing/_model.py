@@ -1,6 +1,7 @@
 """A reference model of a set and its address space, for :class:`PmemsetStateMachine`.
 
-It is a second, deliberately plain implementation of DESIGN.md §4 and §5: lists instead
+It is a second, deliberately plain implementation of the part_map algorithm and the
+address-space rules (docs/design.md): lists instead
 of interval maps, linear scans instead of bisection, written from the contract rather
 than from :mod:`pmemsim.pmemset`. For each call it predicts the outcome (the error code,
 or the descriptor and the new state) before the real call runs; the machine compares.
@@ -216,7 +217,7 @@ class SetModel:
         return True, 0
 
     def predict_map(self, file: FileModel, grows: bool, offset: int, length: int) -> Prediction:
-        """DESIGN.md §4 step by step, for a part of ``file`` (``grows``: TRUNCATE_IF_NEEDED/temporary)."""
+        """part_map step by step, for a part of ``file`` (``grows``: TRUNCATE_IF_NEEDED/temporary)."""
         faults = _Faults(self.armed)
 
         def fail(code: ErrorCode) -> Prediction:

@@ -5,15 +5,25 @@
     # on exit: every crash state the engine picks is checked with check_image(image);
     # an inconsistent one raises CrashConsistencyError with the minimal trace
 
-``check_image(image) -> bool | None`` gets a read-only ``memoryview`` of one file's
-crash image (``all_files=True``: a ``{file: image}`` dict); True/None means
-consistent, False or an exception inconsistent. A program command (str or list) works
-too, as with pmreorder's ``-c prog``. The pytest fixture ``crash_check`` wraps this and
-fails the test instead of raising.
+``check_image(image) -> bool | None`` gets a read-only buffer of one file's crash
+image (``all_files=True``: a ``{file: image}`` dict); True/None means consistent,
+False or an exception inconsistent. ``check_image(image, ctx)`` also gets the
+:class:`~pmemsim.persistence.CrashContext` of the crash (``ctx.markers``, ``ctx.data``
+of ``pset.mark(name, data=...)``, ``ctx.epoch``, ``ctx.record``). A program command
+(str or list) works too, as with pmreorder's ``-c prog``. The pytest fixture
+``crash_check`` wraps this and fails the test instead of raising.
+
+No silent passes: a block that recorded no store (the code wrote to another set, or
+nothing), or an engine that picks no state, fails unless ``allow_empty=True``; a
+checker error (a garbage return value, a timeout, a rejection of the image before any
+store) fails like an inconsistency, saying it is the checker's; and a run that was not
+exhaustive (a sampling engine, an epoch over ``max_states``) warns with
+:class:`NotExhaustiveWarning`, or fails with ``strict=True``.
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -26,14 +36,25 @@ if TYPE_CHECKING:
     from pmemsim.persistence import Checker, CrashReport, Engine, PersistencyModel, StoreLog
     from pmemsim.pmemset import PmemSet
 
-__all__ = ["DEFAULT_ENGINE", "CrashCheck", "CrashCheckResult", "CrashConsistencyError", "make_checker"]
+__all__ = [
+    "DEFAULT_ENGINE",
+    "CrashCheck",
+    "CrashCheckResult",
+    "CrashConsistencyError",
+    "NotExhaustiveWarning",
+    "make_checker",
+]
 
 #: The engine used when none is named: every distinct crash image, deduplicated.
 DEFAULT_ENGINE = "Exhaustive"
 
 
 class CrashConsistencyError(AssertionError):
-    """A crash state was inconsistent; the message holds the minimal trace."""
+    """A crash state was inconsistent (or nothing was checked); the message holds the minimal trace."""
+
+
+class NotExhaustiveWarning(UserWarning):
+    """A crash check passed without checking every state its engine defines (sampled, or capped)."""
 
 
 @dataclass(frozen=True)
@@ -43,15 +64,23 @@ class CrashCheckResult:
     report: CrashReport
     log: StoreLog
     trace: str
+    strict: bool = False
 
     @property
     def ok(self) -> bool:
-        """True when every crash state checked was consistent."""
-        return self.report.ok
+        """True when every crash state checked was consistent (and, with ``strict``, all were checked)."""
+        return self.report.ok and (self.report.complete or not self.strict)
 
     def message(self) -> str:
         """A readable failure message (summary line, then the minimal trace)."""
-        return f"crash consistency check failed: {self.report.summary()}\n{self.trace}"
+        report = self.report
+        if report.ok and not report.complete:
+            return f"crash consistency check was not exhaustive (strict): {report.summary()}"
+        head = f"crash consistency check failed: {report.summary()}"
+        if report.errors:
+            errors = [f.describe() for f in report.failures if f.verdict.value == "error"][:3]
+            head += "\nchecker error (the checker's fault, not the pool's):\n" + "\n".join(errors)
+        return f"{head}\n{self.trace}" if self.trace else head
 
 
 def make_checker(checker: object, *, all_files: bool = False, timeout: float | None = 60.0) -> Checker:
@@ -81,11 +110,14 @@ class CrashCheck:
     ``engine`` (a name such as ``"ReorderFull"`` or an Engine) explores the crash
     states; ``markers`` maps ``NAME`` of ``pset.mark("NAME.BEGIN")`` sections to engines;
     ``seed``, ``workers``, ``model`` and ``timeout`` are passed to
-    :func:`pmemsim.persistence.replay`. After the block, :attr:`result` holds the
-    outcome; when a state is inconsistent :meth:`on_failure` runs (the ``on_failure``
-    callback if given, else it raises :class:`CrashConsistencyError`). Construction
-    raises TypeError for a bad checker and ValueError for an unknown engine; nothing is
-    replayed when the block raises.
+    :func:`pmemsim.persistence.replay`, as are ``max_states`` and ``allow_empty``. After
+    the block, :attr:`result` holds the outcome; when a state is inconsistent, the
+    checker erred, or (``strict``) the run was not exhaustive, :meth:`on_failure` runs
+    (the ``on_failure`` callback if given, else it raises
+    :class:`CrashConsistencyError`); a block that recorded nothing raises
+    CrashConsistencyError unless ``allow_empty``. Construction raises TypeError for a bad
+    checker and ValueError for an unknown engine; nothing is replayed when the block
+    raises.
     """
 
     def __init__(
@@ -100,6 +132,9 @@ class CrashCheck:
         model: PersistencyModel | Granularity | None = None,
         all_files: bool = False,
         timeout: float | None = 60.0,
+        max_states: int | None = None,
+        allow_empty: bool = False,
+        strict: bool = False,
         on_failure: Callable[[CrashCheckResult], None] | None = None,
     ) -> None:
         from pmemsim.persistence import engine_from_name
@@ -115,6 +150,9 @@ class CrashCheck:
         self.workers = workers
         self.model = model
         self.timeout = timeout
+        self.max_states = max_states
+        self.allow_empty = allow_empty
+        self.strict = strict
         self._on_failure = on_failure
         self.log: StoreLog | None = None
         self.result: CrashCheckResult | None = None
@@ -136,34 +174,44 @@ class CrashCheck:
         if exc_type is not None:
             return
         self.result = self.replay()
+        report = self.result.report
         if not self.result.ok:
             self.on_failure(self.result)
+        elif not report.complete:
+            warnings.warn(
+                NotExhaustiveWarning(f"crash check not exhaustive: {report.summary()}"), stacklevel=2
+            )
 
     def replay(self) -> CrashCheckResult:
         """Replay the recorded log now (called on leaving the block)."""
-        from pmemsim.persistence import ShrinkError, replay, shrink
+        from pmemsim.persistence import NothingToCheck, ShrinkError, Verdict, replay, shrink
 
         if self.log is None:
             raise ValueError("nothing was recorded: use the CrashCheck as a context manager first")
-        report = replay(
-            self.log,
-            self.checker,
-            engine=self.engine,
-            markers=self.markers or None,
-            seed=self.seed,
-            workers=self.workers,
-            model=self.model,
-            timeout=self.timeout,
-            max_failures=1,
-        )
+        try:
+            report = replay(
+                self.log,
+                self.checker,
+                engine=self.engine,
+                markers=self.markers or None,
+                seed=self.seed,
+                workers=self.workers,
+                model=self.model,
+                timeout=self.timeout,
+                max_failures=10,
+                max_states=self.max_states,
+                allow_empty=self.allow_empty,
+            )
+        except NothingToCheck as exc:
+            raise CrashConsistencyError(f"crash check of nothing: {exc}") from None
         trace = ""
-        if not report.ok:
-            failure = report.failures[0]
+        failure = next((f for f in report.failures if f.verdict is Verdict.INCONSISTENT), None)
+        if failure is not None:
             try:
                 trace = str(shrink(self.log, failure, self.checker, model=self.model, timeout=self.timeout))
             except ShrinkError as exc:
                 trace = f"{failure.describe()}\n(not shrunk: {exc})"
-        return CrashCheckResult(report, self.log, trace)
+        return CrashCheckResult(report, self.log, trace, self.strict)
 
     def on_failure(self, result: CrashCheckResult) -> None:
         """Called with an inconsistent result: the ``on_failure`` callback, else CrashConsistencyError."""

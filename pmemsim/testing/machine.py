@@ -1,7 +1,7 @@
 """PmemsetStateMachine: a hypothesis rule-based machine driving one set through the whole API.
 
 Every rule predicts its outcome with a reference model (:mod:`pmemsim.testing._model`,
-a second plain implementation of DESIGN.md §4-5), makes the real call, and compares:
+a second plain implementation of the part_map algorithm), makes the real call, and compares:
 the error code or the returned descriptor, the fault sites that fired, the events.
 A call that fails must leave a :func:`~pmemsim.testing.ops.snapshot` of the state
 unchanged and emit no event. Invariants, checked after every step:

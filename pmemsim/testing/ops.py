@@ -8,7 +8,7 @@ Operations name part maps by index (modulo how many there are) rather than by
 address, so any sequence is meaningful in any state.
 
 :func:`snapshot` captures everything a failed call promises not to change
-(DESIGN.md §2): part maps, reservations, occupied ranges, the coalescing anchor and
+(the promise of docs/design.md): part maps, reservations, occupied ranges, the coalescing anchor and
 mode, the effective granularity, file sizes and contents, part states.
 """
 

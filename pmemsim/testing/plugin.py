@@ -7,14 +7,17 @@ the standard library. pmemsim itself is imported by the fixtures that need it.
 Fixtures: ``pmem_space`` (a fresh address space: the simulator, or real mmap with
 ``--pmemsim-backend=mmap``, or both as two parametrised runs with ``both``),
 ``pmemset`` (a PAGE-granularity set on it, closed and checked for consistency and
-leaks at teardown), ``fault_plan`` (the set's FaultPlan), ``pmem_file`` (a zero-filled
-file on ``tmp_path``, or in pyfakefs' file system when the test also uses ``fs``),
-``make_pmem_file`` (more of those), ``crash_check`` (record a block, replay its crash
-states, fail with the minimal trace).
+leaks at teardown), ``fault_plan`` (the set's FaultPlan, also used by every Source the
+test opens without a plan of its own; a planned failure that never fired fails the test
+at teardown), ``pmem_file`` (a zero-filled file on ``tmp_path``, or in pyfakefs' file
+system when the test also uses ``fs``; on a regular-file device unless the marker says
+``device="dax"``), ``make_pmem_file`` (more of those), ``crash_check`` (record a block,
+replay its crash states, fail with the minimal trace).
 
 Marker: ``@pytest.mark.pmemsim(backend=, page_size=, coalescing=, granularity=,
-file_size=)`` configures those fixtures for one test, class or module (the closest
-marker wins per key). Unknown keys and bad values stop the run with a usage error.
+file_size=, device=, allow_unfired_faults=)`` configures those fixtures for one test,
+class or module (the closest marker wins per key). Unknown keys and bad values stop the
+run with a usage error.
 
 ``--pmemsim-report FILE`` writes one record per test (outcome, backend, the PmemsetError
 names raised during it) in the results format ``pmemsim report`` reads.
@@ -22,6 +25,8 @@ names raised during it) in the results format ``pmemsim report`` reads.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import os
 import time
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
@@ -42,6 +47,7 @@ __all__ = [
     "BACKEND_CHOICES",
     "DEFAULT_BACKEND",
     "DEFAULT_FILE_PAGES",
+    "DEVICES",
     "MARKER",
     "MARKER_KEYS",
     "OPTION_BACKEND",
@@ -54,9 +60,23 @@ __all__ = [
 OPTION_BACKEND = "--pmemsim-backend"
 OPTION_ENGINE = "--pmemsim-engine"
 OPTION_REPORT = "--pmemsim-report"
+OPTION_STRICT = "--pmemsim-strict-crash"
 MARKER = "pmemsim"
 #: Keys the ``pmemsim`` marker accepts.
-MARKER_KEYS = ("backend", "page_size", "coalescing", "granularity", "file_size")
+MARKER_KEYS = (
+    "backend",
+    "page_size",
+    "coalescing",
+    "granularity",
+    "file_size",
+    "device",
+    "allow_unfired_faults",
+)
+#: The ``device`` marker values and the store granularity of the device each stands for
+#: (a Granularity value): a regular file is made durable a page at a time (msync), a DAX
+#: device of persistent memory a cache line at a time (CLWB + SFENCE), and a DAX device
+#: with eADR needs no flush at all (stores are durable once globally visible).
+DEVICES: dict[str, int] = {"file": 2, "dax": 1, "dax_eadr": 0}
 BACKENDS = ("sim", "mmap")
 BACKEND_CHOICES = (*BACKENDS, "both")
 DEFAULT_BACKEND = "sim"
@@ -67,6 +87,8 @@ _DEFAULT_PAGE = 4096
 _MMAP_ARENA = 1 << 32
 
 _BACKEND_KEY = pytest.StashKey[str]()
+# The outcome of each phase of a test, for teardown checks that must stay quiet after a failure.
+_PHASE_KEY = pytest.StashKey[dict[str, str]]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -83,6 +105,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="NAME",
         help="default crash-state engine of the crash_check fixture (default Exhaustive; e.g. ReorderFull)",
+    )
+    group.addoption(
+        OPTION_STRICT,
+        action="store_true",
+        help="a crash_check that was not exhaustive (a sampling engine, an epoch over max_states) "
+        "fails the test instead of warning",
     )
     group.addoption(
         OPTION_REPORT,
@@ -129,6 +157,8 @@ class MarkerSettings:
     coalescing: int | None = None
     granularity: int | None = None
     file_size: int | None = None
+    device: str | None = None
+    allow_unfired_faults: bool = False
 
 
 def _enum_value(key: str, value: object, names: Mapping[str, int]) -> int:
@@ -168,6 +198,17 @@ def parse_markers(node: pytest.Item | Any) -> MarkerSettings:
         out["page_size"] = _positive_int("page_size", values["page_size"], power_of_two=True)
     if values.get("file_size") is not None:
         out["file_size"] = _positive_int("file_size", values["file_size"])
+    if values.get("device") is not None:
+        device = values["device"]
+        key = device.strip().lower().replace("-", "_") if isinstance(device, str) else None
+        if key not in DEVICES:
+            raise MarkerError(f"device={device!r} is not one of {', '.join(DEVICES)}")
+        out["device"] = key
+    if values.get("allow_unfired_faults") is not None:
+        allow = values["allow_unfired_faults"]
+        if not isinstance(allow, bool):
+            raise MarkerError(f"allow_unfired_faults={allow!r} must be True or False")
+        out["allow_unfired_faults"] = allow
     if values.get("coalescing") is not None or values.get("granularity") is not None:
         from pmemsim.enums import Coalescing, Granularity
 
@@ -256,19 +297,127 @@ def pmem_space(request: pytest.FixtureRequest) -> Iterator[LayoutAddressSpace]:
             close()
 
 
-@pytest.fixture
-def fault_plan() -> FaultPlan:
-    """An empty FaultPlan; the ``pmemset`` fixture consults it. Arm it with ``fail``/``fail_next``."""
-    from pmemsim.faults import FaultPlan
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """Remember each phase's outcome: teardown checks stay quiet when the test already failed."""
+    outcome = yield
+    report = outcome.get_result()
+    item.stash.setdefault(_PHASE_KEY, {})[report.when] = report.outcome
 
-    return FaultPlan()
+
+#: The Source constructors that take a ``fault_plan``; ``from_file`` goes through ``xfrom_file``.
+_SOURCE_CONSTRUCTORS = ("xfrom_file", "from_temporary", "from_fd")
+
+
+@contextlib.contextmanager
+def _sources_default_to(plan: FaultPlan) -> Iterator[None]:
+    """While active, a Source opened without a fault plan of its own uses ``plan``.
+
+    The ``alloc.source`` site lives in the Source constructors, which take the plan as an
+    argument: code under test opens its sources itself (``Source.from_file(path)``) and
+    cannot be asked to pass the test's plan, so the fixture supplies it as the default.
+    """
+    from pmemsim.source import Source
+
+    originals = {name: Source.__dict__[name] for name in _SOURCE_CONSTRUCTORS}
+
+    def with_plan(original: Any) -> Any:
+        func = original.__func__
+
+        def construct(cls: Any, *args: Any, fault_plan: FaultPlan | None = None, **kwargs: Any) -> Any:
+            return func(cls, *args, fault_plan=plan if fault_plan is None else fault_plan, **kwargs)
+
+        wrapped: Any = functools.wraps(func)(construct)  # keeps the name and docstring for help()
+        return classmethod(wrapped)
+
+    for name, original in originals.items():
+        setattr(Source, name, with_plan(original))
+    try:
+        yield
+    finally:
+        for name, original in originals.items():
+            setattr(Source, name, original)
+
+
+def _watched_plan_class() -> type[FaultPlan]:
+    """A FaultPlan that remembers what was armed and everything that ever fired (built lazily)."""
+    from pmemsim.faults import FaultPlan, FaultSite, FiredFault
+
+    @dataclass
+    class WatchedFaultPlan(FaultPlan):
+        """The ``fault_plan`` fixture's plan: a FaultPlan that can tell which planned failures never fired."""
+
+        _armed: list[tuple[FaultSite, int | None]] = field(default_factory=list, repr=False, compare=False)
+        _ever_fired: list[FiredFault] = field(default_factory=list, repr=False, compare=False)
+
+        def fail(
+            self,
+            site: FaultSite | str,
+            *,
+            at: int | None = None,
+            every: bool = False,
+            errno: int | None = None,
+        ) -> FaultPlan:
+            super().fail(site, at=at, every=every, errno=errno)  # validates first
+            self._armed.append((FaultSite(site), None if every else (at if at is not None else 1)))
+            return self
+
+        def hit(self, site: FaultSite | str) -> FiredFault | None:
+            fault = super().hit(site)
+            if fault is not None:
+                self._ever_fired.append(fault)  # kept across reset()
+            return fault
+
+        def unfired(self) -> list[str]:
+            """The planned failures that never fired, described for a test failure."""
+            out = []
+            for site, at in self._armed:
+                if at is None:
+                    if not any(f.site is site for f in self._ever_fired):
+                        out.append(f"{site.value} (every hit; reached {self.hits.get(site, 0)} time(s))")
+                elif not any(f.site is site and f.hit == at for f in self._ever_fired):
+                    out.append(f"{site.value} at hit {at} (reached {self.hits.get(site, 0)} time(s))")
+            return out
+
+    WatchedFaultPlan.__qualname__ = "WatchedFaultPlan"  # its repr in failure output, not the factory's locals
+    return WatchedFaultPlan
+
+
+@pytest.fixture
+def fault_plan(request: pytest.FixtureRequest) -> Iterator[FaultPlan]:
+    """The set's FaultPlan; arm it with ``fail``/``fail_next``.
+
+    The ``pmemset`` fixture's set uses it, and so does every Source the test opens without
+    a plan of its own (``Source.from_file``, ``xfrom_file``, ``from_temporary``,
+    ``from_fd``), so ``alloc.source`` can be armed too. A planned failure that never fired
+    fails the test at teardown: the error path it was meant to test was not reached.
+    ``@pytest.mark.pmemsim(allow_unfired_faults=True)`` opts out (e.g. for a plan shared by
+    parametrised cases that do not all reach the site).
+    """
+    settings = _settings(request.node)
+    plan = _watched_plan_class()()
+    with _sources_default_to(plan):
+        yield plan
+    phases = request.node.stash.get(_PHASE_KEY, {})
+    if settings.allow_unfired_faults or phases.get("call") != "passed":
+        return
+    unfired = plan.unfired()  # type: ignore[attr-defined]
+    if unfired:
+        pytest.fail(
+            f"fault_plan: planned failure(s) never fired: {', '.join(unfired)}. The test never reached "
+            f"the error path it arms; @pytest.mark.{MARKER}(allow_unfired_faults=True) allows it",
+            pytrace=False,
+        )
 
 
 @pytest.fixture
 def pmemset(
     pmem_space: LayoutAddressSpace, fault_plan: FaultPlan, request: pytest.FixtureRequest
 ) -> Iterator[PmemSet]:
-    """A PmemSet on ``pmem_space`` with ``fault_plan`` (PAGE granularity, coalescing NONE, or the marker's).
+    """A PmemSet on ``pmem_space`` with ``fault_plan`` (coalescing NONE, or the marker's).
+
+    It requires the marker's ``granularity``, else its ``device``'s (``"dax"``:
+    CACHE_LINE), else PAGE.
 
     At teardown the set is checked (``_check()``), closed, and must have released every
     reservation it made and unmapped every part map.
@@ -278,7 +427,12 @@ def pmemset(
     from pmemsim.pmemset import PmemSet
 
     settings = _settings(request.node)
-    granularity = Granularity(settings.granularity) if settings.granularity is not None else Granularity.PAGE
+    if settings.granularity is not None:
+        granularity = Granularity(settings.granularity)
+    elif settings.device is not None:  # a set written for the device it runs on
+        granularity = Granularity(DEVICES[settings.device])
+    else:
+        granularity = Granularity.PAGE
     pset = PmemSet(Config(granularity, address_space=pmem_space, fault_plan=fault_plan))
     if settings.coalescing is not None:
         pset.set_contiguous_part_coalescing(Coalescing(settings.coalescing))
@@ -308,16 +462,29 @@ def _close_and_check(pset: PmemSet, space: LayoutAddressSpace) -> list[str]:
     return problems
 
 
+def _device_granularity(settings: MarkerSettings) -> int | None:
+    """The device granularity of the fixture files (a Granularity value), None for a regular file."""
+    if settings.device is not None:
+        return None if settings.device == "file" else DEVICES[settings.device]
+    if settings.granularity is not None and settings.granularity < DEVICES["file"]:
+        return settings.granularity  # the device that satisfies what the set requires
+    return None
+
+
 @pytest.fixture
 def make_pmem_file(request: pytest.FixtureRequest) -> Callable[..., str]:
     """``make_pmem_file(size=None, name=None, fill=b"\\0") -> path``: a new file of ``size`` bytes.
 
     The default size is the marker's ``file_size``, else 64 pages of its ``page_size``
     (4096 bytes by default). Files live in ``tmp_path``, or in pyfakefs' fake file
-    system when the test uses the ``fs`` fixture.
+    system when the test uses the ``fs`` fixture. They sit on a regular-file device
+    (a flush makes its whole page durable) unless the marker's ``device`` says otherwise,
+    or its ``granularity`` asks for a finer one (``"cache_line"``: a DAX device), so the
+    ``pmemset`` fixture can always map them.
     """
     settings = _settings(request.node)
     default = settings.file_size or DEFAULT_FILE_PAGES * (settings.page_size or _DEFAULT_PAGE)
+    device = _device_granularity(settings)
     if "fs" in request.fixturenames:
         import tempfile
 
@@ -340,6 +507,11 @@ def make_pmem_file(request: pytest.FixtureRequest) -> Callable[..., str]:
                 f.truncate(n)
             else:
                 f.write((fill * (n // len(fill) + 1))[:n])
+        if device is not None:
+            from pmemsim.enums import Granularity
+
+            space: LayoutAddressSpace = request.getfixturevalue("pmem_space")
+            space.set_device_granularity(path, Granularity(device))
         return path
 
     return make
@@ -357,11 +529,14 @@ class CrashCheckFactory:
 
     Records the block on ``pset`` (default: the ``pmemset`` fixture), replays every crash
     state ``engine`` picks (default: ``--pmemsim-engine``, else Exhaustive) and fails the
-    test with the minimal trace when ``checker(image)`` rejects one. Other keyword
-    arguments (``markers``, ``seed``, ``workers``, ``model``, ``all_files``,
-    ``timeout``) are those of :class:`pmemsim.testing.crash.CrashCheck`. A checker that
-    is neither callable nor a program command, or an unknown engine, fails the test
-    with a one-line error.
+    test with the minimal trace when ``checker(image)`` (or ``checker(image, ctx)``)
+    rejects one, or gives no usable answer. Other keyword arguments (``markers``,
+    ``seed``, ``workers``, ``model``, ``all_files``, ``timeout``, ``max_states``,
+    ``allow_empty``, ``strict``: default ``--pmemsim-strict-crash``) are those of
+    :class:`pmemsim.testing.crash.CrashCheck`. A block that recorded nothing fails; a
+    run that was not exhaustive warns (fails when strict). A checker that is neither
+    callable nor a program command, or an unknown engine, fails the test with a
+    one-line error.
     """
 
     request: pytest.FixtureRequest
@@ -379,6 +554,7 @@ class CrashCheckFactory:
         if pset is None:
             pset = self.request.getfixturevalue("pmemset")
         chosen = engine or self.request.config.getoption(OPTION_ENGINE) or DEFAULT_ENGINE
+        kwargs.setdefault("strict", bool(self.request.config.getoption(OPTION_STRICT)))
         try:
             check = CrashCheck(pset, checker, engine=chosen, on_failure=_fail_crash, **kwargs)
         except (TypeError, ValueError) as exc:
@@ -469,7 +645,9 @@ class _Reporter:
             return  # an xdist worker: the controller writes the file
         from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
 
-        default_backend = os.environ.get("PMEMSIM_BACKEND") or "default"
+        # A test that did not use pmem_space made its own address space (or used none, or the
+        # process default): which backend it ran on is not known here, so it gets its own column.
+        default_backend = "own"
         results = ResultsFile(
             [
                 RunResult(

@@ -1,0 +1,255 @@
+"""Shards: one deterministic share of a replay per job, and the merge into the report one run gives.
+
+Theory of operation
+-------------------
+A replay of a log is cut into up to :data:`~pmemsim.persistence.explore.DEFAULT_SLICES`
+slices at quiescent fences (points after which nothing is in flight), and each slice
+can be explored on its own from the initial image. Shard K of N explores the slices
+``s`` with ``s % N == K - 1`` (round robin, so every shard gets early and late parts of
+the log) and writes, per slice, what the merge needs: the keys of the states it judged
+first, the count of non-deduplicating states, its failures with their keys, and its
+limits. The merge orders the slices, checks that every one is there exactly once, and
+runs the same merge as :func:`~pmemsim.persistence.replay` -- dropping deduplicated
+states an earlier slice judged, locating the kept failures -- so the merged report is
+the one a single run would give. Nothing is trusted blindly: shards of another log
+(its digest), other parameters, a missing or a duplicated shard are bad input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from pmemsim.enums import Granularity
+from pmemsim.persistence.checkers import Checker, CheckOutcome, Verdict
+from pmemsim.persistence.engines import Engine
+from pmemsim.persistence.explore import (
+    DEFAULT_SLICES,
+    ChunkResult,
+    SliceWork,
+    build_report,
+    explore_slice,
+    prepare_replay,
+)
+from pmemsim.persistence.log import Fence, Flush, LogError, Marker, Store, StoreLog
+from pmemsim.persistence.model import PersistencyModel
+from pmemsim.persistence.results import CrashReport
+
+__all__ = ["SHARD_FORMAT", "SHARD_VERSION", "ShardError", "explore_shard", "log_digest", "merge_shards"]
+
+SHARD_FORMAT = "pmemsim-crash-shard"
+SHARD_VERSION = 1
+
+
+class ShardError(LogError):
+    """Shards that do not make one replay: missing, duplicated, of another log or other parameters."""
+
+
+def log_digest(log: StoreLog, images: Sequence[bytes]) -> str:
+    """A SHA-256 over the records, the files and their initial images: the identity shards must share."""
+    h = hashlib.sha256()
+    for info, image in zip(log.files.values(), images, strict=True):
+        h.update(f"F|{info.key}|{info.size}|".encode())
+        h.update(hashlib.sha256(image).digest())
+    for rec in log.records:
+        if isinstance(rec, Store):
+            h.update(f"S|{rec.file}|{rec.offset}|{int(rec.nontemporal)}|".encode() + rec.data)
+        elif isinstance(rec, Flush):
+            h.update(f"L|{rec.file}|{rec.offset}|{rec.length}".encode())
+        elif isinstance(rec, Fence):
+            h.update(b"F")
+        elif isinstance(rec, Marker):
+            h.update(f"M|{rec.name}|{rec.data!r}".encode())
+    return h.hexdigest()
+
+
+def _chunk_json(s: int, count: int, r: ChunkResult) -> dict[str, Any]:
+    return {
+        "slice": s,
+        "epochs": count,
+        "first_keys": [f"{k:032x}" for k in r.first_keys],
+        "first_dedup": "".join("1" if d else "0" for d in r.first_dedup),
+        "images": sorted(f"{h:032x}" for h in r.images),
+        "nondedup": r.nondedup,
+        "failures": [
+            [epoch, seq, f"{key:032x}", dedup, o.verdict.value, o.file, o.message]
+            for epoch, seq, key, dedup, o in r.failures
+        ],
+        "warnings": list(r.warnings),
+        "limits": list(r.limits),
+        "calls": r.calls,
+    }
+
+
+def _chunk_from_json(d: Any, where: str) -> tuple[int, int, ChunkResult]:
+    try:
+        keys = [int(k, 16) for k in d["first_keys"]]
+        dedup = bytes(c == "1" for c in d["first_dedup"])
+        if len(dedup) != len(keys) or set(d["first_dedup"]) - {"0", "1"}:
+            raise ValueError("first_dedup does not match first_keys")
+        failures = [
+            (int(e), int(q), int(k, 16), bool(dd), CheckOutcome(Verdict(v), str(f), str(m)))
+            for e, q, k, dd, v, f, m in d["failures"]
+        ]
+        chunk = ChunkResult(
+            keys,
+            {int(h, 16) for h in d["images"]},
+            dedup,
+            int(d["nondedup"]),
+            failures,
+            [str(w) for w in d["warnings"]],
+            [str(w) for w in d["limits"]],
+            int(d["calls"]),
+        )
+        return int(d["slice"]), int(d["epochs"]), chunk
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ShardError(f"{where}: malformed slice result ({type(exc).__name__}: {exc})") from None
+
+
+def explore_shard(
+    log: StoreLog,
+    checker: Checker | Callable[..., object] | str | Sequence[str],
+    shard: int,
+    shards: int,
+    *,
+    engine: Engine | str = "Exhaustive",
+    markers: Mapping[str, Engine | str] | None = None,
+    seed: int | None = None,
+    model: PersistencyModel | Granularity | None = None,
+    images: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
+    timeout: float | None = 60.0,
+    max_states: int | None = None,
+    allow_open_markers: bool = False,
+    allow_empty: bool = False,
+    slices: int = DEFAULT_SLICES,
+    params: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Explore shard ``shard`` (1-based) of ``shards`` of the replay of ``log``; a JSON-ready dict.
+
+    Arguments are those of :func:`~pmemsim.persistence.replay`; ``params`` (JSON-ready)
+    is stored for the merge to compare (every shard must have been run the same way).
+    Raises what replay raises, and ValueError for a bad shard number.
+    """
+    if not (isinstance(shards, int) and isinstance(shard, int) and 1 <= shard <= shards <= 1 << 16):
+        raise ValueError(f"shard must be K/N with 1 <= K <= N <= 65536, got {shard}/{shards}")
+    job, notes, _, _, scan = prepare_replay(
+        log,
+        checker,
+        engine=engine,
+        markers=markers,
+        workers=1,
+        seed=seed,
+        model=model,
+        images=images,
+        timeout=timeout,
+        max_states=max_states,
+        allow_open_markers=allow_open_markers,
+        allow_empty=True,  # an empty share is fine; the merge decides about the whole
+        slices=slices,
+    )
+    assert scan is not None
+    work = SliceWork(job, scan.markers, scan.points, allow_open_markers)
+    taken = range(shard - 1, len(scan.points), shards)
+    return {
+        "format": SHARD_FORMAT,
+        "version": SHARD_VERSION,
+        "shard": shard,
+        "shards": shards,
+        "slices": len(scan.points),
+        "log": log_digest(log, job.images),
+        "params": dict(params or {}),
+        "notes": notes,
+        "allow_empty": allow_empty,
+        "results": [_chunk_json(*explore_slice(work, s)) for s in taken],
+    }
+
+
+def merge_shards(
+    log: StoreLog,
+    checker: Checker | Callable[..., object] | str | Sequence[str],
+    docs: Sequence[Mapping[str, Any]],
+    *,
+    names: Sequence[str] | None = None,
+    engine: Engine | str = "Exhaustive",
+    markers: Mapping[str, Engine | str] | None = None,
+    seed: int | None = None,
+    model: PersistencyModel | Granularity | None = None,
+    images: Mapping[str, bytes | str | os.PathLike[str]] | None = None,
+    timeout: float | None = 60.0,
+    max_states: int | None = None,
+    max_failures: int = 100,
+    allow_open_markers: bool = False,
+    allow_empty: bool = False,
+    slices: int = DEFAULT_SLICES,
+) -> CrashReport:
+    """The report of a single replay from the shard results ``docs`` (as :func:`explore_shard` made them).
+
+    ``log`` and the arguments must be those the shards ran with (the log's digest is
+    checked); ``names`` label the documents in errors. Raises ShardError for a missing,
+    duplicated or foreign shard and for malformed documents, and what replay raises.
+    """
+    labels = list(names) if names is not None else [f"shard document {i + 1}" for i in range(len(docs))]
+    if not docs:
+        raise ShardError("no shard results to merge")
+    first = docs[0]
+    for label, doc in zip(labels, docs, strict=True):
+        if not isinstance(doc, Mapping) or doc.get("format") != SHARD_FORMAT:
+            raise ShardError(f"{label}: not a pmemsim shard result (format {SHARD_FORMAT!r})")
+        if doc.get("version") != SHARD_VERSION:
+            raise ShardError(
+                f"{label}: shard format version {doc.get('version')!r}, expected {SHARD_VERSION}"
+            )
+        for key in ("shards", "slices", "log", "params"):
+            if doc.get(key) != first.get(key):
+                raise ShardError(
+                    f"{label}: {key} {doc.get(key)!r} differs from {labels[0]}'s {first.get(key)!r}: "
+                    "shards of one replay must come from the same log and options"
+                )
+    shards = first.get("shards")
+    numbers = [doc.get("shard") for doc in docs]
+    if not isinstance(shards, int) or sorted(n for n in numbers if isinstance(n, int)) != list(
+        range(1, shards + 1)
+    ):
+        have = sorted(n for n in numbers if isinstance(n, int))
+        missing = sorted(set(range(1, shards + 1)) - set(have)) if isinstance(shards, int) else []
+        duplicated = sorted({n for n in have if have.count(n) > 1})
+        raise ShardError(
+            f"shards must be 1..{shards} exactly once: missing {missing or 'none'}, "
+            f"duplicated {duplicated or 'none'}"
+        )
+    job, notes, _, _, scan = prepare_replay(
+        log,
+        checker,
+        engine=engine,
+        markers=markers,
+        workers=1,
+        seed=seed,
+        model=model,
+        images=images,
+        timeout=timeout,
+        max_states=max_states,
+        allow_open_markers=allow_open_markers,
+        allow_empty=True,
+        slices=slices,
+    )
+    assert scan is not None
+    if first["log"] != log_digest(log, job.images) or first["slices"] != len(scan.points):
+        raise ShardError("the shards were made from another log (or other initial images) than this one")
+    results = sorted(
+        (_chunk_from_json(r, label) for label, doc in zip(labels, docs, strict=True) for r in doc["results"]),
+        key=lambda item: item[0],
+    )
+    if [s for s, _, _ in results] != list(range(len(scan.points))):
+        raise ShardError("the shard results do not hold every slice exactly once")
+    return build_report(
+        job,
+        [chunk for _, _, chunk in results],
+        None,
+        sum(count for _, count, _ in results),
+        max_failures=max_failures,
+        allow_empty=allow_empty,
+        allow_open_markers=allow_open_markers,
+        notes=[*notes, *first.get("notes", [])],
+    )
