@@ -28,6 +28,7 @@ _SPACE_API = (
     "shrink",
     "map_file",
     "unmap",
+    "unmap_many",
     "read",
     "write",
     "flush",
@@ -55,7 +56,9 @@ class Config:
 
     ``granularity`` is required (None → GRANULARITY_NOT_SET when the set is made);
     ``reservation`` confines every part map to one reservation whose address and size
-    never change; ``event_callback(pset, event)`` sees every event; ``address_space``
+    never change; ``event_callback(pset, event)`` sees every event (an exception from
+    it stops an operation it announces, but never fails a PART_ADD / PART_REMOVE whose
+    change is already made: see ``PmemSet.callback_errors``); ``address_space``
     defaults to the process default; ``fault_plan`` injects failures.
     """
 

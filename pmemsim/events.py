@@ -1,4 +1,11 @@
-"""Events delivered to a set's event callback: small frozen values, one class per kind."""
+"""Events delivered to a set's event callback: small frozen values, one class per kind.
+
+Events named "Before ..." are delivered before the operation: an exception from the
+callback propagates and the operation does not happen. PART_ADD and PART_REMOVE are
+delivered after the change was made: an ``Exception`` from the callback cannot undo
+it, so the call still succeeds and the exception goes to ``PmemSet.callback_errors``
+(and the ``pmemsim`` logger).
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,18 @@ The core asks ``plan.hit(site)`` just before the operation a site stands for; a 
 that is planned to fail returns a :class:`FiredFault` and the core turns it into the
 site's documented error (the table ``SITE_ERRORS``). A plan is independent of the
 backend: the same plan fails the same call on the simulator and on real mmap.
+
+Besides the API-level sites (:class:`FaultSite`) a plan can fail the k-th system
+call of a kind (:class:`OsCall`: ``os.open``, ``os.fstat``, ``os.ftruncate``,
+``os.fallocate``, ``os.mmap``, ``os.munmap``, ``os.msync``, ``os.close``). Every OS
+file call of the package goes through :mod:`pmemsim._files`, which asks the plan that
+is active in the current thread (a set activates its own plan for the duration of
+each of its calls; a source constructor activates the ``fault_plan`` it was given)
+and raises the ``OSError`` the real call would have raised, with the planned errno
+(default: the errno the table ``OS_CALL_ERRNOS`` gives). OS calls are hit-counted in
+``plan.hits`` like the other sites, so "disk full at the 3rd msync" is
+``FaultPlan().fail("os.msync", at=3, errno=errno.ENOSPC)``. The mmap backend makes all
+eight kinds of call; the simulator makes the file calls only (no mmap, munmap or msync).
 """
 
 from __future__ import annotations
@@ -14,7 +26,7 @@ from enum import StrEnum
 
 from pmemsim.errors import ErrorCode
 
-__all__ = ["SITE_ERRORS", "FaultPlan", "FaultSite", "FiredFault"]
+__all__ = ["OS_CALL_ERRNOS", "SITE_ERRORS", "FaultPlan", "FaultSite", "FiredFault", "OsCall"]
 
 
 class FaultSite(StrEnum):
@@ -30,6 +42,31 @@ class FaultSite(StrEnum):
     MAP_FILE = "map.file"
     FLUSH_DEEP = "flush.deep"
 
+
+class OsCall(StrEnum):
+    """The kinds of system call a :class:`FaultPlan` can make fail (the k-th of a kind)."""
+
+    OPEN = "os.open"
+    FSTAT = "os.fstat"
+    FTRUNCATE = "os.ftruncate"
+    FALLOCATE = "os.fallocate"
+    MMAP = "os.mmap"
+    MUNMAP = "os.munmap"
+    MSYNC = "os.msync"
+    CLOSE = "os.close"
+
+
+#: The errno an injected system-call failure carries when the plan names none.
+OS_CALL_ERRNOS: dict[OsCall, int] = {
+    OsCall.OPEN: _errno.EMFILE,
+    OsCall.FSTAT: _errno.EIO,
+    OsCall.FTRUNCATE: _errno.ENOSPC,
+    OsCall.FALLOCATE: _errno.ENOSPC,
+    OsCall.MMAP: _errno.ENOMEM,
+    OsCall.MUNMAP: _errno.ENOMEM,
+    OsCall.MSYNC: _errno.EIO,
+    OsCall.CLOSE: _errno.EIO,
+}
 
 #: What each site's failure becomes at the API (DESIGN.md §5).
 SITE_ERRORS: dict[FaultSite, ErrorCode] = {
@@ -64,13 +101,15 @@ _MAX_ERRNO = 1 << 31
 class FiredFault:
     """One injected failure: which site, which hit of it (1-based), and the OS errno."""
 
-    site: FaultSite
+    site: FaultSite | OsCall
     hit: int
     errno: int | None
 
     @property
-    def code(self) -> ErrorCode:
-        """The error code the API reports for this failure."""
+    def code(self) -> int:
+        """The error code the API reports for this failure (``-errno`` for a system call)."""
+        if isinstance(self.site, OsCall):
+            return -(self.errno or OS_CALL_ERRNOS[self.site])
         return SITE_ERRORS[self.site]
 
 
@@ -81,15 +120,19 @@ class _Rule:
     errno: int | None
 
 
-def _as_site(site: FaultSite | str) -> FaultSite:
-    if isinstance(site, FaultSite):
+def _as_site(site: FaultSite | OsCall | str) -> FaultSite | OsCall:
+    if isinstance(site, FaultSite | OsCall):
         return site
     if not isinstance(site, str):
-        raise TypeError(f"fault site must be a FaultSite or str, not {type(site).__name__}")
+        raise TypeError(f"fault site must be a FaultSite, an OsCall or a str, not {type(site).__name__}")
     try:
         return FaultSite(site)
     except ValueError:
-        known = ", ".join(s.value for s in FaultSite)
+        pass
+    try:
+        return OsCall(site)
+    except ValueError:
+        known = ", ".join([s.value for s in FaultSite] + [c.value for c in OsCall])
         raise ValueError(f"unknown fault site {site!r}; known sites: {known}") from None
 
 
@@ -104,13 +147,13 @@ class FaultPlan:
     each site was reached (failed or not).
     """
 
-    _rules: dict[FaultSite, list[_Rule]] = field(default_factory=dict)
-    hits: dict[FaultSite, int] = field(default_factory=dict)
+    _rules: dict[FaultSite | OsCall, list[_Rule]] = field(default_factory=dict)
+    hits: dict[FaultSite | OsCall, int] = field(default_factory=dict)
     fired: list[FiredFault] = field(default_factory=list)
 
     def fail(
         self,
-        site: FaultSite | str,
+        site: FaultSite | OsCall | str,
         *,
         at: int | None = None,
         every: bool = False,
@@ -135,25 +178,30 @@ class FaultPlan:
         )
         return self
 
-    def fail_next(self, site: FaultSite | str, *, errno: int | None = None) -> FaultPlan:
+    def fail_next(self, site: FaultSite | OsCall | str, *, errno: int | None = None) -> FaultPlan:
         """Plan a failure of the next hit of ``site`` (``at`` counts from the plan's creation)."""
         s = _as_site(site)
         return self.fail(s, at=self.hits.get(s, 0) + 1, errno=errno)
 
-    def hit(self, site: FaultSite | str) -> FiredFault | None:
+    def hit(self, site: FaultSite | OsCall | str) -> FiredFault | None:
         """Count one arrival at ``site``; return the fault if this hit is planned to fail."""
         s = _as_site(site)
         n = self.hits.get(s, 0) + 1
         self.hits[s] = n
         for rule in self._rules.get(s, ()):
             if rule.every or rule.at == n:
-                err = rule.errno if rule.errno is not None else _DEFAULT_ERRNO.get(s)
+                if rule.errno is not None:
+                    err: int | None = rule.errno
+                elif isinstance(s, OsCall):
+                    err = OS_CALL_ERRNOS[s]
+                else:
+                    err = _DEFAULT_ERRNO.get(s)
                 fault = FiredFault(site=s, hit=n, errno=err)
                 self.fired.append(fault)
                 return fault
         return None
 
-    def fired_sites(self) -> list[FaultSite]:
+    def fired_sites(self) -> list[FaultSite | OsCall]:
         """The sites of ``fired``, in order."""
         return [f.site for f in self.fired]
 

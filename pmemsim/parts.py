@@ -145,9 +145,10 @@ class PartMap:
 
     def drop(self) -> None:
         """Give the reference back (``pmemset_part_map_drop``)."""
-        rec = self._live()
-        rec.refcount -= 1
-        self._record = None
+        with self._pset._lock:  # another thread may be removing part maps meanwhile
+            rec = self._live()
+            rec.refcount -= 1
+            self._record = None
 
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, PartMap):

@@ -8,7 +8,25 @@ into libpmemset's documented errors at the seam.
 
 Rule 2: a failed call changes nothing. ``part_map`` records an undo action for every
 step that changed something and runs them in reverse when a later step fails;
-every other mutating call checks everything before it changes anything.
+every other mutating call checks everything before it changes anything. Removal
+hands all the mappings it takes away to the address space in one
+``unmap_many``, which the backend does completely or not at all, and the set's
+records change only after it succeeded. A memcpy / memmove / memset whose flush fails
+(an msync error) puts the bytes it stored back and records nothing.
+
+Rule 3 (threads): a set may be shared by threads. Every public call holds the lock of
+the set's address space (one reentrant lock per space, shared by every set on it), so
+calls run one at a time and an event callback may call back into the set.
+
+Rule 4 (events): events that announce an operation (COPY, MOVE, SET, FLUSH, DRAIN,
+PERSIST) are delivered before it; an exception from the callback propagates and the
+operation does not happen. PART_ADD and PART_REMOVE are delivered after the change
+committed: an ``Exception`` from the callback then cannot undo it, so the call still
+returns normally; the exception is kept in :attr:`PmemSet.callback_errors` and logged
+(logger ``pmemsim``) instead of turning a done call into a failure.
+
+OS faults: every public call activates the set's fault plan for the system calls it
+makes (see :mod:`pmemsim._files`), so the plan's ``os.*`` sites count this set's calls.
 """
 
 from __future__ import annotations
@@ -16,11 +34,15 @@ from __future__ import annotations
 import bisect
 import contextlib
 import errno as _errno
+import functools
+import logging
+import threading
 import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
+from pmemsim import _files
 from pmemsim._recording import Piece, SetRecording
 from pmemsim.addrspace.base import (
     AddressSpace,
@@ -68,6 +90,25 @@ __all__ = ["Part", "PartDescriptor", "PartMap", "PmemSet"]
 
 INT64_MAX = (1 << 63) - 1
 
+_log = logging.getLogger("pmemsim")
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _api(method: Callable[Concatenate[PmemSet, _P], _R]) -> Callable[Concatenate[PmemSet, _P], _R]:
+    """A public call: hold the space's lock and activate the set's plan for OS calls."""
+
+    def call(self: PmemSet, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with self._lock:
+            token = _files.set_plan(self._plan)
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                _files.reset_plan(token)
+
+    functools.update_wrapper(call, method)
+    return call
+
 
 @dataclass(frozen=True)
 class _Placement:
@@ -85,12 +126,31 @@ def _undo_all(actions: list[Callable[[], None]]) -> None:
             action()
 
 
-def _release_everything(space: AddressSpace, maps: _RecordIndex, own: dict[int, Reservation]) -> None:
-    """Unmap every part map and release the set's own reservations (close and GC)."""
+def _release_everything(
+    space: AddressSpace,
+    maps: _RecordIndex,
+    own: dict[int, Reservation],
+    lock: threading.RLock,
+    plan: FaultPlan,
+) -> None:
+    """Unmap every part map and release the set's own reservations (close and GC).
+
+    The set's own plan counts the system calls, also when a garbage collection in the
+    middle of another set's call runs this.
+    """
+    with lock, _files.active_plan(plan):
+        _release_locked(space, maps, own)
+
+
+def _release_locked(space: AddressSpace, maps: _RecordIndex, own: dict[int, Reservation]) -> None:
     for rec in list(maps):
+        # All of a part map's pieces in one go: one system call for a coalesced run
+        # (piece by piece, each in the middle of a merged VMA, could hit vm.max_map_count).
+        # A refusal leaves the mappings to the space (its bookkeeping still agrees with
+        # the kernel); the space's close takes them down.
+        with contextlib.suppress(AddressSpaceError, OSError, ValueError):
+            space.unmap_many(rec.mappings)
         for m in rec.mappings:
-            with contextlib.suppress(AddressSpaceError, OSError, ValueError):
-                space.unmap(m)
             file = m.file
             if isinstance(file, _OpenFile):
                 file.release()
@@ -104,7 +164,10 @@ def _release_everything(space: AddressSpace, maps: _RecordIndex, own: dict[int, 
 class PmemSet:
     """A set of part maps (``struct pmemset``). Use as a context manager or call :meth:`close`.
 
-    Raises PmemsetError GRANULARITY_NOT_SET when the config has no granularity.
+    Threads may share a set: each call holds the lock of the set's address space (the
+    calls of every set on that space run one at a time; an event callback may call
+    back into the set). Raises PmemsetError GRANULARITY_NOT_SET when the config has no
+    granularity.
     """
 
     def __init__(self, config: Config) -> None:
@@ -135,7 +198,15 @@ class PmemSet:
         self._effective: Granularity | None = None
         self._closed = False
         self._recording: SetRecording | None = None
-        self._finalizer = weakref.finalize(self, _release_everything, space, self._maps, self._own_rsvs)
+        #: Exceptions raised by the event callback for PART_ADD / PART_REMOVE (after the
+        #: change committed), oldest first, as ``(event, exception)``.
+        self.callback_errors: list[tuple[Event, Exception]] = []
+        self._flush_may_fail: bool = getattr(space, "flush_may_fail", True)
+        lock = getattr(space, "lock", None)
+        self._lock: threading.RLock = lock if lock is not None else threading.RLock()
+        self._finalizer = weakref.finalize(
+            self, _release_everything, space, self._maps, self._own_rsvs, self._lock, self._plan
+        )
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -154,6 +225,7 @@ class PmemSet:
         """True after :meth:`close`."""
         return self._closed
 
+    @_api
     def close(self) -> None:
         """Unmap everything and release the set's reservations (``pmemset_delete``)."""
         if self._closed:
@@ -194,8 +266,19 @@ class PmemSet:
         if self._callback is not None:
             self._callback(self, event)
 
+    def _emit_committed(self, event: Event) -> None:
+        """Deliver an event about a change already made: the callback cannot fail the call."""
+        if self._callback is None:
+            return
+        try:
+            self._callback(self, event)
+        except Exception as exc:
+            self.callback_errors.append((event, exc))
+            _log.warning("the event callback raised %r for %r after the change was made", exc, event)
+
     # -- parts --------------------------------------------------------------------------------
 
+    @_api
     def part_new(self, source: Source, offset: int = 0, length: int = 0) -> Part:
         """A part of ``source`` starting at ``offset``; ``length`` 0 = to the end of the source.
 
@@ -223,6 +306,7 @@ class PmemSet:
                 f"part was already {'consumed by part_map' if part.consumed else 'deleted'}",
             )
 
+    @_api
     def part_map(self, part: Part) -> PartDescriptor:
         """Map ``part`` (``pmemset_part_map``) and consume it; return the part map's descriptor.
 
@@ -255,7 +339,7 @@ class PmemSet:
                     f"have {self._effective.name}",
                 )
             if self._recording is not None:
-                self._recording.track(mapping)  # may refuse (a file shrank while recording)
+                self._track(mapping)  # may refuse (a file shrank while recording)
         except BaseException:
             _undo_all(undo)
             raise
@@ -274,8 +358,17 @@ class PmemSet:
         self._effective = mapping.granularity
         part.consumed = True
         desc = rec.descriptor
-        self._emit(PartAddEvent(desc.addr, desc.size, source))
+        self._emit_committed(PartAddEvent(desc.addr, desc.size, source))
         return desc
+
+    def _track(self, mapping: Mapping) -> None:
+        """Register a new mapping's file with the recording (its content is read now)."""
+        assert self._recording is not None
+        try:
+            self._recording.track(mapping)
+        except OSError as exc:
+            err = exc.errno or _errno.EIO
+            raise PmemsetError(-err, f"cannot read the file to record: {exc}", os_errno=err) from exc
 
     def _step_length(self, part: Part) -> int:
         """Step 1: length 0 means the whole source, at its current size."""
@@ -419,6 +512,7 @@ class PmemSet:
         """The current contiguous part coalescing mode."""
         return self._coalescing
 
+    @_api
     def set_contiguous_part_coalescing(self, value: Coalescing | int) -> None:
         """Switch coalescing (``pmemset_set_contiguous_part_coalescing``); applies to later maps.
 
@@ -441,6 +535,7 @@ class PmemSet:
         """The part map the next coalesced part would follow (None when there is none)."""
         return None if self._anchor is None else self._anchor.descriptor
 
+    @_api
     def get_store_granularity(self) -> Granularity:
         """The effective store granularity of the set's part maps; NO_PART_MAPPED when empty."""
         self._check_open()
@@ -469,6 +564,7 @@ class PmemSet:
 
     # -- iteration and lookup --------------------------------------------------------------
 
+    @_api
     def descriptors(self) -> list[PartDescriptor]:
         """Every part map's descriptor in address order (takes no reference)."""
         return [rec.descriptor for rec in self._maps]
@@ -483,12 +579,14 @@ class PmemSet:
             raise ValueError(f"{pmap!r} belongs to another PmemSet")
         return pmap._live()
 
+    @_api
     def first_part_map(self) -> PartMap | None:
         """A reference to the lowest part map, or None (``pmemset_first_part_map``)."""
         self._check_open()
         rec = self._maps.first()
         return None if rec is None else PartMap(self, rec)
 
+    @_api
     def next_part_map(self, current: PartMap) -> PartMap | None:
         """A reference to the part map after ``current``, or None (``pmemset_next_part_map``)."""
         self._check_open()
@@ -499,6 +597,7 @@ class PmemSet:
     def _find(self, addr: int) -> _PartMapRecord | None:
         return self._maps.containing(addr)
 
+    @_api
     def part_map_by_address(self, addr: int) -> PartMap:
         """A reference to the part map containing ``addr``; CANNOT_FIND_PART_MAP if none."""
         self._check_open()
@@ -510,6 +609,7 @@ class PmemSet:
 
     # -- removal ---------------------------------------------------------------------------------
 
+    @_api
     def remove_part_map(self, pmap: PartMap) -> None:
         """Unmap a part map (``pmemset_remove_part_map``); the reference becomes dropped.
 
@@ -529,8 +629,9 @@ class PmemSet:
         rec.refcount = 0
         self._forget(rec)
         self._tidy_reservation(rec.reservation)
-        self._emit(PartRemoveEvent(desc.addr, desc.size))
+        self._emit_committed(PartRemoveEvent(desc.addr, desc.size))
 
+    @_api
     def remove_range(self, addr: int, length: int) -> None:
         """Unmap every part that intersects ``[addr, addr+length)`` (``pmemset_remove_range``).
 
@@ -556,14 +657,18 @@ class PmemSet:
                 f"part map [{r.addr:#x}, {r.end:#x}) is still referenced {r.refcount} time(s); "
                 "drop it before removing a range of it",
             )
+        plan: list[tuple[_PartMapRecord, list[Mapping], list[Mapping], list[Mapping]]] = []
         for rec in affected:
             # A part map's mappings are contiguous and sorted: the ones the range touches
             # are one slice, leaving at most a head and a tail.
             ms = rec.mappings
             lo = max(bisect.bisect_right(ms, addr, key=_mapping_addr) - 1, 0)
             hi = bisect.bisect_left(ms, end, key=_mapping_addr)
-            gone, head, tail = ms[lo:hi], ms[:lo], ms[hi:]
-            self._unmap_pieces(gone)
+            plan.append((rec, ms[lo:hi], ms[:lo], ms[hi:]))
+        # Every piece of every affected part map in one all-or-nothing unmap: a failure
+        # leaves every part map whole.
+        self._unmap_pieces([m for _rec, gone, _head, _tail in plan for m in gone])
+        for rec, _gone, head, tail in plan:
             if not head and not tail:
                 self._forget(rec)
             else:
@@ -574,24 +679,26 @@ class PmemSet:
                 if head and tail:
                     self._maps.add(_PartMapRecord(rec.reservation, tail, rec.granularity))
             self._tidy_reservation(rec.reservation)
-            self._emit(PartRemoveEvent(gone[0].addr, gone[-1].end - gone[0].addr))
+        for _rec, gone, _head, _tail in plan:
+            self._emit_committed(PartRemoveEvent(gone[0].addr, gone[-1].end - gone[0].addr))
 
     def _unmap_pieces(self, mappings: list[Mapping]) -> None:
-        """Unmap ``mappings``; if the OS refuses one, map nothing more and report it.
+        """Unmap ``mappings`` all together; if the OS refuses, none is unmapped and it is reported.
 
-        Only the real-mmap backend can fail here (laying its arena back over a range),
-        and then the mappings already unmapped stay unmapped: the set's records are
-        updated by the caller only after every piece is gone.
+        Only the real-mmap backend can fail here (laying its arena back over a range);
+        it puts back whatever it had unmapped before the error reaches us, so the set's
+        records, which the caller updates only after this returns, stay true.
         """
+        try:
+            self._space.unmap_many(mappings)
+        except OSError as exc:
+            first, last = min(m.addr for m in mappings), max(m.end for m in mappings)
+            raise PmemsetError(
+                -(exc.errno or _errno.EIO),
+                f"cannot unmap [{first:#x}, {last:#x}): {exc}; nothing was removed",
+                os_errno=exc.errno or _errno.EIO,
+            ) from exc
         for m in mappings:
-            try:
-                self._space.unmap(m)
-            except OSError as exc:
-                raise PmemsetError(
-                    -(exc.errno or _errno.EIO),
-                    f"cannot unmap [{m.addr:#x}, {m.end:#x})",
-                    os_errno=exc.errno or _errno.EIO,
-                ) from exc
             if isinstance(m.file, _OpenFile):
                 m.file.release()
 
@@ -658,12 +765,14 @@ class PmemSet:
         except (AddressSpaceError, OSError) as exc:
             raise _backend_error(exc, f"flush of [{addr:#x}, {addr + length:#x})") from exc
 
+    @_api
     def read(self, addr: int, length: int) -> bytes:
         """The ``length`` bytes at ``addr`` (CANNOT_FIND_PART_MAP outside the part maps)."""
         self._check_open()
         self._check_range(addr, length)
         return self._space_read(addr, length) if length else b""
 
+    @_api
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Plain stores of ``data`` at ``addr``: no flush, no fence."""
         self._check_open()
@@ -681,14 +790,23 @@ class PmemSet:
         cache, so no flush is needed before the fence. NODRAIN: no fence.
         """
         rec = self._recording
-        if data:
-            self._space_write(addr, data)
         if flags & _NOFLUSH:
-            if rec is not None and data:
-                rec.store(self._pieces(addr, len(data)), data)
+            if data:
+                self._space_write(addr, data)
+                if rec is not None:
+                    rec.store(self._pieces(addr, len(data)), data)
             return
         if data:
-            self._space_flush(addr, len(data))
+            # The old bytes, to put back should the flush fail: the call then changed nothing.
+            old = self._space_read(addr, len(data)) if self._flush_may_fail else None
+            self._space_write(addr, data)
+            try:
+                self._space_flush(addr, len(data))
+            except PmemsetError:
+                if old is not None:
+                    with contextlib.suppress(PmemsetError), _files.active_plan(None):
+                        self._space_write(addr, old)
+                raise
         if rec is None:
             return
         pieces = self._pieces(addr, len(data)) if data else []
@@ -700,6 +818,7 @@ class PmemSet:
         if not flags & _NODRAIN:
             rec.fence()
 
+    @_api
     def memcpy(
         self,
         dest: int,
@@ -720,6 +839,7 @@ class PmemSet:
         self._store_and_persist(dest, data, f)
         return dest
 
+    @_api
     def memmove(
         self,
         dest: int,
@@ -744,6 +864,7 @@ class PmemSet:
         self._store_and_persist(dest, data, f)
         return dest
 
+    @_api
     def memset(self, dest: int, value: int, length: int, flags: MemFlags | int = 0) -> int:
         """Fill ``length`` bytes at ``dest`` with the byte ``value`` (0..255) and persist them."""
         self._check_open()
@@ -757,6 +878,7 @@ class PmemSet:
         self._store_and_persist(dest, bytes([value]) * length, f)
         return dest
 
+    @_api
     def flush(self, addr: int, length: int) -> None:
         """Flush ``[addr, addr+length)`` (durable after the next :meth:`drain`)."""
         self._check_open()
@@ -767,6 +889,7 @@ class PmemSet:
         if self._recording is not None:
             self._recording.flush(self._pieces(addr, length))
 
+    @_api
     def drain(self) -> None:
         """Wait for earlier flushes to complete (a store fence)."""
         self._check_open()
@@ -774,6 +897,7 @@ class PmemSet:
         if self._recording is not None:
             self._recording.fence()
 
+    @_api
     def persist(self, addr: int, length: int) -> None:
         """Flush ``[addr, addr+length)`` and drain."""
         self._check_open()
@@ -785,6 +909,7 @@ class PmemSet:
             self._recording.flush(self._pieces(addr, length))
             self._recording.fence()
 
+    @_api
     def deep_flush(self, addr: int, length: int) -> None:
         """Flush ``[addr, addr+length)`` all the way to the media; DEEP_FLUSH_FAIL when it cannot."""
         self._check_open()
@@ -828,11 +953,16 @@ class PmemSet:
         self._check_open()
         if self._recording is not None:
             raise ValueError("this set is already recording; recording blocks do not nest")
-        recording = SetRecording(self._effective or self._granularity, self._space.page_size)
-        for rec in self._maps:
-            for m in rec.mappings:
-                recording.track(m)
-        self._recording = recording
+        with self._lock, _files.active_plan(self._plan):
+            recording = SetRecording(self._effective or self._granularity, self._space.page_size)
+            self._recording = recording
+            try:
+                for rec in self._maps:
+                    for m in rec.mappings:
+                        self._track(m)
+            except BaseException:
+                self._recording = None
+                raise
         try:
             yield recording.log
         finally:
@@ -852,6 +982,7 @@ class PmemSet:
 
     # -- introspection for tests --------------------------------------------------------------
 
+    @_api
     def reservations(self) -> list[Reservation]:
         """The reservations holding this set's part maps, in address order."""
         seen: dict[int, Reservation] = {}

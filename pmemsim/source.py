@@ -5,8 +5,10 @@ A :class:`Source` owns an open descriptor (``from_file``, ``xfrom_file``,
 reference-counted :class:`_OpenFile` shared with every mapping made from it, so
 deleting a source while its parts are still mapped keeps the mappings valid (as with
 a real mmap after close) and the descriptor is closed when the last user lets go.
-All file-system calls of the package's core go through this module, by ``os``
-functions that pyfakefs also fakes.
+All file-system calls of the package's core go through this module and
+:mod:`pmemsim._files` (where a fault plan can fail the k-th call of a kind), by ``os``
+functions that pyfakefs also fakes. A constructor given a ``fault_plan`` activates it
+for its own system calls, so ``fail("os.open")`` fails a ``from_file``.
 """
 
 from __future__ import annotations
@@ -16,9 +18,10 @@ import errno as _errno
 import os
 import stat
 import tempfile
-import types
+import threading
 from typing import TYPE_CHECKING
 
+from pmemsim import _files
 from pmemsim.enums import SourceFlags
 from pmemsim.errors import ErrorCode, PmemsetError
 from pmemsim.faults import FaultPlan, FaultSite
@@ -45,16 +48,23 @@ class _OpenFile:
         self.owned = owned
         self.label = label  # how logs name a file without a path (e.g. "<fd 7>")
         self._refs = 1
+        # A source may be deleted in one thread while a set maps from it in another.
+        self._lock = threading.Lock()
 
     def acquire(self) -> _OpenFile:
-        self._refs += 1
+        with self._lock:
+            self._refs += 1
         return self
 
     def release(self) -> None:
-        self._refs -= 1
-        if self._refs == 0 and self.owned:
+        with self._lock:
+            self._refs -= 1
+            last = self._refs == 0
+        if last and self.owned:
+            # Linux frees the descriptor even when close reports an error (EIO, EINTR):
+            # retrying could close a number another thread has just been given.
             with contextlib.suppress(OSError):
-                os.close(self.fd)
+                _files.close(self.fd)
 
     @property
     def closed(self) -> bool:
@@ -127,13 +137,18 @@ class Source:
             )
         sflags = SourceFlags(flags)
         _alloc(fault_plan, p)
+        with _files.active_plan(fault_plan):
+            return cls._open_path(p, sflags)
+
+    @classmethod
+    def _open_path(cls, p: str, sflags: SourceFlags) -> Source:
         oflags = os.O_RDWR | getattr(os, "O_CLOEXEC", 0)
         if sflags & SourceFlags.CREATE_ALWAYS:
             oflags |= os.O_CREAT | os.O_TRUNC
         elif sflags & SourceFlags.CREATE_IF_NEEDED:
             oflags |= os.O_CREAT
         try:
-            fd = os.open(p, oflags, _CREATE_MODE)
+            fd = _files.open(p, oflags, _CREATE_MODE)
         except FileNotFoundError as exc:
             raise PmemsetError(
                 ErrorCode.INVALID_SOURCE_PATH, f"cannot open source file {p!r}", os_errno=exc.errno
@@ -142,12 +157,13 @@ class Source:
             err = exc.errno or _errno.EIO
             raise PmemsetError(-err, f"cannot open source file {p!r}", os_errno=err) from exc
         try:
-            mode = os.fstat(fd).st_mode
+            mode = _files.fstat(fd).st_mode
         except OSError as exc:
-            os.close(fd)
-            raise PmemsetError(-(exc.errno or _errno.EIO), f"cannot stat {p!r}") from exc
+            _close_quietly(fd)
+            err = exc.errno or _errno.EIO
+            raise PmemsetError(-err, f"cannot stat {p!r}", os_errno=err) from exc
         if not stat.S_ISREG(mode):
-            os.close(fd)
+            _close_quietly(fd)
             raise PmemsetError(ErrorCode.INVALID_SOURCE_TYPE, f"source {p!r} is not a regular file")
         return cls(_OpenFile(fd, os.path.abspath(p), owned=True), flags=sflags, temporary=False)
 
@@ -161,9 +177,10 @@ class Source:
         """
         d = _check_path(dir)
         _alloc(fault_plan, f"a temporary file in {d!r}")
-        fd = _open_tmpfile(d)
-        if fd is None:
-            fd = _create_and_unlink(d)
+        with _files.active_plan(fault_plan):
+            fd = _open_tmpfile(d)
+            if fd is None:
+                fd = _create_and_unlink(d)
         return cls(_OpenFile(fd, None, owned=True), flags=SourceFlags(0), temporary=True)
 
     @classmethod
@@ -178,8 +195,13 @@ class Source:
         if not 0 <= fd <= _INT_MAX:
             raise PmemsetError(-_errno.EBADF, f"invalid file descriptor {fd}", os_errno=_errno.EBADF)
         _alloc(fault_plan, f"fd {fd}")
+        with _files.active_plan(fault_plan):
+            return cls._borrow(fd)
+
+    @classmethod
+    def _borrow(cls, fd: int) -> Source:
         try:
-            mode = os.fstat(fd).st_mode
+            mode = _files.fstat(fd).st_mode
         except OSError as exc:
             err = exc.errno or _errno.EBADF
             raise PmemsetError(-err, f"file descriptor {fd} is not usable", os_errno=err) from exc
@@ -224,7 +246,9 @@ class Source:
         # A source the user forgot still must not leak its descriptor.
         file = getattr(self, "_file", None)
         if file is not None:
-            file.release()
+            # Whenever the collector runs: never counted by the plan of the call it interrupts.
+            with _files.active_plan(None):
+                file.release()
 
     def __repr__(self) -> str:
         what = "temporary" if self.temporary else (self.path or "fd")
@@ -247,7 +271,7 @@ class Source:
         """Current size of the file in bytes (``-errno`` PmemsetError if it cannot be read)."""
         fd = self._open_file().fd
         try:
-            return os.fstat(fd).st_size
+            return _files.fstat(fd).st_size
         except OSError as exc:
             err = exc.errno or _errno.EIO
             raise PmemsetError(-err, f"cannot stat {self!r}", os_errno=err) from exc
@@ -262,21 +286,29 @@ class Source:
         if size > _MAX_FILE_SIZE:
             raise OSError(_errno.EFBIG, f"{size} bytes exceeds the largest file size")
         fd = self._open_file().fd
-        old = os.fstat(fd).st_size
+        old = _files.fstat(fd).st_size
         if size > old:
             _check_free_space(fd, size - old)  # before the file changes at all
-        os.ftruncate(fd, size)
+        _files.ftruncate(fd, size)
         if size > old:
             try:
                 preallocate(fd, old, size - old)
             except OSError:
-                os.ftruncate(fd, old)
+                # Put the old size back; the restore is not a fault site (no plan while it runs).
+                with _files.active_plan(None):
+                    _files.ftruncate(fd, old)
                 raise
 
 
 def _real_os() -> bool:
     """False while pyfakefs has replaced this module's ``os`` (its fds are not the kernel's)."""
-    return isinstance(os, types.ModuleType)
+    return _files.real_os()
+
+
+def _close_quietly(fd: int) -> None:
+    """Close a descriptor of ours on an error path; its own failure must not hide the first."""
+    with contextlib.suppress(OSError):
+        _files.close(fd)
 
 
 def _private_descriptor(fd: int) -> int:
@@ -291,12 +323,17 @@ def _private_descriptor(fd: int) -> int:
 
         mode = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE
         try:
-            own = os.open(f"/proc/self/fd/{fd}", mode | getattr(os, "O_CLOEXEC", 0))
+            own = _files.open(f"/proc/self/fd/{fd}", mode | getattr(os, "O_CLOEXEC", 0))
         except OSError:
             return os.dup(fd)
-        if (os.fstat(own).st_dev, os.fstat(own).st_ino) == (os.fstat(fd).st_dev, os.fstat(fd).st_ino):
+        try:
+            ours, theirs = _files.fstat(own), _files.fstat(fd)
+        except OSError:
+            _close_quietly(own)  # never leak the private descriptor
+            raise
+        if (ours.st_dev, ours.st_ino) == (theirs.st_dev, theirs.st_ino):
             return own
-        os.close(own)  # /proc named another file (a race with the caller): fall back
+        _close_quietly(own)  # /proc named another file (a race with the caller): fall back
     return os.dup(fd)
 
 
@@ -336,10 +373,10 @@ def preallocate(fd: int, offset: int, length: int) -> None:
     """
     if not _real_os():
         return
-    allocated = os.fstat(fd).st_blocks * 512
+    allocated = _files.fstat(fd).st_blocks * 512
     _check_free_space(fd, length - allocated)
     try:
-        os.posix_fallocate(fd, offset, length)
+        _files.fallocate(fd, offset, length)
     except OSError as exc:
         if exc.errno not in (_errno.EOPNOTSUPP, _errno.EINVAL, _errno.ENOSYS, _errno.EBADF):
             raise
@@ -357,7 +394,7 @@ def _open_tmpfile(d: str) -> int | None:
     if not flag or not _real_os():
         return None  # pyfakefs would create a named file for O_TMPFILE
     try:
-        return os.open(d, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), _CREATE_MODE)
+        return _files.open(d, flag | os.O_RDWR | getattr(os, "O_CLOEXEC", 0), _CREATE_MODE)
     except OSError as exc:
         if exc.errno in (_errno.EOPNOTSUPP, _errno.EISDIR, _errno.EINVAL):
             return None  # this file system has no O_TMPFILE: create and unlink instead
@@ -372,14 +409,14 @@ def _create_and_unlink(d: str) -> int:
     try:
         os.unlink(name)
     except OSError as exc:
-        os.close(fd)
+        _close_quietly(fd)
         raise _temp_error(d, exc, f"unlink temporary file {name!r}") from exc
     return fd
 
 
 def _file_contents(file: _OpenFile) -> bytes:
     """The whole content of an open file (the durable image when recording starts)."""
-    size = os.fstat(file.fd).st_size
+    size = _files.fstat(file.fd).st_size
     return read_at(file.fd, 0, size)
 
 
@@ -391,11 +428,7 @@ def read_at(fd: int, offset: int, n: int) -> bytes:
     chunks: list[bytes] = []
     left, pos = n, offset
     while left:
-        if _real_os():
-            chunk = os.pread(fd, min(left, 1 << 24), pos)
-        else:
-            os.lseek(fd, pos, os.SEEK_SET)
-            chunk = os.read(fd, min(left, 1 << 24))
+        chunk = _files.pread(fd, min(left, 1 << 24), pos)
         if not chunk:
             break
         chunks.append(chunk)
@@ -409,10 +442,6 @@ def write_at(fd: int, offset: int, data: memoryview) -> None:
     """Write all of ``data`` at ``offset`` of ``fd`` without moving a shared file position."""
     pos = offset
     while data:
-        if _real_os():
-            written = os.pwrite(fd, data, pos)
-        else:
-            os.lseek(fd, pos, os.SEEK_SET)
-            written = os.write(fd, data)
+        written = _files.pwrite(fd, data, pos)
         data = data[written:]
         pos += written

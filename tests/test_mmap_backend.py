@@ -476,3 +476,71 @@ def test_pmemsim_backend_mmap_selects_the_mmap_space(monkeypatch):
         space.close()
     finally:
         set_default_address_space(None)
+
+
+_AT_MAX_MAP_COUNT = r"""
+import ctypes, errno, os, sys
+from pmemsim import Coalescing, Config, Granularity, PmemSet, PmemsetError, Source
+from pmemsim.addrspace import MmapAddressSpace
+from pmemsim.addrspace.mmap import OS_PAGE
+
+path = sys.argv[1]
+space = MmapAddressSpace(1 << 30)
+pset = PmemSet(Config(Granularity.PAGE, address_space=space))
+pset.set_contiguous_part_coalescing(Coalescing.FULL)
+src = Source.from_file(path)
+for i in range(3):
+    pset.part_map(pset.part_new(src, i * OS_PAGE, OS_PAGE))  # one part map, one kernel VMA
+(desc,) = pset.descriptors()
+before = pset.descriptors()
+
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [
+    ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long
+]
+libc.mprotect.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+with open("/proc/sys/vm/max_map_count") as f:
+    limit = int(f.read())
+pages = 2 * limit + 16
+base = libc.mmap(None, pages * OS_PAGE, 3, 0x22 | 0x4000, -1, 0)  # private anonymous, noreserve
+# Use up vm.max_map_count: every mprotect of a lone page splits a VMA.
+i = 1
+while libc.mprotect(base + 2 * i * OS_PAGE, OS_PAGE, 1) == 0:
+    i += 1
+libc.mprotect(base + (pages - 1) * OS_PAGE, OS_PAGE, 1)  # one more split if one is left
+try:
+    pset.remove_range(desc.addr + OS_PAGE, OS_PAGE)  # the middle piece: the VMA splits in three
+    outcome = "removed"
+except PmemsetError as exc:
+    outcome = f"refused {exc.errno}"
+libc.munmap(base, pages * OS_PAGE)  # room again: checking needs memory
+assert outcome == f"refused {errno.ENOMEM}", outcome
+assert pset.descriptors() == before, pset.descriptors()
+pset._check()
+space._check()  # the kernel still maps all three pieces
+pset.remove_range(desc.addr + OS_PAGE, OS_PAGE)  # usable: the same call now succeeds
+assert [d.size for d in pset.descriptors()] == [OS_PAGE, OS_PAGE]
+pset._check()
+space._check()
+pset.close()
+print("ok")
+"""
+
+
+def test_remove_at_max_map_count_changes_nothing_and_the_set_stays_usable(tmp_path):
+    import subprocess
+    import sys
+
+    path = tmp_path / "f.pmem"
+    path.write_bytes(bytes(3 * OS_PAGE))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
+    proc = subprocess.run(
+        [sys.executable, "-c", _AT_MAX_MAP_COUNT, str(path)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-3000:]

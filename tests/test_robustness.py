@@ -121,7 +121,7 @@ def test_remove_part_map_keeps_the_reference_when_the_os_refuses(make_set, make_
     def refuse(mapping: object) -> None:
         raise OSError(errno.ENOMEM, "no more mappings")
 
-    monkeypatch.setattr(space, "unmap", refuse)
+    monkeypatch.setattr(space, "unmap_many", refuse)
     with pytest.raises(PmemsetError) as info:
         pset.remove_part_map(pm)
     assert info.value.code == -errno.ENOMEM

@@ -12,6 +12,7 @@ range free?" and "where is the first gap that fits?" have one answer everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -181,6 +182,10 @@ class AddressSpace(Protocol):
 
     def unmap(self, mapping: Mapping) -> None:
         """Remove a mapping made by :meth:`map_file`; its range becomes free in its reservation."""
+        ...
+
+    def unmap_many(self, mappings: Sequence[Mapping]) -> None:
+        """Remove every mapping of ``mappings``, or (raising) none of them."""
         ...
 
     def read(self, addr: int, length: int) -> bytes:

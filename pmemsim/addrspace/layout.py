@@ -7,14 +7,28 @@ reservations go, and checks every request before a backend hook touches anything
 backend subclasses it and implements the ``_os_*`` hooks: the simulator does plain file
 I/O, the mmap backend makes real system calls. Because placement is decided here, both
 backends lay out the same calls identically.
+
+Removal is all-or-nothing: :meth:`LayoutAddressSpace.unmap_many` groups the mappings
+into contiguous runs, asks the backend to unmap each run (``_os_unmap_run``) and, when
+one fails, to map the runs already gone back where they were (``_os_remap_run``)
+before the error propagates; the bookkeeping changes only after every run is gone.
+A multi-piece write likewise puts back the pieces it had written when a later piece
+fails.
+
+Threads: every space has one reentrant lock, :attr:`LayoutAddressSpace.lock`. Each
+public method holds it, and so does every call of a set on the space, so two threads
+may share a space and its sets; their calls run one at a time.
 """
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ParamSpec, TypeVar
 
 from pmemsim.addrspace.base import (
     AddressSpaceError,
@@ -49,6 +63,21 @@ class Occupied:
 
     addr: int
     size: int
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _locked(method: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Run ``method`` holding its space's lock (the first argument is the space)."""
+
+    @functools.wraps(method)
+    def wrapper(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        with args[0].lock:  # type: ignore[attr-defined]
+            return method(*args, **kwargs)
+
+    return wrapper
 
 
 def _check_int(name: str, value: object, *, positive: bool = False) -> int:
@@ -96,6 +125,8 @@ class LayoutAddressSpace:
         self._supported = frozenset(Granularity(g) for g in grans)
         self._device_gran_by_path: dict[str, Granularity] = {}
         self._device_gran_by_inode: dict[tuple[int, int], Granularity] = {}
+        #: Held by each public method and by every call of a set on this space.
+        self.lock = threading.RLock()
 
     # -- properties -----------------------------------------------------------
 
@@ -122,6 +153,10 @@ class LayoutAddressSpace:
     @supported_granularities.setter
     def supported_granularities(self, grans: frozenset[Granularity]) -> None:
         self._supported = frozenset(Granularity(g) for g in grans)
+
+    #: False for a backend whose flush is bookkeeping only (it never fails), so a set
+    #: need not keep the old bytes of a memcpy to put back should the flush fail.
+    flush_may_fail: bool = True
 
     @property
     def used(self) -> int:
@@ -162,6 +197,7 @@ class LayoutAddressSpace:
         self._check_limit(size)
         return self._place(size) if addr is None else addr
 
+    @_locked
     def reserve(self, size: int, addr: int | None = None) -> Reservation:
         """Reserve ``size`` bytes, at ``addr`` or where the placement policy says.
 
@@ -180,6 +216,7 @@ class LayoutAddressSpace:
         if not self.owns(rsv):
             raise ValueError(f"{rsv!r} does not belong to this address space")
 
+    @_locked
     def owns(self, rsv: Reservation) -> bool:
         """True when ``rsv`` is a live reservation this space made (not a copy or a forgery). O(log n)."""
         if not isinstance(rsv, Reservation) or rsv.space is not self or rsv.released:
@@ -187,6 +224,7 @@ class LayoutAddressSpace:
         hit = self._space.get(rsv.addr)
         return hit is not None and hit[1] is rsv
 
+    @_locked
     def release(self, rsv: Reservation) -> None:
         """Give back an empty reservation (ValueError if it still holds mappings)."""
         self._own(rsv)
@@ -197,6 +235,7 @@ class LayoutAddressSpace:
         self._space.remove(rsv.addr)
         rsv.released = True
 
+    @_locked
     def extend(self, rsv: Reservation, size: int) -> None:
         """Grow ``rsv`` by ``size`` bytes at its end; RangeOccupied if that range is taken."""
         self._own(rsv)
@@ -214,6 +253,7 @@ class LayoutAddressSpace:
         self._space.insert(start, end + size, rsv)
         rsv._mappings.set_bounds(start, end + size)
 
+    @_locked
     def shrink(self, rsv: Reservation, offset: int, size: int) -> None:
         """Cut ``[rsv.addr+offset, +size)`` off the start or the end of ``rsv``.
 
@@ -239,12 +279,14 @@ class LayoutAddressSpace:
         self._space.insert(new_start, new_end, rsv)
         rsv._mappings.set_bounds(new_start, new_end)
 
+    @_locked
     def reservations(self) -> list[Reservation]:
         """Every live reservation, in address order."""
         return [v for _s, _e, v in self._space if isinstance(v, Reservation)]
 
     # -- foreign mappings -------------------------------------------------------
 
+    @_locked
     def occupy(self, addr: int, size: int) -> Occupied:
         """Place a foreign mapping at ``[addr, addr+size)`` that sets must step around.
 
@@ -256,6 +298,7 @@ class LayoutAddressSpace:
         self._space.insert(start, start + size, occ)
         return occ
 
+    @_locked
     def free(self, addr: int) -> None:
         """Remove the occupied range starting at ``addr`` (ValueError if there is none)."""
         hit = self._space.get(addr) if isinstance(addr, int) else None
@@ -264,16 +307,19 @@ class LayoutAddressSpace:
         self._os_free(addr, hit[1].size)
         self._space.remove(addr)
 
+    @_locked
     def occupied(self) -> list[Occupied]:
         """Every occupied range, in address order."""
         return [v for _s, _e, v in self._space if isinstance(v, Occupied)]
 
+    @_locked
     def is_free(self, addr: int, size: int) -> bool:
         """True when nothing (reservation or occupied range) touches ``[addr, addr+size)``."""
         return self._space.is_free(addr, addr + size)
 
     # -- file mappings ------------------------------------------------------------
 
+    @_locked
     def map_file(
         self,
         rsv: Reservation,
@@ -296,13 +342,44 @@ class LayoutAddressSpace:
 
     def unmap(self, mapping: Mapping) -> None:
         """Remove ``mapping``; its range goes back to the reservation as free space."""
-        rsv = mapping.reservation
-        self._own(rsv)
-        hit = rsv._mappings.get(mapping.addr)
-        if hit is None or hit[1] is not mapping:
-            raise ValueError(f"mapping at {mapping.addr:#x} is not mapped")
-        self._os_unmap(mapping)
-        rsv._mappings.remove(mapping.addr)
+        self.unmap_many([mapping])
+
+    @_locked
+    def unmap_many(self, mappings: Sequence[Mapping]) -> None:
+        """Remove every mapping of ``mappings``, or (raising) none of them.
+
+        ValueError (nothing done) when one is not mapped or is listed twice; the
+        backend's OSError when the OS refuses, after the mappings already removed were
+        put back.
+        """
+        seen: set[int] = set()
+        for m in mappings:
+            rsv = m.reservation
+            self._own(rsv)
+            hit = rsv._mappings.get(m.addr)
+            if hit is None or hit[1] is not m:
+                raise ValueError(f"mapping at {m.addr:#x} is not mapped")
+            if id(m) in seen:
+                raise ValueError(f"mapping at {m.addr:#x} is listed twice")
+            seen.add(id(m))
+        runs: list[list[Mapping]] = []
+        for m in sorted(mappings, key=lambda m: m.addr):
+            last = runs[-1][-1] if runs else None
+            if last is not None and last.reservation is m.reservation and last.end == m.addr:
+                runs[-1].append(m)
+            else:
+                runs.append([m])
+        done: list[list[Mapping]] = []
+        try:
+            for run in runs:
+                self._os_unmap_run(run)
+                done.append(run)
+        except BaseException:
+            for run in reversed(done):
+                self._os_remap_run(run)
+            raise
+        for m in mappings:
+            m.reservation._mappings.remove(m.addr)
 
     def _pieces(self, addr: int, length: int) -> Iterator[tuple[Mapping, int, int]]:
         """``(mapping, offset in mapping, n)`` covering ``[addr, addr+length)``; NotMapped if a hole."""
@@ -321,6 +398,7 @@ class LayoutAddressSpace:
             cur += n
         return iter(pieces)
 
+    @_locked
     def mapping_at(self, addr: int) -> Mapping | None:
         """The file mapping containing ``addr``, or None."""
         hit = self._space.find(addr)
@@ -328,18 +406,36 @@ class LayoutAddressSpace:
             return None
         return hit[2].mapping_at(addr)
 
+    @_locked
     def read(self, addr: int, length: int) -> bytes:
         """Bytes at ``[addr, addr+length)``; NotMapped if any of it is not mapped."""
         return b"".join(self._os_read(m, off, n) for m, off, n in self._pieces(addr, length))
 
+    @_locked
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
-        """Store ``data`` at ``addr``; NotMapped (and nothing written) if any of it is not mapped."""
+        """Store ``data`` at ``addr``; NotMapped (and nothing written) if any of it is not mapped.
+
+        When the OS fails a piece after earlier pieces were written, those get their
+        old bytes back before the error propagates.
+        """
         view = memoryview(data).cast("B")
+        pieces = list(self._pieces(addr, len(view)))
+        if len(pieces) == 1:
+            m, off, n = pieces[0]
+            self._os_write(m, off, view)
+            return
+        old = [self._os_read(m, off, n) for m, off, n in pieces]
         pos = 0
-        for m, off, n in self._pieces(addr, len(view)):
-            self._os_write(m, off, view[pos : pos + n])
+        for i, (m, off, n) in enumerate(pieces):
+            try:
+                self._os_write(m, off, view[pos : pos + n])
+            except BaseException:
+                for (pm, poff, _n), before in zip(pieces[:i], old, strict=False):
+                    self._os_write(pm, poff, memoryview(before))
+                raise
             pos += n
 
+    @_locked
     def flush(self, addr: int, length: int) -> None:
         """Make ``[addr, addr+length)`` durable in the backing files."""
         for m, off, n in self._pieces(addr, length):
@@ -399,6 +495,14 @@ class LayoutAddressSpace:
 
     def _os_unmap(self, mapping: Mapping) -> None:
         """Return the mapping's range to the reservation."""
+
+    def _os_unmap_run(self, run: list[Mapping]) -> None:
+        """Unmap contiguous mappings of one reservation, all or (raising) none."""
+        for m in run:
+            self._os_unmap(m)
+
+    def _os_remap_run(self, run: list[Mapping]) -> None:
+        """Map again, where they were, mappings :meth:`_os_unmap_run` removed (an undo: never raises)."""
 
     def _os_read(self, mapping: Mapping, offset: int, n: int) -> bytes:
         raise NotImplementedError

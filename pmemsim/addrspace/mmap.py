@@ -16,16 +16,26 @@ so ``MAP_FIXED`` never clobbers anybody else's memory:
 * ``occupy`` places a distinct shared anonymous ``PROT_NONE`` mapping;
 * flush is ``msync(MS_SYNC)`` of the page-aligned range.
 
-Reads and writes go through a ``memoryview`` of each live mapping, sliced from one
-view of the arena. A view exists only between a successful map and its unmap, the
-layout checks every address before a hook runs, and the hooks check bounds again,
-so Python never touches memory that is not mapped. The one way a shared mapping can
-still fault is a file that shrank under it (SIGBUS), so every access first compares
-the range with the file's current size: reads past the end give zeros and writes
-past the end grow the file, as the simulator's plain file I/O does. The size comes
-from ``lseek(SEEK_END)`` on a private descriptor per mapped file (reopened through
-``/proc/self/fd``, so the caller's file position is never moved): on ext4 an
-``fstat`` right after an ``msync`` costs tens of microseconds, the lseek well under one.
+Reads and writes through the API never touch the mapping: they are ``pread`` and
+``pwrite`` on the mapped file's descriptor, which Linux keeps coherent with a
+``MAP_SHARED`` mapping (one page cache). A load or store through a mapping whose file
+another process has shrunk raises SIGBUS and kills the interpreter; a ``pread`` past
+the end returns a short count (read as zeros) and a ``pwrite`` past the end grows the
+file, exactly as the simulator's plain file I/O does, whatever another process does to
+the file meanwhile. ``msync`` still goes through the mapping (a system call: it
+reports errors, it never faults).
+
+Removal is all-or-nothing. A contiguous run of mappings (the pieces of a coalesced part
+map) is laid back to arena with one ``mmap(MAP_FIXED)``, which the kernel does or
+refuses as a whole (e.g. ENOMEM at ``vm.max_map_count``: freeing the middle of a merged
+VMA splits it). When a later run fails, the runs already unmapped are mapped again at
+the same addresses before the error is raised. Should that restore itself fail (the
+kernel refusing to recreate what it had a moment before), the mapping stays in the
+bookkeeping as *detached*: reads, writes and flushes keep working through the file
+descriptor (a flush becomes ``fdatasync``), so the set stays usable and consistent.
+
+Every system call goes through :mod:`pmemsim._files` (``inject``), where a fault plan
+can fail the k-th ``mmap``, ``munmap``, ``msync``, ``open``, ``fstat``, ``fallocate``...
 
 Linux only (the flag values below are the generic Linux ones, as on x86-64 and
 arm64), 64-bit only.
@@ -33,6 +43,7 @@ arm64), 64-bit only.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno as _errno
 import mmap as _mmap
@@ -43,10 +54,12 @@ import types
 import weakref
 from dataclasses import dataclass, field
 
+from pmemsim import _files
 from pmemsim.addrspace.base import FileRef, MapFailed, Mapping
 from pmemsim.addrspace.layout import LayoutAddressSpace, NotMapped, Occupied, Placement
 from pmemsim.enums import Granularity
-from pmemsim.source import preallocate
+from pmemsim.faults import OsCall
+from pmemsim.source import preallocate, read_at, write_at
 
 __all__ = ["DEFAULT_ARENA_SIZE", "MmapAddressSpace"]
 
@@ -122,36 +135,36 @@ def _oserror(call: str) -> OSError:
 
 def _mmap_call(libc: _Libc, addr: int, length: int, prot: int, flags: int, fd: int, off: int) -> int:
     """``mmap``; returns the address or raises OSError with the call in the message."""
+    what = f"mmap({addr:#x}, {length:#x}, prot={prot:#x}, flags={flags:#x}, fd={fd}, off={off:#x})"
+    _files.inject(OsCall.MMAP, what)
     ctypes.set_errno(0)
     got = libc.mmap(addr or None, length, prot, flags, fd, off)
     if got is None or got == _MAP_FAILED:
-        raise _oserror(
-            f"mmap({addr:#x}, {length:#x}, prot={prot:#x}, flags={flags:#x}, fd={fd}, off={off:#x})"
-        )
+        raise _oserror(what)
     return int(got)
 
 
-@dataclass(eq=False)
-class _SizeProbe:
-    """A private read-only descriptor of one mapped file, shared by its mappings.
-
-    ``fd`` is -1 when the file could not be reopened; sizes then come from ``fstat``
-    of the mapping's own descriptor.
-    """
-
-    key: tuple[int, int]  # (st_dev, st_ino)
-    fd: int
-    refs: int = 0
+def _munmap_call(libc: _Libc, addr: int, length: int) -> None:
+    """``munmap``; raises OSError with the call in the message."""
+    what = f"munmap({addr:#x}, {length:#x})"
+    _files.inject(OsCall.MUNMAP, what)
+    ctypes.set_errno(0)
+    if libc.munmap(addr, length) != 0:
+        raise _oserror(what)
 
 
 @dataclass(eq=False)
 class _Live:
-    """A file mapping the kernel holds: its view and what was mapped there."""
+    """A file mapping of the bookkeeping and what the kernel holds for it.
 
-    view: memoryview
+    ``detached`` is True when the kernel no longer maps it (a failed removal could not
+    restore it); I/O then goes through the descriptor only, as always.
+    """
+
     length: int
     file_offset: int
-    probe: _SizeProbe
+    inode: int
+    detached: bool = False
 
 
 @dataclass(eq=False)
@@ -161,27 +174,17 @@ class _Arena:
     libc: _Libc
     raw_addr: int
     raw_size: int
-    view: memoryview | None
     live: dict[int, _Live] = field(default_factory=dict)  # by address
-    probes: dict[tuple[int, int], _SizeProbe] = field(default_factory=dict)
     closed: bool = False
 
 
 def _teardown(arena: _Arena) -> None:
-    """Drop every view, then unmap the whole arena (file mappings inside go with it)."""
+    """Forget every mapping, then unmap the whole arena (file mappings inside go with it)."""
     if arena.closed:
         return
     arena.closed = True
-    for rec in arena.live.values():
-        rec.view.release()
     arena.live.clear()
-    for probe in arena.probes.values():
-        if probe.fd >= 0:
-            os.close(probe.fd)
-    arena.probes.clear()
-    if arena.view is not None:
-        arena.view.release()
-        arena.view = None
+    # Not a fault site: nothing could be done about a failure here anyway.
     arena.libc.munmap(arena.raw_addr, arena.raw_size)
 
 
@@ -228,12 +231,16 @@ class MmapAddressSpace(LayoutAddressSpace):
         raw = _mmap_call(libc, 0, raw_size, PROT_NONE, _ARENA_FLAGS, -1, 0)
         low = -(-raw // page) * page
         head, tail = low - raw, raw + raw_size - (low + size)
-        if head:
-            libc.munmap(raw, head)
-        if tail:
-            libc.munmap(low + size, tail)
+        try:
+            if head:
+                _munmap_call(libc, raw, head)
+            if tail:
+                _munmap_call(libc, low + size, tail)
+        except OSError:
+            libc.munmap(raw, raw_size)  # give all of it back, nothing half-made
+            raise
         self._libc = libc
-        self._arena = _Arena(libc, low, size, None)
+        self._arena = _Arena(libc, low, size)
         self._finalizer = weakref.finalize(self, _teardown, self._arena)
         try:
             super().__init__(
@@ -244,7 +251,6 @@ class MmapAddressSpace(LayoutAddressSpace):
                 limit=limit,
                 supported_granularities=supported_granularities,
             )
-            self._arena.view = memoryview((ctypes.c_ubyte * size).from_address(low)).cast("B")
         except BaseException:
             self._finalizer()
             raise
@@ -365,7 +371,7 @@ class MmapAddressSpace(LayoutAddressSpace):
                 _errno.EBADF,
             )
         try:
-            st = os.fstat(fd)
+            st = _files.fstat(fd)
         except OSError as exc:
             raise MapFailed(f"cannot stat the file to map (fd {fd}): {exc.strerror}", exc.errno) from exc
         if not stat.S_ISREG(st.st_mode):
@@ -388,64 +394,58 @@ class MmapAddressSpace(LayoutAddressSpace):
                 self._libc, addr, length, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, fd, file_offset
             )
         except OSError as exc:
-            # A failed MAP_FIXED may have unmapped the range already: lay the arena back.
-            self._to_arena(addr, length)
+            # A failed MAP_FIXED may have unmapped the range already: lay the arena back
+            # (should that fail too, the error to report is still the first one).
+            with contextlib.suppress(OSError):
+                self._to_arena(addr, length)
             raise MapFailed(
                 f"cannot map {length:#x} bytes of fd {fd} at {addr:#x}: {exc.strerror}", exc.errno
             ) from exc
         if got != addr:  # pragma: no cover - MAP_FIXED either lands at addr or fails
             self._to_arena(addr, length)
             raise MapFailed(f"mmap(MAP_FIXED) placed the file at {got:#x}, not {addr:#x}", _errno.EFAULT)
-        arena = self._arena
-        assert arena.view is not None
-        start = addr - self.low
-        view = arena.view[start : start + length]
-        arena.live[addr] = _Live(view, length, file_offset, self._acquire_probe(fd, st))
-
-    def _acquire_probe(self, fd: int, st: os.stat_result) -> _SizeProbe:
-        probes = self._arena.probes
-        key = (st.st_dev, st.st_ino)
-        probe = probes.get(key)
-        if probe is None:
-            try:
-                pfd = os.open(f"/proc/self/fd/{fd}", os.O_RDONLY | os.O_CLOEXEC)
-            except OSError:
-                pfd = -1
-            else:
-                pst = os.fstat(pfd)
-                if (pst.st_dev, pst.st_ino) != key:  # pragma: no cover - /proc gave another file
-                    os.close(pfd)
-                    pfd = -1
-            probe = probes[key] = _SizeProbe(key, pfd)
-        probe.refs += 1
-        return probe
-
-    def _release_probe(self, probe: _SizeProbe) -> None:
-        probe.refs -= 1
-        if probe.refs == 0:
-            del self._arena.probes[probe.key]
-            if probe.fd >= 0:
-                os.close(probe.fd)
+        # Nothing after the mmap can fail: the record is all that is left to make.
+        self._arena.live[addr] = _Live(length, file_offset, st.st_ino)
 
     def _os_unmap(self, mapping: Mapping) -> None:
+        self._os_unmap_run([mapping])
+
+    def _os_unmap_run(self, run: list[Mapping]) -> None:
+        # One system call for the whole contiguous run: the kernel does it or refuses it.
         arena = self._arena
         if arena.closed:
             return
-        self._check_arena_range(mapping.addr, mapping.length)
-        rec = arena.live.pop(mapping.addr, None)
-        if rec is not None:
-            rec.view.release()
-        try:
-            self._to_arena(mapping.addr, mapping.length)
-        except OSError:
-            if rec is not None:
-                start = mapping.addr - self.low
-                assert arena.view is not None
-                rec.view = arena.view[start : start + rec.length]
-                arena.live[mapping.addr] = rec
-            raise
-        if rec is not None:
-            self._release_probe(rec.probe)
+        addr = run[0].addr
+        length = run[-1].end - addr
+        self._check_arena_range(addr, length)
+        self._to_arena(addr, length)
+        for m in run:
+            arena.live.pop(m.addr, None)
+
+    def _os_remap_run(self, run: list[Mapping]) -> None:
+        # Undo of _os_unmap_run: map every piece again where it was. A piece the kernel
+        # will not map again stays in the bookkeeping, detached (I/O goes by descriptor).
+        arena = self._arena
+        if arena.closed:
+            return
+        for m in run:
+            try:
+                ino = _files.fstat(m.file.fd).st_ino
+                _mmap_call(
+                    self._libc,
+                    m.addr,
+                    m.length,
+                    PROT_READ | PROT_WRITE,
+                    MAP_SHARED | MAP_FIXED,
+                    m.file.fd,
+                    m.file_offset,
+                )
+            except OSError:
+                with contextlib.suppress(OSError):
+                    self._to_arena(m.addr, m.length)
+                arena.live[m.addr] = _Live(m.length, m.file_offset, -1, detached=True)
+            else:
+                arena.live[m.addr] = _Live(m.length, m.file_offset, ino)
 
     def _live(self, mapping: Mapping, offset: int, n: int) -> _Live:
         """The live record of ``mapping``; NotMapped unless ``[offset, offset+n)`` is inside it."""
@@ -456,47 +456,33 @@ class MmapAddressSpace(LayoutAddressSpace):
             raise NotMapped(f"[{offset:#x}, +{n:#x}) is outside the mapping of {rec.length:#x} bytes")
         return rec
 
-    def _file_size(self, mapping: Mapping, rec: _Live) -> int:
-        """The current size of the file behind ``mapping`` (OSError if it cannot be learnt)."""
-        probe = rec.probe
-        if probe.fd >= 0:
-            return os.lseek(probe.fd, 0, os.SEEK_END)
-        fd = mapping.file.fd
-        st = os.fstat(fd)
-        if (st.st_dev, st.st_ino) != probe.key:
-            raise OSError(_errno.EBADF, f"fd {fd} no longer refers to the file mapped at {mapping.addr:#x}")
-        return st.st_size
-
     def _os_read(self, mapping: Mapping, offset: int, n: int) -> bytes:
-        rec = self._live(mapping, offset, n)
-        avail = self._file_size(mapping, rec) - mapping.file_offset - offset
-        if avail >= n:
-            return bytes(rec.view[offset : offset + n])
-        # The file shrank under the mapping: past its end a load would SIGBUS; read zeros.
-        k = max(avail, 0)
-        return bytes(rec.view[offset : offset + k]) + bytes(n - k)
+        self._live(mapping, offset, n)
+        # pread, not a load through the mapping: past the end of a file another process
+        # shrank it returns a short count (zeros here) where a load would raise SIGBUS.
+        return read_at(mapping.file.fd, mapping.file_offset + offset, n)
 
     def _os_write(self, mapping: Mapping, offset: int, data: memoryview) -> None:
-        n = len(data)
-        rec = self._live(mapping, offset, n)
-        need = mapping.file_offset + offset + n
-        if self._file_size(mapping, rec) < need:
-            # The file shrank under the mapping: grow it back first (a store past the
-            # end would SIGBUS), which is what the simulator's write() does.
-            os.ftruncate(mapping.file.fd, need)
-            preallocate(mapping.file.fd, mapping.file_offset + offset, n)
-        rec.view[offset : offset + n] = data
+        self._live(mapping, offset, len(data))
+        # pwrite, not a store: past the end it grows the file where a store would SIGBUS.
+        write_at(mapping.file.fd, mapping.file_offset + offset, data)
 
     def _os_flush(self, mapping: Mapping, offset: int, n: int) -> None:
-        self._live(mapping, offset, n)
+        rec = self._live(mapping, offset, n)
         if not n:
+            return
+        if rec.detached:
+            _files.inject(OsCall.MSYNC, f"fdatasync({mapping.file.fd})")
+            os.fdatasync(mapping.file.fd)
             return
         addr = mapping.addr + offset
         start = addr - addr % OS_PAGE
         end = -(-(addr + n) // OS_PAGE) * OS_PAGE
+        what = f"msync({start:#x}, {end - start:#x}, MS_SYNC)"
+        _files.inject(OsCall.MSYNC, what)
         ctypes.set_errno(0)
         if self._libc.msync(start, end - start, MS_SYNC) != 0:
-            raise _oserror(f"msync({start:#x}, {end - start:#x}, MS_SYNC)")
+            raise _oserror(what)
 
     # -- consistency -------------------------------------------------------------------------
 
@@ -514,11 +500,6 @@ class MmapAddressSpace(LayoutAddressSpace):
         assert set(live) == set(mapped), "live views do not match the mappings"
         for addr, m in mapped.items():
             assert (live[addr].length, live[addr].file_offset) == (m.length, m.file_offset)
-        refs: dict[tuple[int, int], int] = {}
-        for rec in live.values():
-            refs[rec.probe.key] = refs.get(rec.probe.key, 0) + 1
-            assert self._arena.probes[rec.probe.key] is rec.probe
-        assert {k: p.refs for k, p in self._arena.probes.items()} == refs, "size probes leak"
         self._check_kernel(sorted(mapped.values(), key=lambda m: m.addr))
 
     def _check_kernel(self, mappings: list[Mapping]) -> None:
@@ -542,8 +523,10 @@ class MmapAddressSpace(LayoutAddressSpace):
             assert i < len(vmas) and vmas[i].start <= pos, f"hole in the arena at {pos:#x}"
             v = vmas[i]
             _s, e, want = expected[j]
-            if isinstance(want, Mapping):
-                ino = self._arena.live[want.addr].probe.key[1]
+            if isinstance(want, Mapping) and self._arena.live[want.addr].detached:
+                assert v.perms == "---p" and v.inode == 0, f"detached {want} should be plain arena: {v}"
+            elif isinstance(want, Mapping):
+                ino = self._arena.live[want.addr].inode
                 assert v.perms == "rw-s" and v.inode == ino, f"{want} is not mapped: {v}"
                 assert v.offset + (pos - v.start) == want.file_offset + (pos - want.addr), f"{want} vs {v}"
             elif isinstance(want, Occupied):

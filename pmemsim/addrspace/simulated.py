@@ -53,6 +53,9 @@ class SimulatedAddressSpace(LayoutAddressSpace):
             supported_granularities=supported_granularities,
         )
 
+    #: The simulator's flush does nothing, so it cannot fail.
+    flush_may_fail = False
+
     def __repr__(self) -> str:
         return (
             f"SimulatedAddressSpace(page_size={self.page_size}, low={self.low:#x}, "
