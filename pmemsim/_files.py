@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import errno as _errno
 import os
+import stat
 import types
 from collections.abc import Iterator
 from contextvars import ContextVar
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from pmemsim.faults import FaultPlan
 
 __all__ = [
+    "InputFileError",
     "active_plan",
     "close",
     "fallocate",
@@ -40,6 +42,7 @@ __all__ = [
     "open",
     "pread",
     "pwrite",
+    "read_regular_file",
     "real_os",
 ]
 
@@ -139,3 +142,59 @@ def pwrite(fd: int, data: memoryview, offset: int) -> int:
         return os.pwrite(fd, data, offset)
     os.lseek(fd, offset, os.SEEK_SET)
     return os.write(fd, data)
+
+
+class InputFileError(ValueError):
+    """An input file that is no regular file, or larger than its limit (the message names it)."""
+
+
+def _file_kind(mode: int) -> str:
+    for test, kind in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return kind
+    return "a special file"
+
+
+def read_regular_file(
+    path: str | os.PathLike[str], max_bytes: int, what: str, *, prefix: bool = False
+) -> bytes:
+    """The content of the regular file ``path`` (an input the user named: a log, a scenario...).
+
+    Non-regular files are refused before anything is read: the file is opened with
+    O_NONBLOCK (a FIFO without a writer does not block the open) and checked with fstat,
+    so ``/dev/zero`` or a FIFO can neither exhaust memory nor hang. ``what`` names the
+    kind of file in messages ("a store log"). With ``prefix`` only the first ``max_bytes``
+    are read and a larger file is fine (an image of which a log uses the start). Raises
+    InputFileError for a non-regular file or one over ``max_bytes``, OSError when it
+    cannot be opened or read. No fault
+    injection: this reads the user's inputs, not the files under test.
+    """
+    name = os.fspath(path)
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputFileError(f"{name}: {_file_kind(st.st_mode)}, not a regular file: {what} must be one")
+        if st.st_size > max_bytes and not prefix:
+            raise InputFileError(f"{name}: {st.st_size} bytes, more than the limit of {max_bytes} for {what}")
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+            if total > max_bytes and prefix:
+                return b"".join(chunks)[:max_bytes]
+            if total > max_bytes:  # the file grew while we read it
+                raise InputFileError(f"{name}: more than the limit of {max_bytes} bytes for {what}")
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -598,23 +598,14 @@ def _marker_engines(values: list[str] | None) -> list[tuple[str, str]]:
     """-x values as pmreorder takes them: MARKER=ENGINE, comma-separated lists, or a JSON file."""
     import json
     import os
-    import stat
 
     pairs: list[tuple[str, str]] = []
     for value in values or []:
         if "=" not in value and os.path.exists(value):
+            from pmemsim._files import read_regular_file
+
             try:
-                fd = os.open(value, os.O_RDONLY | os.O_NONBLOCK)
-                try:
-                    if not stat.S_ISREG(os.fstat(fd).st_mode):
-                        raise ValueError(f"-x {value!r}: not a regular file")
-                    with os.fdopen(os.dup(fd), "rb") as f:
-                        text = f.read((1 << 20) + 1)
-                finally:
-                    os.close(fd)
-                if len(text) > 1 << 20:
-                    raise ValueError(f"-x {value!r}: a marker file over 1 MiB")
-                doc = json.loads(text)
+                doc = json.loads(read_regular_file(value, 1 << 20, "a marker file"))
             except OSError as exc:
                 raise ValueError(f"-x {value!r}: cannot read it: {exc.strerror or exc}") from None
             except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -1314,8 +1305,8 @@ def _configure_merge(p: argparse.ArgumentParser) -> None:
 
 def _cmd_merge(args: argparse.Namespace) -> int:
     import json
-    import os
-    import stat
+
+    from pmemsim._files import InputFileError, read_regular_file
 
     def bad(message: str) -> int:
         print(f"pmemsim merge: error: {message}", file=sys.stderr)
@@ -1324,18 +1315,11 @@ def _cmd_merge(args: argparse.Namespace) -> int:
     docs: list[Any] = []
     for path in args.shards:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    return bad(f"{path}: not a regular file")
-                with os.fdopen(os.dup(fd), "rb") as f:
-                    text = f.read(MAX_SHARD_BYTES + 1)
-            finally:
-                os.close(fd)
+            text = read_regular_file(path, MAX_SHARD_BYTES, "a shard result")
+        except InputFileError as exc:
+            return bad(str(exc))
         except OSError as exc:
             return bad(f"cannot read {path}: {exc.strerror or exc}")
-        if len(text) > MAX_SHARD_BYTES:
-            return bad(f"{path}: over {MAX_SHARD_BYTES} bytes")
         try:
             doc = json.loads(text)
         except (ValueError, RecursionError) as exc:

@@ -68,7 +68,7 @@ OS_CALL_ERRNOS: dict[OsCall, int] = {
     OsCall.CLOSE: _errno.EIO,
 }
 
-#: What each site's failure becomes at the API (DESIGN.md §5).
+#: What each site's failure becomes at the API (docs/design.md, fault sites).
 SITE_ERRORS: dict[FaultSite, ErrorCode] = {
     FaultSite.ALLOC_CONFIG: ErrorCode.CANNOT_ALLOCATE_INTERNAL_STRUCTURE,
     FaultSite.CONFIG_GRANULARITY: ErrorCode.GRANULARITY_NOT_SUPPORTED,

@@ -1,4 +1,4 @@
-"""PmemSet: parts, part maps and the ``pmemset_part_map`` algorithm (DESIGN.md §4).
+"""PmemSet: parts, part maps and the ``pmemset_part_map`` algorithm (docs/design.md).
 
 Rule 1: everything that decides where a part goes and what a set holds lives here,
 written once for every backend. This module never calls mmap, ctypes or the file
@@ -310,8 +310,9 @@ class PmemSet:
     def part_map(self, part: Part) -> PartDescriptor:
         """Map ``part`` (``pmemset_part_map``) and consume it; return the part map's descriptor.
 
-        Follows DESIGN.md §4. On failure raises PmemsetError with the step's code and
-        leaves the set, the address space, the file and the part as they were.
+        Follows the part_map algorithm of docs/design.md. On failure raises PmemsetError
+        with the step's code and leaves the set, the address space, the file and the part
+        as they were.
         """
         self._check_open()
         self._own_part(part)
@@ -968,6 +969,7 @@ class PmemSet:
         finally:
             self._recording = None
 
+    @_api
     def mark(self, name: str, data: object = None) -> None:
         """Put a marker in the store log (``"NAME.BEGIN"`` / ``"NAME.END"``); no-op when not recording.
 

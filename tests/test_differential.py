@@ -851,7 +851,7 @@ def _refused(
 
 
 def test_huge_length_is_enomem_when_the_space_cannot_hold_it(mspace, make_file):
-    """DESIGN §4: the place is chosen (step 6) before the file is mapped (step 8), so a length
+    """part_map: the place is chosen (step 6) before the file is mapped (step 8), so a length
     of 2**40 bytes and more fails with -ENOMEM in the default 64 GiB arena, before the file's
     size is looked at; a page-unaligned one with LENGTH_UNALIGNED (step 6 too)."""
     path = make_file(4 * PAGE)
@@ -1102,7 +1102,7 @@ def test_borrowed_descriptor_position_is_left_alone_on_both_backends(make_file):
 
 def test_directory_instead_of_a_file(mspace, tmp_path):
     """A directory never becomes a source: by path the OS refuses to open it read-write
-    (-EISDIR, DESIGN §3 "other OS failures → -errno"); by descriptor it is not a regular
+    (-EISDIR, the contract: "other OS failures → -errno"); by descriptor it is not a regular
     file (INVALID_SOURCE_TYPE). Nothing is mapped, no descriptor leaks."""
     d = tmp_path / "adir"
     d.mkdir()

@@ -1,6 +1,6 @@
 """Every documented error of ``pmemset_part_map`` (the newer man page), reproduced on demand.
 
-Each case builds the situation that makes one step of DESIGN.md §4 fail, then checks:
+Each case builds the situation that makes one step of the part_map algorithm fail, then checks:
 
 * the exact code (the ``ErrorCode`` member, PMDK's value from §2, and the ``capi``
   constant), and the C name;
@@ -48,8 +48,8 @@ from pmemsim import capi as c
 INT64_MAX = (1 << 63) - 1
 SIZE_MAX = (1 << 64) - 1
 
-#: DESIGN.md §2, copied by hand: the values must be PMDK's, not whatever the enum says.
-DESIGN_VALUES = {
+#: The contract's error table, copied by hand: the values must be PMDK's, not whatever the enum says.
+CONTRACT_VALUES = {
     "UNKNOWN": -200000,
     "NOSUPP": -200001,
     "INVALID_PMEM2_SOURCE": -200002,
@@ -92,7 +92,7 @@ def c_name(code: ErrorCode) -> str:
 def assert_code(actual: int, expected: ErrorCode) -> None:
     """``actual`` is exactly ``expected``: the member, PMDK's value and the capi constant."""
     assert actual == expected, f"got {actual} ({pmemsim.errors.code_name(actual)}), want {expected!r}"
-    assert actual == DESIGN_VALUES[expected.name]
+    assert actual == CONTRACT_VALUES[expected.name]
     assert actual == capi_constant(expected)
 
 
@@ -104,12 +104,12 @@ def mentions(message: str, item: object) -> bool:
 
 
 def test_error_codes_have_pmdk_values():
-    """Every code of DESIGN.md §2 exists with PMDK's value, and the facade exports it."""
-    for name, value in DESIGN_VALUES.items():
+    """Every code of the contract's error table exists with PMDK's value, and the facade exports it."""
+    for name, value in CONTRACT_VALUES.items():
         member = ErrorCode[name]
         assert int(member) == value
         assert capi_constant(member) == value
-    assert {m.name for m in ErrorCode} == set(DESIGN_VALUES)
+    assert {m.name for m in ErrorCode} == set(CONTRACT_VALUES)
 
 
 # -- the environment each case builds in ------------------------------------------------------
@@ -529,7 +529,7 @@ CASES: list[tuple[str, ErrorCode, Callable[[Env], Case]]] = [
 
 
 def test_every_documented_part_map_error_has_a_case():
-    """The newer man page's ERRORS list, plus GRANULARITY_MISMATCH (DESIGN.md §4 step 9)."""
+    """The newer man page's ERRORS list, plus GRANULARITY_MISMATCH (part_map step 9)."""
     documented = {
         ErrorCode.CANNOT_ALLOCATE_INTERNAL_STRUCTURE,
         ErrorCode.INVALID_OFFSET_VALUE,

@@ -1,5 +1,6 @@
-"""Regressions from reviewing the library against DESIGN.md: misuse that once crashed, leaked
-or changed state now fails cleanly (PmemsetError / TypeError / ValueError) and changes nothing."""
+"""Regressions from reviewing the library against its contract (docs/design.md): misuse that
+once crashed, leaked or changed state now fails cleanly (PmemsetError / TypeError /
+ValueError) and changes nothing."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """LayoutAddressSpace / SimulatedAddressSpace: placement, reservations, foreign ranges, I/O.
 
-Expectations come from DESIGN.md §5 and the docstrings, not from running the code:
+Expectations come from the contract (docs/design.md) and the docstrings, not from running the code:
 bottom-up placement is the lowest page that fits, top-down the highest, address 0 is
 never handed out, the same calls give the same addresses, and a refused call changes
 nothing. Tiny spaces (64-byte pages, a few dozen pages) keep every edge close.

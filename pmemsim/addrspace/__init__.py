@@ -43,7 +43,7 @@ _default: LayoutAddressSpace | None = None
 
 
 def _make_default() -> LayoutAddressSpace:
-    # DESIGN §5: real mmap unless PMEMSIM_BACKEND=sim says otherwise.
+    # The contract: real mmap unless PMEMSIM_BACKEND=sim says otherwise.
     backend = os.environ.get(BACKEND_ENV, "").strip().lower()
     if backend in ("sim", "simulated"):
         return SimulatedAddressSpace()

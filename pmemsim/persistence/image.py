@@ -23,10 +23,10 @@ import contextlib
 import hashlib
 import mmap
 import os
-import stat
 import struct
 from collections.abc import Iterable, Mapping, Sequence
 
+from pmemsim._files import InputFileError, read_regular_file
 from pmemsim.persistence.log import LogError, Store, StoreLog
 from pmemsim.persistence.model import ORDER_UNIT, Atom
 
@@ -215,16 +215,9 @@ def _read_image(key: str, source: bytes | str | os.PathLike[str], size: int) -> 
         data = bytes(source)
     else:
         try:
-            fd = os.open(source, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-            try:
-                if not stat.S_ISREG(os.fstat(fd).st_mode):
-                    raise LogError(
-                        f"initial image of file {key!r}: {os.fspath(source)!r} is not a regular file"
-                    )
-                with os.fdopen(os.dup(fd), "rb") as f:
-                    data = f.read(size)
-            finally:
-                os.close(fd)
+            data = read_regular_file(source, size, f"the initial image of file {key!r}", prefix=True)
+        except InputFileError as exc:
+            raise LogError(str(exc)) from None
         except OSError as exc:
             raise LogError(
                 f"cannot read the initial image of file {key!r} from {os.fspath(source)!r}: "

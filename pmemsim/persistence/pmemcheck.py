@@ -132,6 +132,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO
 
+from pmemsim._files import InputFileError, read_regular_file
 from pmemsim.enums import Granularity
 from pmemsim.persistence.log import Fence, FileInfo, Flush, LogError, Marker, Record, Store, StoreLog
 from pmemsim.persistence.model import ATOMIC_UNIT, CACHE_LINE
@@ -713,47 +714,12 @@ def loads_pmemcheck(
 
 
 def _read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
-    """The content of regular file ``path``, at most ``max_bytes`` of it.
-
-    Non-regular files are refused before anything is read: the file is opened with
-    O_NONBLOCK (a FIFO without writer does not block the open) and checked with fstat.
-    Raises LogError naming the file for a non-regular or too large file, OSError when it
-    cannot be opened or read.
-    """
-    name = os.fspath(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    """The content of the regular file ``path`` (at most ``max_bytes``); LogError for a non-regular
+    or too large file, OSError when it cannot be read."""
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise LogError(f"{name}: {_file_kind(st.st_mode)}, not a regular file: a store log must be one")
-        if st.st_size > max_bytes:
-            raise LogError(f"{name}: {st.st_size} bytes, more than the limit of {max_bytes} for a store log")
-        chunks: list[bytes] = []
-        total = 0
-        while True:
-            chunk = os.read(fd, min(1 << 20, max_bytes + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-            if total > max_bytes:  # the file grew while we read it
-                raise LogError(f"{name}: more than the limit of {max_bytes} bytes for a store log")
-        return b"".join(chunks)
-    finally:
-        os.close(fd)
-
-
-def _file_kind(mode: int) -> str:
-    for test, kind in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return kind
-    return "a special file"
+        return read_regular_file(path, max_bytes, "a store log")
+    except InputFileError as exc:
+        raise LogError(str(exc)) from None
 
 
 def load_pmemcheck(

@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import stat
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pmemsim._files import read_regular_file
 from pmemsim.errors import PmemsetError, add_error_observer, remove_error_observer
 
 __all__ = [
@@ -147,18 +147,9 @@ def load_results(path: str | os.PathLike[str]) -> ResultsFile:
     """
     p = os.fspath(path)
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise ValueError(f"{p}: not a regular file")
-            with os.fdopen(os.dup(fd), "rb") as f:
-                raw = f.read(MAX_RESULTS_BYTES + 1)
-        finally:
-            os.close(fd)
+        raw = read_regular_file(p, MAX_RESULTS_BYTES, "a results file")  # InputFileError: a ValueError
     except OSError as exc:
         raise ValueError(f"{p}: cannot read results: {exc.strerror or exc}") from None
-    if len(raw) > MAX_RESULTS_BYTES:
-        raise ValueError(f"{p}: over {MAX_RESULTS_BYTES} bytes: not a results file")
     try:
         data = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError:

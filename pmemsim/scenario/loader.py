@@ -16,7 +16,6 @@ import json
 import math
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pmemsim._files import InputFileError, read_regular_file
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
 from pmemsim.scenario._lines import key_lines, line_of
@@ -124,19 +124,12 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
         return ScenarioError(shown, [Problem(shown, None, "(file)", message)])
 
     try:
-        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-        try:
-            if not stat.S_ISREG(os.fstat(fd).st_mode):
-                raise refuse("not a regular file: a scenario is a TOML file")
-            with os.fdopen(os.dup(fd), "rb") as f:
-                raw = f.read(MAX_SCENARIO_BYTES + 1)
-        finally:
-            os.close(fd)
+        raw = read_regular_file(p, MAX_SCENARIO_BYTES, "a scenario")
+    except InputFileError as exc:
+        raise refuse(str(exc).removeprefix(f"{shown}: ")) from None
     except OSError as exc:
         reason = exc.strerror or str(exc)
         raise refuse(f"cannot read the scenario: {reason}") from None
-    if len(raw) > MAX_SCENARIO_BYTES:
-        raise refuse(f"over {MAX_SCENARIO_BYTES} bytes: not a scenario")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
