@@ -261,7 +261,7 @@ def loads_scenario(
     except RecursionError:  # cannot happen for what tomllib accepted; lines are only a courtesy
         lines = {}
     problems = [
-        Problem(name, line_of(lines, path_), format_path(path_), message)
+        Problem(name, _line_within(lines, path_), format_path(path_), message)
         for path_, message in _oversized(doc)
     ]
     if problems:
@@ -296,6 +296,15 @@ def _line_too_deep(text: str) -> int | None:
         elif c == "\n":
             line += 1
     return None
+
+
+def _line_within(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
+    """The line of ``path`` or an ancestor, else the first line of a key below it (a dotted header)."""
+    found = line_of(lines, path)
+    if found is not None:
+        return found
+    below = [n for p, n in lines.items() if p[: len(path)] == path]
+    return min(below) if below else None
 
 
 def _oversized(doc: dict[str, Any]) -> list[tuple[KeyPath, str]]:
