@@ -416,3 +416,10 @@ def test_run_cli_exit_2_for_a_deep_scenario(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stdout + proc.stderr
     assert f"{path}:1: (syntax): nested more than 16 levels deep" in proc.stdout + proc.stderr
+
+
+def test_a_quoted_key_with_a_newline_stays_one_line() -> None:
+    problem = only_problem('"a\\nb" = 1\n' + DRAIN)
+    assert "\n" not in problem
+    # (No line: the line finder keeps escapes as written, so it does not know this key.)
+    assert problem.startswith("s.toml: a\\nb: unknown key 'a\\nb'")

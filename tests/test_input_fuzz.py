@@ -344,8 +344,12 @@ def _run(name: str, max_examples: int | None = None) -> None:
     check, strategy = PROPERTIES[name]
     test = given(strategy)(check)
     if max_examples is not None:
+        # Not derandomized: each long run explores new examples.
         test = settings(
-            max_examples=max_examples, deadline=None, suppress_health_check=list(HealthCheck)
+            max_examples=max_examples,
+            deadline=None,
+            derandomize=False,
+            suppress_health_check=list(HealthCheck),
         )(test)
     else:
         test = settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])(test)

@@ -175,7 +175,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.key}: {self.message}"
+        # One line per problem, whatever a quoted key or a quoted value holds.
+        text = f"{where}: {self.key}: {self.message}"
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class ScenarioError(ValueError):
