@@ -266,7 +266,7 @@ def test_every_problem_of_a_file_is_reported_in_line_order(tmp_path: Path) -> No
     assert "did you mean 'mmap'?" in problems[0]
     assert "did you mean 'page_size'?" in problems[1]
     assert "did you mean 'map.file'?" in problems[2]
-    assert "expected an integer >= 0, got -1" in problems[3]
+    assert "expected an integer >= 0 and <= 10000, got -1" in problems[3]
     with pytest.raises(ValueError, match="4 problems"):
         load_scenario(path)
 

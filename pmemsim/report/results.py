@@ -20,14 +20,15 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pmemsim._files import read_regular_file
 from pmemsim.errors import PmemsetError, add_error_observer, remove_error_observer
 
 __all__ = [
     "FORMAT",
+    "MAX_RESULTS_BYTES",
     "VERSION",
     "ErrorCounter",
     "Outcome",
+    "ResultsError",
     "ResultsFile",
     "RunKind",
     "RunResult",
@@ -75,38 +76,8 @@ class RunResult:
 
     @classmethod
     def from_json(cls, data: object, where: str = "") -> RunResult:
-        """Parse one run record; ValueError naming ``where`` and the bad key."""
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: a run must be an object, got {type(data).__name__}")
-
-        def text(key: str, default: str | None = None) -> str:
-            value = data.get(key, default)
-            if value is None:
-                raise ValueError(f"run is missing the key {key!r}")
-            if not isinstance(value, str) or len(value) > _MAX_TEXT:
-                raise ValueError(f"{key!r} must be a string (at most {_MAX_TEXT} characters): {_show(value)}")
-            return value
-
-        try:
-            errors = data.get("errors", {})
-            if not isinstance(errors, dict) or not all(
-                isinstance(k, str) and type(v) is int and 0 <= v < 1 << 63 for k, v in errors.items()
-            ):
-                raise ValueError(f"'errors' must map error names to counts, got {_show(errors)}")
-            duration = data.get("duration", 0.0)
-            if type(duration) not in (int, float) or not 0 <= duration < 1e9:  # also refuses NaN
-                raise ValueError(f"'duration' must be a number of seconds, got {_show(duration)}")
-            return cls(
-                name=text("name"),
-                kind=RunKind(text("kind")),
-                backend=text("backend"),
-                outcome=Outcome(text("outcome")),
-                errors=dict(errors),
-                duration=float(duration),
-                message=text("message", ""),
-            )
-        except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
+        """Parse one run record; ResultsError (a ValueError) naming ``where`` and the bad key."""
+        return _run_from_json(data, where, (where.rsplit(": ", 1)[-1] if where else "run"), None)
 
 
 @dataclass
@@ -129,45 +100,157 @@ class ResultsFile:
             f.write("\n")
 
 
-#: The largest results file read, and the longest text field of a run.
-MAX_RESULTS_BYTES = 256 << 20
-_MAX_TEXT = 1 << 16
+#: Largest results file read: about 200,000 runs.
+MAX_RESULTS_BYTES = 64 << 20
+#: Deepest nesting a results file needs is 4 (document, runs, run, errors); more is refused.
+MAX_DEPTH = 8
+#: Largest error count and duration (seconds) a run may claim.
+MAX_COUNT = (1 << 63) - 1
+MAX_DURATION = 1e9
 
 
-def _show(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+class ResultsError(ValueError):
+    """A results file that cannot be read: ``file``, ``line`` (None when unknown), ``field``, reason.
+
+    ``str()`` is one line: ``FILE[:LINE]: FIELD: REASON``.
+    """
+
+    def __init__(self, file: str, line: int | None, field: str, reason: str) -> None:
+        self.file = file
+        self.line = line
+        self.field = field
+        self.reason = reason
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {field}: {reason}")
+
+
+def _what(value: object) -> str:
+    kind = {dict: "an object", list: "an array", str: "a string", bool: "a boolean", type(None): "null"}
+    word = kind.get(type(value))
+    if word is None:
+        word = "a number"
+    text = repr(value) if isinstance(value, bool | float | str) or value is None else ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        digits = len(str(value)) if value.bit_length() < 1000 else None
+        text = str(value) if digits is not None and digits <= 40 else "(a very large integer)"
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{word} {text}".rstrip()
+
+
+def _run_from_json(data: object, file: str, field: str, line: int | None) -> RunResult:
+    def bad(key: str, reason: str) -> ResultsError:
+        return ResultsError(file, line, f"{field}.{key}" if key else field, reason)
+
+    if not isinstance(data, dict):
+        raise bad("", f"a run must be an object, got {_what(data)}")
+
+    def text(key: str, default: str | None = None) -> str:
+        if key not in data:
+            if default is None:
+                raise bad("", f"run is missing the key {key!r}")
+            return default
+        value = data[key]
+        if not isinstance(value, str):
+            raise bad(key, f"expected a string, got {_what(value)}")
+        return value
+
+    def choice(key: str, enum: type[RunKind] | type[Outcome]) -> Any:
+        value = text(key)
+        try:
+            return enum(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in enum)
+            raise bad(key, f"expected one of {allowed}, got {_what(value)}") from None
+
+    errors = data.get("errors", {})
+    if not isinstance(errors, dict):
+        raise bad("errors", f"expected an object mapping error names to counts, got {_what(errors)}")
+    for name, count in errors.items():
+        if isinstance(count, bool) or not isinstance(count, int) or not 0 <= count <= MAX_COUNT:
+            raise bad(f"errors.{name[:60]}", f"expected a count from 0 to {MAX_COUNT}, got {_what(count)}")
+    duration = data.get("duration", 0.0)
+    if (
+        isinstance(duration, bool)
+        or not isinstance(duration, int | float)
+        or not 0 <= duration <= MAX_DURATION  # also refuses nan
+    ):
+        reason = f"expected a number of seconds from 0 to {MAX_DURATION:g}, got {_what(duration)}"
+        raise bad("duration", reason)
+    return RunResult(
+        name=text("name"),
+        kind=choice("kind", RunKind),
+        backend=text("backend"),
+        outcome=choice("outcome", Outcome),
+        errors=dict(errors),
+        duration=float(duration),
+        message=text("message", ""),
+    )
+
+
+def _depth_problem(data: object) -> str | None:
+    """The key path of the first value nested deeper than MAX_DEPTH (iteratively), or None."""
+    stack: list[tuple[object, str, int]] = [(data, "(top level)", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if depth >= MAX_DEPTH:
+            return path
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for k, v in items:
+            sub = f"{path}[{k}]" if isinstance(k, int) else f"{path}.{k}"
+            stack.append((v, sub.removeprefix("(top level)").lstrip("."), depth + 1))
+    return None
+
+
+def _refuse_constant(name: str) -> object:
+    raise ValueError(f"{name} is not a number JSON allows")
 
 
 def load_results(path: str | os.PathLike[str]) -> ResultsFile:
-    """Read a results file; ValueError naming the file and the problem (one line, never another error).
+    """Read a results file; :class:`ResultsError` (a ValueError) naming the file, line and field.
 
-    Non-regular files (a FIFO, ``/dev/zero``) and files over :data:`MAX_RESULTS_BYTES` are
-    refused before they are read.
+    The file is refused unless it is a regular file of at most :data:`MAX_RESULTS_BYTES`
+    (opened without blocking, so a FIFO or a device is never waited on or read); JSON
+    nested too deeply, numbers with thousands of digits, NaN and Infinity, and every
+    field of the wrong type or out of range are reported, never raised as anything else.
     """
+    from pmemsim.scenario.loader import InputRefused, read_regular_file  # not at import: a cycle
+
     p = os.fspath(path)
     try:
-        raw = read_regular_file(p, MAX_RESULTS_BYTES, "a results file")  # InputFileError: a ValueError
-    except OSError as exc:
-        raise ValueError(f"{p}: cannot read results: {exc.strerror or exc}") from None
+        raw = read_regular_file(p, MAX_RESULTS_BYTES)
+    except InputRefused as exc:
+        raise ResultsError(p, None, "(file)", f"cannot read results: {exc}") from None
     try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ValueError(f"{p}: not UTF-8 text") from None
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ResultsError(p, line, "(file)", "not UTF-8 text") from None
+    try:
+        data = json.loads(text, parse_constant=_refuse_constant)
     except json.JSONDecodeError as exc:
-        raise ValueError(f"{p}:{exc.lineno}: not valid JSON: {exc.msg}") from None
-    except (RecursionError, ValueError) as exc:  # nested too deeply; a number over the digit limit
-        raise ValueError(f"{p}: not a results file ({type(exc).__name__}: {_show(str(exc))})") from None
+        raise ResultsError(p, exc.lineno, "(syntax)", f"not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise ResultsError(p, None, "(syntax)", f"JSON nested more than {MAX_DEPTH} levels deep") from None
+    except ValueError as exc:  # NaN/Infinity, or an integer with thousands of digits
+        reason = str(exc) if "JSON allows" in str(exc) else "a number with thousands of digits"
+        raise ResultsError(p, None, "(syntax)", reason) from None
+    deep = _depth_problem(data)
+    if deep is not None:
+        raise ResultsError(p, None, deep or "(top level)", f"nested more than {MAX_DEPTH} levels deep")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ValueError(f'{p}: not a pmemsim results file (missing "format": {FORMAT!r})')
-    if data.get("version") != VERSION:
-        raise ValueError(
-            f"{p}: results version {data.get('version')!r} is not supported (expected {VERSION})"
+        raise ResultsError(p, None, "format", f"not a pmemsim results file (missing \"format\": {FORMAT!r})")
+    version = data.get("version")
+    if isinstance(version, bool) or version != VERSION:
+        raise ResultsError(
+            p, None, "version", f"results version {_what(version)} is not supported (expected {VERSION})"
         )
     runs = data.get("runs")
     if not isinstance(runs, list):
-        raise ValueError(f"{p}: 'runs' must be a list")
-    return ResultsFile([RunResult.from_json(r, f"{p}: runs[{i}]") for i, r in enumerate(runs)])
+        raise ResultsError(p, None, "runs", f"expected an array of runs, got {_what(runs)}")
+    return ResultsFile([_run_from_json(r, p, f"runs[{i}]", None) for i, r in enumerate(runs)])
 
 
 class ErrorCounter:

@@ -7,7 +7,8 @@ cannot silently mean more than is checked).
 
 Supported: ``type``, ``properties``, ``required``, ``additionalProperties`` (bool or
 schema), ``propertyNames``, ``items``, ``minItems``, ``uniqueItems``, ``enum``,
-``const``, ``minimum``, ``maximum``, ``exclusiveMinimum``, ``minLength``, ``pattern``,
+``const``, ``minimum``, ``maximum``, ``exclusiveMinimum``, ``minLength``, ``maxLength``,
+``pattern``,
 ``anyOf``, ``oneOf`` and local ``$ref`` (``#/$defs/NAME``). A ``oneOf`` whose branches
 all pin ``properties.op.const`` is validated as a tagged union: the branch named by
 ``op`` is the only one tried, so its messages are precise.
@@ -18,6 +19,7 @@ Runtime complexity: linear in the size of the document times the schema's depth.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -45,6 +47,7 @@ _KEYWORDS = frozenset(
         "maximum",
         "exclusiveMinimum",
         "minLength",
+        "maxLength",
         "pattern",
         "anyOf",
         "oneOf",
@@ -233,8 +236,15 @@ class SchemaValidator:
                     if node["minLength"] == 1
                     else f"expected a string of at least {node['minLength']} characters",
                 )
+            elif len(value) > node.get("maxLength", len(value)):
+                yield Issue(
+                    path, f"expected a string of at most {node['maxLength']} characters, got {len(value)}"
+                )
             elif "pattern" in node and not re.search(node["pattern"], value):
                 yield Issue(path, f"expected {self.describe(node)}, got {value!r}")
+        elif isinstance(value, float) and not math.isfinite(value):
+            # TOML has inf and nan; no size, count or time of a scenario means either.
+            yield Issue(path, f"expected a finite number, got {value}")
         elif (
             isinstance(value, int | float)
             and not isinstance(value, bool)
@@ -354,11 +364,14 @@ class SchemaValidator:
         if len(value) < node.get("minItems", 0):
             yield Issue(path, f"expected at least {node['minItems']} item(s), got {len(value)}")
         if node.get("uniqueItems"):
-            seen: list[Any] = []
+            # By type and text, not ==: a set keeps this linear on a long hostile array, and
+            # TOML's 1, 1.0 and true are different values.
+            seen: set[tuple[str, str]] = set()
             for i, item in enumerate(value):
-                if item in seen:
-                    yield Issue((*path, i), f"duplicate item {item!r}")
-                seen.append(item)
+                ident = (_type_of(item), repr(item))
+                if ident in seen:
+                    yield Issue((*path, i), f"duplicate item {_shown(item)}")
+                seen.add(ident)
         items = node.get("items")
         if items is not None:
             for i, item in enumerate(value):

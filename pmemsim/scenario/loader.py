@@ -6,6 +6,15 @@ path and what was expected. The schema (``schema.json``, shipped in the package)
 which keys exist, their types and allowed values; this module adds only what a schema
 cannot say: names used before they are defined, keys that exclude each other, files
 that must exist.
+
+Input built to hurt is refused before it costs anything: the file is opened without
+blocking and refused unless it is a regular file of at most :data:`MAX_SCENARIO_BYTES`;
+nesting deeper than :data:`MAX_DEPTH`, arrays or tables longer than :data:`MAX_ITEMS`
+and numbers too long for Python are reported before validation; every size, count
+and repeat has a maximum in the schema, and data built from ``repeat`` is measured
+before it is built (:data:`MAX_DATA`). Every file a scenario names (a source's
+``file``, an ``image``) follows one path policy: relative, no ``..``, inside the
+scenario's folder after symlinks are resolved; an image must be a regular file.
 """
 
 from __future__ import annotations
@@ -13,9 +22,10 @@ from __future__ import annotations
 import errno as _errno
 import functools
 import json
-import math
+import mmap
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -23,12 +33,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pmemsim._files import InputFileError, read_regular_file
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
 from pmemsim.scenario._lines import key_lines, line_of
 from pmemsim.scenario._schema import KeyPath, SchemaValidator, format_path
 from pmemsim.scenario.steps import (
+    MAX_OFFSET,
     STEP_TYPES,
     Addr,
     ConfigSpec,
@@ -48,16 +58,110 @@ from pmemsim.scenario.steps import (
 )
 
 __all__ = [
+    "MAX_DATA",
+    "MAX_DEPTH",
+    "MAX_IMAGE_BYTES",
+    "MAX_ITEMS",
+    "MAX_OFFSET",
+    "MAX_SCENARIO_BYTES",
     "SCENARIO_SUFFIX",
+    "InputRefused",
     "Problem",
     "ScenarioError",
+    "check_regular_file",
     "discover",
     "load_scenario",
     "loads_scenario",
+    "read_regular_file",
     "schema",
 ]
 
 SCENARIO_SUFFIX = ".toml"
+
+#: Largest scenario file read (a scenario is a page or two of TOML).
+MAX_SCENARIO_BYTES = 1 << 20
+#: Largest image file a source may be copied from (the runner reads it into memory).
+MAX_IMAGE_BYTES = 64 << 20
+#: Deepest nesting of tables and arrays (the format itself needs 4).
+MAX_DEPTH = 16
+#: Most items in one array and keys in one table (steps, sources, faults...).
+MAX_ITEMS = 10_000
+#: Most bytes of data one step carries (``data`` times ``repeat``, ``expect_data``).
+MAX_DATA = 16 << 20
+# The longest file name component most file systems allow.
+_NAME_MAX = 255
+
+
+class InputRefused(Exception):
+    """A file that is not read: unreadable, not a regular file, or too large (``str`` says why)."""
+
+
+def _kind(mode: int) -> str:
+    for test, word in (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return word
+    return "not a regular file"
+
+
+def _open_regular(path: str | os.PathLike[str], limit: int) -> tuple[int, int]:
+    """Open ``path`` without blocking; refuse anything but a regular file of at most ``limit`` bytes.
+
+    O_NONBLOCK makes opening a FIFO return at once (a plain open waits for a writer);
+    fstat on the open descriptor then decides, so nothing is read from a device.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
+    try:
+        fd = os.open(path, flags)
+    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise InputRefused(reason) from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise InputRefused(f"{_kind(st.st_mode)}, not a regular file")
+        if st.st_size > limit:
+            raise InputRefused(f"{st.st_size} bytes, more than the {limit} allowed")
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st.st_size
+
+
+def check_regular_file(path: str | os.PathLike[str], limit: int) -> int:
+    """The size of ``path`` if it is a regular file of at most ``limit`` bytes; else InputRefused."""
+    fd, size = _open_regular(path, limit)
+    os.close(fd)
+    return size
+
+
+def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``limit`` bytes; else InputRefused.
+
+    Never reads more than ``limit + 1`` bytes, even from a file that grows meanwhile.
+    """
+    fd, _ = _open_regular(path, limit)
+    try:
+        chunks: list[bytes] = []
+        total = 0
+        while total <= limit:
+            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+    except OSError as exc:
+        raise InputRefused(exc.strerror or str(exc)) from None
+    finally:
+        os.close(fd)
+    if total > limit:
+        raise InputRefused(f"more than the {limit} bytes allowed (the file grew while read)")
+    return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -71,7 +175,9 @@ class Problem:
 
     def __str__(self) -> str:
         where = f"{self.file}:{self.line}" if self.line is not None else self.file
-        return f"{where}: {self.key}: {self.message}"
+        # One line per problem, whatever a quoted key or a quoted value holds.
+        text = f"{where}: {self.key}: {self.message}"
+        return text.replace("\r", "\\r").replace("\n", "\\n")
 
 
 class ScenarioError(ValueError):
@@ -102,34 +208,16 @@ def _validator() -> SchemaValidator:
 _TOML_POS = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
-#: Bounds on what a scenario file may ask for, checked before anything is allocated.
-MAX_SCENARIO_BYTES = 4 << 20
-MAX_DATA_BYTES = 64 << 20  # one step's data, after 'repeat'
-MAX_IMAGE_BYTES = 1 << 30
-MAX_DEPTH = 32  # tables and arrays nested in one another
-MAX_ITEMS = 100_000  # entries of one array or table
-_INT_RANGE = (-(1 << 63), 1 << 64)
-
-
 def load_scenario(path: str | os.PathLike[str]) -> Scenario:
-    """Read and validate a scenario file. Raises ScenarioError listing every problem.
-
-    Non-regular files (a FIFO, ``/dev/zero``) and files over :data:`MAX_SCENARIO_BYTES` are
-    refused before they are read.
-    """
+    """Read and validate a scenario file. Raises ScenarioError listing every problem."""
     p = Path(path)
     shown = os.fspath(path)
-
-    def refuse(message: str) -> ScenarioError:
-        return ScenarioError(shown, [Problem(shown, None, "(file)", message)])
-
     try:
-        raw = read_regular_file(p, MAX_SCENARIO_BYTES, "a scenario")
-    except InputFileError as exc:
-        raise refuse(str(exc).removeprefix(f"{shown}: ")) from None
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise refuse(f"cannot read the scenario: {reason}") from None
+        raw = read_regular_file(p, MAX_SCENARIO_BYTES)
+    except InputRefused as exc:
+        raise ScenarioError(
+            shown, [Problem(shown, None, "(file)", f"cannot read the scenario: {exc}")]
+        ) from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -146,6 +234,11 @@ def loads_scenario(
     """Validate scenario ``text``; ``path`` names it and anchors relative paths (images, checkers)."""
     p = Path(path)
     name = os.fspath(path) if shown is None else shown
+    if len(text) > MAX_SCENARIO_BYTES:
+        raise ScenarioError(
+            name,
+            [Problem(name, None, "(file)", f"{len(text)} characters, more than {MAX_SCENARIO_BYTES}")],
+        )
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -157,14 +250,24 @@ def loads_scenario(
         raise ScenarioError(name, [Problem(name, line, "(syntax)", f"invalid TOML: {msg}")]) from None
     except RecursionError:
         raise ScenarioError(
-            name, [Problem(name, None, "(syntax)", "tables or arrays nested too deeply")]
+            name,
+            [Problem(name, _line_too_deep(text), "(syntax)", f"nested more than {MAX_DEPTH} levels deep")],
         ) from None
-    except ValueError as exc:  # an integer over Python's digit limit
-        raise ScenarioError(name, [Problem(name, None, "(syntax)", f"invalid TOML: {exc}")]) from None
-    lines = key_lines(text)
-    hostile = [Problem(name, line_of(lines, at), format_path(at), why) for at, why in _out_of_bounds(doc)]
-    if hostile:
-        raise ScenarioError(name, hostile)
+    except ValueError:  # an integer longer than Python converts (sys.get_int_max_str_digits)
+        m = _LONG_NUMBER.search(text)
+        line = text.count("\n", 0, m.start()) + 1 if m else None
+        problem = Problem(name, line, "(syntax)", "a number with thousands of digits")
+        raise ScenarioError(name, [problem]) from None
+    try:
+        lines = key_lines(text)
+    except RecursionError:  # cannot happen for what tomllib accepted; lines are only a courtesy
+        lines = {}
+    problems = [
+        Problem(name, _line_within(lines, path_), format_path(path_), message)
+        for path_, message in _oversized(doc)
+    ]
+    if problems:
+        raise ScenarioError(name, problems)
     problems = [
         Problem(name, line_of(lines, issue.path), format_path(issue.path), issue.message)
         for issue in _validator().issues(doc)
@@ -178,32 +281,68 @@ def loads_scenario(
     return scenario
 
 
-def _out_of_bounds(doc: object) -> list[tuple[KeyPath, str]]:
-    """Values no scenario needs, found before the schema runs: too deep, too many, not finite, too big."""
-    out: list[tuple[KeyPath, str]] = []
-    todo: list[tuple[KeyPath, object]] = [((), doc)]
-    while todo and len(out) < 20:
-        at, value = todo.pop()
-        if isinstance(value, dict | list):
-            if len(at) >= MAX_DEPTH:
-                out.append((at, f"nested deeper than {MAX_DEPTH} levels"))
-                continue
-            if len(value) > MAX_ITEMS:
-                out.append((at, f"over {MAX_ITEMS} entries"))
-                continue
-            items = value.items() if isinstance(value, dict) else enumerate(value)
-            todo += [((*at, k), v) for k, v in items]
-        elif isinstance(value, float) and not math.isfinite(value):
-            out.append((at, f"expected a finite number, got {value}"))
-        elif (
-            isinstance(value, int)
-            and not isinstance(value, bool)
-            and not _INT_RANGE[0] <= value < _INT_RANGE[1]
-        ):
-            out.append((at, f"integer out of range (beyond 64 bits): {str(value)[:20]}..."))
-        elif isinstance(value, str) and len(value) > MAX_DATA_BYTES:
-            out.append((at, f"a string over {MAX_DATA_BYTES} characters"))
-    return out
+_LONG_NUMBER = re.compile(r"(?:[0-9]_?){4000,}")
+
+
+def _line_too_deep(text: str) -> int | None:
+    """The line where brackets first nest deeper than MAX_DEPTH (a guess: strings are not skipped)."""
+    depth = 0
+    line = 1
+    for c in text:
+        if c in "[{":
+            depth += 1
+            if depth > MAX_DEPTH:
+                return line
+        elif c in "]}":
+            depth = max(0, depth - 1)
+        elif c == "\n":
+            line += 1
+    return None
+
+
+def _line_within(lines: dict[KeyPath, int], path: KeyPath) -> int | None:
+    """The line of ``path`` or an ancestor, else the first line of a key below it (a dotted header)."""
+    found = line_of(lines, path)
+    if found is not None:
+        return found
+    below = [n for p, n in lines.items() if p[: len(path)] == path]
+    return min(below) if below else None
+
+
+def _oversized(doc: dict[str, Any]) -> list[tuple[KeyPath, str]]:
+    """Nesting deeper than MAX_DEPTH, arrays and tables longer than MAX_ITEMS (iteratively)."""
+    found: list[tuple[KeyPath, str]] = []
+    stack: list[tuple[object, KeyPath]] = [(doc, ())]
+    while stack and len(found) < 10:
+        value, path = stack.pop()
+        if not isinstance(value, dict | list):
+            continue
+        if len(path) >= MAX_DEPTH:
+            found.append((path, f"nested more than {MAX_DEPTH} levels deep"))
+            continue
+        if len(value) > MAX_ITEMS:
+            what = "keys" if isinstance(value, dict) else "items"
+            found.append((path, f"{len(value)} {what}, more than the {MAX_ITEMS} allowed"))
+            continue
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        stack.extend((v, (*path, k)) for k, v in items)
+    return found
+
+
+def _path_problem(value: str) -> str | None:
+    """Why ``value`` breaks the path policy for files a scenario names, or None."""
+    if "\x00" in value:
+        return "contains a NUL character"
+    if os.path.isabs(value) or value.startswith("~"):
+        return "is absolute"
+    parts = value.split("/")
+    if ".." in parts:
+        return "contains '..'"
+    if not parts[-1] or parts[-1] == ".":
+        return "names a directory, not a file"
+    if any(len(part.encode("utf-8", "surrogatepass")) > _NAME_MAX for part in parts):
+        return f"has a name longer than {_NAME_MAX} bytes"
+    return None
 
 
 def discover(paths: Iterable[str | os.PathLike[str]]) -> Iterator[tuple[str, Path | None, str | None]]:
@@ -238,19 +377,20 @@ def _flags(names: list[str], enum: type[MemFlags] | type[SourceFlags]) -> Any:
     return value
 
 
+def _data_size(d: Mapping[str, Any], key: str) -> int:
+    """How many bytes ``_data`` would build, computed without building them."""
+    n = len(str(d[key]).encode("utf-8", "surrogatepass")) if key in d else len(d[f"{key}_hex"]) // 2
+    return n * int(d.get("repeat", 1)) if key == "data" else n
+
+
 def _data(d: Mapping[str, Any], key: str) -> bytes | None:
     if key in d:
-        raw = str(d[key]).encode("utf-8")
+        raw = str(d[key]).encode("utf-8", "surrogatepass")
     elif f"{key}_hex" in d:
         raw = bytes.fromhex(d[f"{key}_hex"])
     else:
         return None
     return raw * int(d.get("repeat", 1)) if key == "data" else raw
-
-
-def _inside(name: str) -> bool:
-    """A relative file name that stays below its folder."""
-    return not os.path.isabs(name) and ".." not in Path(name).parts
 
 
 # How a key of a step becomes a field of its dataclass (keys not listed pass through).
@@ -263,6 +403,10 @@ _STEP_KEYS: dict[str, Any] = {
 }
 _DATA_KEYS = frozenset({"data", "data_hex", "repeat", "expect_data", "expect_data_hex"})
 
+# The address space a backend gives when the scenario names no size: the simulated
+# space spans [4 GiB, 128 TiB), the mmap arena is 64 GiB.
+_DEFAULT_SPACE = {"sim": (1 << 47) - (1 << 32), "mmap": 64 << 30}
+
 # Step kinds whose ``name`` is a descriptor (usable in addresses); the rest name other things.
 _DESCRIBING = (PartMapStep, FirstPartMap, NextPartMap, PartMapByAddress)
 
@@ -273,6 +417,8 @@ class _Builder:
         self.shown = shown
         self.lines = lines
         self.problems: list[Problem] = []
+        self.backends: tuple[str, ...] = ("sim", "mmap")
+        self.space_size = min(_DEFAULT_SPACE.values())
 
     def problem(self, key: KeyPath, message: str) -> None:
         self.problems.append(Problem(self.shown, line_of(self.lines, key), format_path(key), message))
@@ -282,6 +428,7 @@ class _Builder:
 
     def build(self, doc: dict[str, Any]) -> Scenario:
         backends = tuple(doc.get("backends", ("sim", "mmap")))
+        self.backends = backends
         fake_fs = bool(doc.get("fake_fs", False))
         if fake_fs and "mmap" in backends:
             self.problem(
@@ -315,6 +462,16 @@ class _Builder:
         if page & (page - 1):
             self.problem(("space", "page_size"), f"expected a power of two, got {page}")
             page = 4096
+        elif "mmap" in self.backends and page % mmap.PAGESIZE:
+            self.problem(
+                ("space", "page_size"),
+                f"{page} is not a multiple of this system's page size {mmap.PAGESIZE}, which the mmap "
+                'backend needs; use a multiple or set backends = ["sim"]',
+            )
+        size = d.get("size")
+        if size is not None and size % page:
+            self.problem(("space", "size"), f"{size} is not a multiple of the page size {page}")
+        self.space_size = size if size is not None else min(_DEFAULT_SPACE[b] for b in self.backends)
         occupied = []
         for i, o in enumerate(d.get("occupied", [])):
             for k in ("at", "size"):
@@ -322,10 +479,13 @@ class _Builder:
                     self.problem(
                         ("space", "occupied", i, k), f"{o[k]} is not a multiple of the page size {page}"
                     )
+            if o["at"] + o["size"] > self.space_size:
+                self.problem(
+                    ("space", "occupied", i),
+                    f"[{o['at']:#x}, {o['at'] + o['size']:#x}) ends past the address space "
+                    f"({self.space_size:#x} bytes)",
+                )
             occupied.append((int(o["at"]), int(o["size"])))
-        size = d.get("size")
-        if size is not None and size % page:
-            self.problem(("space", "size"), f"{size} is not a multiple of the page size {page}")
         grans = d.get("granularities")
         return SpaceSpec(
             page_size=page,
@@ -346,29 +506,19 @@ class _Builder:
             for k in ("size", "image", "flags", "device_granularity"):
                 if k in d:
                     self.problem((*key, k), f"'{k}' applies to a 'file' source, not a temporary one")
-        if file is not None and not _inside(file):
-            self.problem(
-                (*key, "file"),
-                f"expected a relative file name without '..', got {file!r}: source files are created "
-                "in a private directory for each run, never in yours",
-            )
+        if file is not None:
+            why = _path_problem(file)
+            if why is not None:
+                self.problem(
+                    (*key, "file"),
+                    f"expected a relative file name without '..', got {file!r}, which {why}: source "
+                    "files are created in a private directory for each run, never in yours",
+                )
         image = None
         if "image" in d:
             if "size" in d:
                 self.problem((*key, "image"), "give 'size' (a zero-filled file) or 'image', not both")
-            # One rule for every file a scenario names: relative, inside the scenario's folder.
-            folder = self.path.parent.resolve()
-            image = (folder / d["image"]).resolve()
-            if not _inside(d["image"]) or not image.is_relative_to(folder):
-                self.problem(
-                    (*key, "image"),
-                    "expected a file name relative to the scenario's folder, without '..', "
-                    f"got {d['image']!r}",
-                )
-            elif not image.is_file():  # a FIFO or a device is not a file either
-                self.problem((*key, "image"), f"image file {d['image']!r} not found (looked for {image})")
-            elif image.stat().st_size > MAX_IMAGE_BYTES:
-                self.problem((*key, "image"), f"image file {d['image']!r} is over {MAX_IMAGE_BYTES} bytes")
+            image = self.image((*key, "image"), d["image"])
         return SourceSpec(
             name=d["name"],
             line=self.line(key),
@@ -379,6 +529,35 @@ class _Builder:
             flags=_flags(d.get("flags", []), SourceFlags),
             device_granularity=Granularity[d["device_granularity"]] if "device_granularity" in d else None,
         )
+
+    def image(self, key: KeyPath, given: str) -> Path | None:
+        """The image file ``given`` names, after the path policy and a look at what it is."""
+        why = _path_problem(given)
+        if why is not None:
+            self.problem(
+                key,
+                f"expected a file name relative to the scenario's folder without '..', got {given!r}, "
+                f"which {why}",
+            )
+            return None
+        try:
+            folder = self.path.parent.resolve()
+            image = (folder / given).resolve()
+        except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop (Python < 3.13)
+            self.problem(key, f"cannot resolve image file {given!r}: {exc}")
+            return None
+        if not image.is_relative_to(folder):
+            self.problem(key, f"image file {given!r} is outside the scenario's folder (resolves to {image})")
+            return None
+        if not image.exists():
+            self.problem(key, f"image file {given!r} not found (looked for {image})")
+            return None
+        try:
+            check_regular_file(image, MAX_IMAGE_BYTES)
+        except InputRefused as exc:
+            self.problem(key, f"image file {given!r} cannot be used: {exc}")
+            return None
+        return image
 
     def config(self, d: dict[str, Any], space: SpaceSpec) -> ConfigSpec:
         rsv = d.get("reservation")
@@ -392,6 +571,12 @@ class _Builder:
         elif at is not None and at % space.page_size:
             self.problem(
                 ("config", "reservation_at"), f"{at} is not a multiple of the page size {space.page_size}"
+            )
+        if rsv is not None and (at or 0) + rsv > self.space_size:
+            self.problem(
+                ("config", "reservation"),
+                f"a reservation of {rsv:#x} bytes{'' if at is None else f' at {at:#x}'} does not fit in "
+                f"the address space ({self.space_size:#x} bytes)",
             )
         return ConfigSpec(
             granularity=Granularity[d.get("granularity", "PAGE")], reservation=rsv, reservation_at=at
@@ -423,21 +608,23 @@ class _Builder:
             conv = _STEP_KEYS.get(k)
             try:
                 kwargs[k] = conv(v) if conv is not None else v
-            except (KeyError, ValueError) as exc:  # what the schema's pattern lets through (a+096)
-                self.problem((*key, k), str(exc.args[0]) if exc.args else f"bad value {v!r}")
-                kwargs[k] = v
+            except ValueError as exc:
+                self.problem((*key, k), str(exc))
+                kwargs[k] = v if k != "addr" else Addr()
         for data_key in ("data", "expect_data"):
             has_text, has_hex = data_key in d, f"{data_key}_hex" in d
             if has_text and has_hex:
                 self.problem(key, f"give '{data_key}' or '{data_key}_hex', not both")
             if has_text or has_hex:
-                raw = len(str(d[data_key])) if has_text else len(str(d[f"{data_key}_hex"])) // 2
-                total = raw * (int(d.get("repeat", 1)) if data_key == "data" else 1)
-                if total > MAX_DATA_BYTES:  # checked before the bytes are made
-                    self.problem((*key, "repeat" if "repeat" in d else data_key),
-                                 f"{total} bytes of data, over {MAX_DATA_BYTES}")  # fmt: skip
-                    continue
-                kwargs[data_key] = _data(d, data_key)
+                n = _data_size(d, data_key)
+                if n > MAX_DATA:
+                    self.problem(
+                        (*key, "repeat" if data_key == "data" and "repeat" in d else data_key),
+                        f"{data_key} of {n} bytes, more than the {MAX_DATA} one step may carry",
+                    )
+                    kwargs[data_key] = b""
+                else:
+                    kwargs[data_key] = _data(d, data_key)
         if d["op"] in ("memcpy", "write") and "data" not in kwargs:
             self.problem(key, f"{d['op']} needs 'data' (text) or 'data_hex' (bytes in hex)")
         if "repeat" in d and "data" not in kwargs:
@@ -465,6 +652,10 @@ class _Builder:
                 ("crash",), "give exactly one of 'checker' (module:function) or 'program' (a command)"
             )
         program = d.get("program")
+        words = [program] if isinstance(program, str) else program or []
+        if any("\x00" in w for w in words):
+            self.problem(("crash", "program"), "the command contains a NUL character")
+            program = None
         if isinstance(program, str):
             import shlex
 

@@ -16,6 +16,7 @@ from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
 
 __all__ = [
+    "MAX_OFFSET",
     "STEP_TYPES",
     "Addr",
     "Check",
@@ -53,6 +54,9 @@ __all__ = [
 _NO_SOURCE_FLAGS = SourceFlags(0)
 _NO_MEM_FLAGS = MemFlags(0)
 
+#: Largest offset an address may name (as the schema bounds integer addresses): 64 TiB.
+MAX_OFFSET = 1 << 46
+
 _ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\.end)?\s*(?:([+-])\s*(0x[0-9A-Fa-f]+|[0-9]+))?$")
 
 
@@ -71,15 +75,19 @@ class Addr:
     def parse(cls, value: int | str) -> Addr:
         """From the file format: ``4096``, ``"a"``, ``"a.end"``, ``"a+0x1000"``, ``"a.end-4096"``."""
         if isinstance(value, int):
+            if not 0 <= value <= MAX_OFFSET:
+                raise ValueError(f"address {value} is outside [0, {MAX_OFFSET:#x}]")
             return cls(offset=value)
-        m = _ADDR.match(value)
+        m = _ADDR.match(value) if len(value) <= 256 else None
         if m is None:
-            raise ValueError(f"not an address: {value!r}")
+            raise ValueError(f"not an address: {value[:60]!r}")
         name, end, sign, number = m.groups()
-        try:
-            offset = int(number, 0) if number else 0
-        except ValueError:  # "096": a leading zero is no number in Python's (or TOML's) syntax
-            raise ValueError(f"not an address: {value!r} (a number is decimal, 0x hex or 0o octal)") from None
+        if number and len(number) > 24:  # checked before int(): a long number costs quadratic time
+            raise ValueError(f"the offset in {value[:60]!r} is larger than {MAX_OFFSET:#x}")
+        # Base 16 or 10 explicitly: int(x, 0) refuses the leading zeros of "a+0100".
+        offset = 0 if not number else int(number[2:], 16) if number[:2] in ("0x", "0X") else int(number)
+        if offset > MAX_OFFSET:
+            raise ValueError(f"the offset in {value!r} is larger than {MAX_OFFSET:#x}")
         return cls(offset=-offset if sign == "-" else offset, base=name, end=bool(end))
 
     def __str__(self) -> str:
