@@ -37,7 +37,7 @@ from pmemsim.errors import PmemsetError
 from pmemsim.faults import FaultPlan
 from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
 from pmemsim.report.results import ErrorCounter, Outcome, RunKind, RunResult
-from pmemsim.scenario.loader import Problem, ScenarioError
+from pmemsim.scenario.loader import MAX_IMAGE_BYTES, InputRefused, Problem, ScenarioError, read_regular_file
 from pmemsim.scenario.steps import (
     Addr,
     Check,
@@ -228,10 +228,18 @@ class _Run:
 
     # -- life cycle ------------------------------------------------------------------------
 
+    @staticmethod
+    def _image(path: Any) -> bytes:
+        # Read as the loader checked it: the file may have become a FIFO or grown since.
+        try:
+            return read_regular_file(path, MAX_IMAGE_BYTES)
+        except InputRefused as exc:
+            raise _Broken(f"image file {os.fspath(path)!r}: {exc}") from None
+
     def run(self) -> str:
         """Set up, run every step, check the crash verdict; return a note for passing runs."""
         with contextlib.ExitStack() as stack:
-            images = {s.name: s.image.read_bytes() for s in self.scenario.sources if s.image is not None}
+            images = {s.name: self._image(s.image) for s in self.scenario.sources if s.image is not None}
             if self.scenario.fake_fs:
                 stack.enter_context(self._fake_fs())
                 self.workdir = _FAKE_ROOT
