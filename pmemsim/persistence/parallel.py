@@ -68,6 +68,7 @@ def fork(work: Callable[[], object], slot: int = 0) -> tuple[int, int, int]:
         # SIGTERM from stop() unwinds the worker, so its finally blocks end its checker
         # programs and remove their temporary files.
         signal.signal(signal.SIGTERM, _interrupt)
+        signal.signal(signal.SIGINT, _interrupt)
         os.close(read)
         try:
             payload: tuple[bool, object] = (True, work())
@@ -100,6 +101,10 @@ def collect(pid: int, read: int, slot: int) -> Any:
 
 
 def _interrupt(signum: int, frame: object) -> None:  # pragma: no cover - runs in workers
+    # Once: a second signal (Ctrl-C reaches the whole group, then stop() sends SIGTERM) must
+    # not cut the clean-up the first one started.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     raise KeyboardInterrupt
 
 
