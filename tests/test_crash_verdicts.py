@@ -608,3 +608,26 @@ def test_cli_a_checker_that_crashes_only_while_shrinking_ends_in_exit_2(tmp_path
     )  # fmt: skip
     assert proc.returncode == 1, proc.stdout + proc.stderr  # the verdict stands: an inconsistency
     assert "cannot shrink the first failure" in proc.stdout and "crashed its process" in proc.stdout
+
+
+def test_worker_counts_are_capped_by_the_cpus_and_by_the_work(tmp_path: Path) -> None:
+    # `replay --workers 100000` used to fork until killed; 32 workers forked 31 processes for a
+    # two-state log. Now: at most the usable CPUs, at most what the log can be cut into.
+    from pmemsim.persistence.explore import usable_cpus
+
+    many = replay(same_line_commit(), flag_implies_payload, workers=100_000)
+    assert many.ok and many.workers == 1  # one epoch: nothing to share
+    assert any("capped" in w for w in many.warnings)
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    for i in range(8):
+        rec.store("pool", 64 * i, Q.pack(1))
+        rec.persist("pool", 64 * i, 8)
+    spread = replay(rec.log, flag_implies_payload, workers=100_000)
+    assert spread.workers == min(usable_cpus(), 256)
+    assert f"--workers 100000 capped at {min(usable_cpus(), 256)}: the usable CPUs" in spread.warnings
+    proc = run_replay(
+        tmp_path, same_line_commit(), "--checker", "checkers:flag_implies_payload", "--workers", "100000"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "capped" in proc.stdout
