@@ -35,6 +35,7 @@ __all__ = [
     "active_plan",
     "close",
     "fallocate",
+    "file_kind",
     "fstat",
     "ftruncate",
     "inject",
@@ -148,7 +149,8 @@ class InputFileError(ValueError):
     """An input file that is no regular file, or larger than its limit (the message names it)."""
 
 
-def _file_kind(mode: int) -> str:
+def file_kind(mode: int) -> str:
+    """What a non-regular file is, in words (``a FIFO``), for messages."""
     for test, kind in (
         (stat.S_ISDIR, "a directory"),
         (stat.S_ISFIFO, "a FIFO"),
@@ -180,7 +182,7 @@ def read_regular_file(
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputFileError(f"{name}: {_file_kind(st.st_mode)}, not a regular file: {what} must be one")
+            raise InputFileError(f"{name}: {file_kind(st.st_mode)}, not a regular file: {what} must be one")
         if st.st_size > max_bytes and not prefix:
             raise InputFileError(f"{name}: {st.st_size} bytes, more than the limit of {max_bytes} for {what}")
         chunks: list[bytes] = []

@@ -33,6 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from pmemsim._files import file_kind
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
 from pmemsim.scenario._lines import key_lines, line_of
@@ -96,19 +97,6 @@ class InputRefused(Exception):
     """A file that is not read: unreadable, not a regular file, or too large (``str`` says why)."""
 
 
-def _kind(mode: int) -> str:
-    for test, word in (
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-        (stat.S_ISSOCK, "a socket"),
-    ):
-        if test(mode):
-            return word
-    return "not a regular file"
-
-
 def _open_regular(path: str | os.PathLike[str], limit: int) -> tuple[int, int]:
     """Open ``path`` without blocking; refuse anything but a regular file of at most ``limit`` bytes.
 
@@ -124,7 +112,7 @@ def _open_regular(path: str | os.PathLike[str], limit: int) -> tuple[int, int]:
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise InputRefused(f"{_kind(st.st_mode)}, not a regular file")
+            raise InputRefused(f"{file_kind(st.st_mode)}, not a regular file")
         if st.st_size > limit:
             raise InputRefused(f"{st.st_size} bytes, more than the {limit} allowed")
     except BaseException:
