@@ -303,6 +303,16 @@ def results_problem(path: Path) -> str:
     return str(info.value)
 
 
+def read_line(path: Path, field: str) -> int:
+    """The line of ``path`` holding the value of ``field`` (``runs[0].errors.E``), found by hand."""
+    key = field.replace("]", "").replace("[", ".").split(".")[-1]
+    text = path.read_text()
+    if key.isdigit():  # an array element: the line of the array's key
+        key = field.split("[")[0].split(".")[-1]
+    at = text.index(f'"{key}"')
+    return text[:at].count("\n") + 1
+
+
 def test_valid_results_file_still_reads(tmp_path: Path) -> None:
     [run] = load_results(results_with(tmp_path, doc(errors={"ENOMEM": 2}))).runs
     assert run.errors == {"ENOMEM": 2} and run.duration == 0.5
@@ -349,7 +359,9 @@ def test_wrong_types_and_ranges_in_a_run(
     tmp_path: Path, run: dict[str, object], field: str, reason: str
 ) -> None:
     path = results_with(tmp_path, doc(**run))
-    assert results_problem(path).startswith(f"{path}: {field}: {reason}")
+    problem = results_problem(path)
+    line = read_line(path, field)
+    assert problem.startswith(f"{path}:{line}: {field}: {reason}"), problem
 
 
 def test_results_nested_100000_deep(tmp_path: Path) -> None:
@@ -382,8 +394,13 @@ def test_results_nested_a_little_too_deep_names_the_field(tmp_path: Path) -> Non
 def test_hostile_results_documents(tmp_path: Path, text: str, reason: str) -> None:
     path = results_with(tmp_path, text)
     problem = results_problem(path)
-    where = f"{path}:4" if "not valid JSON" in reason else str(path)
-    assert problem.startswith(f"{where}: {reason}")
+    if "not valid JSON" in reason:
+        where = f"{path}:4"
+    elif reason.startswith(("version", "runs")):  # a field: its line
+        where = f"{path}:{read_line(path, reason.split(':')[0])}"
+    else:
+        where = str(path)
+    assert problem.startswith(f"{where}: {reason}"), problem
 
 
 def test_results_fifo_dev_zero_and_oversized(tmp_path: Path) -> None:
@@ -406,7 +423,7 @@ def test_report_cli_exit_2_for_hostile_results(tmp_path: Path) -> None:
     proc = cli("report", "--from", str(path))
     assert proc.returncode == 2, proc.stderr
     assert "Traceback" not in proc.stderr
-    assert f"{path}: runs[0].duration: expected a number" in proc.stderr
+    assert f"{path}:{read_line(path, 'runs[0].duration')}: runs[0].duration: expected a number" in proc.stderr
 
 
 def test_run_cli_exit_2_for_a_deep_scenario(tmp_path: Path) -> None:
@@ -423,3 +440,21 @@ def test_a_quoted_key_with_a_newline_stays_one_line() -> None:
     assert "\n" not in problem
     # (No line: the line finder keeps escapes as written, so it does not know this key.)
     assert problem.startswith("s.toml: a\\nb: unknown key 'a\\nb'")
+
+
+def test_a_field_error_in_a_results_file_names_its_line(tmp_path: Path) -> None:
+    from pmemsim.report.results import load_results
+
+    path = tmp_path / "results.json"
+    path.write_text(
+        '{\n "format": "pmemsim-results",\n "version": 1,\n "runs": [\n'
+        '  {"name": "a", "kind": "scenario", "backend": "sim", "outcome": "passed"},\n'
+        '  {\n   "name": "b",\n   "kind": "scenario",\n   "backend": "sim",\n'
+        '   "outcome": "passed",\n   "duration": []\n  }\n ]\n}\n'
+    )
+    with pytest.raises(ValueError) as info:
+        load_results(path)
+    assert str(info.value).startswith(f"{path}:11: runs[1].duration: ")
+    path.write_text('{"format": "pmemsim-results",\n"version": 7, "runs": []}')
+    with pytest.raises(ValueError, match=r":2: version: results version a number 7 is not supported"):
+        load_results(path)

@@ -138,9 +138,84 @@ def _what(value: object) -> str:
     return f"{word} {text}".rstrip()
 
 
-def _run_from_json(data: object, file: str, field: str, line: int | None) -> RunResult:
+def _value_lines(text: str) -> dict[tuple[str | int, ...], int]:
+    """The line on which each value of a JSON document starts, by key path (``("runs", 0, "name")``).
+
+    A small scanner over a document ``json`` already accepted (so it is well formed):
+    strings are skipped whole, and every object key and array element records where its
+    value starts. Runtime: O(len(text)).
+    """
+    lines: dict[tuple[str | int, ...], int] = {}
+    stack: list[list[Any]] = []  # per open container: [path, is_array, next index or pending key]
+    line, i, n = 1, 0, len(text)
+    key: str | None = None
+
+    def start_value() -> tuple[str | int, ...] | None:
+        nonlocal key
+        if not stack:
+            return ()
+        path, is_array, slot = stack[-1]
+        if is_array:
+            stack[-1][2] = slot + 1
+            return (*path, slot)
+        if key is None:
+            return None
+        at, key = (*path, key), None
+        return at
+
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == '"':
+            j = i + 1
+            while text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            literal = text[i : j + 1]
+            if stack and not stack[-1][1] and key is None and _is_key(text, j + 1):
+                key = json.loads(literal)
+            else:
+                at = start_value()
+                if at is not None:
+                    lines[at] = line
+            i = j
+        elif c in "{[":
+            at = start_value()
+            at = () if at is None else at
+            lines[at] = line
+            stack.append([at, c == "[", 0])
+        elif c in "}]":
+            stack.pop()
+        elif c not in " \t\r,:":
+            at = start_value()  # a number, true, false or null
+            if at is not None:
+                lines[at] = line
+            while i + 1 < n and text[i + 1] not in " \t\r\n,]}":
+                i += 1
+        i += 1
+    return lines
+
+
+def _is_key(text: str, i: int) -> bool:
+    while i < len(text) and text[i] in " \t\r\n":
+        i += 1
+    return i < len(text) and text[i] == ":"
+
+
+def _run_from_json(
+    data: object,
+    file: str,
+    field: str,
+    line: int | None,
+    lines: dict[tuple[str | int, ...], int] | None = None,
+) -> RunResult:
+    where = tuple(int(p) if p.isdigit() else p for p in field.replace("[", ".").replace("]", "").split("."))
+
     def bad(key: str, reason: str) -> ResultsError:
-        return ResultsError(file, line, f"{field}.{key}" if key else field, reason)
+        at = (lines or {}).get((*where, key.split(".")[0]) if key else where, line)
+        if at is None and lines:
+            at = lines.get(where)
+        return ResultsError(file, at, f"{field}.{key}" if key else field, reason)
 
     if not isinstance(data, dict):
         raise bad("", f"a run must be an object, got {_what(data)}")
@@ -240,17 +315,23 @@ def load_results(path: str | os.PathLike[str]) -> ResultsFile:
     deep = _depth_problem(data)
     if deep is not None:
         raise ResultsError(p, None, deep or "(top level)", f"nested more than {MAX_DEPTH} levels deep")
+    lines = _value_lines(text)  # where each value starts, to name the line of a problem
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise ResultsError(p, None, "format", f"not a pmemsim results file (missing \"format\": {FORMAT!r})")
+        raise ResultsError(
+            p, lines.get(("format",)), "format", f'not a pmemsim results file (missing "format": {FORMAT!r})'
+        )
     version = data.get("version")
     if isinstance(version, bool) or version != VERSION:
         raise ResultsError(
-            p, None, "version", f"results version {_what(version)} is not supported (expected {VERSION})"
+            p,
+            lines.get(("version",)),
+            "version",
+            f"results version {_what(version)} is not supported (expected {VERSION})",
         )
     runs = data.get("runs")
     if not isinstance(runs, list):
-        raise ResultsError(p, None, "runs", f"expected an array of runs, got {_what(runs)}")
-    return ResultsFile([_run_from_json(r, p, f"runs[{i}]", None) for i, r in enumerate(runs)])
+        raise ResultsError(p, lines.get(("runs",)), "runs", f"expected an array of runs, got {_what(runs)}")
+    return ResultsFile([_run_from_json(r, p, f"runs[{i}]", None, lines) for i, r in enumerate(runs)])
 
 
 class ErrorCounter:
