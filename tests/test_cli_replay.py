@@ -269,7 +269,8 @@ def test_stale_pmemcheck_pool_is_flagged_and_image_override_fixes_it(work: Path)
     assert digest(rec.pool) == before
 
 
-def test_marker_engines(work: Path) -> None:
+def save_tx_log(work: Path) -> None:
+    """``tx.json``: a commit flag persisted with its record inside TX.BEGIN/TX.END (a bug)."""
     rec = Recorder()
     rec.register_file("pool", None, POOL_SIZE)
     rec.mark("TX.BEGIN")
@@ -278,6 +279,10 @@ def test_marker_engines(work: Path) -> None:
     rec.persist("pool", 0, 128)
     rec.mark("TX.END")
     save_log(rec.log, work / "tx.json")
+
+
+def test_marker_engines(work: Path) -> None:
+    save_tx_log(work)
     check = ("--checker", "crashchecks:committed")
     proc = replay(
         "tx.json", *check, "--engine", "NoReorderNoCheck", "-x", "TX=ReorderFull", "--json", cwd=work
@@ -431,14 +436,7 @@ def test_replay_progress_shows_states_per_second_and_time_left() -> None:
 
 
 def test_marker_engines_as_pmreorder_takes_them(work: Path) -> None:
-    rec = Recorder()
-    rec.register_file("pool", None, POOL_SIZE)
-    rec.mark("TX.BEGIN")
-    rec.store("pool", 64, b"record. ")
-    rec.store("pool", 0, b"COMMITED")
-    rec.persist("pool", 0, 128)
-    rec.mark("TX.END")
-    save_log(rec.log, work / "tx.json")
+    save_tx_log(work)
     check = ("--checker", "crashchecks:committed", "--engine", "NoReorderNoCheck", "--json")
     listed = replay("tx.json", *check, "-x", "OTHER=Exhaustive,TX=ReorderFull", cwd=work)
     assert listed.returncode == 1, listed.stderr
