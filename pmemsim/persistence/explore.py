@@ -391,36 +391,18 @@ def _run_whole(job: _Job, plan: EpochPlan, slot: int = 0) -> ChunkResult:
 def _explore_slices(
     job: _Job, scan_markers: Sequence[Any], starts: list[Resume], counter: Any, slot: int
 ) -> list[tuple[int, int, ChunkResult]]:
-    """Take slices of the log in turn; cut each one's epochs (from its quiescent start) and explore them.
+    """Take slices of the log in turn (a forked worker's share); explore each with :func:`explore_slice`.
 
-    Returns (slice, epoch count, result) per slice taken. The image is carried from one
-    slice to the next by writing the stores in between (all durable at quiescent points).
+    Returns (slice, epoch count, result) per slice taken; the image is carried from one
+    slice to the next.
     """
-    log = job.log
-    ex: Explorer | None = None
-    at = 0  # the image holds the stores of records before this one
+    work = SliceWork(job, tuple(scan_markers), tuple(starts), True)
     out: list[tuple[int, int, ChunkResult]] = []
-    job.checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
     try:
         while (s := counter.take()) < len(starts):
-            start = starts[s]
-            last = s + 1 == len(starts)
-            builder = EpochBuilder(log, job.model, check=False, resume=start, markers=scan_markers)
-            builder.feed(len(log.records) if last else starts[s + 1].record)
-            plan = builder.finish(allow_open_markers=True) if last else builder.partial()
-            if ex is None:
-                ex = _explorer(job, plan, slot)
-            ex.plan = plan
-            ex.image.apply_stores(log, at, start.record)
-            ex.offset = ex.position = start.epochs
-            ex.durable = start.atoms  # everything before a quiescent point is durable
-            count = len(plan.epochs)
-            out.append((s, count, _explore_range(ex, start.epochs, start.epochs + count, job.seed)))
-            at = len(log.records) if last else starts[s + 1].record
+            out.append(explore_slice(work, s, slot))
     finally:
-        if ex is not None:
-            ex.close()
-        job.checker.close()
+        release_carried()
     return out
 
 
@@ -451,13 +433,14 @@ def release_carried() -> None:
         carried[1].close()
 
 
-def explore_slice(work: SliceWork, s: int) -> tuple[int, int, ChunkResult]:
+def explore_slice(work: SliceWork, s: int, slot: int = 0) -> tuple[int, int, ChunkResult]:
     """Explore slice ``s`` of ``work`` (in any process or thread): (slice, epoch count, result).
 
     The image is the initial image with every store before the slice written (they are
     all durable at its quiescent start); a thread that explored an earlier slice of the
     same work carries its image forward instead of starting again. Each task judges with
     its own copy of the checker, so tasks running side by side in threads share nothing.
+    ``slot`` is the worker's place in the job's StateSlots (which state a crash was in).
     """
     job, starts = work.job, work.starts
     log = job.log
@@ -474,7 +457,7 @@ def explore_slice(work: SliceWork, s: int) -> tuple[int, int, ChunkResult]:
     else:
         if carried is not None:
             carried[1].close()
-        ex, at = _explorer(job, plan, 0, checker), 0
+        ex, at = _explorer(job, plan, slot, checker), 0
     checker.open(tuple(log.files), tuple(info.size for info in log.files.values()))
     try:
         ex.image.apply_stores(log, at, start.record)
