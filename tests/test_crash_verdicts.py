@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import faulthandler
 import json
 import os
 import struct
@@ -256,14 +255,8 @@ def test_an_isolated_python_checker_that_crashes_its_process_is_reported() -> No
         return True
 
     crashed = r"crashed its process .*killed by SIGSEGV.* while judging epoch 0"
-    was_enabled = faulthandler.is_enabled()
-    faulthandler.disable()  # pytest's handler would print the child's stack into the test output
-    try:
-        with pytest.raises(CheckerError, match=crashed):
-            replay(same_line_commit(), segfault, isolate=True)
-    finally:
-        if was_enabled:
-            faulthandler.enable()
+    with pytest.raises(CheckerError, match=crashed):
+        replay(same_line_commit(), segfault, isolate=True)
 
 
 # -- the command line ----------------------------------------------------------------------------
@@ -556,19 +549,13 @@ def test_a_crash_of_the_checker_under_workers_or_an_executor_is_a_checker_error(
         rec.store("pool", 0, Q.pack(42))
         rec.store("pool", 56, Q.pack(1 if i == 4 else 0))
         rec.persist("pool", 0, 64)
-    was_enabled = faulthandler.is_enabled()
-    faulthandler.disable()
-    try:
-        with pytest.raises(CheckerError, match="crashed its process"):
-            replay(rec.log, segfault, workers=2, isolate=True)
-        with (
-            concurrent.futures.ProcessPoolExecutor(2) as pool,
-            pytest.raises(CheckerError, match="on the executor"),
-        ):
-            replay(rec.log, segfault, executor=pool)
-    finally:
-        if was_enabled:
-            faulthandler.enable()
+    with pytest.raises(CheckerError, match="crashed its process"):
+        replay(rec.log, segfault, workers=2, isolate=True)
+    with (
+        concurrent.futures.ProcessPoolExecutor(2) as pool,
+        pytest.raises(CheckerError, match="on the executor"),
+    ):
+        replay(rec.log, segfault, executor=pool)
 
 
 def test_cli_json_survives_a_checker_module_that_prints_on_import(tmp_path: Path) -> None:

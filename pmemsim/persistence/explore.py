@@ -400,7 +400,7 @@ def _explore_slices(
     out: list[tuple[int, int, ChunkResult]] = []
     try:
         while (s := counter.take()) < len(starts):
-            out.append(explore_slice(work, s, slot))
+            out.append(explore_slice(work, s, slot, carry=True))
     finally:
         release_carried()
     return out
@@ -433,7 +433,9 @@ def release_carried() -> None:
         carried[1].close()
 
 
-def explore_slice(work: SliceWork, s: int, slot: int = 0) -> tuple[int, int, ChunkResult]:
+def explore_slice(
+    work: SliceWork, s: int, slot: int = 0, *, carry: bool = False
+) -> tuple[int, int, ChunkResult]:
     """Explore slice ``s`` of ``work`` (in any process or thread): (slice, epoch count, result).
 
     The image is the initial image with every store before the slice written (they are
@@ -441,6 +443,9 @@ def explore_slice(work: SliceWork, s: int, slot: int = 0) -> tuple[int, int, Chu
     same work carries its image forward instead of starting again. Each task judges with
     its own copy of the checker, so tasks running side by side in threads share nothing.
     ``slot`` is the worker's place in the job's StateSlots (which state a crash was in).
+    With ``carry`` the explorer is kept for the next slice of this thread; the caller then
+    calls :func:`release_carried` when done (executor tasks do not carry: nothing would
+    release what a pool's threads keep).
     """
     job, starts = work.job, work.starts
     log = job.log
@@ -470,7 +475,7 @@ def explore_slice(work: SliceWork, s: int, slot: int = 0) -> tuple[int, int, Chu
         raise
     finally:
         checker.close()
-    if last:
+    if last or not carry:
         ex.close()
     else:
         _carried.value = (work, ex, starts[s + 1].record)

@@ -172,7 +172,7 @@ def explore_shard(
 
 def _explore_taken(work: SliceWork, taken: range) -> list[dict[str, Any]]:
     try:
-        return [_chunk_json(*explore_slice(work, s)) for s in taken]
+        return [_chunk_json(*explore_slice(work, s, carry=True)) for s in taken]
     finally:
         release_carried()
 
