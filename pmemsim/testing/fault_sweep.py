@@ -157,11 +157,19 @@ def leaked_fds(before: dict[int, str] | None, after: dict[int, str] | None) -> l
         return []
     out = []
     for fd, target in sorted(after.items()):
-        if before.get(fd) == target:
+        if fd in before and _same_file(before[fd], target):
             continue
-        kind = "a temporary file" if target.endswith(" (deleted)") else "the file"
+        kind = "a temporary file" if target.endswith(_DELETED) else "the file"
         out.append(f"fd {fd} ({kind} {target})")
     return out
+
+
+_DELETED = " (deleted)"
+
+
+def _same_file(old: str, new: str) -> bool:
+    # A file unlinked in the meantime (someone cleaned a directory) is still the same open file.
+    return old.removesuffix(_DELETED) == new.removesuffix(_DELETED)
 
 
 def space_leaks(space: LayoutAddressSpace) -> list[str]:
@@ -208,24 +216,34 @@ def frozen_heap() -> Iterator[None]:
 # -- stacks and report lines ----------------------------------------------------------------------------
 
 
-def _library_dirs() -> tuple[str, ...]:
-    dirs = {sysconfig.get_paths()["stdlib"]}
+def _library_dirs() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(the standard library's directory, the test runner's: pytest's and pluggy's)."""
+    runner = []
     for mod in ("_pytest", "pluggy"):
         module = sys.modules.get(mod)
         if module is not None and getattr(module, "__file__", None):
-            dirs.add(os.path.dirname(os.path.abspath(str(module.__file__))))
-    return tuple(d + os.sep for d in dirs)
+            runner.append(os.path.dirname(os.path.abspath(str(module.__file__))) + os.sep)
+    return (sysconfig.get_paths()["stdlib"] + os.sep, "<frozen"), tuple(runner)
 
 
 def user_frames(stack: Sequence[StackFrame], only: str | None = None) -> tuple[StackFrame, ...]:
-    """The frames of ``stack`` in the user's code: not the standard library's, pytest's or pluggy's.
+    """The frames of ``stack`` (innermost first) in the user's code.
 
-    With ``only``, the frames of that one file (a scenario's steps).
+    The standard library's frames are left out, and the stack ends where the test
+    runner called the user's code (the first frame of pytest or pluggy: the test
+    function or fixture it called is the outermost frame kept). With ``only``, just the
+    frames of that one file (a scenario's steps).
     """
     if only is not None:
         return tuple(f for f in stack if f.filename == only)
-    skip = _library_dirs()
-    return tuple(f for f in stack if not f.filename.startswith(skip) and not f.filename.startswith("<frozen"))
+    stdlib, runner = _library_dirs()
+    out = []
+    for frame in stack:
+        if runner and frame.filename.startswith(runner):
+            break
+        if not frame.filename.startswith(stdlib):
+            out.append(frame)
+    return tuple(out)
 
 
 def _shown_path(path: str) -> str:

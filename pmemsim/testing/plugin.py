@@ -733,6 +733,7 @@ class _Run:
     message: str = ""
     errors: dict[str, int] = field(default_factory=dict)
     backend: str = ""
+    sweep: list[dict[str, Any]] = field(default_factory=list)  # one entry per run of a fault sweep
 
 
 def _short(report: pytest.TestReport) -> str:
@@ -781,6 +782,9 @@ class _Reporter:
         backend = getattr(report, "pmemsim_backend", "")
         if backend:
             run.backend = backend
+        sweep = getattr(report, "pmemsim_sweep", None)
+        if isinstance(sweep, list):
+            run.sweep = sweep
         if report.failed:
             if report.when == "call":
                 run.outcome = "failed"
@@ -794,25 +798,38 @@ class _Reporter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the controller writes the file
-        from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
+        from pmemsim.report.results import FaultOutcome, FaultRun, Outcome, ResultsFile, RunKind, RunResult
 
         # A test that did not use pmem_space made its own address space (or used none, or the
         # process default): which backend it ran on is not known here, so it gets its own column.
         default_backend = "own"
-        results = ResultsFile(
-            [
+        results = ResultsFile()
+        for nodeid, run in self.runs.items():
+            backend = run.backend or default_backend
+            results.runs.append(
                 RunResult(
                     name=nodeid,
                     kind=RunKind.TEST,
-                    backend=run.backend or default_backend,
+                    backend=backend,
                     outcome=Outcome(run.outcome),
                     errors=dict(run.errors),
                     duration=round(run.duration, 6),
                     message=run.message,
                 )
-                for nodeid, run in self.runs.items()
-            ]
-        )
+            )
+            for entry in run.sweep:  # the runs of a fault sweep, each with the (site, hit) it failed
+                outcome = FaultOutcome(entry["outcome"])
+                results.runs.append(
+                    RunResult(
+                        name=nodeid,
+                        kind=RunKind.TEST,
+                        backend=backend,
+                        outcome=Outcome.PASSED if outcome.ok else Outcome.FAILED,
+                        errors=dict(entry["errors"]),
+                        message=entry["message"],
+                        fault=FaultRun(entry["site"], entry["hit"], outcome),
+                    )
+                )
         try:
             results.write(self.path)
         except OSError as exc:
