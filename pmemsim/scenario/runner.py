@@ -145,15 +145,18 @@ def run_scenario(
     seed: int | None = None,
     name: str | None = None,
     checker: Callable[[Any], object] | list[str] | None = None,
+    fault: FaultPoint | None = None,
 ) -> RunResult:
     """Run ``scenario`` on ``backend`` ("sim" or "mmap") and return its :class:`RunResult`.
 
     ``seed`` overrides the ``[crash]`` seed (random engines); ``name`` is the run's name
     in the result (default: the scenario's path); ``checker`` is the resolved checker
     (default: :func:`resolve_checker`, which raises ScenarioError for a missing one).
-    Never raises for a failing scenario: the outcome says what happened.
+    ``fault`` fails that one (site, hit) and judges the run as a sweep does (see
+    :func:`sweep_scenario`). Never raises for a failing scenario: the outcome says what
+    happened.
     """
-    return _run_one(scenario, backend, seed, name, checker, None)[0]
+    return _run_one(scenario, backend, seed, name, checker, fault)[0]
 
 
 def sweep_scenario(
@@ -255,7 +258,7 @@ def _fault_result(result: RunResult, run: _Run, fault: FaultPoint, raised: bool)
     elif result.outcome is not Outcome.PASSED:
         kind, why = FaultOutcome.FAILED, " ".join(result.message.split())
     elif fired is None:
-        kind, why = FaultOutcome.UNREACHED, "the hit was never reached (the plain run reached it)"
+        kind, why = FaultOutcome.UNREACHED, "the run never reached this hit"
     else:
         kind, why = FaultOutcome.HANDLED, ""
     if run.leaks:
@@ -274,6 +277,16 @@ def _fault_result(result: RunResult, run: _Run, fault: FaultPoint, raised: bool)
 def _step_frame(path: str, line: int) -> CodeType:
     """``_call()`` compiled as if written at ``path:line`` (the code is constant; only its name varies)."""
     return compile("\n" * (line - 1) + "_call()\n", path, "exec")
+
+
+def _state_change(before: Snapshot, after: Snapshot) -> str:
+    """What differs between two snapshots, field by field: ``space_reservations: (...) -> (...)``."""
+    changed = [
+        f"{f.name}: {getattr(before, f.name)} -> {getattr(after, f.name)}"
+        for f in dataclasses.fields(before)
+        if getattr(before, f.name) != getattr(after, f.name)
+    ]
+    return "; ".join(changed)
 
 
 def _describe(exc: BaseException) -> str:
@@ -487,10 +500,11 @@ class _Run:
             cause = exc.__cause__
             if cause is None or not self._met_fault(exc):
                 raise
-            if self._snapshot() != before:
+            after = self._snapshot()
+            if after != before:
                 raise _Failed(
-                    f"{step.where()}: the call failed with {_describe(cause)} (the injected fault) "
-                    "but changed the state (a failed call must change nothing)"
+                    f"{step.where()}: the call failed with {_describe(cause)} (the injected fault) but "
+                    f"changed the state (a failed call must change nothing): {_state_change(before, after)}"
                 ) from exc
             raise _FaultRaised(f"{step.where()}: {_describe(cause)} (the injected fault)") from exc
         if step.expect is not None and self._met_fault(None):
@@ -527,7 +541,7 @@ class _Run:
             if after != before:
                 raise _Failed(
                     f"{where}: the call failed as expected with {step.expect.c_name} but changed the "
-                    f"state (a failed call must change nothing): before {before}, after {after}"
+                    f"state (a failed call must change nothing): {_state_change(before, after)}"
                 )
         if step.expect_part_maps is not None:
             assert self.pset is not None
