@@ -32,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import CodeType
 from typing import Any
@@ -167,6 +167,7 @@ def sweep_scenario(
     name: str | None = None,
     checker: Callable[[Any], object] | list[str] | None = None,
     started: Callable[[FaultPoint | None, int], None] | None = None,
+    select: Callable[[list[FaultPoint]], Sequence[FaultPoint]] | None = None,
 ) -> list[RunResult]:
     """The plain run of ``scenario`` on ``backend``, then one run per (site, hit) its steps reach.
 
@@ -175,7 +176,8 @@ def sweep_scenario(
     failing step. Nothing is swept when the plain run does not pass (its result is the
     only one). ``started(point, total)`` is called before each run (``point`` None for
     the plain run; ``total`` is the number of fault runs, known after it), for progress.
-    Arguments as :func:`run_scenario`.
+    ``select(points)`` picks which of the (site, hit) points to drive (default: all of
+    them, in site order), for a deterministic sample. Other arguments as :func:`run_scenario`.
     """
     if started is not None:
         started(None, 0)
@@ -185,6 +187,8 @@ def sweep_scenario(
     from pmemsim.testing.fault_sweep import points_of
 
     points = points_of(hits)
+    if select is not None:
+        points = list(select(points))
     results = [plain]
     for point in points:
         if started is not None:
