@@ -12,6 +12,10 @@ keyboard users): the runs that reached each error are listed under the matrix, e
 count links to its list, failed runs are listed above it, and a legend says what each
 backend column stands for. Colours meet WCAG AA contrast (4.5:1 for text), and the page
 fits a 1000 px wide window: long error names break at their underscores.
+
+Runs of a fault sweep add a table per fault site (``data-site``/``data-outcome``/
+``data-count`` cells) and, in a ``<details>`` element, every (site, hit) pair driven per
+run (``<li data-pair="os.msync@3" data-outcome="raised">``).
 """
 
 from __future__ import annotations
