@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import xml.etree.ElementTree as ET
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
@@ -119,12 +120,17 @@ def test_cli_sweep_exit_0_when_clean(tmp_path: Path) -> None:
         "error_length_unaligned",
         "--results",
         str(tmp_path / "r"),
+        "--junit",
+        str(tmp_path / "j.xml"),
     )
     assert rc == 0, err
     runs = load_results(tmp_path / "r").runs
     faulted = [r for r in runs if r.fault is not None]
     assert faulted and all(r.outcome is Outcome.PASSED for r in faulted)
     assert f"{len(faulted)} (site, hit) pair(s) driven, 0 misbehaved" in err + _out
+    names = [c.get("name") for c in ET.parse(tmp_path / "j.xml").iter("testcase")]
+    expected = {f"error_length_unaligned[{r.backend}] {r.fault.point}" for r in faulted if r.fault}
+    assert len(names) == len(set(names)) == len(runs) and expected <= set(names)
 
 
 def test_cli_sweep_exit_1_on_misbehaviour_with_one_line_each(monkeypatch: pytest.MonkeyPatch) -> None:
