@@ -335,6 +335,8 @@ class RunState:
         fired = self.fired
         if fired is not None:
             self.stack = fired.stack
+            if isinstance(fired.site, OsCall):
+                self.errno = fired.errno  # the errno the call failed with, chosen or not
         self.outcome, self.message = judge(self.policy(self.point.site), fired, self.fault_error, escaped)
         return escaped is not None and self.outcome is FaultOutcome.RAISED
 
