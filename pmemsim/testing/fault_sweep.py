@@ -419,13 +419,14 @@ def _observing(state: RunState) -> Iterator[None]:
 
 
 def _run_once(item: pytest.Item, nextitem: Any, state: RunState, key: Any) -> list[pytest.TestReport]:
-    from _pytest.runner import runtestprotocol
-
+    # pytest's runner plugin (the module _pytest.runner, registered under the name "runner")
+    # runs one item's set-up, call and teardown: what pytest-rerunfailures calls per rerun.
+    runner: Any = item.config.pluginmanager.get_plugin("runner")
     item.stash[key] = state
     before = open_fds()
     try:
         with _observing(state):
-            reports = runtestprotocol(item, log=False, nextitem=nextitem)
+            reports: list[pytest.TestReport] = runner.runtestprotocol(item, log=False, nextitem=nextitem)
     finally:
         del item.stash[key]
     collect_garbage()
