@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from pmemsim import _files
+from pmemsim._files import OpenFile
 from pmemsim._recording import Piece, SetRecording
 from pmemsim.addrspace.base import (
     AddressSpace,
@@ -79,7 +80,7 @@ from pmemsim.parts import (
     _size_arg,
     _take,
 )
-from pmemsim.source import Source, _OpenFile
+from pmemsim.source import Source
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -152,7 +153,7 @@ def _release_locked(space: AddressSpace, maps: _RecordIndex, own: dict[int, Rese
             space.unmap_many(rec.mappings)
         for m in rec.mappings:
             file = m.file
-            if isinstance(file, _OpenFile):
+            if isinstance(file, OpenFile):
                 file.release()
     maps.clear()
     for rsv in list(own.values()):
@@ -317,7 +318,7 @@ class PmemSet:
         self._check_open()
         self._own_part(part)
         source = part.source
-        file = source._open_file()
+        file = source.file
         offset = part.offset
         undo: list[Callable[[], None]] = []
         try:
@@ -394,7 +395,7 @@ class PmemSet:
             return
         self._fault(FaultSite.FILE_TRUNCATE, f"cannot grow the source file from {old} to {want} bytes")
         try:
-            source._truncate(want)
+            _files.truncate(source.file.fd, want)
         except (OSError, OverflowError, MemoryError) as exc:
             err = getattr(exc, "errno", None)
             raise PmemsetError(
@@ -402,7 +403,7 @@ class PmemSet:
                 f"cannot grow the source file from {old} to offset {offset} + length {length} = {want} bytes",
                 os_errno=err if isinstance(err, int) and err > 0 else None,
             ) from exc
-        undo.append(lambda: source._truncate(old))
+        undo.append(lambda: _files.truncate(source.file.fd, old))
 
     def _step_granularity(self) -> None:
         if self._granularity not in self._space.supported_granularities:
@@ -480,7 +481,7 @@ class PmemSet:
             raise PmemsetError(
                 ErrorCode.INVALID_PMEM2_MAP, f"offset {offset} is not a multiple of the page size {page}"
             )
-        file = source._open_file()
+        file = source.file
         size = source.size()
         if offset + length > size:
             raise PmemsetError(
@@ -700,7 +701,7 @@ class PmemSet:
                 os_errno=exc.errno or _errno.EIO,
             ) from exc
         for m in mappings:
-            if isinstance(m.file, _OpenFile):
+            if isinstance(m.file, OpenFile):
                 m.file.release()
 
     def _forget(self, rec: _PartMapRecord) -> None:

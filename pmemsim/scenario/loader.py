@@ -25,7 +25,6 @@ import json
 import mmap
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pmemsim._files import file_kind
+from pmemsim._files import InputFileError, check_regular_file, read_regular_file, why_refused
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
 from pmemsim.scenario._lines import key_lines, line_of
@@ -66,14 +65,11 @@ __all__ = [
     "MAX_OFFSET",
     "MAX_SCENARIO_BYTES",
     "SCENARIO_SUFFIX",
-    "InputRefused",
     "Problem",
     "ScenarioError",
-    "check_regular_file",
     "discover",
     "load_scenario",
     "loads_scenario",
-    "read_regular_file",
     "schema",
 ]
 
@@ -91,65 +87,6 @@ MAX_ITEMS = 10_000
 MAX_DATA = 16 << 20
 # The longest file name component most file systems allow.
 _NAME_MAX = 255
-
-
-class InputRefused(Exception):
-    """A file that is not read: unreadable, not a regular file, or too large (``str`` says why)."""
-
-
-def _open_regular(path: str | os.PathLike[str], limit: int) -> tuple[int, int]:
-    """Open ``path`` without blocking; refuse anything but a regular file of at most ``limit`` bytes.
-
-    O_NONBLOCK makes opening a FIFO return at once (a plain open waits for a writer);
-    fstat on the open descriptor then decides, so nothing is read from a device.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
-    try:
-        fd = os.open(path, flags)
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputRefused(reason) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputRefused(f"{file_kind(st.st_mode)}, not a regular file")
-        if st.st_size > limit:
-            raise InputRefused(f"{st.st_size} bytes, more than the {limit} allowed")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st.st_size
-
-
-def check_regular_file(path: str | os.PathLike[str], limit: int) -> int:
-    """The size of ``path`` if it is a regular file of at most ``limit`` bytes; else InputRefused."""
-    fd, size = _open_regular(path, limit)
-    os.close(fd)
-    return size
-
-
-def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
-    """The bytes of ``path``, a regular file of at most ``limit`` bytes; else InputRefused.
-
-    Never reads more than ``limit + 1`` bytes, even from a file that grows meanwhile.
-    """
-    fd, _ = _open_regular(path, limit)
-    try:
-        chunks: list[bytes] = []
-        total = 0
-        while total <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError as exc:
-        raise InputRefused(exc.strerror or str(exc)) from None
-    finally:
-        os.close(fd)
-    if total > limit:
-        raise InputRefused(f"more than the {limit} bytes allowed (the file grew while read)")
-    return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -201,10 +138,10 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     p = Path(path)
     shown = os.fspath(path)
     try:
-        raw = read_regular_file(p, MAX_SCENARIO_BYTES)
-    except InputRefused as exc:
+        raw = read_regular_file(p, MAX_SCENARIO_BYTES, "a scenario")
+    except (OSError, InputFileError) as exc:
         raise ScenarioError(
-            shown, [Problem(shown, None, "(file)", f"cannot read the scenario: {exc}")]
+            shown, [Problem(shown, None, "(file)", f"cannot read the scenario: {why_refused(exc)}")]
         ) from None
     try:
         text = raw.decode("utf-8")
@@ -541,9 +478,9 @@ class _Builder:
             self.problem(key, f"image file {given!r} not found (looked for {image})")
             return None
         try:
-            check_regular_file(image, MAX_IMAGE_BYTES)
-        except InputRefused as exc:
-            self.problem(key, f"image file {given!r} cannot be used: {exc}")
+            check_regular_file(image, MAX_IMAGE_BYTES, "an image")
+        except (OSError, InputFileError) as exc:
+            self.problem(key, f"image file {given!r} cannot be used: {why_refused(exc)}")
             return None
         return image
 

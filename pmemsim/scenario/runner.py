@@ -31,13 +31,14 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
+from pmemsim._files import InputFileError, read_regular_file, why_refused
 from pmemsim.addrspace.layout import LayoutAddressSpace
 from pmemsim.config import Config
 from pmemsim.errors import PmemsetError
 from pmemsim.faults import FaultPlan
 from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
 from pmemsim.report.results import ErrorCounter, Outcome, RunKind, RunResult
-from pmemsim.scenario.loader import MAX_IMAGE_BYTES, InputRefused, Problem, ScenarioError, read_regular_file
+from pmemsim.scenario.loader import MAX_IMAGE_BYTES, Problem, ScenarioError
 from pmemsim.scenario.steps import (
     Addr,
     Check,
@@ -232,9 +233,9 @@ class _Run:
     def _image(path: Any) -> bytes:
         # Read as the loader checked it: the file may have become a FIFO or grown since.
         try:
-            return read_regular_file(path, MAX_IMAGE_BYTES)
-        except InputRefused as exc:
-            raise _Broken(f"image file {os.fspath(path)!r}: {exc}") from None
+            return read_regular_file(path, MAX_IMAGE_BYTES, "an image")
+        except (OSError, InputFileError) as exc:
+            raise _Broken(f"image file {os.fspath(path)!r}: {why_refused(exc)}") from None
 
     def run(self) -> str:
         """Set up, run every step, check the crash verdict; return a note for passing runs."""

@@ -18,12 +18,13 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from pmemsim._files import file_contents
 from pmemsim.addrspace.layout import LayoutAddressSpace
 from pmemsim.enums import Coalescing, Granularity, MemFlags
 from pmemsim.errors import PmemsetError
 from pmemsim.faults import FaultPlan, FaultSite
 from pmemsim.pmemset import Part, PartDescriptor, PmemSet
-from pmemsim.source import Source, _file_contents
+from pmemsim.source import Source
 
 __all__ = [
     "InjectFault",
@@ -139,7 +140,7 @@ class Snapshot:
 
 def _file_state(source: Source) -> tuple[int, str]:
     """(size, digest of the content) of a live source's file."""
-    content = _file_contents(source._open_file())  # pread, or seek+read under pyfakefs
+    content = file_contents(source.file)  # pread, or seek+read under pyfakefs
     return len(content), hashlib.blake2b(content, digest_size=16).hexdigest()
 
 
