@@ -468,7 +468,7 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
         action="append",
         metavar="MARKER=ENGINE",
         help="engine for the epochs inside MARKER.BEGIN/MARKER.END, as pmreorder's -x: repeatable, "
-        "a comma-separated list, or a JSON file {\"MARKER\": \"ENGINE\"} "
+        'a comma-separated list, or a JSON file {"MARKER": "ENGINE"} '
         "(e.g. -x TX=NoReorderDoCheck,ALLOC=ReorderFull)",
     )
     which = p.add_mutually_exclusive_group(required=True)

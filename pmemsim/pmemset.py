@@ -181,9 +181,7 @@ class PmemSet:
         if space is None:
             space = rsv.space if rsv is not None else _default_space()
         if rsv is not None:
-            owns = getattr(space, "owns", None)
-            live = owns(rsv) if owns is not None else (rsv.space is space and not rsv.released)
-            if not live:
+            if not space.owns(rsv):
                 raise ValueError(f"{rsv!r} is not a live reservation of the config's address space")
             if rsv.set_owned:
                 raise ValueError(f"{rsv!r} belongs to another PmemSet; reserve one with space.reserve()")
@@ -202,9 +200,8 @@ class PmemSet:
         #: Exceptions raised by the event callback for PART_ADD / PART_REMOVE (after the
         #: change committed), oldest first, as ``(event, exception)``.
         self.callback_errors: list[tuple[Event, Exception]] = []
-        self._flush_may_fail: bool = getattr(space, "flush_may_fail", True)
-        lock = getattr(space, "lock", None)
-        self._lock: threading.RLock = lock if lock is not None else threading.RLock()
+        self._flush_may_fail: bool = space.flush_may_fail
+        self._lock: threading.RLock = space.lock
         self._finalizer = weakref.finalize(
             self, _release_everything, space, self._maps, self._own_rsvs, self._lock, self._plan
         )

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pmemsim.addrspace import backends as _backends
 from pmemsim.errors import ErrorCode
 from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
 
@@ -58,8 +59,8 @@ NEWER_PAGE_ONLY: frozenset[ErrorCode] = frozenset(
     {ErrorCode.CANNOT_TRUNCATE_SOURCE_FILE, ErrorCode.CANNOT_FIT_PART_MAP}
 )
 
-#: Backends always shown, in this order, even without runs.
-STANDARD_BACKENDS: tuple[str, ...] = ("sim", "mmap")
+#: Backends always shown, in this order, even without runs: the registered ones.
+STANDARD_BACKENDS: tuple[str, ...] = _backends.BACKENDS
 
 #: Kinds of run, in column order.
 KINDS: tuple[RunKind, ...] = (RunKind.SCENARIO, RunKind.TEST)
@@ -72,8 +73,7 @@ JSON_VERSION = 1
 
 #: What each backend column stands for, in the words of the headers' legend.
 BACKEND_MEANINGS: dict[str, str] = {
-    "sim": "simulated address space (SimulatedAddressSpace)",
-    "mmap": "real mappings (MmapAddressSpace over the kernel's mmap)",
+    **{name: _backends.backend(name).summary for name in _backends.BACKENDS},
     "own": "tests that did not use the pmem_space fixture: their own address space, or none",
     # Results written before the plugin named it "own".
     "default": "tests that did not use the pmem_space fixture: their own address space, or none",

@@ -22,7 +22,6 @@ from __future__ import annotations
 import errno as _errno
 import functools
 import json
-import mmap
 import os
 import re
 import tomllib
@@ -33,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 from pmemsim._files import InputFileError, check_regular_file, read_regular_file, why_refused
+from pmemsim.addrspace.backends import BACKENDS, backend
+from pmemsim.addrspace.base import Placement
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
 from pmemsim.scenario._lines import key_lines, line_of
@@ -328,10 +329,6 @@ _STEP_KEYS: dict[str, Any] = {
 }
 _DATA_KEYS = frozenset({"data", "data_hex", "repeat", "expect_data", "expect_data_hex"})
 
-# The address space a backend gives when the scenario names no size: the simulated
-# space spans [4 GiB, 128 TiB), the mmap arena is 64 GiB.
-_DEFAULT_SPACE = {"sim": (1 << 47) - (1 << 32), "mmap": 64 << 30}
-
 # Step kinds whose ``name`` is a descriptor (usable in addresses); the rest name other things.
 _DESCRIBING = (PartMapStep, FirstPartMap, NextPartMap, PartMapByAddress)
 
@@ -342,8 +339,8 @@ class _Builder:
         self.shown = shown
         self.lines = lines
         self.problems: list[Problem] = []
-        self.backends: tuple[str, ...] = ("sim", "mmap")
-        self.space_size = min(_DEFAULT_SPACE.values())
+        self.backends: tuple[str, ...] = BACKENDS
+        self.space_size = min(backend(b).default_size for b in BACKENDS)
 
     def problem(self, key: KeyPath, message: str) -> None:
         self.problems.append(Problem(self.shown, line_of(self.lines, key), format_path(key), message))
@@ -352,14 +349,17 @@ class _Builder:
         return line_of(self.lines, key)
 
     def build(self, doc: dict[str, Any]) -> Scenario:
-        backends = tuple(doc.get("backends", ("sim", "mmap")))
+        backends = tuple(doc.get("backends", BACKENDS))
         self.backends = backends
         fake_fs = bool(doc.get("fake_fs", False))
-        if fake_fs and "mmap" in backends:
+        real_files_only = [b for b in backends if not backend(b).fake_files]
+        if fake_fs and real_files_only:
+            fakes = [b for b in BACKENDS if backend(b).fake_files]
             self.problem(
                 ("backends",) if "backends" in doc else ("fake_fs",),
-                "fake_fs = true works on the sim backend only (real mmap cannot map a fake file); "
-                'set backends = ["sim"]',
+                f"fake_fs = true works on the {' and '.join(fakes)} backend only "
+                f"(the {' and '.join(real_files_only)} backend cannot map a fake file); "
+                f"set backends = {json.dumps(fakes)}",
             )
         space = self.space(doc.get("space", {}))
         sources = tuple(self.source(i, s) for i, s in enumerate(doc.get("sources", [])))
@@ -387,16 +387,18 @@ class _Builder:
         if page & (page - 1):
             self.problem(("space", "page_size"), f"expected a power of two, got {page}")
             page = 4096
-        elif "mmap" in self.backends and page % mmap.PAGESIZE:
+        elif strict := [b for b in self.backends if page % backend(b).page_multiple]:
+            others = [b for b in BACKENDS if b not in strict]
             self.problem(
                 ("space", "page_size"),
-                f"{page} is not a multiple of this system's page size {mmap.PAGESIZE}, which the mmap "
-                'backend needs; use a multiple or set backends = ["sim"]',
+                f"{page} is not a multiple of this system's page size {backend(strict[0]).page_multiple}, "
+                f"which the {' and '.join(strict)} backend needs; use a multiple or set "
+                f"backends = {json.dumps(others)}",
             )
         size = d.get("size")
         if size is not None and size % page:
             self.problem(("space", "size"), f"{size} is not a multiple of the page size {page}")
-        self.space_size = size if size is not None else min(_DEFAULT_SPACE[b] for b in self.backends)
+        self.space_size = size if size is not None else min(backend(b).default_size for b in self.backends)
         occupied = []
         for i, o in enumerate(d.get("occupied", [])):
             for k in ("at", "size"):
@@ -416,7 +418,7 @@ class _Builder:
             page_size=page,
             size=size,
             limit=d.get("limit"),
-            placement=d.get("placement", "bottom-up"),
+            placement=Placement(d.get("placement", "bottom-up")),
             granularities=None if grans is None else frozenset(Granularity[g] for g in grans),
             occupied=tuple(occupied),
         )

@@ -32,7 +32,9 @@ from types import CodeType
 from typing import Any
 
 from pmemsim._files import InputFileError, read_regular_file, why_refused
-from pmemsim.addrspace.layout import LayoutAddressSpace
+from pmemsim.addrspace.backends import BACKENDS, SpaceOptions
+from pmemsim.addrspace.backends import backend as backend_named
+from pmemsim.addrspace.base import AddressSpace
 from pmemsim.config import Config
 from pmemsim.errors import PmemsetError
 from pmemsim.faults import FaultPlan
@@ -74,8 +76,6 @@ from pmemsim.testing.ops import Snapshot, snapshot
 
 __all__ = ["BACKENDS", "resolve_checker", "run_scenario"]
 
-#: Backend names a scenario may ask for.
-BACKENDS = ("sim", "mmap")
 
 _FAKE_ROOT = "/pmemsim-scenario"
 
@@ -167,8 +167,9 @@ def run_scenario(
     started = time.perf_counter()
     outcome, message = Outcome.PASSED, ""
     with ErrorCounter() as counter:
-        if scenario.fake_fs and backend != "sim":
-            outcome, message = Outcome.SKIPPED, "fake_fs scenarios run on the sim backend only"
+        if scenario.fake_fs and not backend_named(backend).fake_files:
+            fakes = " and ".join(b for b in BACKENDS if backend_named(b).fake_files)
+            outcome, message = Outcome.SKIPPED, f"fake_fs scenarios run on the {fakes} backend only"
         else:
             try:
                 message = _Run(scenario, backend, seed, checker).run()
@@ -217,7 +218,7 @@ class _Run:
         self.seed = seed
         self.checker = checker
         self.plan = FaultPlan()
-        self.space: LayoutAddressSpace | None = None
+        self.space: AddressSpace | None = None
         self.pset: PmemSet | None = None
         self.sources: dict[str, Source] = {}
         self.parts: dict[str, Part] = {}
@@ -270,28 +271,17 @@ class _Run:
         with Patcher():
             yield
 
-    def _make_space(self) -> LayoutAddressSpace:
+    def _make_space(self) -> AddressSpace:
         spec = self.scenario.space
+        options = SpaceOptions(
+            page_size=spec.page_size,
+            size=spec.size,
+            placement=spec.placement,
+            limit=spec.limit,
+            supported_granularities=spec.granularities,
+        )
         try:
-            if self.backend == "sim":
-                from pmemsim.addrspace.simulated import DEFAULT_LOW, SimulatedAddressSpace
-
-                return SimulatedAddressSpace(
-                    spec.page_size,
-                    high=None if spec.size is None else DEFAULT_LOW + spec.size,
-                    placement=spec.placement,
-                    limit=spec.limit,
-                    supported_granularities=spec.granularities,
-                )
-            from pmemsim.addrspace.mmap import DEFAULT_ARENA_SIZE, MmapAddressSpace
-
-            return MmapAddressSpace(
-                DEFAULT_ARENA_SIZE if spec.size is None else spec.size,
-                page_size=spec.page_size,
-                placement=spec.placement,
-                limit=spec.limit,
-                supported_granularities=spec.granularities,
-            )
+            return backend_named(self.backend).build(options)
         except (OSError, ValueError, TypeError) as exc:
             raise _Broken(f"cannot create the {self.backend} address space: {exc}") from exc
 
@@ -345,9 +335,8 @@ class _Run:
             self.pset.close()
         for src in self.sources.values():
             src.delete()
-        close = getattr(self.space, "close", None)
-        if close is not None:
-            close()
+        if self.space is not None:
+            self.space.close()
 
     # -- steps ------------------------------------------------------------------------------
 
