@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pmemsim.addrspace.layout import Placement
+from pmemsim.addrspace.base import Placement
 from pmemsim.enums import Coalescing, Granularity
 from pmemsim.errors import ErrorCode
 from pmemsim.faults import FaultSite
