@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from pmemsim.addrspace.base import AddressSpace, Reservation, check_address_space
 from pmemsim.enums import Granularity
-from pmemsim.errors import ErrorCode, PmemsetError
+from pmemsim.errors import ErrorCode, PmemsetError, surfaces
 from pmemsim.faults import FaultPlan
 
 if TYPE_CHECKING:
@@ -44,6 +44,7 @@ class Config:
     defaults to the process default; ``fault_plan`` injects failures.
     """
 
+    @surfaces
     def __init__(
         self,
         granularity: Granularity | None = None,
@@ -65,6 +66,7 @@ class Config:
         self.set_address_space(address_space)
         self.set_fault_plan(fault_plan)
 
+    @surfaces
     def set_granularity(self, granularity: Granularity | int) -> None:
         """The required store granularity; GRANULARITY_NOT_SUPPORTED for an unknown value."""
         self.granularity = check_granularity(granularity)

@@ -56,7 +56,7 @@ from pmemsim.addrspace.base import (
 )
 from pmemsim.config import Config, EventCallback
 from pmemsim.enums import Coalescing, Granularity, MemFlags
-from pmemsim.errors import ErrorCode, PmemsetError
+from pmemsim.errors import ErrorCode, PmemsetError, surfaced, surfaces
 from pmemsim.events import (
     CopyEvent,
     DrainEvent,
@@ -97,13 +97,17 @@ _R = TypeVar("_R")
 
 
 def _api(method: Callable[Concatenate[PmemSet, _P], _R]) -> Callable[Concatenate[PmemSet, _P], _R]:
-    """A public call: hold the space's lock and activate the set's plan for OS calls."""
+    """A public call: hold the space's lock, activate the set's plan for OS calls, and
+    report an escaping PmemsetError as an error path reached (:func:`~pmemsim.errors.surfaced`)."""
 
     def call(self: PmemSet, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._lock:
             token = _files.set_plan(self._plan)
             try:
                 return method(self, *args, **kwargs)
+            except PmemsetError as exc:
+                surfaced(exc)
+                raise
             finally:
                 _files.reset_plan(token)
 
@@ -171,6 +175,7 @@ class PmemSet:
     granularity.
     """
 
+    @surfaces
     def __init__(self, config: Config) -> None:
         if not isinstance(config, Config):
             raise TypeError(f"PmemSet needs a Config, not {type(config).__name__}")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 from pmemsim import _files
 from pmemsim._files import NotRegularFile, OpenFile
 from pmemsim.enums import SourceFlags
-from pmemsim.errors import ErrorCode, PmemsetError
+from pmemsim.errors import ErrorCode, PmemsetError, surfaces
 from pmemsim.faults import FaultPlan, FaultSite
 
 if TYPE_CHECKING:
@@ -69,6 +69,7 @@ class Source:
     # -- constructors -------------------------------------------------------------
 
     @classmethod
+    @surfaces
     def from_file(cls, path: str | os.PathLike[str], *, fault_plan: FaultPlan | None = None) -> Source:
         """Open an existing file read-write (``pmemset_source_from_file``).
 
@@ -78,6 +79,7 @@ class Source:
         return cls.xfrom_file(path, SourceFlags(0), fault_plan=fault_plan)
 
     @classmethod
+    @surfaces
     def xfrom_file(
         cls,
         path: str | os.PathLike[str],
@@ -126,6 +128,7 @@ class Source:
         return cls(OpenFile(fd, os.path.abspath(p), owned=True), flags=sflags, temporary=False)
 
     @classmethod
+    @surfaces
     def from_temporary(cls, dir: str | os.PathLike[str], *, fault_plan: FaultPlan | None = None) -> Source:
         """An unlinked temporary file in ``dir`` (``pmemset_source_from_temporary``).
 
@@ -149,6 +152,7 @@ class Source:
         return cls(OpenFile(fd, None, owned=True), flags=SourceFlags(0), temporary=True)
 
     @classmethod
+    @surfaces
     def from_fd(cls, fd: int, *, fault_plan: FaultPlan | None = None) -> Source:
         """Borrow an open read-write descriptor (``pmemset_source_from_fd``); never closes it.
 
@@ -232,6 +236,7 @@ class Source:
         """True when part_map may grow the file to fit a part (temporary or TRUNCATE_IF_NEEDED)."""
         return self.temporary or bool(self.flags & SourceFlags.TRUNCATE_IF_NEEDED)
 
+    @surfaces
     def size(self) -> int:
         """Current size of the file in bytes (``-errno`` PmemsetError if it cannot be read)."""
         fd = self.file.fd
