@@ -86,13 +86,6 @@ class Model:
                 return a
         return None
 
-    def free_after(self, addr: int) -> int:
-        owner = self.owner_map()
-        n = 0
-        while self.low <= addr + n < self.high and owner[addr + n] is None:
-            n += 1
-        return n
-
     def find(self, addr: int) -> tuple[int, int, object] | None:
         s = self.owner_map()[addr]
         return None if s is None else (s, *self.spans[s])
@@ -238,16 +231,10 @@ class IntervalMapMachine(RuleBasedStateMachine):
         assert self.map.is_free(inner, gend)
         assert not self.map.is_free(gstart, gend + 1)
         assert not self.map.is_free(gstart - 1, gend)
-        assert self.map.free_after(inner) == gend - inner
-        assert self.map.free_after(gend) == self.model.free_after(gend)
         assert self.map.first_fit(gend - gstart) == self.model.first_fit(gend - gstart)
         assert self.map.first_fit(gend - gstart + 1) == self.model.first_fit(gend - gstart + 1)
         assert self.map.last_fit(gend - gstart) == self.model.last_fit(gend - gstart)
         assert self.map.last_fit(gend - gstart + 1) == self.model.last_fit(gend - gstart + 1)
-
-    @rule(addr=addrs)
-    def free_after(self, addr: int) -> None:
-        assert self.map.free_after(addr) == self.model.free_after(addr)
 
     @rule(size=sizes)
     def first_fit(self, size: int) -> None:

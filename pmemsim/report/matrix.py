@@ -163,24 +163,10 @@ class Matrix:
                 return r
         raise KeyError(name)
 
-    def cell(self, name: str, backend: str, kind: RunKind | str) -> int:
-        """The count of error ``name`` in runs of ``kind`` on ``backend`` (0 when no such column)."""
-        key = f"{backend}/{RunKind(kind).value}"
-        row = self.row(name)
-        for col, count in zip(self.columns, row.counts, strict=True):
-            if col.key == key:
-                return count
-        return 0
-
     @property
     def man_page_rows(self) -> tuple[Row, ...]:
         """The rows of the part_map man page's errors."""
         return tuple(r for r in self.rows if r.man_page)
-
-    @property
-    def never_reached(self) -> tuple[Row, ...]:
-        """Rows whose error no run raised."""
-        return tuple(r for r in self.rows if not r.reached)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: format and version, columns, failed runs, per row its counts by column key."""

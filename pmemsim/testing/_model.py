@@ -195,12 +195,6 @@ class SetModel:
                 return m
         return None
 
-    def map_starting(self, addr: int) -> MapModel | None:
-        for m in self.maps:
-            if m.addr == addr:
-                return m
-        return None
-
     def _coalesce(self, anchor: MapModel, length: int) -> tuple[bool, int]:
         """Whether the part fits right after ``anchor``, and how far its reservation must grow."""
         rsv = anchor.rsv
