@@ -313,7 +313,7 @@ def test_empty_map() -> None:
     assert list(m) == [] and list(m.gaps()) == []
     assert m.first_fit(1) is None
     assert m.find(LOW) is None
-    assert m.free_after(LOW) == 0
+    assert not m.is_free(LOW, LOW + 1)
     assert m.is_free(LOW, LOW) is True
     assert m.is_free(LOW, LOW + 1) is False
     assert m.intersecting(0, TOP) == []
@@ -329,9 +329,9 @@ def test_fresh_map_is_one_gap() -> None:
     assert list(m.gaps()) == [(LOW, HIGH)]
     assert m.first_fit(HIGH - LOW) == LOW
     assert m.first_fit(HIGH - LOW + 1) is None
-    assert m.free_after(LOW + 3) == HIGH - LOW - 3
-    assert m.free_after(HIGH) == 0
-    assert m.free_after(LOW - 1) == 0
+    assert m.is_free(LOW + 3, HIGH) and not m.is_free(LOW + 3, HIGH + 1)
+    assert not m.is_free(HIGH, HIGH + 1)
+    assert not m.is_free(LOW - 1, LOW)
 
 
 @pytest.mark.parametrize(("low", "high"), [(-8, 16), (32, 16), (-1, -1)])
@@ -426,7 +426,7 @@ def test_set_bounds_grows_and_shrinks_around_intervals() -> None:
     m.set_bounds(48, 64)  # shrink to exactly the interval
     m._check()
     assert list(m.gaps()) == []
-    assert m.free_after(64) == 0
+    assert not m.is_free(64, 65)
     for low, high in [(49, 64), (48, 63), (56, 128), (0, 50)]:
         before = state(m)
         with pytest.raises(ValueError, match="cut"):
@@ -463,5 +463,5 @@ def test_intersecting_and_find_at_edges() -> None:
     assert m.intersecting(60, 1000) == []
     assert m.get(20) == (30, "b")
     assert m.get(21) is None
-    assert m.free_after(30) == 20
-    assert m.free_after(29) == 0
+    assert m.is_free(30, 50) and not m.is_free(30, 51)
+    assert not m.is_free(29, 30)
