@@ -8,7 +8,7 @@ import os
 import time
 
 import pytest
-from conftest import PAGE, snapshot
+from support.sets import PAGE, snapshot
 
 import pmemsim
 from pmemsim import Coalescing, Config, ErrorCode, Granularity, MemFlags, PmemSet, PmemsetError, Source
