@@ -338,6 +338,11 @@ class RecoveryChecker(Checker):
     def __repr__(self) -> str:
         return f"RecoveryChecker({self.recovery!r})"
 
+    @property
+    def runs_python(self) -> bool:
+        """True when recovery is a Python callable (run in this process, unlike a program)."""
+        return isinstance(self.recovery, _CallableRecovery)
+
     def __copy__(self) -> RecoveryChecker:
         # Tasks running side by side in threads each get a copy: the recovery's watchdog or
         # directory is per copy.
