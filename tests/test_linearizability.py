@@ -580,3 +580,25 @@ def test_cli_bad_recover_is_one_line_and_exit_2(logs: Path, option: list[str], m
 def test_cli_recover_and_checker_are_exclusive(logs: Path) -> None:
     proc = cli("good.json", "--recover", "mypool:contents", "--checker", "mypool:contents", cwd=logs)
     assert proc.returncode == 2 and "not allowed with argument" in proc.stderr
+
+
+def test_a_pmemcheck_log_gets_the_same_check(tmp_path: Path) -> None:
+    # The values at the boundaries come from the log at replay time, so an imported
+    # pmemcheck log (which keeps no recovered value) is judged as the recorded one.
+    from pmemsim.persistence import dumps_pmemcheck, loads_pmemcheck
+
+    for flag_first in (False, True):
+        recorded = commit_log(flag_first=flag_first)
+        pool = tmp_path / "pool"
+        recorded.files["pool"] = dataclasses.replace(recorded.files["pool"], path=str(pool))
+        text = dumps_pmemcheck(recorded)
+        pool.write_bytes(bytes(4096))  # the pool before the first store, as pmreorder wants it
+        imported = loads_pmemcheck(text)
+        want = replay(recorded, recover=committed)
+        got = replay(imported, recover=committed)
+        assert (got.ok, got.inconsistent, got.states_checked) == (
+            want.ok,
+            want.inconsistent,
+            want.states_checked,
+        )
+        assert got.ok is not flag_first
