@@ -112,6 +112,9 @@ def _script_path(word: str, base: Path) -> str:
 def resolve_checker(scenario: Scenario) -> Callable[[Any], object] | list[str]:
     """The scenario's checker: the imported ``module:function``, or the program's argument list.
 
+    For ``recover`` / ``recover_program`` it is the recovery function or program, which
+    the run turns into a durable-linearizability check of what was recorded.
+
     A module is imported with the scenario's directory first on ``sys.path``; program
     words naming a file next to the scenario become absolute paths and ``{python}``
     becomes this interpreter. Raises ScenarioError (naming the line of the key) when the
@@ -122,21 +125,25 @@ def resolve_checker(scenario: Scenario) -> Callable[[Any], object] | list[str]:
         raise ValueError(f"{scenario.path}: no [crash] section")
     shown = str(scenario.path)
 
+    key = crash.judge_key
+    what = "recovery" if key.startswith("recover") else "checker"
+
     def bad(message: str) -> ScenarioError:
-        key = "crash.checker" if crash.checker is not None else "crash.program"
-        return ScenarioError(shown, [Problem(shown, crash.checker_line, key, message)])
+        return ScenarioError(shown, [Problem(shown, crash.checker_line, f"crash.{key}", message)])
 
     base = scenario.path.parent
-    if crash.program is not None:
-        argv = [_script_path(w, base) for w in crash.program]
+    program = crash.program if crash.program is not None else crash.recover_program
+    if program is not None:
+        argv = [_script_path(w, base) for w in program]
         if shutil.which(argv[0]) is None:
-            raise bad(f"checker program {crash.program[0]!r} not found or not executable")
+            raise bad(f"{what} program {program[0]!r} not found or not executable")
         return argv
-    assert crash.checker is not None
+    spec = crash.checker if crash.checker is not None else crash.recover
+    assert spec is not None
     try:
-        return load_callable(crash.checker, search=base.resolve())
+        return load_callable(spec, search=base.resolve())
     except CallableNotFound as exc:
-        raise bad(f"checker {crash.checker!r}: {exc}") from None
+        raise bad(f"{what} {spec!r}: {exc}") from None
 
 
 def run_scenario(
@@ -330,6 +337,7 @@ class _Run:
         self.maps: dict[str, PartMap] = {}
         self.recording: contextlib.ExitStack | None = None
         self.log: Any = None
+        self.judge: Any = None  # what judged the crash states (the checker, or the recovery check)
         self.workdir = ""
 
     # -- life cycle ------------------------------------------------------------------------
@@ -604,19 +612,24 @@ class _Run:
     # -- crash --------------------------------------------------------------------------------
 
     def _crash(self, crash: CrashSpec) -> str:
-        from pmemsim.persistence import replay
+        from pmemsim.persistence import RecoveryChecker, replay
 
         if self.log is None:
             raise _Broken("nothing was recorded: the 'record' step did not run")
         assert self.checker is not None  # run_scenario resolves it for a [crash] scenario
+        timeout = crash.timeout if crash.timeout is not None else 60.0
+        judge: Any = self.checker
         try:
+            if crash.judge_key.startswith("recover"):  # durable linearizability: judge by recovery
+                judge = RecoveryChecker.for_log(self.log, self.checker, timeout=timeout)
+            self.judge = judge
             report = replay(
                 self.log,
-                self.checker,
+                judge,
                 engine=crash.engine,
                 markers=dict(crash.markers),
                 seed=self.seed if self.seed is not None else crash.seed,
-                timeout=crash.timeout if crash.timeout is not None else 60.0,
+                timeout=timeout,
             )
         except (ValueError, TypeError, OSError) as exc:
             raise _Broken(f"[crash] replay failed: {type(exc).__name__}: {exc}") from exc
@@ -634,10 +647,10 @@ class _Run:
         from pmemsim.persistence import ShrinkError, shrink
 
         failure = report.failures[0]
-        assert self.checker is not None
+        assert self.judge is not None
         try:
             timeout = crash.timeout if crash.timeout is not None else 60.0
-            return str(shrink(self.log, failure, self.checker, timeout=timeout))
+            return str(shrink(self.log, failure, self.judge, timeout=timeout))
         except (ShrinkError, ValueError, TypeError, OSError) as exc:
             return f"{failure.describe()}\n(not shrunk: {exc})"
 

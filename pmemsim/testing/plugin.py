@@ -685,7 +685,8 @@ class CrashCheckFactory:
     test with the minimal trace when ``checker(image)`` (or ``checker(image, ctx)``)
     rejects one, or gives no usable answer. Other keyword arguments (``markers``,
     ``seed``, ``workers``, ``model``, ``all_files``, ``timeout``, ``max_states``,
-    ``allow_empty``, ``strict``: default ``--pmemsim-strict-crash``) are those of
+    ``allow_empty``, ``strict``: default ``--pmemsim-strict-crash``, and ``recover``
+    instead of a checker: a durable-linearizability check) are those of
     :class:`pmemsim.testing.crash.CrashCheck`. A block that recorded nothing fails; a
     run that was not exhaustive warns (fails when strict). A checker that is neither
     callable nor a program command, or an unknown engine, fails the test with a
@@ -696,7 +697,7 @@ class CrashCheckFactory:
 
     def __call__(
         self,
-        checker: Checker | Callable[[Any], object] | str | Sequence[str],
+        checker: Checker | Callable[[Any], object] | str | Sequence[str] | None = None,
         *,
         pset: PmemSet | None = None,
         engine: Engine | str | None = None,
