@@ -156,6 +156,9 @@ class Checker:
     #: Whether :meth:`check` can tell crash points apart by their markers (states are then
     #: judged, and deduplicated, per image and markers).
     sees_markers: bool = False
+    #: Whether :meth:`check` may be given lazy images (:mod:`pmemsim.persistence.lazy`) in
+    #: place of memoryviews: a Python function can; a program reads the whole file.
+    lazy_reads: bool = False
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Prepare for images of files ``keys`` with ``sizes``."""
@@ -273,6 +276,8 @@ def _calling_convention(fn: Callable[..., object]) -> str:
 
 class CallableChecker(Checker):
     """A Python function ``check(image)`` or ``check(image, ctx)`` (``{key: image}`` with ``all_files``)."""
+
+    lazy_reads = True
 
     def __init__(
         self, fn: Callable[..., object], *, timeout: float | None = 60.0, all_files: bool = False

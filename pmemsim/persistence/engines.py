@@ -49,7 +49,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, Protocol
 
+from pmemsim.persistence import lazy
+from pmemsim.persistence.checkers import CheckOutcome
 from pmemsim.persistence.image import Image
+from pmemsim.persistence.lazy import LazyImage
 from pmemsim.persistence.model import ORDER_UNIT, Atom, CrashPoint, Epoch, predecessors
 
 __all__ = [
@@ -95,6 +98,18 @@ class Visitor(Protocol):
         """Say that the current epoch was not explored completely, and why."""
         ...
 
+    def lazy_reads(self) -> bool:
+        """Whether the checker can be run on lazy images (:mod:`pmemsim.persistence.lazy`) now."""
+        ...
+
+    def judge(self, views: Sequence[LazyImage]) -> CheckOutcome | None:
+        """Run the checker on ``views`` at the current crash point (a call, not a state)."""
+        ...
+
+    def record(self, outcome: CheckOutcome | None) -> None:
+        """Count the current state with a verdict already known (a lazy leaf's representative)."""
+        ...
+
 
 def epoch_rng(name: str, seed: int, epoch: int) -> random.Random:
     """The random stream of one engine in one epoch: independent of workers and of other epochs."""
@@ -132,6 +147,10 @@ class Engine:
     def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
         """Visit the crash states of ``epoch``; the image is at the epoch's durable base on entry and exit."""
         raise NotImplementedError
+
+    def reads_lazily(self) -> bool:
+        """Whether this engine may explore by lazy reads (its states then stand for sets of images)."""
+        return False
 
     def __str__(self) -> str:
         return self.name
@@ -482,12 +501,24 @@ class Exhaustive(Engine):
     An epoch whose images exceed ``max_states_per_epoch`` (None: no limit) is explored
     fewest-changed-lines first up to that many states, and the report says the run was
     not exhaustive.
+
+    With a Python checker, a crash point with more than ``lazy_above`` images (None:
+    never) is explored lazily (:mod:`pmemsim.persistence.lazy`): only the lines the
+    checker reads branch, and each state judged stands for every image that agrees with
+    it on those lines. A checker that cannot be followed that way (it reads the whole
+    image, or takes ``image.obj``), or whose reads admit more images than the budget,
+    gets the eager exploration at that crash point.
     """
 
     name: ClassVar[str] = "Exhaustive"
     model_based: ClassVar[bool] = True
     dedup: ClassVar[bool] = True
     max_states_per_epoch: int | None = 1 << 16
+    lazy_above: int | None = 64
+
+    def reads_lazily(self) -> bool:
+        """True unless ``lazy_above`` is None."""
+        return self.lazy_above is not None
 
     def estimate(self, epoch: Epoch) -> int:
         """An upper bound of the images at the fence, capped."""
@@ -508,6 +539,10 @@ class Exhaustive(Engine):
                 lines = _Lines(epoch.inflight[: point.atoms], image, share)
             except _TooMany:
                 lines = None
+            judged = None if lines is None else self._lazily(lines, image, v, share)
+            if judged is not None:
+                budget -= judged
+                continue
             if lines is not None and lines.total <= share:
                 v.describer = lines.applied
                 try:
@@ -535,6 +570,27 @@ class Exhaustive(Engine):
                 f"checked {done}, changing the fewest cache lines first"
             )
             budget -= done
+
+    def _lazily(self, lines: _Lines, image: Image, v: Visitor, share: int) -> int | None:
+        """Explore one crash point lazily when that applies: the states judged, or None to go eager."""
+        if self.lazy_above is None or lines.total <= self.lazy_above or not v.lazy_reads():
+            return None
+        leaves = lazy.walk(lines, image, v.judge, share)
+        if isinstance(leaves, str):  # the walk gave up (its calls are counted): eager is always right
+            return None
+        v.describer = lines.applied
+        previous: tuple[tuple[int, int], ...] = ()
+        try:
+            for leaf in leaves:  # each leaf's representative: its lines as read, every other line at base
+                for j, _ in previous:
+                    lines.set(image, j, 0)
+                for j, value in leaf.path:
+                    lines.set(image, j, value)
+                v.record(leaf.outcome)
+                previous = leaf.path
+        finally:
+            lines.reset(image)
+        return len(leaves)
 
     @staticmethod
     def _sample(epoch: Epoch, point: CrashPoint, v: Visitor, seed: int, count: int) -> None:

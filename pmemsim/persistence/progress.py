@@ -66,6 +66,7 @@ class CountingChecker(Checker):
     def __init__(self, inner: Checker) -> None:
         self.inner = inner
         self.sees_markers = inner.sees_markers
+        self.lazy_reads = inner.lazy_reads
         # Shared memory inherited by forked workers; the lock keeps concurrent increments exact.
         self._counter: Any
         try:
