@@ -588,6 +588,15 @@ class Exhaustive(Engine):
                     lines.set(image, j, value)
                 v.record(leaf.outcome)
                 previous = leaf.path
+                if leaf.outcome is not None and not any(value for _, value in leaf.path):
+                    # The base image is judged on its own (a rejected initial image is the checker's
+                    # error): the rest of its leaf, if any, is a second state with the same verdict.
+                    read = {j for j, _ in leaf.path}
+                    other = next((j for j in range(len(lines.radix)) if j not in read), None)
+                    if other is not None:
+                        lines.set(image, other, 1)
+                        v.record(leaf.outcome)
+                        lines.set(image, other, 0)
         finally:
             lines.reset(image)
         return len(leaves)

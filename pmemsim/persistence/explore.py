@@ -992,6 +992,8 @@ def build_report(
         if (f[0], f[1]) in early:
             assert plan is not None
             ids, where = early[f[0], f[1]]
+            if any(i >= len(plan.atoms) for i in ids) or where.atoms > len(plan.epochs[f[0]].inflight):
+                raise LogError(f"epoch {f[0]} state {f[1]}: its location names atoms the log does not have")
             located[f[0], f[1]] = (tuple(plan.atoms[i] for i in ids), where)
     failures = []
     for epoch_index, seq, _, _, outcome in kept:

@@ -94,7 +94,7 @@ class Leaf:
 
 
 def _make_base() -> type | None:
-    """A base type whose buffer protocol calls ``self._buffer_request(flags)`` (None where it cannot be built).
+    """A base type whose buffer protocol calls ``self._buffer_request(flags)`` (None if it cannot be built).
 
     The slot calls back into Python through ctypes and fills the caller's ``Py_buffer``
     from the bytes object the method returns, so the buffer's owner is that object and
@@ -253,35 +253,44 @@ class LazyImage(_Base):
     given to.
     """
 
-    __slots__ = ("_walk", "_run", "_fidx", "_lo", "_hi", "_whole")
+    __slots__ = ("_fidx", "_hi", "_lo", "_run", "_walk", "_whole")
 
     def __init__(self, walk: _Walk, fidx: int, lo: int, hi: int, whole: bool) -> None:
         self._walk, self._run, self._fidx = walk, walk.run, fidx
         self._lo, self._hi, self._whole = lo, hi, whole
 
     # -- reads -------------------------------------------------------------------------------
-    def _live(self) -> _Walk:
+    def _live(self) -> _Walk | None:
+        """The walk whose run this image belongs to; None outside every walk (an image a checker kept
+        then reads the current state, as a kept memoryview would). Inside another run: an escape."""
         walk = _current[0]
-        if walk is None or walk is not self._walk or walk.run != self._run:
-            if walk is not None:
-                walk.escape("the checker read an image kept from another call")
-            raise Escaped("a lazy image read outside the call it was given to")
+        if walk is None:
+            return None
+        if walk is not self._walk or walk.run != self._run:
+            raise walk.escape("the checker read an image kept from another call")
         return walk
+
+    def _read(self, lo: int, hi: int) -> bytes:
+        walk = self._live()
+        if walk is None:
+            return bytes(self._walk.bufs[self._fidx][lo:hi])
+        return walk.read(self._fidx, lo, hi)
 
     def _content(self) -> bytes:
         walk = self._live()
-        if self._whole:
+        if walk is not None and self._whole:
             raise walk.escape("the checker read the whole image")
-        return walk.read(self._fidx, self._lo, self._hi)
+        return self._read(self._lo, self._hi)
 
     def _buffer_request(self, flags: int) -> bytes | bytearray:
         walk = self._live()
-        if self._whole:
+        if walk is not None and self._whole:
             walk.escape("the checker used the buffer protocol of the whole image")
         if flags & _PyBUF_WRITABLE:
-            walk.escape("the checker asked for a writable buffer")
+            if walk is not None:
+                walk.escape("the checker asked for a writable buffer")
             return bytearray(self._hi - self._lo)
-        return walk.read(self._fidx, self._lo, self._hi)
+        return self._read(self._lo, self._hi)
 
     def __len__(self) -> int:
         return self._hi - self._lo
@@ -291,12 +300,15 @@ class LazyImage(_Base):
         if isinstance(key, slice):
             idx = range(*key.indices(n))
             if idx.step == 1:
-                return LazyImage(self._walk, self._fidx, self._lo + idx.start, self._lo + max(idx.start, idx.stop),
-                                 False)  # fmt: skip
+                self._live()  # a stale image inside a run: an escape
+                lo = self._lo + idx.start
+                part = LazyImage(self._walk, self._fidx, lo, max(lo, self._lo + idx.stop), False)
+                part._run = self._run  # a range of a stale image is stale too
+                return part
             if not idx:
                 return memoryview(b"")
             first = min(idx)
-            data = self._walk_read(self._lo + first, self._lo + max(idx) + 1)
+            data = self._read(self._lo + first, self._lo + max(idx) + 1)
             return memoryview(bytes(data[i - first] for i in idx))
         if key is Ellipsis:
             return self
@@ -309,10 +321,7 @@ class LazyImage(_Base):
             i += n
         if not 0 <= i < n:
             raise IndexError("index out of bounds on dimension 1")
-        return self._walk_read(self._lo + i, self._lo + i + 1)[0]
-
-    def _walk_read(self, lo: int, hi: int) -> bytes:
-        return self._live().read(self._fidx, lo, hi)
+        return self._read(self._lo + i, self._lo + i + 1)[0]
 
     def __setitem__(self, key: Any, value: Any) -> None:
         raise TypeError("cannot modify read-only memory")
@@ -440,20 +449,22 @@ class LazyImage(_Base):
     def obj(self) -> Any:
         """Escapes: the underlying object would show every line."""
         walk = self._live()
+        if walk is None:
+            raise AttributeError("a lazy image outside its call has no obj")
         raise walk.escape("the checker took image.obj")
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not defined above: nothing this module can follow.
         walk = _current[0]
-        if walk is not None:
-            walk.escape(f"the checker used image.{name}")
-        raise Escaped(f"a lazy image has no attribute {name!r}")
+        if walk is None:
+            raise AttributeError(f"a lazy image has no attribute {name!r}")
+        raise walk.escape(f"the checker used image.{name}")
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
         walk = _current[0]
-        if walk is not None:
-            walk.escape("the checker copied or pickled the image")
-        raise Escaped("a lazy image cannot be copied or pickled")
+        if walk is None:
+            raise TypeError("a lazy image cannot be copied or pickled")
+        raise walk.escape("the checker copied or pickled the image")
 
 
 Judge = Callable[[Sequence[LazyImage]], "CheckOutcome | None"]
