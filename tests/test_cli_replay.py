@@ -427,7 +427,7 @@ def test_saved_log_errors_name_the_key(work: Path, mutate: object, message: str)
 def test_replay_progress_shows_states_per_second_and_time_left() -> None:
     from types import SimpleNamespace
 
-    from pmemsim.cli import _rate_column
+    from pmemsim.cli._common import rate_column as _rate_column
 
     column = _rate_column("states")
     task = SimpleNamespace(speed=12345.6, time_remaining=75.2)

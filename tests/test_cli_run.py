@@ -389,7 +389,7 @@ def test_an_output_path_in_a_new_directory_is_fine(tmp_path: Path) -> None:
 def test_progress_shows_rate_and_time_left() -> None:
     from types import SimpleNamespace
 
-    from pmemsim.cli import _rate_and_eta
+    from pmemsim.cli._common import rate_and_eta as _rate_and_eta
 
     assert _rate_and_eta(SimpleNamespace(speed=None, time_remaining=None)) == ""
     assert _rate_and_eta(SimpleNamespace(speed=2.5, time_remaining=64.4)) == "2.5 runs/s, 0:01:04 left"

@@ -222,7 +222,7 @@ def test_cli_dask_local_cluster_gives_the_single_run(tmp_path: Path) -> None:
 def test_program_checkers_missing_on_a_worker_are_refused_up_front() -> None:
     import argparse
 
-    from pmemsim.cli import _check_workers_can_run
+    from pmemsim.cli.replay import _check_workers_can_run
     from pmemsim.persistence import ProgramChecker
 
     class Workers:

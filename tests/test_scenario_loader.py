@@ -368,7 +368,8 @@ def test_unknown_checker_module_is_reported_with_its_line(tmp_path: Path) -> Non
     with pytest.raises(ScenarioError) as info:
         resolve_checker(scenario)
     [problem] = info.value.problems
-    assert str(problem).startswith(f"{path}:7: crash.checker: cannot import checker module")
+    expected = "crash.checker: checker 'no_such_checker_module:check': cannot import module"
+    assert str(problem).startswith(f"{path}:7: {expected}")
 
 
 def test_missing_checker_program(tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import os
 import shutil
 import sys
@@ -31,6 +30,7 @@ from pathlib import Path
 from types import CodeType
 from typing import Any
 
+from pmemsim._callables import CallableNotFound, load_callable
 from pmemsim.addrspace.layout import LayoutAddressSpace
 from pmemsim.config import Config
 from pmemsim.errors import PmemsetError
@@ -120,27 +120,10 @@ def resolve_checker(scenario: Scenario) -> Callable[[Any], object] | list[str]:
             raise bad(f"checker program {crash.program[0]!r} not found or not executable")
         return argv
     assert crash.checker is not None
-    module_name, _, attr = crash.checker.partition(":")
-    # Importing must not write __pycache__ next to the user's scenario.
-    sys.path.insert(0, str(base.resolve()))
-    bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
     try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise bad(f"cannot import checker module {module_name!r}: {exc}") from None
-    finally:
-        sys.dont_write_bytecode = bytecode
-        with contextlib.suppress(ValueError):
-            sys.path.remove(str(base.resolve()))
-    fn: object = module
-    for part in attr.split("."):
-        fn = getattr(fn, part, None)
-        if fn is None:
-            raise bad(f"module {module_name!r} has no {attr!r}")
-    if not callable(fn):
-        raise bad(f"{crash.checker} is not callable")
-    checker: Callable[[Any], object] = fn
-    return checker
+        return load_callable(crash.checker, search=base.resolve())
+    except CallableNotFound as exc:
+        raise bad(f"checker {crash.checker!r}: {exc}") from None
 
 
 def run_scenario(

@@ -1,0 +1,606 @@
+"""``pmemsim replay``: every crash state of a store log judged by a checker, and the minimal failing trace."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+from pmemsim.cli._common import (
+    EXIT_BAD_INPUT,
+    EXIT_FAILED,
+    EXIT_OK,
+    Command,
+    Polling,
+    QuietStdout,
+    located,
+)
+
+if TYPE_CHECKING:
+    from typing import Any
+
+    from pmemsim.persistence.checkers import Checker
+    from pmemsim.persistence.engines import Engine
+    from pmemsim.persistence.log import StoreLog
+    from pmemsim.persistence.results import CrashReport
+
+__all__ = ["REPLAY", "replay_command"]
+
+_REPLAY_DESCRIPTION = """\
+Replay a store log: hand every crash state an engine picks to a checker, on private
+in-memory copies of the registered files (your files are only read, never written),
+and print the minimal failing trace. Exit 0 when every checked state is consistent,
+1 when at least one is not, 2 on bad input (unreadable or malformed log, unknown
+engine, checker not found) and on checker errors (a checker that cannot be called,
+returns something other than True/False/None, times out, dies, or rejects the image
+before any recorded store): those say nothing about the pool. A log with no store, or
+an engine that picks no state, is bad input too unless --allow-empty.
+
+LOG is either
+  * a pmemcheck store log (valgrind --tool=pmemcheck --log-stores=yes ..., or
+    pmemsim.persistence.dump_pmemcheck), the format pmreorder reads. It names files by
+    path only, so each file's *current* content is the image before the first store:
+    restore a pristine copy first, as for pmreorder, or give it with --image;
+  * a log saved by pmemsim (pmemsim.persistence.saved.save_log; JSON), which also keeps
+    each file's content from before the first store and the store granularity.
+
+A --checker function gets each image as a read-only buffer, check(image) or
+check(image, ctx) with ctx.markers / ctx.data / ctx.epoch / ctx.record, and returns
+True/None (consistent) or False (inconsistent); raising counts as inconsistent. It
+runs in a forked process, so a checker that crashes ends the replay with a checker
+error instead of killing it. A --checker-prog command gets the image file path as its
+last argument and answers by exit status (0 consistent), exactly as pmreorder's
+-c prog, with PMREORDER_MARKERS set.
+
+Runs that sample (Random, ReorderPartial) or hit --max-states say NOT EXHAUSTIVE.
+"""
+
+_REPLAY_EPILOG = """\
+examples:
+  pmemsim replay store.log --checker mychecks:pool_ok             mychecks.py in the current directory
+  pmemsim replay store.log --checker-prog "python3 check.py"      pmreorder-style program checker
+  pmemsim replay store.log --engine ReorderFull -x TX=ReorderAccumulative --checker mychecks:pool_ok
+  pmemsim replay store.log --engine Random:7:500 --workers 2 --checker mychecks:pool_ok
+  pmemsim replay store.log --image /mnt/pmem/pool=pool.pristine --checker-prog ./check
+  pmemsim replay saved.json --checker mychecks:pool_ok --json > verdict.json
+
+engines: NoReorderNoCheck, NoReorderDoCheck, ReorderFull, ReorderPartial, ReorderAccumulative,
+ReorderReverseAccumulative (pmreorder's), Exhaustive (every distinct image the x86 ADR model
+allows, unflushed stores included; the default), Random or Random:SEED:N (N images per epoch).
+
+--json prints exactly one object on stdout, whatever the checker prints (that goes to
+stderr): {"format": "pmemsim-crash-report", "version", "verdict", "states_checked",
+"distinct_images", "inconsistent", "errors", "complete", "limits", "failures": [...],
+"trace": the minimal failing trace or null, ...}; the human summary goes to stderr.
+"""
+
+
+def _configure_replay(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "log", metavar="LOG", help="a pmemcheck store log or a log saved by pmemsim, e.g. store.log"
+    )
+    p.add_argument(
+        "--engine",
+        default="Exhaustive",
+        metavar="NAME",
+        help="crash-state engine for the whole log (default: Exhaustive; e.g. --engine ReorderFull)",
+    )
+    p.add_argument(
+        "-x",
+        dest="markers",
+        action="append",
+        metavar="MARKER=ENGINE",
+        help="engine for the epochs inside MARKER.BEGIN/MARKER.END, as pmreorder's -x: repeatable, "
+        'a comma-separated list, or a JSON file {"MARKER": "ENGINE"} '
+        "(e.g. -x TX=NoReorderDoCheck,ALLOC=ReorderFull)",
+    )
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument(
+        "--checker",
+        metavar="MODULE:FUNCTION",
+        help="Python checker FUNCTION(image) -> bool | None; MODULE is imported with the current "
+        "directory first on sys.path (e.g. --checker mychecks:pool_ok)",
+    )
+    which.add_argument(
+        "--checker-prog",
+        metavar='"CMD ARGS"',
+        help="program checker, split like a shell command; the image path is appended and exit "
+        'status 0 means consistent (e.g. --checker-prog "python3 check.py --strict")',
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="explore in N forked processes; results are identical for any N (default 1; e.g. --workers 2)",
+    )
+    p.add_argument(
+        "--seed",
+        type=int,
+        metavar="S",
+        help="seed for ReorderPartial and Random (default 0; e.g. --seed 42)",
+    )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="limit for one checker call in seconds; a call that runs longer is a checker error "
+        "(default 60; e.g. --timeout 5)",
+    )
+    p.add_argument(
+        "--max-states",
+        type=int,
+        metavar="N",
+        help="per-epoch state budget of Exhaustive and ReorderFull (default 65536); an epoch over it "
+        "is explored fewest-changes first and the run is reported NOT EXHAUSTIVE (e.g. --max-states 1000000)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--dask",
+        metavar="ADDRESS",
+        help="explore the log's slices on a Dask distributed cluster: a scheduler address "
+        "(tcp://host:8786) or local:N for a LocalCluster of N worker processes here; needs "
+        "pmemsim[dask]; checkers must be MODULE:FUNCTION importable on the workers, or programs "
+        "present on each worker",
+    )
+    where.add_argument(
+        "--shard",
+        metavar="K/N",
+        help="explore only shard K of N (a deterministic share of the log's slices) and print the "
+        "shard result as JSON on stdout, for `pmemsim merge` (CI matrices: N jobs, one merge)",
+    )
+    p.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="accept a log with no store, or an engine that picks no state (otherwise exit 2: a silent pass)",
+    )
+    p.add_argument(
+        "--image",
+        action="append",
+        metavar="FILE=PATH",
+        help="take the content of registered FILE (its path in a pmemcheck log) before the first store "
+        "from PATH instead of FILE itself; repeatable (e.g. --image /mnt/pmem/pool=pool.pristine)",
+    )
+    p.add_argument(
+        "--allow-truncated",
+        action="store_true",
+        help="accept a pmemcheck log without STOP (pmemcheck killed) and replay what is there "
+        "(pmreorder silently checks nothing)",
+    )
+    p.add_argument(
+        "--no-shrink",
+        action="store_true",
+        help="do not compute the minimal failing trace (it costs more checker calls)",
+    )
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print the verdict as one JSON object on stdout; the human summary goes to stderr",
+    )
+
+
+def _load_checker(spec: str) -> Callable[..., object]:
+    """The ``--checker`` callable (the current directory is already first on sys.path)."""
+    from pmemsim._callables import CallableNotFound, load_callable
+
+    try:
+        return load_callable(spec)
+    except CallableNotFound as exc:
+        raise ValueError(f"--checker {spec!r}: {exc}") from None
+
+
+def _pairs(values: list[str] | None, option: str) -> list[tuple[str, str]]:
+    out = []
+    for value in values or []:
+        key, sep, rest = value.partition("=")
+        if not sep or not key.strip() or not rest.strip():
+            raise ValueError(f"{option} {value!r}: expected NAME=VALUE")
+        out.append((key.strip(), rest.strip()))
+    return out
+
+
+def _marker_engines(values: list[str] | None) -> list[tuple[str, str]]:
+    """-x values as pmreorder takes them: MARKER=ENGINE, comma-separated lists, or a JSON file."""
+    import json
+    import os
+
+    pairs: list[tuple[str, str]] = []
+    for value in values or []:
+        if "=" not in value and os.path.exists(value):
+            from pmemsim._files import read_regular_file
+
+            try:
+                doc = json.loads(read_regular_file(value, 1 << 20, "a marker file"))
+            except OSError as exc:
+                raise ValueError(f"-x {value!r}: cannot read it: {exc.strerror or exc}") from None
+            except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+                raise ValueError(f"-x {value!r}: not a JSON object of MARKER: ENGINE ({exc})") from None
+            if not isinstance(doc, dict) or not all(
+                isinstance(k, str) and isinstance(v, str) for k, v in doc.items()
+            ):
+                raise ValueError(f'-x {value!r}: expected a JSON object like {{"TX": "ReorderFull"}}')
+            pairs += list(doc.items())
+        else:
+            pairs += _pairs([part for part in value.split(",") if part.strip()] or [value], "-x")
+    return pairs
+
+
+def _replay_images(values: list[str] | None, keys: Sequence[str]) -> dict[str, str]:
+    """--image FILE=PATH against the log's file keys (which may contain '=')."""
+    images: dict[str, str] = {}
+    for value in values or []:
+        key = next((k for k in sorted(keys, key=len, reverse=True) if value.startswith(k + "=")), None)
+        if key is None:
+            known = ", ".join(keys) or "none"
+            raise ValueError(
+                f"--image {value!r}: expected FILE=PATH with FILE one of the log's files ({known})"
+            )
+        path = value[len(key) + 1 :]
+        if not path:
+            raise ValueError(f"--image {value!r}: no PATH after '='")
+        images[key] = path
+    return images
+
+
+def replay_command(args: argparse.Namespace) -> int:
+    def bad(message: str) -> int:
+        print(f"pmemsim {_verb(args)}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    if args.workers < 1:
+        return bad(f"--workers must be at least 1, got {args.workers}")
+    if not args.timeout > 0 or args.timeout == float("inf"):
+        return bad(f"--timeout must be a positive number of seconds, got {args.timeout}")
+    if args.max_states is not None and args.max_states < 1:
+        return bad(f"--max-states must be at least 1, got {args.max_states}")
+    if getattr(args, "shard", None) is not None:
+        try:
+            args.shard = _shard_spec(args.shard)
+        except ValueError as exc:
+            return bad(str(exc))
+    if getattr(args, "dask", None) is not None and args.workers != 1:
+        return bad("--dask and --workers do not mix: the cluster's workers explore the slices")
+
+    import os
+
+    from pmemsim.persistence.checkers import CallableChecker, ProgramChecker
+    from pmemsim.persistence.engines import engine_from_name
+    from pmemsim.persistence.log import LogError
+
+    try:
+        engine = engine_from_name(args.engine)
+        markers = {name: engine_from_name(spec) for name, spec in _marker_engines(args.markers)}
+    except ValueError as exc:
+        return bad(str(exc))
+
+    cwd = os.getcwd()
+    sys.path.insert(0, cwd)
+    try:
+        checker: Checker
+        try:
+            if args.checker is not None:
+                with QuietStdout(bool(args.json or getattr(args, "shard", None))):  # import-time prints
+                    function = _load_checker(args.checker)
+                checker = CallableChecker(function, timeout=args.timeout)
+            else:
+                import shlex
+
+                checker = ProgramChecker(shlex.split(args.checker_prog), timeout=args.timeout)
+        except ValueError as exc:
+            return bad(str(exc))
+
+        import warnings
+
+        from pmemsim.persistence.saved import read_log
+
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                log = read_log(args.log, allow_truncated=args.allow_truncated)
+        except OSError as exc:
+            return bad(f"cannot read {args.log}: {exc.strerror or exc}")
+        except LogError as exc:
+            return bad(located(args.log, exc))
+        for warning in caught:
+            text = located(args.log, Exception(warning.message))
+            print(f"pmemsim replay: warning: {text}", file=sys.stderr)
+        try:
+            images = _replay_images(args.image, list(log.files))
+        except ValueError as exc:
+            return bad(str(exc))
+        return _replay(args, log, engine, markers, checker, images)
+    finally:
+        # The checker module stays imported (forked workers inherit it); only the path goes.
+        if sys.path and sys.path[0] == cwd:
+            del sys.path[0]
+        elif cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+def _replay(
+    args: argparse.Namespace,
+    log: StoreLog,
+    engine: Engine,
+    markers: dict[str, Engine],
+    checker: Checker,
+    images: dict[str, str],
+) -> int:
+    import json
+
+    from rich.console import Console
+    from rich.markup import escape
+
+    from pmemsim.persistence.checkers import CallableChecker, CheckerError
+    from pmemsim.persistence.explore import NothingToCheck, plan_replay, replay
+    from pmemsim.persistence.image import initial_images
+    from pmemsim.persistence.log import LogError
+    from pmemsim.persistence.progress import CountingChecker, estimate_states, stale_files
+    from pmemsim.persistence.shrink import ShrinkError, shrink
+
+    # With --json or --shard, stdout carries exactly one JSON object: everything else goes to stderr.
+    machine = bool(args.json or getattr(args, "shard", None))
+    console = Console(stderr=machine, highlight=False)
+
+    def bad(message: str) -> int:
+        print(f"pmemsim {_verb(args)}: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    try:
+        plan = plan_replay(log)
+    except LogError as exc:
+        return bad(located(args.log, exc))
+    try:
+        # Unreadable or short images are bad input, found before any work.
+        before = initial_images(log, images)
+    except LogError as exc:
+        hint = "give the file's content before the first store with --image FILE=PATH"
+        return bad(f"{located(args.log, exc)}; {hint}")
+    counting = CountingChecker(checker)
+    kind = "saved pmemsim log" if _is_saved(args.log) else "pmemcheck store log"
+    console.print(
+        f"[bold]{escape(args.log)}[/]: {kind}, {len(log.records)} records, {len(log.files)} file(s), "
+        f"{len(plan.epochs)} epochs; engine {engine.name}"
+        + ("".join(f", {n}={e.name}" for n, e in markers.items()))
+        + f", checker {escape(repr(checker))}",
+        soft_wrap=True,
+    )
+    stale = stale_files(log, before)
+    if stale:
+        console.print(
+            f"[yellow]warning[/]: {escape(', '.join(stale))} already hold(s) every store of the log: "
+            "probably the state after the run, so every crash state looks the same. Restore a pristine "
+            "copy first (as for pmreorder) or pass --image FILE=PRISTINE_COPY.",
+            soft_wrap=True,
+        )
+    options: dict[str, Any] = {
+        "engine": engine,
+        "markers": markers,
+        "seed": args.seed,
+        "images": images,
+        "timeout": args.timeout,
+        "max_states": args.max_states,
+    }
+    if getattr(args, "shard", None) is not None:
+        try:
+            with QuietStdout(True):
+                doc = _shard_doc(args, log, checker, options)
+        except (CheckerError, LogError, ValueError) as exc:
+            return bad(str(exc))
+        sys.stdout.write(json.dumps(doc) + "\n")
+        sys.stdout.flush()
+        return EXIT_OK
+    total = estimate_states(plan, engine, markers)
+    with QuietStdout(machine), Polling(console, "pmemsim replay", total, lambda: counting.count):
+        try:
+            if getattr(args, "merge_docs", None) is not None:
+                from pmemsim.persistence.shards import merge_shards
+
+                docs, names, empty = args.merge_docs, args.merge_names, args.allow_empty
+                report = merge_shards(log, counting, docs, names=names, allow_empty=empty, **options)
+            elif getattr(args, "dask", None) is not None:
+                report = _replay_on_dask(args, log, checker, options)
+            else:
+                report = replay(
+                    log,
+                    counting,
+                    workers=args.workers,
+                    allow_empty=args.allow_empty,
+                    # A Python checker runs in a forked process: one that crashes cannot take the replay.
+                    isolate=isinstance(checker, CallableChecker),
+                    **options,
+                )
+        except NothingToCheck as exc:
+            text = str(exc).replace("allow_empty=True", "--allow-empty")
+            return bad(located(args.log, Exception(text)))
+        except CheckerError as exc:
+            return bad(str(exc))
+        except LogError as exc:
+            return bad(located(args.log, exc))
+        except ValueError as exc:  # --dask: the extra, the address, the workers
+            return bad(str(exc))
+
+        style = "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
+        console.print(f"[{style}]{escape(report.summary())}[/] in {report.elapsed:.2f}s", soft_wrap=True)
+        for warning in report.warnings:
+            console.print(f"[yellow]warning[/]: {escape(warning)}", soft_wrap=True)
+        for limit in report.limits:
+            console.print(f"[yellow]not exhaustive[/]: {escape(limit)}", soft_wrap=True)
+        shown = report.failures[:5]
+        for failure in shown:
+            console.print(escape(failure.describe()), soft_wrap=True)
+        failing = report.inconsistent + report.errors
+        if failing > len(shown):
+            console.print(f"... {failing - len(shown)} more failing state(s) not listed", soft_wrap=True)
+        trace = None
+        first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
+        if first is not None and not args.no_shrink:
+            try:
+                small = _shrink_apart(shrink, log, first, checker, images, args.timeout)
+            except (ShrinkError, CheckerError) as exc:
+                why = escape(str(exc))
+                console.print(f"[yellow]cannot shrink the first failure[/]: {why}", soft_wrap=True)
+            else:
+                trace = small.trace
+                calls = small.tests
+                console.print(f"[bold]Minimal failing trace[/] ({calls} checker calls):", soft_wrap=True)
+                console.print(escape(small.trace), soft_wrap=True, highlight=False)
+        if report.errors:
+            console.print(
+                f"[bold red]checker error[/]: {report.errors} state(s) got no usable answer from the checker "
+                "(see above): fix the checker; this says nothing about the pool",
+                soft_wrap=True,
+            )
+    if args.json:
+        doc = report.to_dict()
+        doc["log"] = args.log
+        doc["trace"] = trace
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.flush()
+    if report.errors:
+        return EXIT_BAD_INPUT
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+def _shrink_apart(
+    shrink: Callable[..., Any], log: StoreLog, failure: Any, checker: Checker, images: Any, timeout: float
+) -> Any:
+    """Shrink ``failure``; a Python checker runs in a forked process, as during the replay.
+
+    The shrinker tries states no engine visited, so a checker that crashes on one must not
+    take the command along: that is a CheckerCrashed (the trace is then left out).
+    """
+    from pmemsim.persistence import parallel
+    from pmemsim.persistence.checkers import CallableChecker
+    from pmemsim.persistence.explore import CheckerCrashed
+
+    if not isinstance(checker, CallableChecker):
+        return shrink(log, failure, checker, images=images, timeout=timeout)
+    child = parallel.fork(lambda: shrink(log, failure, checker, images=images, timeout=timeout))
+    try:
+        return parallel.collect(*child)
+    except parallel.WorkerDied as died:
+        raise CheckerCrashed(f"the checker crashed its process while shrinking ({died})") from None
+
+
+def _verb(args: argparse.Namespace) -> str:
+    """The command messages are from: ``merge`` runs the replay of its shards."""
+    return "merge" if getattr(args, "merge_docs", None) is not None else "replay"
+
+
+def _shard_spec(text: str) -> tuple[int, int]:
+    """``"K/N"`` as (K, N); ValueError naming what is wrong."""
+    k, sep, n = text.partition("/")
+    try:
+        shard, shards = int(k), int(n)
+    except ValueError:
+        shard = shards = 0
+    if not sep or not 1 <= shard <= shards <= 1 << 16:
+        raise ValueError(f"--shard {text!r}: expected K/N with 1 <= K <= N <= 65536, e.g. --shard 2/4")
+    return shard, shards
+
+
+def _replay_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The replay options a shard records, so that `pmemsim merge` can run the same replay."""
+    return {
+        "log": args.log,
+        "checker": args.checker,
+        "checker_prog": args.checker_prog,
+        "engine": args.engine,
+        "markers": args.markers or [],
+        "seed": args.seed,
+        "timeout": args.timeout,
+        "max_states": args.max_states,
+        "image": args.image or [],
+        "allow_truncated": bool(args.allow_truncated),
+        "allow_empty": bool(args.allow_empty),
+    }
+
+
+def _shard_doc(args: argparse.Namespace, log: StoreLog, checker: Checker, options: dict[str, Any]) -> Any:
+    """Explore this job's shard; the result document (a summary line goes to stderr)."""
+    from pmemsim.persistence.shards import explore_shard
+
+    shard, shards = args.shard
+    doc = explore_shard(log, checker, shard, shards, params=_replay_params(args), **options)
+    states = sum(len(r["first_keys"]) + r["nondedup"] for r in doc["results"])
+    print(
+        f"pmemsim replay: shard {shard}/{shards}: {len(doc['results'])} of {doc['slices']} slices, "
+        f"about {states} states; merge the shards with `pmemsim merge`",
+        file=sys.stderr,
+    )
+    return doc
+
+
+def _replay_on_dask(
+    args: argparse.Namespace, log: StoreLog, checker: Checker, options: dict[str, Any]
+) -> CrashReport:
+    """Replay on a Dask cluster (ValueError for a missing extra, a bad address, a checker workers lack)."""
+    import contextlib
+
+    from pmemsim.persistence.checkers import ProgramChecker
+    from pmemsim.persistence.explore import replay
+
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ValueError("--dask needs Dask distributed: pip install 'pmemsim[dask]'") from None
+    with contextlib.ExitStack() as stack:
+        if args.dask.startswith("local:"):
+            try:
+                n = int(args.dask.partition(":")[2])
+            except ValueError:
+                n = 0
+            if not 1 <= n <= 256:
+                raise ValueError(f"--dask {args.dask!r}: expected local:N with N from 1 to 256")
+            cluster = stack.enter_context(
+                LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+                )
+            )
+            client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
+        else:
+            try:
+                client = stack.enter_context(Client(args.dask, timeout=30))  # type: ignore[no-untyped-call]
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ValueError(f"--dask {args.dask!r}: cannot reach the scheduler: {exc}") from None
+        _check_workers_can_run(client, checker, args, ProgramChecker)
+        return replay(log, checker, executor=client.get_executor(), allow_empty=args.allow_empty, **options)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _check_workers_can_run(client: Any, checker: Checker, args: argparse.Namespace, program: type) -> None:
+    """Up front: the checker's program exists on every worker, or its module imports there."""
+    import shutil
+
+    if isinstance(checker, program):
+        argv0 = checker.argv[0]  # type: ignore[attr-defined]
+        found = client.run(shutil.which, argv0)
+        lacking = sorted(w for w, where in found.items() if where is None)
+        if lacking:
+            raise ValueError(f"checker program {argv0!r} is not found on worker(s) {', '.join(lacking)}")
+    elif args.checker:
+        module = args.checker.partition(":")[0].strip()
+        try:
+            client.run(__import__, module)
+        except Exception as exc:
+            raise ValueError(
+                f"--checker {args.checker!r}: module {module!r} cannot be imported on the workers "
+                f"({type(exc).__name__}: {exc}); install it there or put it on their PYTHONPATH"
+            ) from None
+
+
+def _is_saved(path: str) -> bool:
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read(4096).lstrip().startswith("{")
+
+
+REPLAY = Command(
+    name="replay",
+    help="check every crash state of a pmemcheck (or saved) store log with a checker",
+    description=_REPLAY_DESCRIPTION,
+    epilog=_REPLAY_EPILOG,
+    configure=_configure_replay,
+    run=replay_command,
+)
