@@ -38,8 +38,9 @@ from pmemsim.persistence import (
     replay,
 )
 from pmemsim.persistence import lazy as lazy_module
+from pmemsim.persistence.engines import _Lines
 from pmemsim.persistence.image import Image
-from pmemsim.persistence.model import ORDER_UNIT, predecessors
+from pmemsim.persistence.model import predecessors
 from pmemsim.persistence.shards import explore_shard, merge_shards
 
 LAZY = Exhaustive(lazy_above=0)  # lazy at every crash point, however small
@@ -125,7 +126,10 @@ def readings(draw: st.DrawFn, log: StoreLog) -> Reading:
 def failure_image(log: StoreLog, model: PersistencyModel, failure: Any) -> tuple[bytes, ...]:
     """The concrete image a failure reports: the durable base of its epoch plus the atoms it applied."""
     plan = plan_replay(log, model=model)
-    files = [bytearray(info.initial if info.initial is not None else bytes(info.size)) for info in log.files.values()]
+    files = [
+        bytearray(info.initial if info.initial is not None else bytes(info.size))
+        for info in log.files.values()
+    ]
     for epoch in plan.epochs[: failure.epoch]:
         for atom in epoch.flushed:
             files[atom.fidx][atom.offset : atom.end] = atom.data
@@ -134,7 +138,9 @@ def failure_image(log: StoreLog, model: PersistencyModel, failure: Any) -> tuple
     return tuple(bytes(f) for f in files)
 
 
-def run_both(log: StoreLog, checker: CallableChecker, model: PersistencyModel) -> tuple[CrashReport, CrashReport]:
+def run_both(
+    log: StoreLog, checker: CallableChecker, model: PersistencyModel
+) -> tuple[CrashReport, CrashReport]:
     lazy = replay(log, checker, engine=LAZY, model=model, allow_empty=True, max_failures=10_000)
     eager = replay(log, checker, engine=EAGER, model=model, allow_empty=True, max_failures=10_000)
     return lazy, eager
@@ -308,7 +314,7 @@ def test_a_view_kept_from_an_earlier_call_or_unstable_reads_fall_back() -> None:
 
     def keeps(image: Any) -> bool:
         if kept:
-            kept[0][PAGE]  # noqa: B018 - reading an image of another call
+            kept[0][PAGE]
         kept.append(image)
         return image[PAGE + 8] != 0xFF
 
@@ -333,15 +339,7 @@ def test_lazy_image_behaves_like_a_memoryview() -> None:
     content = bytes(range(256)) * 2
     image = Image([len(content)], [content])
 
-    class NoLines:
-        fidx: list[int] = []
-        start: list[int] = []
-        radix: list[int] = []
-        digits: list[int] = []
-
-        def set(self, image: Any, j: int, v: int) -> None:
-            raise AssertionError("no line to set")
-
+    no_lines = _Lines([], image, 10)  # no line to choose: the image reads as it is
     ref = memoryview(content)
     problems: list[str] = []
 
@@ -360,7 +358,10 @@ def test_lazy_image_behaves_like_a_memoryview() -> None:
             (img[5:9] == b"nope", False),
             (5 in img[0:8], True),
             (hash(img[0:4]), hash(bytes(ref[0:4]))),
-            ((img.nbytes, img.readonly, img.format, img.itemsize, img.ndim, img.shape), (512, True, "B", 1, 1, (512,))),
+            (
+                (img.nbytes, img.readonly, img.format, img.itemsize, img.ndim, img.shape),
+                (512, True, "B", 1, 1, (512,)),
+            ),
         ]
         problems.extend(f"{got!r} != {want!r}" for got, want in pairs if got != want)
         for bad, exc in ((lambda: img[512], IndexError), (lambda: img.__setitem__(0, 1), TypeError)):
@@ -370,7 +371,7 @@ def test_lazy_image_behaves_like_a_memoryview() -> None:
             except exc:
                 pass
 
-    leaves = lazy_module.walk(NoLines(), image, judge, 10)  # type: ignore[arg-type]
+    leaves = lazy_module.walk(no_lines, image, judge, 10)
     image.close()
     assert problems == []
     assert isinstance(leaves, list) and len(leaves) == 1 and leaves[0].path == ()
@@ -387,7 +388,7 @@ def many_copies(epochs: int) -> tuple[StoreLog, Callable[[Any], bool]]:
 
     def check(image: Any) -> bool:
         n = int.from_bytes(image[0:8], "little")
-        return n == 0 or image[0x100 + 64 * (n % 4)] in (n, n - 1 if n > 1 else 0) and image[0x1C0] != 7
+        return n == 0 or (image[0x100 + 64 * (n % 4)] in (n, n - 1 if n > 1 else 0) and image[0x1C0] != 7)
 
     return rec.log, check
 

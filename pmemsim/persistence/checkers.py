@@ -114,9 +114,7 @@ class CrashContext:
     def markers(self) -> tuple[str, ...]:
         """The ``NAME.BEGIN`` / ``NAME.END`` markers before the crash point, in order (as pmreorder's)."""
         return tuple(
-            name
-            for name, _, _ in self.log_markers[: self.count]
-            if Marker(name).section is not None
+            name for name, _, _ in self.log_markers[: self.count] if Marker(name).section is not None
         )
 
     @cached_property

@@ -148,8 +148,8 @@ class Engine:
         """Visit the crash states of ``epoch``; the image is at the epoch's durable base on entry and exit."""
         raise NotImplementedError
 
-    def reads_lazily(self) -> bool:
-        """Whether this engine may explore by lazy reads (its states then stand for sets of images)."""
+    def reads_lazily(self, epoch: Epoch) -> bool:
+        """Whether this engine may explore ``epoch`` by lazy reads (its states then stand for sets of images)."""
         return False
 
     def __str__(self) -> str:
@@ -516,9 +516,9 @@ class Exhaustive(Engine):
     max_states_per_epoch: int | None = 1 << 16
     lazy_above: int | None = 64
 
-    def reads_lazily(self) -> bool:
-        """True unless ``lazy_above`` is None."""
-        return self.lazy_above is not None
+    def reads_lazily(self, epoch: Epoch) -> bool:
+        """Whether some crash point of ``epoch`` may have more than ``lazy_above`` images."""
+        return self.lazy_above is not None and _estimate_lines(epoch.inflight) > self.lazy_above
 
     def estimate(self, epoch: Epoch) -> int:
         """An upper bound of the images at the fence, capped."""
@@ -582,10 +582,13 @@ class Exhaustive(Engine):
         previous: tuple[tuple[int, int], ...] = ()
         try:
             for leaf in leaves:  # each leaf's representative: its lines as read, every other line at base
+                digits = lines.digits
                 for j, _ in previous:
-                    lines.set(image, j, 0)
+                    if digits[j]:
+                        lines.set(image, j, 0)
                 for j, value in leaf.path:
-                    lines.set(image, j, value)
+                    if digits[j] != value:
+                        lines.set(image, j, value)
                 v.record(leaf.outcome)
                 previous = leaf.path
                 if leaf.outcome is not None and not any(value for _, value in leaf.path):

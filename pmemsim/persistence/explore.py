@@ -317,7 +317,7 @@ class Explorer:
         self.seq = 0
         self.limit = None
         self.describer = None
-        self.locate_now = self.targets is None and engine.reads_lazily() and self.lazy_reads()
+        self.locate_now = self.targets is None and engine.reads_lazily(epoch) and self.lazy_reads()
         try:
             engine.explore(epoch, self, seed)
         except _EpochLimit:

@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import operator
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex
@@ -255,8 +256,8 @@ class LazyImage(_Base):
 
     __slots__ = ("_fidx", "_hi", "_lo", "_run", "_walk", "_whole")
 
-    def __init__(self, walk: _Walk, fidx: int, lo: int, hi: int, whole: bool) -> None:
-        self._walk, self._run, self._fidx = walk, walk.run, fidx
+    def __init__(self, walk: _Walk, fidx: int, lo: int, hi: int, whole: bool, run: int | None = None) -> None:
+        self._walk, self._run, self._fidx = walk, walk.run if run is None else run, fidx
         self._lo, self._hi, self._whole = lo, hi, whole
 
     # -- reads -------------------------------------------------------------------------------
@@ -271,9 +272,11 @@ class LazyImage(_Base):
         return walk
 
     def _read(self, lo: int, hi: int) -> bytes:
-        walk = self._live()
+        walk = _current[0]  # _live(), inlined: this is every read's path
         if walk is None:
             return bytes(self._walk.bufs[self._fidx][lo:hi])
+        if walk is not self._walk or walk.run != self._run:
+            raise walk.escape("the checker read an image kept from another call")
         return walk.read(self._fidx, lo, hi)
 
     def _content(self) -> bytes:
@@ -297,14 +300,13 @@ class LazyImage(_Base):
 
     def __getitem__(self, key: Any) -> Any:
         n = self._hi - self._lo
-        if isinstance(key, slice):
-            idx = range(*key.indices(n))
-            if idx.step == 1:
-                self._live()  # a stale image inside a run: an escape
-                lo = self._lo + idx.start
-                part = LazyImage(self._walk, self._fidx, lo, max(lo, self._lo + idx.stop), False)
-                part._run = self._run  # a range of a stale image is stale too
-                return part
+        if type(key) is slice:
+            start, stop, step = key.indices(n)
+            if step == 1:
+                self._live()  # a range of a stale image is stale too (and an escape inside a run)
+                lo = self._lo + start
+                return LazyImage(self._walk, self._fidx, lo, max(lo, self._lo + stop), False, self._run)
+            idx = range(start, stop, step)
             if not idx:
                 return memoryview(b"")
             first = min(idx)
@@ -314,9 +316,10 @@ class LazyImage(_Base):
             return self
         if isinstance(key, tuple):
             raise TypeError("memoryview: invalid slice key")
-        i = key.__index__() if isinstance(key, SupportsIndex) else None
-        if i is None:
-            raise TypeError("memoryview: invalid slice key")
+        try:
+            i = operator.index(key)
+        except TypeError:
+            raise TypeError("memoryview: invalid slice key") from None
         if i < 0:
             i += n
         if not 0 <= i < n:
