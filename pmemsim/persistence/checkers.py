@@ -12,8 +12,9 @@ registered files it is called once per file and the first inconsistent file deci
   **error**: pmreorder's "0 = consistent" exit-status convention applies to programs
   only, and guessing would flip verdicts. ``image`` is a read-only buffer of the image
   being explored (no copy is made per state; call ``bytes(image)`` to keep one; it
-  cannot be written, not even through ``image.obj``). ``all_files=True`` passes
-  ``{key: image}`` in one call.
+  cannot be written, not even through ``image.obj``), or, where Exhaustive explores
+  lazily, a memoryview-like :class:`~pmemsim.persistence.lazy.LazyImage` that records the
+  lines read. ``all_files=True`` passes ``{key: image}`` in one call.
 * :class:`ProgramChecker` -- runs ``command... IMAGE_PATH`` (no shell, so paths with spaces
   work) on a private copy of the image; exit status 0 means consistent, any other exit
   status inconsistent, and a program that cannot start or is killed by a signal is a

@@ -30,7 +30,11 @@ last fence, at every crash point where the visible markers change:
   contents (computed per line, :class:`_Lines`); they are visited in mixed-radix
   Gray-code order (one line changes per state). Over its per-epoch budget it visits the
   images that change the fewest lines first (every single-line change before any
-  two-line change), and the report says the run was not exhaustive.
+  two-line change), and the report says the run was not exhaustive. With a Python
+  checker, crash points with many images are explored lazily
+  (:mod:`pmemsim.persistence.lazy`, after Jaaru, ASPLOS 2021): only the lines the
+  checker reads branch, each state judged standing for every image that agrees with it
+  on those lines; what the checker reads that cannot be followed gets the eager walk.
 * :class:`Random` -- ``n`` seeded random images per epoch from the same line contents.
 
 Both skip images already checked (the explorer keys them on the image, and on the
