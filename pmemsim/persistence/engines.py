@@ -153,7 +153,7 @@ class Engine:
         raise NotImplementedError
 
     def reads_lazily(self, epoch: Epoch) -> bool:
-        """Whether this engine may explore ``epoch`` by lazy reads (its states then stand for sets of images)."""
+        """Whether this engine may explore ``epoch`` by lazy reads (a state then stands for many images)."""
         return False
 
     def __str__(self) -> str:
@@ -584,6 +584,7 @@ class Exhaustive(Engine):
             return None
         v.describer = lines.applied
         previous: tuple[tuple[int, int], ...] = ()
+        judged = len(leaves)
         try:
             for leaf in leaves:  # each leaf's representative: its lines as read, every other line at base
                 digits = lines.digits
@@ -604,9 +605,10 @@ class Exhaustive(Engine):
                         lines.set(image, other, 1)
                         v.record(leaf.outcome)
                         lines.set(image, other, 0)
+                        judged += 1
         finally:
             lines.reset(image)
-        return len(leaves)
+        return judged
 
     @staticmethod
     def _sample(epoch: Epoch, point: CrashPoint, v: Visitor, seed: int, count: int) -> None:

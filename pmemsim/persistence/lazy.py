@@ -52,6 +52,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import operator
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, SupportsIndex
@@ -78,6 +79,7 @@ class LineChoices(Protocol):
 
     fidx: list[int]
     start: list[int]
+    values: list[list[bytes]]
     radix: list[int]
     digits: list[int]
 
@@ -237,8 +239,17 @@ class _Walk:
         return True
 
 
-#: The walk whose run is in progress (a lazy image of any other run or walk is stale).
-_current: list[_Walk | None] = [None]
+class _Current(threading.local):
+    """Per thread: the walk whose run is in progress (a lazy image of any other run or walk is stale).
+
+    Per thread, because executors explore slices in threads side by side: another thread's
+    walk must neither make this one's images stale nor hide this one's reads.
+    """
+
+    walk: _Walk | None = None
+
+
+_current = _Current()
 
 
 class LazyImage(_Base):
@@ -264,7 +275,7 @@ class LazyImage(_Base):
     def _live(self) -> _Walk | None:
         """The walk whose run this image belongs to; None outside every walk (an image a checker kept
         then reads the current state, as a kept memoryview would). Inside another run: an escape."""
-        walk = _current[0]
+        walk = _current.walk
         if walk is None:
             return None
         if walk is not self._walk or walk.run != self._run:
@@ -272,7 +283,7 @@ class LazyImage(_Base):
         return walk
 
     def _read(self, lo: int, hi: int) -> bytes:
-        walk = _current[0]  # _live(), inlined: this is every read's path
+        walk = _current.walk  # _live(), inlined: this is every read's path
         if walk is None:
             return bytes(self._walk.bufs[self._fidx][lo:hi])
         if walk is not self._walk or walk.run != self._run:
@@ -458,13 +469,13 @@ class LazyImage(_Base):
 
     def __getattr__(self, name: str) -> Any:
         # Only called for attributes not defined above: nothing this module can follow.
-        walk = _current[0]
+        walk = _current.walk
         if walk is None:
             raise AttributeError(f"a lazy image has no attribute {name!r}")
         raise walk.escape(f"the checker used image.{name}")
 
     def __reduce_ex__(self, protocol: SupportsIndex) -> Any:
-        walk = _current[0]
+        walk = _current.walk
         if walk is None:
             raise TypeError("a lazy image cannot be copied or pickled")
         raise walk.escape("the checker copied or pickled the image")
@@ -485,6 +496,7 @@ def walk(lines: LineChoices, image: Any, judge: Judge, budget: int) -> list[Leaf
     if not AVAILABLE:  # pragma: no cover - see _make_base
         return "lazy images are not available on this Python"
     w = _Walk(lines, image, budget)
+    base_hash = image.h
     leaves: list[Leaf] = []
     count = len(image.sizes)
     try:
@@ -492,14 +504,14 @@ def walk(lines: LineChoices, image: Any, judge: Judge, budget: int) -> list[Leaf
             w.run += 1
             w.depth, w.product = 0, 1
             views = [LazyImage(w, f, 0, image.sizes[f], True) for f in range(count)]
-            previous, _current[0] = _current[0], w
+            previous, _current.walk = _current.walk, w
             try:
                 outcome = judge(views)
             except Escaped:
                 outcome = None
                 w.escape("the checker could not be followed")
             finally:
-                _current[0] = previous
+                _current.walk = previous
             if w.escaped is None and w.depth < w.forced:
                 w.escape("the checker's reads differ between runs with the same choices")
             if w.escaped is not None:
@@ -510,6 +522,9 @@ def walk(lines: LineChoices, image: Any, judge: Judge, budget: int) -> list[Leaf
             if len(leaves) >= budget:
                 return f"more than {budget} lazy states"
     finally:
-        for j, v in enumerate(lines.digits):
-            if v:
-                lines.set(image, j, 0)
+        # Every line back to its base content by writing it, not by undoing digits: a timeout
+        # raised inside the checker may have cut a line change short (digits out of step).
+        for j, values in enumerate(lines.values):
+            image.set_line(lines.fidx[j], lines.start[j], values[0], 0)
+            lines.digits[j] = 0
+        image.h = base_hash
