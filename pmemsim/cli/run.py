@@ -121,14 +121,16 @@ def _backends(values: list[str] | None) -> tuple[str, ...] | None:
     """The --backend values as a tuple; ValueError naming a bad one."""
     if not values:
         return None
+    from pmemsim.addrspace.backends import BACKENDS
+
     out: list[str] = []
     for value in values:
         for name in value.split(","):
             name = name.strip().lower()
-            names = ("sim", "mmap") if name in ("both", "all") else (name,)
+            names = BACKENDS if name in ("both", "all") else (name,)
             for n in names:
-                if n not in ("sim", "mmap"):
-                    raise ValueError(f"unknown backend {name!r}: use sim, mmap or both")
+                if n not in BACKENDS:
+                    raise ValueError(f"unknown backend {name!r}: use {', '.join(BACKENDS)} or both")
                 if n not in out:
                     out.append(n)
     return tuple(out)

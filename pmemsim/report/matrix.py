@@ -26,6 +26,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pmemsim.addrspace import backends as _backends
 from pmemsim.errors import ErrorCode
 from pmemsim.faults import ALL_SITES
 from pmemsim.report.results import FaultOutcome, Outcome, ResultsFile, RunKind, RunResult
@@ -65,8 +66,8 @@ NEWER_PAGE_ONLY: frozenset[ErrorCode] = frozenset(
     {ErrorCode.CANNOT_TRUNCATE_SOURCE_FILE, ErrorCode.CANNOT_FIT_PART_MAP}
 )
 
-#: Backends always shown, in this order, even without runs.
-STANDARD_BACKENDS: tuple[str, ...] = ("sim", "mmap")
+#: Backends always shown, in this order, even without runs: the registered ones.
+STANDARD_BACKENDS: tuple[str, ...] = _backends.BACKENDS
 
 #: Kinds of run, in column order.
 KINDS: tuple[RunKind, ...] = (RunKind.SCENARIO, RunKind.TEST)
@@ -79,8 +80,7 @@ JSON_VERSION = 1
 
 #: What each backend column stands for, in the words of the headers' legend.
 BACKEND_MEANINGS: dict[str, str] = {
-    "sim": "simulated address space (SimulatedAddressSpace)",
-    "mmap": "real mappings (MmapAddressSpace over the kernel's mmap)",
+    **{name: _backends.backend(name).summary for name in _backends.BACKENDS},
     "own": "tests that did not use the pmem_space fixture: their own address space, or none",
     # Results written before the plugin named it "own".
     "default": "tests that did not use the pmem_space fixture: their own address space, or none",
@@ -197,24 +197,10 @@ class Matrix:
                 return r
         raise KeyError(name)
 
-    def cell(self, name: str, backend: str, kind: RunKind | str) -> int:
-        """The count of error ``name`` in runs of ``kind`` on ``backend`` (0 when no such column)."""
-        key = f"{backend}/{RunKind(kind).value}"
-        row = self.row(name)
-        for col, count in zip(self.columns, row.counts, strict=True):
-            if col.key == key:
-                return count
-        return 0
-
     @property
     def man_page_rows(self) -> tuple[Row, ...]:
         """The rows of the part_map man page's errors."""
         return tuple(r for r in self.rows if r.man_page)
-
-    @property
-    def never_reached(self) -> tuple[Row, ...]:
-        """Rows whose error no run raised."""
-        return tuple(r for r in self.rows if not r.reached)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: format and version, columns, failed runs, per row its counts by column key."""

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pmemsim._files import InputFileError, read_regular_file, why_refused
 from pmemsim.errors import PmemsetError, add_error_observer, remove_error_observer
 from pmemsim.faults import as_site
 
@@ -367,13 +368,11 @@ def load_results(path: str | os.PathLike[str]) -> ResultsFile:
     nested too deeply, numbers with thousands of digits, NaN and Infinity, and every
     field of the wrong type or out of range are reported, never raised as anything else.
     """
-    from pmemsim.scenario.loader import InputRefused, read_regular_file  # not at import: a cycle
-
     p = os.fspath(path)
     try:
-        raw = read_regular_file(p, MAX_RESULTS_BYTES)
-    except InputRefused as exc:
-        raise ResultsError(p, None, "(file)", f"cannot read results: {exc}") from None
+        raw = read_regular_file(p, MAX_RESULTS_BYTES, "results")
+    except (OSError, InputFileError) as exc:
+        raise ResultsError(p, None, "(file)", f"cannot read results: {why_refused(exc)}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

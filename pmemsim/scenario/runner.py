@@ -39,13 +39,16 @@ from typing import Any
 
 from pmemsim import _files
 from pmemsim._callables import CallableNotFound, load_callable
-from pmemsim.addrspace.layout import LayoutAddressSpace
+from pmemsim._files import InputFileError, read_regular_file, why_refused
+from pmemsim.addrspace.backends import BACKENDS, SpaceOptions
+from pmemsim.addrspace.backends import backend as backend_named
+from pmemsim.addrspace.base import AddressSpace
 from pmemsim.config import Config
 from pmemsim.errors import PmemsetError
 from pmemsim.faults import FaultPlan, FaultPoint, OsCall
 from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
 from pmemsim.report.results import ErrorCounter, FaultOutcome, FaultRun, Outcome, RunKind, RunResult
-from pmemsim.scenario.loader import MAX_IMAGE_BYTES, InputRefused, Problem, ScenarioError, read_regular_file
+from pmemsim.scenario.loader import MAX_IMAGE_BYTES, Problem, ScenarioError
 from pmemsim.scenario.steps import (
     Addr,
     Check,
@@ -81,8 +84,6 @@ from pmemsim.testing.ops import Snapshot, snapshot
 
 __all__ = ["BACKENDS", "resolve_checker", "run_scenario", "sweep_scenario"]
 
-#: Backend names a scenario may ask for.
-BACKENDS = ("sim", "mmap")
 
 _FAKE_ROOT = "/pmemsim-scenario"
 
@@ -111,6 +112,9 @@ def _script_path(word: str, base: Path) -> str:
 def resolve_checker(scenario: Scenario) -> Callable[[Any], object] | list[str]:
     """The scenario's checker: the imported ``module:function``, or the program's argument list.
 
+    For ``recover`` / ``recover_program`` it is the recovery function or program, which
+    the run turns into a durable-linearizability check of what was recorded.
+
     A module is imported with the scenario's directory first on ``sys.path``; program
     words naming a file next to the scenario become absolute paths and ``{python}``
     becomes this interpreter. Raises ScenarioError (naming the line of the key) when the
@@ -121,21 +125,25 @@ def resolve_checker(scenario: Scenario) -> Callable[[Any], object] | list[str]:
         raise ValueError(f"{scenario.path}: no [crash] section")
     shown = str(scenario.path)
 
+    key = crash.judge_key
+    what = "recovery" if key.startswith("recover") else "checker"
+
     def bad(message: str) -> ScenarioError:
-        key = "crash.checker" if crash.checker is not None else "crash.program"
-        return ScenarioError(shown, [Problem(shown, crash.checker_line, key, message)])
+        return ScenarioError(shown, [Problem(shown, crash.checker_line, f"crash.{key}", message)])
 
     base = scenario.path.parent
-    if crash.program is not None:
-        argv = [_script_path(w, base) for w in crash.program]
+    program = crash.program if crash.program is not None else crash.recover_program
+    if program is not None:
+        argv = [_script_path(w, base) for w in program]
         if shutil.which(argv[0]) is None:
-            raise bad(f"checker program {crash.program[0]!r} not found or not executable")
+            raise bad(f"{what} program {program[0]!r} not found or not executable")
         return argv
-    assert crash.checker is not None
+    spec = crash.checker if crash.checker is not None else crash.recover
+    assert spec is not None
     try:
-        return load_callable(crash.checker, search=base.resolve())
+        return load_callable(spec, search=base.resolve())
     except CallableNotFound as exc:
-        raise bad(f"checker {crash.checker!r}: {exc}") from None
+        raise bad(f"{what} {spec!r}: {exc}") from None
 
 
 def run_scenario(
@@ -219,8 +227,9 @@ def _run_one(
     raised = False
     fds = open_fds()
     with ErrorCounter() as counter:
-        if scenario.fake_fs and backend != "sim":
-            outcome, message = Outcome.SKIPPED, "fake_fs scenarios run on the sim backend only"
+        if scenario.fake_fs and not backend_named(backend).fake_files:
+            fakes = " and ".join(b for b in BACKENDS if backend_named(b).fake_files)
+            outcome, message = Outcome.SKIPPED, f"fake_fs scenarios run on the {fakes} backend only"
         else:
             try:
                 message = run.run()
@@ -320,7 +329,7 @@ class _Run:
         self.seed = seed
         self.checker = checker
         self.plan = FaultPlan()
-        self.space: LayoutAddressSpace | None = None
+        self.space: AddressSpace | None = None
         self.pset: PmemSet | None = None
         self.sources: dict[str, Source] = {}
         self.parts: dict[str, Part] = {}
@@ -328,6 +337,7 @@ class _Run:
         self.maps: dict[str, PartMap] = {}
         self.recording: contextlib.ExitStack | None = None
         self.log: Any = None
+        self.judge: Any = None  # what judged the crash states (the checker, or the recovery check)
         self.workdir = ""
 
     # -- life cycle ------------------------------------------------------------------------
@@ -336,9 +346,9 @@ class _Run:
     def _image(path: Any) -> bytes:
         # Read as the loader checked it: the file may have become a FIFO or grown since.
         try:
-            return read_regular_file(path, MAX_IMAGE_BYTES)
-        except InputRefused as exc:
-            raise _Broken(f"image file {os.fspath(path)!r}: {exc}") from None
+            return read_regular_file(path, MAX_IMAGE_BYTES, "an image")
+        except (OSError, InputFileError) as exc:
+            raise _Broken(f"image file {os.fspath(path)!r}: {why_refused(exc)}") from None
 
     def run(self) -> str:
         """Set up, run every step, check the crash verdict; return a note for passing runs."""
@@ -384,28 +394,17 @@ class _Run:
         with Patcher():
             yield
 
-    def _make_space(self) -> LayoutAddressSpace:
+    def _make_space(self) -> AddressSpace:
         spec = self.scenario.space
+        options = SpaceOptions(
+            page_size=spec.page_size,
+            size=spec.size,
+            placement=spec.placement,
+            limit=spec.limit,
+            supported_granularities=spec.granularities,
+        )
         try:
-            if self.backend == "sim":
-                from pmemsim.addrspace.simulated import DEFAULT_LOW, SimulatedAddressSpace
-
-                return SimulatedAddressSpace(
-                    spec.page_size,
-                    high=None if spec.size is None else DEFAULT_LOW + spec.size,
-                    placement=spec.placement,
-                    limit=spec.limit,
-                    supported_granularities=spec.granularities,
-                )
-            from pmemsim.addrspace.mmap import DEFAULT_ARENA_SIZE, MmapAddressSpace
-
-            return MmapAddressSpace(
-                DEFAULT_ARENA_SIZE if spec.size is None else spec.size,
-                page_size=spec.page_size,
-                placement=spec.placement,
-                limit=spec.limit,
-                supported_granularities=spec.granularities,
-            )
+            return backend_named(self.backend).build(options)
         except (OSError, ValueError, TypeError) as exc:
             raise _Broken(f"cannot create the {self.backend} address space: {exc}") from exc
 
@@ -468,9 +467,8 @@ class _Run:
             if self.config_rsv is not None and not self.config_rsv.released:
                 self.space.release(self.config_rsv)  # the runner's own, not the set's
             self.leaks += space_leaks(self.space)
-        close = getattr(self.space, "close", None)
-        if close is not None:
-            close()
+        if self.space is not None:
+            self.space.close()
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -614,19 +612,24 @@ class _Run:
     # -- crash --------------------------------------------------------------------------------
 
     def _crash(self, crash: CrashSpec) -> str:
-        from pmemsim.persistence import replay
+        from pmemsim.persistence import RecoveryChecker, replay
 
         if self.log is None:
             raise _Broken("nothing was recorded: the 'record' step did not run")
         assert self.checker is not None  # run_scenario resolves it for a [crash] scenario
+        timeout = crash.timeout if crash.timeout is not None else 60.0
+        judge: Any = self.checker
         try:
+            if crash.judge_key.startswith("recover"):  # durable linearizability: judge by recovery
+                judge = RecoveryChecker.for_log(self.log, self.checker, timeout=timeout)
+            self.judge = judge
             report = replay(
                 self.log,
-                self.checker,
+                judge,
                 engine=crash.engine,
                 markers=dict(crash.markers),
                 seed=self.seed if self.seed is not None else crash.seed,
-                timeout=crash.timeout if crash.timeout is not None else 60.0,
+                timeout=timeout,
             )
         except (ValueError, TypeError, OSError) as exc:
             raise _Broken(f"[crash] replay failed: {type(exc).__name__}: {exc}") from exc
@@ -644,10 +647,10 @@ class _Run:
         from pmemsim.persistence import ShrinkError, shrink
 
         failure = report.failures[0]
-        assert self.checker is not None
+        assert self.judge is not None
         try:
             timeout = crash.timeout if crash.timeout is not None else 60.0
-            return str(shrink(self.log, failure, self.checker, timeout=timeout))
+            return str(shrink(self.log, failure, self.judge, timeout=timeout))
         except (ShrinkError, ValueError, TypeError, OSError) as exc:
             return f"{failure.describe()}\n(not shrunk: {exc})"
 

@@ -55,7 +55,7 @@ from pmemsim.report.results import FaultOutcome
 if TYPE_CHECKING:
     import pytest
 
-    from pmemsim.addrspace.layout import LayoutAddressSpace
+    from pmemsim.addrspace.base import AddressSpace
 
 __all__ = [
     "Expect",
@@ -172,7 +172,7 @@ def _same_file(old: str, new: str) -> bool:
     return old.removesuffix(_DELETED) == new.removesuffix(_DELETED)
 
 
-def space_leaks(space: LayoutAddressSpace) -> list[str]:
+def space_leaks(space: AddressSpace) -> list[str]:
     """The reservations (with the mappings inside) left in ``space`` after everything using it closed."""
     out = []
     for rsv in space.reservations():

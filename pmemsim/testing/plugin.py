@@ -41,8 +41,11 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pmemsim.addrspace.backends import BACKENDS as _BACKENDS
+from pmemsim.addrspace.backends import SpaceOptions, backend
+
 if TYPE_CHECKING:
-    from pmemsim.addrspace.layout import LayoutAddressSpace
+    from pmemsim.addrspace.base import AddressSpace
     from pmemsim.faults import FaultPlan
     from pmemsim.persistence import Checker, Engine
     from pmemsim.pmemset import PmemSet
@@ -89,14 +92,14 @@ MARKER_KEYS = (
 #: device of persistent memory a cache line at a time (CLWB + SFENCE), and a DAX device
 #: with eADR needs no flush at all (stores are durable once globally visible).
 DEVICES: dict[str, int] = {"file": 2, "dax": 1, "dax_eadr": 0}
-BACKENDS = ("sim", "mmap")
+BACKENDS = _BACKENDS  # the registered backend names (pmemsim.addrspace.backends)
 BACKEND_CHOICES = (*BACKENDS, "both")
 DEFAULT_BACKEND = "sim"
 #: ``pmem_file`` is this many pages long unless the marker gives ``file_size``.
 DEFAULT_FILE_PAGES = 64
 _DEFAULT_PAGE = 4096
 # Address space set aside by each mmap-backed pmem_space (PROT_NONE, no memory).
-_MMAP_ARENA = 1 << 32
+_REAL_ARENA = 1 << 32
 
 _BACKEND_KEY = pytest.StashKey[str]()
 # The outcome of each phase of a test, for teardown checks that must stay quiet after a failure.
@@ -306,25 +309,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # -- fixtures --------------------------------------------------------------------------------------
 
 
-def _make_space(request: pytest.FixtureRequest, backend: str, page_size: int | None) -> LayoutAddressSpace:
-    if backend == "sim":
-        from pmemsim.addrspace.simulated import SimulatedAddressSpace
-
-        return SimulatedAddressSpace(page_size or _DEFAULT_PAGE)
-    if "fs" in request.fixturenames:
-        pytest.skip("the mmap backend maps real files; this test uses pyfakefs (fs)")
-    from pmemsim.addrspace.mmap import OS_PAGE, MmapAddressSpace
-
-    if page_size is not None and page_size % OS_PAGE:
-        pytest.skip(f"pmemsim(page_size={page_size}) is not a multiple of the kernel page size {OS_PAGE}")
+def _make_space(request: pytest.FixtureRequest, name: str, page_size: int | None) -> AddressSpace:
+    entry = backend(name)
+    if not entry.fake_files and "fs" in request.fixturenames:
+        pytest.skip(f"the {name} backend maps real files; this test uses pyfakefs (fs)")
+    if page_size is not None and page_size % entry.page_multiple:
+        pytest.skip(
+            f"pmemsim(page_size={page_size}) is not a multiple of the {name} backend's page "
+            f"size {entry.page_multiple}"
+        )
+    # A backend of real mappings sets aside 4 GiB of address space (no memory) instead of
+    # its default: a test run makes thousands of spaces, some of them left to the collector.
+    options = SpaceOptions(page_size=page_size, size=None if entry.fake_files else _REAL_ARENA)
     try:
-        return MmapAddressSpace(_MMAP_ARENA, page_size=page_size)
+        return entry.build(options)
     except OSError as exc:
-        pytest.skip(f"the mmap backend is not available here: {exc}")
+        pytest.skip(f"the {name} backend is not available here: {exc}")
 
 
 @pytest.fixture
-def pmem_space(request: pytest.FixtureRequest) -> Iterator[LayoutAddressSpace]:
+def pmem_space(request: pytest.FixtureRequest) -> Iterator[AddressSpace]:
     """A fresh address space: SimulatedAddressSpace unless ``--pmemsim-backend``/the marker says mmap.
 
     Checked for consistency (``_check()``) at teardown; an mmap space is closed.
@@ -348,9 +352,7 @@ def pmem_space(request: pytest.FixtureRequest) -> Iterator[LayoutAddressSpace]:
             collect_garbage()
             sweep.leaks.extend(space_leaks(space))
     finally:
-        close = getattr(space, "close", None)
-        if callable(close):
-            close()
+        space.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -560,7 +562,7 @@ def fault_plan(request: pytest.FixtureRequest) -> Iterator[FaultPlan]:
 
 @pytest.fixture
 def pmemset(
-    pmem_space: LayoutAddressSpace, fault_plan: FaultPlan, request: pytest.FixtureRequest
+    pmem_space: AddressSpace, fault_plan: FaultPlan, request: pytest.FixtureRequest
 ) -> Iterator[PmemSet]:
     """A PmemSet on ``pmem_space`` with ``fault_plan`` (coalescing NONE, or the marker's).
 
@@ -593,7 +595,7 @@ def pmemset(
         pytest.fail("pmemset fixture at teardown: " + "; ".join(problems), pytrace=False)
 
 
-def _close_and_check(pset: PmemSet, space: LayoutAddressSpace) -> list[str]:
+def _close_and_check(pset: PmemSet, space: AddressSpace) -> list[str]:
     if pset.closed:
         return []
     problems = []
@@ -661,7 +663,7 @@ def make_pmem_file(request: pytest.FixtureRequest) -> Callable[..., str]:
         if device is not None:
             from pmemsim.enums import Granularity
 
-            space: LayoutAddressSpace = request.getfixturevalue("pmem_space")
+            space: AddressSpace = request.getfixturevalue("pmem_space")
             space.set_device_granularity(path, Granularity(device))
         return path
 
@@ -683,7 +685,8 @@ class CrashCheckFactory:
     test with the minimal trace when ``checker(image)`` (or ``checker(image, ctx)``)
     rejects one, or gives no usable answer. Other keyword arguments (``markers``,
     ``seed``, ``workers``, ``model``, ``all_files``, ``timeout``, ``max_states``,
-    ``allow_empty``, ``strict``: default ``--pmemsim-strict-crash``) are those of
+    ``allow_empty``, ``strict``: default ``--pmemsim-strict-crash``, and ``recover``
+    instead of a checker: a durable-linearizability check) are those of
     :class:`pmemsim.testing.crash.CrashCheck`. A block that recorded nothing fails; a
     run that was not exhaustive warns (fails when strict). A checker that is neither
     callable nor a program command, or an unknown engine, fails the test with a
@@ -694,7 +697,7 @@ class CrashCheckFactory:
 
     def __call__(
         self,
-        checker: Checker | Callable[[Any], object] | str | Sequence[str],
+        checker: Checker | Callable[[Any], object] | str | Sequence[str] | None = None,
         *,
         pset: PmemSet | None = None,
         engine: Engine | str | None = None,
