@@ -323,7 +323,7 @@ def test_crash_without_record_and_with_two_checkers(tmp_path: Path) -> None:
         """,
     )
     text = "\n".join(problems_of(path))
-    assert "give exactly one of 'checker' (module:function) or 'program'" in text
+    assert "give exactly one of 'checker' (module:function), 'program' (a command), 'recover'" in text
     assert 'add a step with op = "record"' in text
 
 

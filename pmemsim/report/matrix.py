@@ -13,6 +13,11 @@ Pure functions over :class:`~pmemsim.report.results.ResultsFile`: no I/O, no ric
 Runs with backend ``"-"`` (scenario files that could not be loaded) reach nothing and
 are only counted in :attr:`Matrix.unloaded`. Runs that failed or ended in an error are
 listed in :attr:`Matrix.failed`: a report over a failed run must not read like a green one.
+
+Runs of a fault sweep (those with a ``fault``) count in the matrix like any other, and
+are also summed per fault site in :attr:`Matrix.sweep` (:class:`SiteSweep`: how many
+(run, hit) pairs were driven and what came of them); :attr:`Matrix.fault_runs` keeps every
+one, for the list of pairs driven.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Any
 
 from pmemsim.addrspace import backends as _backends
 from pmemsim.errors import ErrorCode
-from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
+from pmemsim.faults import ALL_SITES
+from pmemsim.report.results import FaultOutcome, Outcome, ResultsFile, RunKind, RunResult
 
 __all__ = [
     "BACKEND_MEANINGS",
@@ -36,6 +42,7 @@ __all__ = [
     "Column",
     "Matrix",
     "Row",
+    "SiteSweep",
     "backend_meaning",
     "build_matrix",
     "merge_results",
@@ -144,14 +151,41 @@ class Row:
 
 
 @dataclass(frozen=True)
+class SiteSweep:
+    """The fault-sweep runs that failed one site: ``driven`` (run, hit) pairs and their outcomes.
+
+    ``outcomes`` holds one count per :class:`FaultOutcome`, in the enum's order.
+    """
+
+    site: str
+    driven: int
+    outcomes: tuple[tuple[FaultOutcome, int], ...]
+
+    def count(self, outcome: FaultOutcome | str) -> int:
+        """How many of the pairs had ``outcome``."""
+        return dict(self.outcomes).get(FaultOutcome(outcome), 0)
+
+    @property
+    def misbehaved(self) -> int:
+        """Pairs whose outcome is not one correct code has."""
+        return sum(n for o, n in self.outcomes if not o.ok)
+
+
+@dataclass(frozen=True)
 class Matrix:
-    """The whole matrix: :attr:`columns`, :attr:`rows`, how many runs fed it, and which failed."""
+    """The whole matrix: :attr:`columns`, :attr:`rows`, how many runs fed it, and which failed.
+
+    :attr:`sweep` sums the fault-sweep runs per site (sites in the fault plan's order);
+    :attr:`fault_runs` lists them.
+    """
 
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     runs: int
     unloaded: int
     failed: tuple[RunResult, ...] = ()
+    sweep: tuple[SiteSweep, ...] = ()
+    fault_runs: tuple[RunResult, ...] = ()
 
     def row(self, name: str) -> Row:
         """The row of ``name`` (C name such as ``"PMEMSET_E_CANNOT_FIT_PART_MAP"``, or ``"ENOMEM"``).
@@ -205,6 +239,26 @@ class Matrix:
                 }
                 for r in self.rows
             ],
+            "fault_sweep": {
+                "driven": len(self.fault_runs),
+                "sites": [
+                    {"site": s.site, "driven": s.driven, "outcomes": {o.value: n for o, n in s.outcomes if n}}
+                    for s in self.sweep
+                ],
+                "pairs": [
+                    {
+                        "name": r.name,
+                        "kind": r.kind.value,
+                        "backend": r.backend,
+                        "site": r.fault.site,
+                        "hit": r.fault.hit,
+                        "outcome": r.fault.outcome.value,
+                        "message": r.message,
+                    }
+                    for r in self.fault_runs
+                    if r.fault is not None
+                ],
+            },
         }
 
 
@@ -270,6 +324,26 @@ def build_matrix(results: ResultsFile | Iterable[RunResult]) -> Matrix:
             )
         )
     failed = tuple(r for r in runs if r.outcome in (Outcome.FAILED, Outcome.ERROR))
+    fault_runs = tuple(r for r in loaded if r.fault is not None)
     return Matrix(
-        columns=columns, rows=tuple(rows), runs=len(runs), unloaded=len(runs) - len(loaded), failed=failed
+        columns=columns,
+        rows=tuple(rows),
+        runs=len(runs),
+        unloaded=len(runs) - len(loaded),
+        failed=failed,
+        sweep=_sweep(fault_runs),
+        fault_runs=fault_runs,
+    )
+
+
+def _sweep(fault_runs: Sequence[RunResult]) -> tuple[SiteSweep, ...]:
+    tally: dict[str, dict[FaultOutcome, int]] = {}
+    for run in fault_runs:
+        assert run.fault is not None
+        counts = tally.setdefault(run.fault.site, dict.fromkeys(FaultOutcome, 0))
+        counts[run.fault.outcome] += 1
+    order = {site.value: i for i, site in enumerate(ALL_SITES)}
+    return tuple(
+        SiteSweep(site, sum(counts.values()), tuple(counts.items()))
+        for site, counts in sorted(tally.items(), key=lambda kv: order.get(kv[0], len(order)))
     )

@@ -574,23 +574,16 @@ class _Builder:
         return cls(line=self.line(key), index=i, **kwargs)
 
     def crash(self, d: dict[str, Any]) -> CrashSpec:
-        if ("checker" in d) == ("program" in d):
+        judges = [k for k in ("checker", "program", "recover", "recover_program") if k in d]
+        if len(judges) != 1:
             self.problem(
-                ("crash",), "give exactly one of 'checker' (module:function) or 'program' (a command)"
+                ("crash",),
+                "give exactly one of 'checker' (module:function), 'program' (a command), "
+                "'recover' (module:function) or 'recover_program' (a command)",
             )
-        program = d.get("program")
-        words = [program] if isinstance(program, str) else program or []
-        if any("\x00" in w for w in words):
-            self.problem(("crash", "program"), "the command contains a NUL character")
-            program = None
-        if isinstance(program, str):
-            import shlex
-
-            try:
-                program = shlex.split(program)
-            except ValueError as exc:
-                self.problem(("crash", "program"), f"cannot split the command: {exc}")
-                program = None
+        program = self.command(d, "program")
+        recover_program = self.command(d, "recover_program")
+        judge = judges[0] if judges else "checker"
         return CrashSpec(
             expect=d["expect"],
             line=self.line(("crash",)),
@@ -600,8 +593,27 @@ class _Builder:
             program=tuple(program) if program else None,
             seed=d.get("seed"),
             timeout=d.get("timeout"),
-            checker_line=self.line(("crash", "checker" if "checker" in d else "program")),
+            checker_line=self.line(("crash", judge)),
+            recover=d.get("recover"),
+            recover_program=tuple(recover_program) if recover_program else None,
         )
+
+    def command(self, d: dict[str, Any], key: str) -> list[str] | None:
+        """The [crash] command under ``key`` as an argument list (None when absent or bad)."""
+        program = d.get(key)
+        words = [program] if isinstance(program, str) else program or []
+        if any("\x00" in w for w in words):
+            self.problem(("crash", key), "the command contains a NUL character")
+            return None
+        if isinstance(program, str):
+            import shlex
+
+            try:
+                return shlex.split(program)
+            except ValueError as exc:
+                self.problem(("crash", key), f"cannot split the command: {exc}")
+                return None
+        return list(program) if program else None
 
     def cross_check(
         self, sources: tuple[SourceSpec, ...], steps: tuple[Step, ...], crash: CrashSpec | None

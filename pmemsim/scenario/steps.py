@@ -150,7 +150,13 @@ class FaultSpec:
 
 @dataclass(frozen=True)
 class CrashSpec:
-    """Crash-consistency check of what was recorded: engine(s), checker, expected verdict."""
+    """Crash-consistency check of what was recorded: engine(s), checker, expected verdict.
+
+    Exactly one of ``checker`` (module:function), ``program`` (a checker command),
+    ``recover`` (module:function ``recover(image) -> value``) and ``recover_program`` (a
+    command printing the value) judges; the two ``recover`` forms check durable
+    linearizability (:mod:`pmemsim.persistence.linearizability`).
+    """
 
     expect: str
     line: int | None = None
@@ -161,6 +167,16 @@ class CrashSpec:
     seed: int | None = None
     timeout: float | None = None
     checker_line: int | None = None
+    recover: str | None = None
+    recover_program: tuple[str, ...] | None = None
+
+    @property
+    def judge_key(self) -> str:
+        """The key naming what judges the states: checker, program, recover or recover_program."""
+        for key in ("recover", "recover_program", "program"):
+            if getattr(self, key) is not None:
+                return key
+        return "checker"
 
 
 # -- steps ----------------------------------------------------------------------------------------
