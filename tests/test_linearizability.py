@@ -448,7 +448,7 @@ def test_crash_check_with_recover(pytester: pytest.Pytester) -> None:
             """
         )
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")  # nothing shared with this process
     result.assert_outcomes(passed=1, failed=2)
     out = result.stdout.str()
     assert "crash_check: crash check needs a checker, or recover= " in out
