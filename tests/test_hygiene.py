@@ -80,7 +80,7 @@ PERSISTENCE_LAYERS = [
     {"log"},
     {"checkers"},
     {"model"},
-    {"image", "results", "pmemcheck"},
+    {"image", "results", "pmemcheck", "lazy"},
     {"engines", "saved", "linearizability"},
     {"parallel", "progress"},
     {"explore"},

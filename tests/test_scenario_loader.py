@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pmemsim import Coalescing, ErrorCode, Granularity, MemFlags, SourceFlags
+from pmemsim.addrspace import BACKENDS
 from pmemsim.faults import FaultSite
 from pmemsim.persistence import ENGINES
 from pmemsim.scenario import (
@@ -127,6 +128,7 @@ def test_schema_enums_match_the_code() -> None:
     assert defs["mem_flags"]["items"]["enum"] == [f.name for f in MemFlags]
     assert defs["engine"]["anyOf"][0]["enum"] == list(ENGINES)
     assert props["faults"]["items"]["properties"]["site"]["enum"] == [s.value for s in FaultSite]
+    assert props["backends"]["items"]["enum"] == list(BACKENDS)
     flags = props["sources"]["items"]["properties"]["flags"]["items"]["enum"]
     assert flags == [f.name for f in SourceFlags]
     source_keys = set(props["sources"]["items"]["properties"])

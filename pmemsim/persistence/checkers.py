@@ -12,8 +12,9 @@ registered files it is called once per file and the first inconsistent file deci
   **error**: pmreorder's "0 = consistent" exit-status convention applies to programs
   only, and guessing would flip verdicts. ``image`` is a read-only buffer of the image
   being explored (no copy is made per state; call ``bytes(image)`` to keep one; it
-  cannot be written, not even through ``image.obj``). ``all_files=True`` passes
-  ``{key: image}`` in one call.
+  cannot be written, not even through ``image.obj``), or, where Exhaustive explores
+  lazily, a memoryview-like :class:`~pmemsim.persistence.lazy.LazyImage` that records the
+  lines read. ``all_files=True`` passes ``{key: image}`` in one call.
 * :class:`ProgramChecker` -- runs ``command... IMAGE_PATH`` (no shell, so paths with spaces
   work) on a private copy of the image; exit status 0 means consistent, any other exit
   status inconsistent, and a program that cannot start or is killed by a signal is a
@@ -158,6 +159,9 @@ class Checker:
     sees_markers: bool = False
     #: What the checker noticed about the log before exploring it (a replay lists them as warnings).
     notes: tuple[str, ...] = ()
+    #: Whether :meth:`check` may be given lazy images (:mod:`pmemsim.persistence.lazy`) in
+    #: place of memoryviews: a Python function can; a program reads the whole file.
+    lazy_reads: bool = False
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Prepare for images of files ``keys`` with ``sizes``."""
@@ -284,6 +288,8 @@ def _calling_convention(fn: Callable[..., object]) -> str:
 
 class CallableChecker(Checker):
     """A Python function ``check(image)`` or ``check(image, ctx)`` (``{key: image}`` with ``all_files``)."""
+
+    lazy_reads = True
 
     def __init__(
         self, fn: Callable[..., object], *, timeout: float | None = 60.0, all_files: bool = False

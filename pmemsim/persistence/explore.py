@@ -60,6 +60,7 @@ from pmemsim.persistence.checkers import (
 )
 from pmemsim.persistence.engines import Engine, engine_for, engine_from_name, with_max_states
 from pmemsim.persistence.image import Image, initial_images
+from pmemsim.persistence.lazy import LazyImage
 from pmemsim.persistence.linearizability import RecoveryChecker
 from pmemsim.persistence.log import LogError, StoreLog
 from pmemsim.persistence.model import (
@@ -177,6 +178,12 @@ class Explorer:
         # Locate mode: state numbers of the current epoch whose atoms and crash point are wanted.
         self.targets: set[int] | None = None
         self.found: dict[int, tuple[tuple[Atom, ...], CrashPoint]] = {}
+        # Lazy exploration (pmemsim.persistence.lazy): a verdict already known for the state
+        # being recorded, and, for epochs a lazy engine explored, the failures located at once
+        # (their states depend on what the checker read, so no re-run without it finds them).
+        self._given: tuple[CheckOutcome | None] | None = None
+        self.locate_now = False
+        self.located: dict[tuple[int, int], tuple[tuple[int, ...], CrashPoint]] = {}
 
     def close(self) -> None:
         """Release the image."""
@@ -201,6 +208,26 @@ class Explorer:
         """Record that the current epoch was not explored completely (once: locating re-runs engines)."""
         if self.targets is None:
             self.limits.append(message)
+
+    def lazy_reads(self) -> bool:
+        """Whether the checker can be given lazy images now (a Python checker, not locating)."""
+        return self.targets is None and self.checker is not None and self.checker.lazy_reads
+
+    def judge(self, views: Sequence[LazyImage]) -> CheckOutcome | None:
+        """Run the checker on lazy ``views`` at the current crash point (counted as a call, not a state)."""
+        assert self.checker is not None and self.epoch is not None
+        if self.slots is not None:
+            self.slots.set(self.slot, self.epoch.index, self.seq)
+        self.calls += 1
+        return self.checker.check(views, self.context())  # type: ignore[arg-type]
+
+    def record(self, outcome: CheckOutcome | None) -> None:
+        """Judge the current state with ``outcome`` already known (a lazy walk's leaf)."""
+        self._given = (outcome,)
+        try:
+            self.check()
+        finally:
+            self._given = None
 
     def context(self) -> CrashContext:
         """The checker context of the current crash point."""
@@ -244,7 +271,7 @@ class Explorer:
         elif self.dedup:
             return
         try:
-            outcome = self.verdicts[key]
+            outcome = self.verdicts[key] if self._given is None else self._given[0]
         except KeyError:
             assert self.checker is not None and self.epoch is not None
             if self.slots is not None:
@@ -275,6 +302,8 @@ class Explorer:
             self.nondedup += 1
         if outcome is not None:
             self.failures.append((self.epoch.index if self.epoch else 0, seq, key, self.dedup, outcome))
+            if self.locate_now and self.epoch is not None:
+                self.located[self.epoch.index, seq] = (tuple(a.id for a in self.applied()), self.point)
 
     # -- epochs ------------------------------------------------------------------------------
     def advance(self, to_epoch: int) -> None:
@@ -293,6 +322,7 @@ class Explorer:
         self.seq = 0
         self.limit = None
         self.describer = None
+        self.locate_now = self.targets is None and engine.reads_lazily(epoch) and self.lazy_reads()
         try:
             engine.explore(epoch, self, seed)
         except _EpochLimit:
@@ -326,12 +356,15 @@ class ChunkResult:
     limits: list[str]
     calls: int
     elapsed: float = field(default=0.0)
+    #: Failures located while exploring (epochs explored lazily): (epoch, seq) -> (atom ids, crash point).
+    located: dict[tuple[int, int], tuple[tuple[int, ...], CrashPoint]] = field(default_factory=dict)
 
 
 def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> ChunkResult:
     """Explore epochs ``lo .. hi-1`` with ``ex`` (at or before ``lo``; its checker open) as one chunk."""
     ex.seen, ex.images, ex.first_keys, ex.first_dedup = set(), set(), [], bytearray()
     ex.nondedup, ex.failures, ex.warnings, ex.limits = 0, [], [], []
+    ex.located = {}
     calls_before = ex.calls
     start = time.perf_counter()
     ex.advance(lo)
@@ -347,6 +380,7 @@ def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> ChunkResult:
         ex.limits,
         ex.calls - calls_before,
         time.perf_counter() - start,
+        ex.located,
     )
 
 
@@ -954,7 +988,9 @@ def build_report(
     kept: list[tuple[int, int, int, bool, CheckOutcome]] = []
     inconsistent = errors = calls = 0
     limits: list[str] = []
+    early: dict[tuple[int, int], tuple[tuple[int, ...], CrashPoint]] = {}
     for result in chunks:
+        early.update(result.located)
         checked += result.nondedup
         new = []
         for key, dedup in zip(result.first_keys, result.first_dedup, strict=True):
@@ -983,7 +1019,15 @@ def build_report(
 
     if kept and plan is None:  # the workers planned their slices: plan the whole log for the details
         plan = build_epochs(log, job.model, allow_open_markers=allow_open_markers)
-    located = _locate(job, plan, kept) if kept and plan is not None else {}
+    rest = [f for f in kept if (f[0], f[1]) not in early]
+    located = _locate(job, plan, rest) if rest and plan is not None else {}
+    for f in kept:
+        if (f[0], f[1]) in early:
+            assert plan is not None
+            ids, where = early[f[0], f[1]]
+            if any(i >= len(plan.atoms) for i in ids) or where.atoms > len(plan.epochs[f[0]].inflight):
+                raise LogError(f"epoch {f[0]} state {f[1]}: its location names atoms the log does not have")
+            located[f[0], f[1]] = (tuple(plan.atoms[i] for i in ids), where)
     failures = []
     for epoch_index, seq, _, _, outcome in kept:
         assert plan is not None

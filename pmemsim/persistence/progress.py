@@ -67,6 +67,7 @@ class CountingChecker(Checker):
         self.inner = inner
         self.sees_markers = inner.sees_markers
         self.notes = inner.notes
+        self.lazy_reads = inner.lazy_reads
         # Shared memory inherited by forked workers; the lock keeps concurrent increments exact.
         self._counter: Any
         try:

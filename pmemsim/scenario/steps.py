@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pmemsim.addrspace.backends import BACKENDS
+from pmemsim.addrspace.base import Placement
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
 
@@ -108,7 +110,7 @@ class SpaceSpec:
     page_size: int = 4096
     size: int | None = None
     limit: int | None = None
-    placement: str = "bottom-up"
+    placement: Placement = Placement.BOTTOM_UP
     granularities: frozenset[Granularity] | None = None
     occupied: tuple[tuple[int, int], ...] = ()  # (offset from low, size)
 
@@ -445,7 +447,7 @@ class Scenario:
     name: str
     steps: tuple[Step, ...]
     description: str = ""
-    backends: tuple[str, ...] = ("sim", "mmap")
+    backends: tuple[str, ...] = BACKENDS
     fake_fs: bool = False
     space: SpaceSpec = SpaceSpec()
     sources: tuple[SourceSpec, ...] = ()
