@@ -602,3 +602,45 @@ def test_a_pmemcheck_log_gets_the_same_check(tmp_path: Path) -> None:
             want.states_checked,
         )
         assert got.ok is not flag_first
+
+
+def test_all_files_recovers_every_file_in_one_call(tmp_path: Path) -> None:
+    from pmemsim import Config, Granularity, PmemSet, Source
+    from pmemsim.testing.crash import CrashCheck, CrashConsistencyError
+
+    seen: list[set[str]] = []
+
+    def both(images: dict[str, memoryview]) -> tuple[bytes, ...]:
+        seen.append(set(images))
+        return tuple(bytes(images[k][0:8]) for k in sorted(images))
+
+    paths = [tmp_path / "a.pool", tmp_path / "b.pool"]
+    for p in paths:
+        p.write_bytes(bytes(4096))
+    with PmemSet(Config(Granularity.CACHE_LINE)) as pset:
+        addrs = []
+        for p in paths:
+            pset.address_space.set_device_granularity(str(p), Granularity.CACHE_LINE)
+            with Source.from_file(str(p)) as src:
+                addrs.append(pset.part_map(pset.part_new(src, 0, 0)).addr)
+        # The two files are persisted one after the other: a crash between them is neither value.
+        with (
+            pytest.raises(CrashConsistencyError, match="inside OP"),
+            CrashCheck(pset, recover=both, all_files=True),
+        ):
+            pset.mark("OP.BEGIN")
+            pset.memcpy(addrs[0], b"AAAAAAAA")
+            pset.memcpy(addrs[1], b"BBBBBBBB")
+            pset.mark("OP.END")
+    assert seen and all(keys == {str(p) for p in paths} for keys in seen)
+
+
+def test_a_recovery_that_hangs_on_a_crash_image_is_a_checker_error() -> None:
+    def hangs_on_torn_records(image: memoryview) -> bytes | None:
+        value = committed(image)
+        while value is not None and 0 in value:
+            pass  # a recovery stuck on the torn record
+        return value
+
+    report = replay(commit_log(flag_first=True), recover=hangs_on_torn_records, timeout=0.2)
+    assert report.errors and "recover timed out after 0.2 s" in report.failures[0].message
