@@ -331,8 +331,15 @@ def test_values_are_compared_with_eq_and_an_unusable_comparison_is_a_checker_err
 
         __hash__ = None  # type: ignore[assignment]
 
-    report = replay(commit_log(flag_first=False), recover=lambda image: Weird())
+    def weird_when_torn(image: memoryview) -> object:
+        value = committed(image)
+        return Weird() if value is not None and 0 in value else value
+
+    report = replay(commit_log(flag_first=True), recover=weird_when_torn)
     assert report.errors and "cannot compare" in report.failures[0].message
+    # Values that cannot be compared at all are refused before exploring.
+    with pytest.raises(CheckerError, match="cannot be compared with =="):
+        replay(commit_log(flag_first=True), recover=lambda image: Weird())
 
 
 def test_several_files_recover_to_a_tuple() -> None:
@@ -644,3 +651,11 @@ def test_a_recovery_that_hangs_on_a_crash_image_is_a_checker_error() -> None:
 
     report = replay(commit_log(flag_first=True), recover=hangs_on_torn_records, timeout=0.2)
     assert report.errors and "recover timed out after 0.2 s" in report.failures[0].message
+
+
+def test_values_that_are_not_equal_to_themselves_are_refused_up_front() -> None:
+    class Opaque:  # no __eq__: compared by identity, so no crash image could ever match
+        pass
+
+    with pytest.raises(CheckerError, match="unequal values for the same image"):
+        replay(commit_log(flag_first=False), recover=lambda image: Opaque())

@@ -453,6 +453,20 @@ class RecoveryChecker(Checker):
             return got.value
 
         values.append(at(0))
+        # A value that is not equal to itself (no __eq__: compared by identity) would fail
+        # every crash state: say so once instead of reporting false inconsistencies.
+        again = at(0)
+        try:
+            stable = _equal(values[0], again)
+        except Exception as exc:
+            raise CheckerError(
+                f"recover's values cannot be compared with == ({type(exc).__name__}: {exc})"
+            ) from None
+        if not stable:
+            raise CheckerError(
+                f"recover gives unequal values for the same image ({_show(values[0])} != {_show(again)}): "
+                "return values that compare with == (lists, dicts, tuples, bytes, dataclasses)"
+            )
         done = 0
         for point, changed in zip(points, changed_at, strict=True):
             if not changed:
