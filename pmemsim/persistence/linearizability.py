@@ -23,7 +23,9 @@ applied (the content the program saw there: initial image, then each store in or
 It is computed at replay time from the log, not while recording, so a pmemcheck log
 gets the same check as a recorded one. ``recover`` failing on such an image (no crash
 involved) is a :class:`CheckerError`: the recovery or the code under test is wrong
-whatever the crash.
+whatever the crash. So is a value not equal to itself (an object without ``__eq__``,
+compared by identity, would fail every crash state): recovery of the initial image is
+run twice and the two values must be equal.
 
 **Verdict.** A crash right before record ``p`` lies in the step ``[b_k, b_{k+1}]`` with
 ``b_k < p <= b_{k+1}`` (a crash right before an END marker is inside its operation, a
