@@ -659,3 +659,27 @@ def test_values_that_are_not_equal_to_themselves_are_refused_up_front() -> None:
 
     with pytest.raises(CheckerError, match="unequal values for the same image"):
         replay(commit_log(flag_first=False), recover=lambda image: Opaque())
+
+
+def test_an_executor_running_tasks_in_threads_gives_the_same_report() -> None:
+    # Each task judges with its own copy of the checker (its own watchdog): no state is shared.
+    import concurrent.futures
+
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    for i in range(6):
+        rec.mark("OP.BEGIN")
+        rec.store("pool", 64 * (i + 1), bytes([i + 1]) * 16)
+        if i % 2:  # every other operation persists its record before its commit word: the others tear
+            rec.persist("pool", 64 * (i + 1), 16)
+        rec.store("pool", 8 * i, b"COMMITED")
+        rec.persist("pool", 0, 64 * (i + 2))
+        rec.mark("OP.END")
+
+    def state(image: memoryview) -> list[bytes]:
+        return [bytes(image[64 * (i + 1) : 64 * (i + 1) + 16]) for i in range(6) if image[8 * i] == ord("C")]
+
+    want = replay(rec.log, recover=state)
+    assert want.inconsistent
+    with concurrent.futures.ThreadPoolExecutor(2) as executor:
+        assert replay(rec.log, recover=state, executor=executor, timeout=30.0) == want
