@@ -402,8 +402,8 @@ def write_recovery_program(tmp_path: Path, *, signal_on_torn: bool = False) -> P
 
 def test_a_recovery_program_prints_the_value(tmp_path: Path) -> None:
     script = write_recovery_program(tmp_path)
-    assert replay(commit_log(flag_first=False), recover=[sys.executable, str(script)]).ok
-    report = replay(commit_log(flag_first=True), recover=[sys.executable, str(script)])
+    assert replay(commit_log(flag_first=False), recover=[sys.executable, "-I", "-S", str(script)]).ok
+    report = replay(commit_log(flag_first=True), recover=[sys.executable, "-I", "-S", str(script)])
     assert report.inconsistent and not report.errors
     assert "recovery program: exit status 4: torn" in report.failures[0].message
     assert (
@@ -414,7 +414,7 @@ def test_a_recovery_program_prints_the_value(tmp_path: Path) -> None:
 
 def test_a_recovery_program_killed_by_a_signal_is_a_checker_error(tmp_path: Path) -> None:
     script = write_recovery_program(tmp_path, signal_on_torn=True)
-    report = replay(commit_log(flag_first=True), recover=[sys.executable, str(script)])
+    report = replay(commit_log(flag_first=True), recover=[sys.executable, "-I", "-S", str(script)])
     assert report.errors and "killed by SIGKILL" in report.failures[0].message
 
 
@@ -562,7 +562,7 @@ def test_cli_recover_json_carries_the_values(logs: Path) -> None:
 
 def test_cli_recover_prog(logs: Path) -> None:
     script = write_recovery_program(logs)
-    command = f"{sys.executable} {script.name}"
+    command = f"{sys.executable} -I -S {script.name}"
     assert cli("good.json", "--recover-prog", command, cwd=logs).returncode == 0
     assert cli("bad.json", "--recover-prog", command, cwd=logs).returncode == 1
 
