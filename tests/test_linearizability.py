@@ -538,6 +538,16 @@ def logs(tmp_path: Path) -> Path:
         "    return bytes(image[64:80]) if bytes(image[0:8]) == b'COMMITED' else None\n"
         "def broken(image):\n"
         "    raise OSError('cannot open the pool')\n"
+        "def segfault(image):\n"
+        "    import ctypes\n"
+        "    return ctypes.string_at(0)\n"
+        "class Unpicklable:\n"
+        "    def __init__(self, value):\n"
+        "        self.value, self.hook = value, lambda: None\n"
+        "    def __eq__(self, other):\n"
+        "        return isinstance(other, Unpicklable) and other.value == self.value\n"
+        "def unpicklable(image):\n"
+        "    return Unpicklable(contents(image))\n"
     )
     return tmp_path
 
@@ -558,6 +568,19 @@ def test_cli_recover_json_carries_the_values(logs: Path) -> None:
     details = doc["failures"][0]["details"]
     assert details["before"] == "None" and details["after"] == "b'record. record. '"
     assert details["recovered"] != details["before"] and "allowed:" in doc["trace"]
+
+
+def test_cli_a_recovery_that_crashes_its_process_is_exit_2(logs: Path) -> None:
+    proc = cli("good.json", "--recover", "mypool:segfault", cwd=logs)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "recover crashed its process" in proc.stderr and "SIGSEGV" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_values_that_cannot_be_pickled_still_work(logs: Path) -> None:
+    # The boundary values are computed apart when they can come back, else in the command.
+    assert cli("good.json", "--recover", "mypool:unpicklable", cwd=logs).returncode == 0
+    assert cli("bad.json", "--recover", "mypool:unpicklable", cwd=logs).returncode == 1
 
 
 def test_cli_recover_prog(logs: Path) -> None:

@@ -112,6 +112,9 @@ def _describe(exc: BaseException) -> str:
 class _CallableRecovery:
     """``recover(image)`` per file (or ``recover({key: image})`` with ``all_files``), under a timeout."""
 
+    #: The user's Python code runs in this process.
+    runs_python = True
+
     def __init__(self, fn: Callable[..., object], timeout: float | None, all_files: bool) -> None:
         self.fn = fn
         self.timeout = timeout
@@ -177,6 +180,9 @@ class _CallableRecovery:
 
 class _ProgramRecovery:
     """``command... IMAGE_PATH`` per file: its standard output (trailing white space removed) is the value."""
+
+    #: The user's code runs in its own process.
+    runs_python = False
 
     def __init__(self, argv: list[str], timeout: float | None) -> None:
         self.argv = argv
@@ -343,7 +349,7 @@ class RecoveryChecker(Checker):
     @property
     def runs_python(self) -> bool:
         """True when recovery is a Python callable (run in this process, unlike a program)."""
-        return isinstance(self.recovery, _CallableRecovery)
+        return self.recovery.runs_python
 
     def __copy__(self) -> RecoveryChecker:
         # Tasks running side by side in threads each get a copy: the recovery's watchdog or
