@@ -24,11 +24,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.logs import store_logs
-from support.x86_oracle import crash_points, images_at
+from support.x86_oracle import EADR, OracleModel, crash_points, images_at
 
 from pmemsim.persistence import (
     CheckerError,
     Marker,
+    PersistencyModel,
+    Platform,
     Recorder,
     RecoveryChecker,
     Store,
@@ -94,7 +96,7 @@ class Expected:
     failing: set[tuple[tuple[bytes, ...], int]]
 
 
-def expected(log: StoreLog, recover: Callable[[Any], object]) -> Expected:
+def expected(log: StoreLog, recover: Callable[[Any], object], model: OracleModel) -> Expected:
     bounds = outermost_boundaries(log.records)
     edges = [0, *bounds, len(log.records)]
     try:
@@ -103,7 +105,7 @@ def expected(log: StoreLog, recover: Callable[[Any], object]) -> Expected:
         return Expected(True, set(), set())
     keys = list(log.files)
     judged, failing = set(), set()
-    for point in crash_points(log):
+    for point in crash_points(log, model):
         step = sum(1 for b in bounds if b < point.prefix)
         allowed = (values[step], values[step + 1])
         for image in images_at(point, keys):
@@ -162,14 +164,27 @@ def logs_with_operations(draw: st.DrawFn, max_records: int = 16) -> StoreLog:
 
 
 @settings(max_examples=60)
-@given(log=logs_with_operations(), recover=st.sampled_from(RECOVERIES))
-def test_verdicts_match_the_brute_force(log: StoreLog, recover: Callable[[Any], object]) -> None:
-    want = expected(log, recover)
+@given(
+    log=logs_with_operations(),
+    recover=st.sampled_from(RECOVERIES),
+    models=st.sampled_from(
+        [
+            (PersistencyModel.adr(), OracleModel()),
+            (PersistencyModel.eadr(), EADR),
+            (PersistencyModel(Platform.ADR, 128), OracleModel(flush_unit=128)),  # a flush unit of two lines
+        ]
+    ),
+)
+def test_verdicts_match_the_brute_force(
+    log: StoreLog, recover: Callable[[Any], object], models: tuple[PersistencyModel, OracleModel]
+) -> None:
+    model, oracle_model = models
+    want = expected(log, recover, oracle_model)
     if want.boundary_fails:
         with pytest.raises(CheckerError, match="no crash"):
-            replay(log, recover=recover)
+            replay(log, recover=recover, model=model)
         return
-    report = replay(log, recover=recover)
+    report = replay(log, recover=recover, model=model)
     assert report.states_checked == len(want.judged)
     assert report.inconsistent == len(want.failing)
     assert report.errors == 0
