@@ -92,6 +92,8 @@ class CheckOutcome:
     verdict: Verdict
     file: str
     message: str
+    #: Named values behind the message (a recovery check: the step, the allowed and recovered values).
+    details: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -155,6 +157,8 @@ class Checker:
     #: Whether :meth:`check` can tell crash points apart by their markers (states are then
     #: judged, and deduplicated, per image and markers).
     sees_markers: bool = False
+    #: What the checker noticed about the log before exploring it (a replay lists them as warnings).
+    notes: tuple[str, ...] = ()
     #: Whether :meth:`check` may be given lazy images (:mod:`pmemsim.persistence.lazy`) in
     #: place of memoryviews: a Python function can; a program reads the whole file.
     lazy_reads: bool = False
@@ -165,6 +169,15 @@ class Checker:
     def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         """None when every image is consistent, else the first non-consistent file's outcome."""
         raise NotImplementedError
+
+    def region(self, markers: int) -> int:
+        """Which crash points a marker-seeing checker tells apart: those whose regions differ.
+
+        ``markers`` counts the visible markers before the crash point; states are judged
+        and deduplicated per (image, region). By default every marker counts; a
+        recovery check only tells operations apart.
+        """
+        return markers
 
     def close(self) -> None:
         """Release what :meth:`open` took."""

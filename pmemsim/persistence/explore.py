@@ -62,6 +62,7 @@ from pmemsim.persistence.checkers import (
 from pmemsim.persistence.engines import Engine, engine_for, engine_from_name, with_max_states
 from pmemsim.persistence.image import Image, initial_images
 from pmemsim.persistence.lazy import LazyImage
+from pmemsim.persistence.linearizability import RecoveryChecker
 from pmemsim.persistence.log import LogError, StoreLog
 from pmemsim.persistence.model import (
     Atom,
@@ -197,7 +198,11 @@ class Explorer:
     def at(self, point: CrashPoint) -> None:
         """Judge the next states as crashes at ``point``."""
         self.point = point
-        self._marker_key = point.markers * _MARKER_KEY if self.sees_markers else 0
+        if self.sees_markers:  # the checker says which crash points it tells apart (default: all)
+            region = point.markers if self.checker is None else self.checker.region(point.markers)
+            self._marker_key = region * _MARKER_KEY
+        else:
+            self._marker_key = 0
         self._ctx = None
 
     def limited(self, message: str) -> None:
@@ -738,8 +743,9 @@ def usable_cpus() -> int:
 
 def replay(
     log: StoreLog,
-    checker: Checker | Callable[..., object] | str | Sequence[str],
+    checker: Checker | Callable[..., object] | str | Sequence[str] | None = None,
     *,
+    recover: Callable[..., object] | str | Sequence[str] | None = None,
     engine: Engine | str = "Exhaustive",
     markers: Mapping[str, Engine | str] | None = None,
     workers: int = 1,
@@ -773,6 +779,12 @@ def replay(
     quiescent fences -- as its tasks instead; the checker must then be picklable (a
     module-level function, a program). The report is the same whichever way it ran.
 
+    ``recover`` instead of ``checker`` checks durable linearizability: ``recover(image)``
+    (or a program printing the value) must give, for a crash inside an operation (an
+    outermost ``NAME.BEGIN``/``NAME.END`` section), the value before it or after it, and
+    outside operations the current value (see
+    :mod:`~pmemsim.persistence.linearizability`).
+
     Raises LogError (bad record or range, unreadable image), MarkerError (markers that do
     not nest), NothingToCheck (no store in the log, or no state checked, unless
     ``allow_empty``), CheckerError (a checker that cannot be called; CheckerCrashed when
@@ -785,6 +797,7 @@ def replay(
     job, notes, workers, plan, scan = prepare_replay(
         log,
         checker,
+        recover=recover,
         engine=engine,
         markers=markers,
         workers=1 if executor is not None else workers,
@@ -862,8 +875,9 @@ def replay(
 
 def prepare_replay(
     log: StoreLog,
-    checker: Checker | Callable[..., object] | str | Sequence[str],
+    checker: Checker | Callable[..., object] | str | Sequence[str] | None,
     *,
+    recover: Callable[..., object] | str | Sequence[str] | None = None,
     engine: Engine | str,
     markers: Mapping[str, Engine | str] | None,
     workers: int,
@@ -924,9 +938,28 @@ def prepare_replay(
             f"engine {default.name} picks no crash state in this log: nothing to check "
             "(NoReorderNoCheck checks nothing); allow_empty=True accepts that"
         )
-    job = _Job(log, resolved, engine_of, initial_images(log, images), as_checker(checker, timeout=timeout),
-               0 if seed is None else seed)  # fmt: skip
+    before = initial_images(log, images)
+    judge = _judge(log, checker, recover, before, timeout)
+    notes += judge.notes
+    job = _Job(log, resolved, engine_of, before, judge, 0 if seed is None else seed)
     return job, notes, workers, plan, scan
+
+
+def _judge(
+    log: StoreLog,
+    checker: Checker | Callable[..., object] | str | Sequence[str] | None,
+    recover: Callable[..., object] | str | Sequence[str] | None,
+    images: tuple[bytes, ...],
+    timeout: float | None,
+) -> Checker:
+    """The replay's checker: ``checker``, or the durable-linearizability check of ``recover`` on ``log``."""
+    if recover is None:
+        if checker is None:
+            raise TypeError("replay needs a checker, or recover= for a durable-linearizability check")
+        return as_checker(checker, timeout=timeout)
+    if checker is not None:
+        raise TypeError("give replay a checker or recover=, not both")
+    return RecoveryChecker.for_log(log, recover, images=images, timeout=timeout)
 
 
 def build_report(
@@ -1018,6 +1051,7 @@ def build_report(
                 message=outcome.message,
                 applied=applied,
                 lost=tuple(a for a in universe if a.id not in applied_ids and a.record < point.record),
+                details=outcome.details,
             )
         )
     samplers = sorted({e.name for e in (default, *section_engines.values()) if e.samples})
