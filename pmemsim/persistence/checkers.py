@@ -350,6 +350,8 @@ class CallableChecker(Checker):
 
     def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         """Call the function per file (or once with every file) and interpret its answer."""
+        if len(self._keys) == 1 and not self.all_files:  # the usual case, without the loop
+            return self._call(views[0], self._keys[0], ctx)
         if self.all_files:
             return self._call(dict(zip(self._keys, views, strict=True)), ",".join(self._keys), ctx)
         many = len(self._keys) > 1 and self.sees_markers
