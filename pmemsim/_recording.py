@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from pmemsim._files import OpenFile, file_contents
 from pmemsim.addrspace.base import FileRef, Mapping
 from pmemsim.enums import Granularity
-from pmemsim.source import _file_contents, _OpenFile
 
 if TYPE_CHECKING:
     from pmemsim.persistence.log import Recorder, StoreLog
@@ -43,14 +43,14 @@ class SetRecording:
             key = known[1]
         elif file.path is not None:
             key = file.path
-        elif isinstance(file, _OpenFile) and file.label is not None:
+        elif isinstance(file, OpenFile) and file.label is not None:
             key = file.label
         else:
             self._temporaries += 1
             key = f"<temporary {self._temporaries}>"
         if known is None or known[0] is not file:
             self._keys[id(file)] = (file, key)
-            content = _file_contents(file) if isinstance(file, _OpenFile) else None
+            content = file_contents(file) if isinstance(file, OpenFile) else None
             size = len(content) if content is not None else 0
             self.recorder.register_file(key, file.path, size, content)
         return key

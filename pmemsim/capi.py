@@ -29,7 +29,7 @@ from typing import Any, Final, Generic, TypeVar
 from pmemsim.addrspace.base import AddressSpace, Reservation
 from pmemsim.config import Config
 from pmemsim.enums import Coalescing, EventType, Granularity, MemFlags, SourceFlags
-from pmemsim.errors import ErrorCode, PmemsetError, err_to_errno, last_error_message
+from pmemsim.errors import ErrorCode, PmemsetError, err_to_errno, last_error_message, surfaced
 from pmemsim.events import Event, PartAddEvent
 from pmemsim.faults import FaultPlan
 from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
@@ -135,7 +135,7 @@ def _call(fn: Callable[[], object]) -> int:
     try:
         fn()
     except PmemsetError as exc:
-        return exc.code
+        return surfaced(exc).code
     return 0
 
 
@@ -521,7 +521,7 @@ def pmemset_read(pset: PmemSet, buf: bytearray | memoryview, addr: int, length: 
     try:
         data = pset.read(addr, length)
     except PmemsetError as exc:
-        return exc.code
+        return surfaced(exc).code
     view[:length] = data
     return 0
 

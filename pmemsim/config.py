@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from pmemsim.addrspace.base import AddressSpace, Reservation
+from pmemsim.addrspace.base import AddressSpace, Reservation, check_address_space
 from pmemsim.enums import Granularity
-from pmemsim.errors import ErrorCode, PmemsetError
+from pmemsim.errors import ErrorCode, PmemsetError, surfaces
 from pmemsim.faults import FaultPlan
 
 if TYPE_CHECKING:
@@ -16,24 +16,6 @@ if TYPE_CHECKING:
 __all__ = ["Config", "EventCallback", "check_granularity"]
 
 EventCallback = Callable[[Any, "Event"], object]
-
-
-#: Everything the core asks of an address space (the AddressSpace protocol).
-_SPACE_API = (
-    "page_size",
-    "supported_granularities",
-    "reserve",
-    "release",
-    "extend",
-    "shrink",
-    "map_file",
-    "unmap",
-    "unmap_many",
-    "read",
-    "write",
-    "flush",
-    "device_granularity",
-)
 
 
 def check_granularity(value: object) -> Granularity:
@@ -62,6 +44,7 @@ class Config:
     defaults to the process default; ``fault_plan`` injects failures.
     """
 
+    @surfaces
     def __init__(
         self,
         granularity: Granularity | None = None,
@@ -83,6 +66,7 @@ class Config:
         self.set_address_space(address_space)
         self.set_fault_plan(fault_plan)
 
+    @surfaces
     def set_granularity(self, granularity: Granularity | int) -> None:
         """The required store granularity; GRANULARITY_NOT_SUPPORTED for an unknown value."""
         self.granularity = check_granularity(granularity)
@@ -103,13 +87,7 @@ class Config:
 
     def set_address_space(self, space: AddressSpace | None) -> None:
         """The backend to map parts in (None: the process default)."""
-        if space is not None:
-            missing = [name for name in _SPACE_API if not hasattr(space, name)]
-            if missing:
-                raise TypeError(
-                    f"{type(space).__name__} is not an address space: it lacks {', '.join(missing)}"
-                )
-        self.address_space = space
+        self.address_space = None if space is None else check_address_space(space)
 
     def set_fault_plan(self, plan: FaultPlan | None) -> None:
         """Inject the failures ``plan`` describes (None: no injected failures)."""

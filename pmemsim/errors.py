@@ -10,15 +10,23 @@ Exception tree::
 
 The Python API raises :class:`PmemsetError`; :mod:`pmemsim.capi` returns its ``.code``.
 The message of the last failure in this thread is kept for ``pmemset_errormsg()``.
+
+Error paths are counted where an error leaves the library, not where it is made: every
+public entry point (the set's calls, the source constructors, the config, each capi
+function) passes an escaping error to :func:`surfaced`, which tells the observers once
+per exception. An error the library makes and handles itself (an undo that fails and
+is suppressed) is no error path a user reached.
 """
 
 from __future__ import annotations
 
 import errno as _errno
+import functools
 import os
 import threading
 from collections.abc import Callable
 from enum import IntEnum
+from typing import ParamSpec, TypeVar
 
 __all__ = [
     "ErrorCode",
@@ -27,7 +35,12 @@ __all__ = [
     "err_to_errno",
     "last_error_message",
     "remove_error_observer",
+    "surfaced",
+    "surfaces",
 ]
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
 
 # PMDK numbers libpmemset's own errors downward from this base (libpmemset/errormsg.h).
 _PMEMSET_E_BASE = -200000
@@ -101,7 +114,7 @@ _observers: list[Callable[[PmemsetError], None]] = []
 
 
 def add_error_observer(observer: Callable[[PmemsetError], None]) -> None:
-    """Call ``observer(exc)`` whenever a PmemsetError is created (to count error paths reached)."""
+    """Call ``observer(exc)`` whenever a PmemsetError leaves the library (to count error paths reached)."""
     if not callable(observer):
         raise TypeError(f"observer must be callable, not {type(observer).__name__}")
     _observers.append(observer)
@@ -110,6 +123,33 @@ def add_error_observer(observer: Callable[[PmemsetError], None]) -> None:
 def remove_error_observer(observer: Callable[[PmemsetError], None]) -> None:
     """Stop calling ``observer`` (ValueError if it was not added)."""
     _observers.remove(observer)
+
+
+def surfaced(exc: PmemsetError) -> PmemsetError:
+    """Tell the observers that ``exc`` leaves the library (once per exception); returns it.
+
+    Entry points call it when an error escapes them; an entry point called by another
+    one (``from_file`` runs ``xfrom_file``) passes the same exception, counted once.
+    """
+    if not exc.surfaced:
+        exc.surfaced = True
+        for observer in tuple(_observers):
+            observer(exc)
+    return exc
+
+
+def surfaces(fn: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Decorate a public entry point: a PmemsetError escaping it is :func:`surfaced`."""
+
+    @functools.wraps(fn)
+    def entry(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        try:
+            return fn(*args, **kwargs)
+        except PmemsetError as exc:
+            surfaced(exc)
+            raise
+
+    return entry
 
 
 def last_error_message() -> str:
@@ -133,10 +173,10 @@ class PmemsetError(Exception):
         if os_errno is not None:
             message = f"{message} ({_errno.errorcode.get(os_errno, os_errno)}: {os.strerror(os_errno)})"
         self.message: str = message
+        #: True once :func:`surfaced` told the observers about it.
+        self.surfaced = False
         _last.message = f"{self.name}: {message}"
         super().__init__(f"{self.name}: {message}")
-        for observer in tuple(_observers):
-            observer(self)
 
     def __reduce__(self) -> tuple[object, ...]:
         return (_rebuild_error, (self.code, self.message, self.errno))
@@ -146,4 +186,5 @@ def _rebuild_error(code: int, message: str, err: int) -> PmemsetError:
     exc = PmemsetError.__new__(PmemsetError)
     Exception.__init__(exc, f"{code_name(code)}: {message}")
     exc.code, exc.name, exc.errno, exc.message = code, code_name(code), err, message
+    exc.surfaced = True  # it left the library in the process that raised it
     return exc

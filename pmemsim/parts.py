@@ -90,7 +90,7 @@ class Part:
 class _PartMapRecord:
     """The set's own record of one part map: contiguous file mappings in one reservation."""
 
-    __slots__ = ("granularity", "mappings", "refcount", "reservation", "source_of")
+    __slots__ = ("granularity", "mappings", "refcount", "reservation")
 
     def __init__(self, reservation: Reservation, mappings: list[Mapping], granularity: Granularity) -> None:
         self.reservation = reservation

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from pmemsim import _files
+from pmemsim._files import OpenFile
 from pmemsim._recording import Piece, SetRecording
 from pmemsim.addrspace.base import (
     AddressSpace,
@@ -55,7 +56,7 @@ from pmemsim.addrspace.base import (
 )
 from pmemsim.config import Config, EventCallback
 from pmemsim.enums import Coalescing, Granularity, MemFlags
-from pmemsim.errors import ErrorCode, PmemsetError
+from pmemsim.errors import ErrorCode, PmemsetError, surfaced, surfaces
 from pmemsim.events import (
     CopyEvent,
     DrainEvent,
@@ -79,7 +80,7 @@ from pmemsim.parts import (
     _size_arg,
     _take,
 )
-from pmemsim.source import Source, _OpenFile
+from pmemsim.source import Source
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -96,13 +97,17 @@ _R = TypeVar("_R")
 
 
 def _api(method: Callable[Concatenate[PmemSet, _P], _R]) -> Callable[Concatenate[PmemSet, _P], _R]:
-    """A public call: hold the space's lock and activate the set's plan for OS calls."""
+    """A public call: hold the space's lock, activate the set's plan for OS calls, and
+    report an escaping PmemsetError as an error path reached (:func:`~pmemsim.errors.surfaced`)."""
 
     def call(self: PmemSet, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
         with self._lock:
             token = _files.set_plan(self._plan)
             try:
                 return method(self, *args, **kwargs)
+            except PmemsetError as exc:
+                surfaced(exc)
+                raise
             finally:
                 _files.reset_plan(token)
 
@@ -152,7 +157,7 @@ def _release_locked(space: AddressSpace, maps: _RecordIndex, own: dict[int, Rese
             space.unmap_many(rec.mappings)
         for m in rec.mappings:
             file = m.file
-            if isinstance(file, _OpenFile):
+            if isinstance(file, OpenFile):
                 file.release()
     maps.clear()
     for rsv in list(own.values()):
@@ -170,6 +175,7 @@ class PmemSet:
     granularity.
     """
 
+    @surfaces
     def __init__(self, config: Config) -> None:
         if not isinstance(config, Config):
             raise TypeError(f"PmemSet needs a Config, not {type(config).__name__}")
@@ -180,9 +186,7 @@ class PmemSet:
         if space is None:
             space = rsv.space if rsv is not None else _default_space()
         if rsv is not None:
-            owns = getattr(space, "owns", None)
-            live = owns(rsv) if owns is not None else (rsv.space is space and not rsv.released)
-            if not live:
+            if not space.owns(rsv):
                 raise ValueError(f"{rsv!r} is not a live reservation of the config's address space")
             if rsv.set_owned:
                 raise ValueError(f"{rsv!r} belongs to another PmemSet; reserve one with space.reserve()")
@@ -201,9 +205,8 @@ class PmemSet:
         #: Exceptions raised by the event callback for PART_ADD / PART_REMOVE (after the
         #: change committed), oldest first, as ``(event, exception)``.
         self.callback_errors: list[tuple[Event, Exception]] = []
-        self._flush_may_fail: bool = getattr(space, "flush_may_fail", True)
-        lock = getattr(space, "lock", None)
-        self._lock: threading.RLock = lock if lock is not None else threading.RLock()
+        self._flush_may_fail: bool = space.flush_may_fail
+        self._lock: threading.RLock = space.lock
         self._finalizer = weakref.finalize(
             self, _release_everything, space, self._maps, self._own_rsvs, self._lock, self._plan
         )
@@ -317,7 +320,7 @@ class PmemSet:
         self._check_open()
         self._own_part(part)
         source = part.source
-        file = source._open_file()
+        file = source.file
         offset = part.offset
         undo: list[Callable[[], None]] = []
         try:
@@ -394,7 +397,7 @@ class PmemSet:
             return
         self._fault(FaultSite.FILE_TRUNCATE, f"cannot grow the source file from {old} to {want} bytes")
         try:
-            source._truncate(want)
+            _files.truncate(source.file.fd, want)
         except (OSError, OverflowError, MemoryError) as exc:
             err = getattr(exc, "errno", None)
             raise PmemsetError(
@@ -402,7 +405,7 @@ class PmemSet:
                 f"cannot grow the source file from {old} to offset {offset} + length {length} = {want} bytes",
                 os_errno=err if isinstance(err, int) and err > 0 else None,
             ) from exc
-        undo.append(lambda: source._truncate(old))
+        undo.append(lambda: _files.truncate(source.file.fd, old))
 
     def _step_granularity(self) -> None:
         if self._granularity not in self._space.supported_granularities:
@@ -480,7 +483,7 @@ class PmemSet:
             raise PmemsetError(
                 ErrorCode.INVALID_PMEM2_MAP, f"offset {offset} is not a multiple of the page size {page}"
             )
-        file = source._open_file()
+        file = source.file
         size = source.size()
         if offset + length > size:
             raise PmemsetError(
@@ -700,7 +703,7 @@ class PmemSet:
                 os_errno=exc.errno or _errno.EIO,
             ) from exc
         for m in mappings:
-            if isinstance(m.file, _OpenFile):
+            if isinstance(m.file, OpenFile):
                 m.file.release()
 
     def _forget(self, rec: _PartMapRecord) -> None:

@@ -1,19 +1,21 @@
-"""Shared fixtures: address spaces per backend, sized files, set factories, state snapshots."""
+"""Shared fixtures: address spaces per backend, sized files, set factories; hypothesis profiles.
+
+Helpers that test modules import (PAGE, make_space, snapshot) live in ``support.sets``.
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, settings
+from support.sets import BACKENDS, make_space
 
-import pmemsim
 from pmemsim import Config, FaultPlan, Granularity, PmemSet, Reservation
-from pmemsim.testing import ops
+from pmemsim.addrspace import AddressSpace
 
 # "ci" is derandomized: every CI run explores the same examples, so a green run stays
 # green; "dev" and "long" draw new examples each run to keep finding new cases.
@@ -24,36 +26,20 @@ settings.register_profile("dev", max_examples=30, deadline=None)
 settings.register_profile("long", max_examples=2000, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
-PAGE = 4096
 
-#: Backends the backend-independent suites run on (the same tests, parametrised).
-BACKENDS = ["sim", "mmap"]
-
-
-def make_space(backend: str, **kwargs: Any) -> pmemsim.LayoutAddressSpace:
-    """A fresh address space of the named backend."""
-    if backend == "sim":
-        return pmemsim.SimulatedAddressSpace(**kwargs)
-    if backend == "mmap":
-        return pmemsim.MmapAddressSpace(**kwargs)
-    raise ValueError(backend)
-
-
-@pytest.fixture(params=BACKENDS)
+@pytest.fixture(params=list(BACKENDS))
 def backend(request: pytest.FixtureRequest) -> str:
     """The name of the backend under test ("sim", later also "mmap")."""
     return str(request.param)
 
 
 @pytest.fixture
-def space(backend: str) -> Iterator[pmemsim.LayoutAddressSpace]:
+def space(backend: str) -> Iterator[AddressSpace]:
     """A fresh address space of the backend under test, checked for consistency at teardown."""
     sp = make_space(backend)
     yield sp
     sp._check()
-    close = getattr(sp, "close", None)
-    if close is not None:
-        close()
+    sp.close()
 
 
 @pytest.fixture
@@ -74,7 +60,7 @@ def make_file(tmp_path: Path) -> Callable[..., str]:
 
 
 @pytest.fixture
-def make_set(space: pmemsim.LayoutAddressSpace) -> Iterator[Callable[..., PmemSet]]:
+def make_set(space: AddressSpace) -> Iterator[Callable[..., PmemSet]]:
     """``make_set(granularity=PAGE, reservation=None, fault_plan=None, event_callback=None)``.
 
     Every set made is checked (``_check``) and closed at teardown.
@@ -104,19 +90,3 @@ def make_set(space: pmemsim.LayoutAddressSpace) -> Iterator[Callable[..., PmemSe
         if not pset.closed:
             pset._check()
         pset.close()
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    """Everything a failed call promises not to change: the library's snapshot plus file sizes."""
-
-    state: ops.Snapshot
-    file_sizes: tuple[int, ...]
-
-
-def snapshot(
-    pset: PmemSet, *paths: str, part: pmemsim.Part | None = None, sources: tuple[pmemsim.Source, ...] = ()
-) -> Snapshot:
-    """Capture the observable state of ``pset``, its address space, files (by path) and a part."""
-    state = ops.snapshot(pset, sources, parts=() if part is None else (part,))
-    return Snapshot(state, tuple(os.stat(p).st_size for p in paths))

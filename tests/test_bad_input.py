@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import PAGE, Snapshot, snapshot
+from support.sets import PAGE, Snapshot, snapshot
 
 import pmemsim
 from pmemsim import (
@@ -527,7 +527,7 @@ def test_config_wrong_types(kwargs, want, says):
 
 
 def test_released_or_foreign_reservation(space, backend):
-    from conftest import make_space
+    from support.sets import make_space
 
     rsv = space.reserve(2 * PAGE)
     space.release(rsv)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import PAGE, snapshot
+from support.sets import PAGE, snapshot
 
 import pmemsim
 from pmemsim import ErrorCode, FaultPlan, Granularity, PartDescriptor, PmemSet, PmemsetError, Source

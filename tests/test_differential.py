@@ -295,7 +295,7 @@ class World:
 
     def temp_fd(self) -> int:
         """The descriptor of the current temporary source (it has no path)."""
-        return self.sources["temp"]._open_file().fd
+        return self.sources["temp"].file.fd
 
     def truncate(self, slot: str, size: int) -> None:
         """Change a file's size behind the set's back, as another program would."""
@@ -1142,7 +1142,7 @@ def test_source_whose_file_was_unlinked_still_maps(mspace, tmp_path):
         assert pset.read(d.addr, 4) == b"uuuu"
         pset.memcpy(d.addr + 10, b"still here")
         pset.persist(d.addr + 10, 10)
-        fd = src._open_file().fd
+        fd = src.file.fd
         assert os.pread(fd, 10, PAGE + 10) == b"still here"
         # Whole-source and past-the-end parts behave as for a linked file.
         whole = pset.part_map(pset.part_new(src, 0, 0))

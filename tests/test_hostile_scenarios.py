@@ -258,10 +258,10 @@ def test_image_must_be_a_regular_file(tmp_path: Path, kind: str) -> None:
         img.symlink_to("/dev/zero")
         # A symlink out of the folder is refused first; a device inside it cannot be made
         # without privileges, so check the device refusal through the helper directly.
-        from pmemsim.scenario.loader import InputRefused, check_regular_file
+        from pmemsim._files import InputFileError, check_regular_file
 
-        with pytest.raises(InputRefused, match="a character device, not a regular file"):
-            check_regular_file("/dev/zero", 1 << 20)
+        with pytest.raises(InputFileError, match="a character device, not a regular file"):
+            check_regular_file("/dev/zero", 1 << 20, "an image")
         return
     word = {"fifo": "a FIFO", "directory": "a directory"}[kind]
     where = f"{tmp_path / 's.toml'}:4: sources[0].image"

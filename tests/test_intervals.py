@@ -86,13 +86,6 @@ class Model:
                 return a
         return None
 
-    def free_after(self, addr: int) -> int:
-        owner = self.owner_map()
-        n = 0
-        while self.low <= addr + n < self.high and owner[addr + n] is None:
-            n += 1
-        return n
-
     def find(self, addr: int) -> tuple[int, int, object] | None:
         s = self.owner_map()[addr]
         return None if s is None else (s, *self.spans[s])
@@ -238,16 +231,10 @@ class IntervalMapMachine(RuleBasedStateMachine):
         assert self.map.is_free(inner, gend)
         assert not self.map.is_free(gstart, gend + 1)
         assert not self.map.is_free(gstart - 1, gend)
-        assert self.map.free_after(inner) == gend - inner
-        assert self.map.free_after(gend) == self.model.free_after(gend)
         assert self.map.first_fit(gend - gstart) == self.model.first_fit(gend - gstart)
         assert self.map.first_fit(gend - gstart + 1) == self.model.first_fit(gend - gstart + 1)
         assert self.map.last_fit(gend - gstart) == self.model.last_fit(gend - gstart)
         assert self.map.last_fit(gend - gstart + 1) == self.model.last_fit(gend - gstart + 1)
-
-    @rule(addr=addrs)
-    def free_after(self, addr: int) -> None:
-        assert self.map.free_after(addr) == self.model.free_after(addr)
 
     @rule(size=sizes)
     def first_fit(self, size: int) -> None:
@@ -326,7 +313,7 @@ def test_empty_map() -> None:
     assert list(m) == [] and list(m.gaps()) == []
     assert m.first_fit(1) is None
     assert m.find(LOW) is None
-    assert m.free_after(LOW) == 0
+    assert not m.is_free(LOW, LOW + 1)
     assert m.is_free(LOW, LOW) is True
     assert m.is_free(LOW, LOW + 1) is False
     assert m.intersecting(0, TOP) == []
@@ -342,9 +329,9 @@ def test_fresh_map_is_one_gap() -> None:
     assert list(m.gaps()) == [(LOW, HIGH)]
     assert m.first_fit(HIGH - LOW) == LOW
     assert m.first_fit(HIGH - LOW + 1) is None
-    assert m.free_after(LOW + 3) == HIGH - LOW - 3
-    assert m.free_after(HIGH) == 0
-    assert m.free_after(LOW - 1) == 0
+    assert m.is_free(LOW + 3, HIGH) and not m.is_free(LOW + 3, HIGH + 1)
+    assert not m.is_free(HIGH, HIGH + 1)
+    assert not m.is_free(LOW - 1, LOW)
 
 
 @pytest.mark.parametrize(("low", "high"), [(-8, 16), (32, 16), (-1, -1)])
@@ -439,7 +426,7 @@ def test_set_bounds_grows_and_shrinks_around_intervals() -> None:
     m.set_bounds(48, 64)  # shrink to exactly the interval
     m._check()
     assert list(m.gaps()) == []
-    assert m.free_after(64) == 0
+    assert not m.is_free(64, 65)
     for low, high in [(49, 64), (48, 63), (56, 128), (0, 50)]:
         before = state(m)
         with pytest.raises(ValueError, match="cut"):
@@ -476,5 +463,5 @@ def test_intersecting_and_find_at_edges() -> None:
     assert m.intersecting(60, 1000) == []
     assert m.get(20) == (30, "b")
     assert m.get(21) is None
-    assert m.free_after(30) == 20
-    assert m.free_after(29) == 0
+    assert m.is_free(30, 50) and not m.is_free(30, 51)
+    assert not m.is_free(29, 30)

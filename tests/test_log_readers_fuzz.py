@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_persistence_examples import BUGGY, CORRECT
+from support.examples import BUGGY, CORRECT
 
 from pmemsim.persistence import LogError, PmemcheckFormatError, Recorder, Store, StoreLog, dumps_pmemcheck
 from pmemsim.persistence.pmemcheck import LogWarning, loads_pmemcheck

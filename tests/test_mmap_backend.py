@@ -8,7 +8,7 @@ import os
 import time
 
 import pytest
-from conftest import PAGE, snapshot
+from support.sets import PAGE, snapshot
 
 import pmemsim
 from pmemsim import Coalescing, Config, ErrorCode, Granularity, MemFlags, PmemSet, PmemsetError, Source
@@ -205,7 +205,7 @@ def test_read_only_descriptor_gives_invalid_pmem2_map_and_leaks_nothing(mspace, 
 def test_backend_refuses_bad_map_requests_before_any_system_call(mspace, make_file):
     path = make_file(2 * PAGE)
     with Source.from_file(path) as src:
-        file = src._open_file()
+        file = src.file
         rsv = mspace.reserve(4 * PAGE)
         kernel_before = vmas_in(mspace)
         cases = [

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from conftest import PAGE
+from support.sets import PAGE
 
 from pmemsim import (
     Coalescing,

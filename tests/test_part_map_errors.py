@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import PAGE, snapshot
+from support.sets import PAGE, snapshot
 
 import pmemsim
 from pmemsim import (

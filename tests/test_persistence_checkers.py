@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_persistence_examples import BUGGY, CORRECT, Q, check_flag
+from support.examples import BUGGY, CORRECT, Q, check_flag
 
 from pmemsim.persistence import CallableChecker, ProgramChecker, Verdict, as_checker, replay
 

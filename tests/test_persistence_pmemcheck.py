@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_persistence_examples import BUGGY, CORRECT, check_flag, check_undo
+from support.examples import BUGGY, CORRECT, check_flag, check_undo
 
 from pmemsim.persistence import (
     Fence,

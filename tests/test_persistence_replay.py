@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_persistence_examples import BUGGY, CORRECT, Q, check_flag, check_undo, undo_program
+from support.examples import BUGGY, CORRECT, Q, check_flag, check_undo, undo_program
 
 from pmemsim.persistence import (
     Checker,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_persistence_examples import BUGGY, Q, check_flag
+from support.examples import BUGGY, Q, check_flag
 
 from pmemsim.persistence import (
     Recorder,

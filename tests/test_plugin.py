@@ -687,7 +687,7 @@ def test_applog_example_passes():
         timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "11 passed" in result.stdout
+    assert "14 passed" in result.stdout
 
 
 def test_an_empty_crash_check_fails_the_test(run):

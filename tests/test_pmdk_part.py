@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from conftest import PAGE, snapshot
+from support.sets import PAGE, snapshot
 
 from pmemsim import (
     Coalescing,

@@ -35,6 +35,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
+from support.examples import DATA, FLAG, PAYLOAD, flag_program, torn_program, undo_program
 from support.pmreorder import (
     ENGINES,
     Case,
@@ -45,7 +46,6 @@ from support.pmreorder import (
     run_pmemsim_cli,
     run_pmreorder,
 )
-from test_persistence_examples import DATA, FLAG, PAYLOAD, flag_program, torn_program, undo_program
 
 from pmemsim.persistence import NothingToCheck, Recorder, StoreLog, shrink
 

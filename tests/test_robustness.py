@@ -9,7 +9,7 @@ import errno
 import os
 
 import pytest
-from conftest import PAGE, snapshot
+from support.sets import PAGE, snapshot
 
 import pmemsim
 from pmemsim import (

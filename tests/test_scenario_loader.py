@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from pmemsim import Coalescing, ErrorCode, Granularity, MemFlags, SourceFlags
+from pmemsim.addrspace import BACKENDS
 from pmemsim.faults import FaultSite
 from pmemsim.persistence import ENGINES
 from pmemsim.scenario import (
@@ -127,6 +128,7 @@ def test_schema_enums_match_the_code() -> None:
     assert defs["mem_flags"]["items"]["enum"] == [f.name for f in MemFlags]
     assert defs["engine"]["anyOf"][0]["enum"] == list(ENGINES)
     assert props["faults"]["items"]["properties"]["site"]["enum"] == [s.value for s in FaultSite]
+    assert props["backends"]["items"]["enum"] == list(BACKENDS)
     flags = props["sources"]["items"]["properties"]["flags"]["items"]["enum"]
     assert flags == [f.name for f in SourceFlags]
     source_keys = set(props["sources"]["items"]["properties"])
@@ -321,7 +323,7 @@ def test_crash_without_record_and_with_two_checkers(tmp_path: Path) -> None:
         """,
     )
     text = "\n".join(problems_of(path))
-    assert "give exactly one of 'checker' (module:function) or 'program'" in text
+    assert "give exactly one of 'checker' (module:function), 'program' (a command), 'recover'" in text
     assert 'add a step with op = "record"' in text
 
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 
 from pmemsim import PmemSet, PmemsetError
+from pmemsim.addrspace import BACKENDS
 from pmemsim.errors import ErrorCode
 from pmemsim.report.results import Outcome, RunKind
 from pmemsim.scenario import load_scenario, loads_scenario, run_scenario
 from pmemsim.scenario import runner as runner_module
 
 SCENARIOS = Path(__file__).resolve().parent.parent / "scenarios"
-BACKENDS = ["sim", "mmap"]
 
 
 def edited(name: str, old: str, new: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conftest import PAGE, snapshot
+from support.sets import PAGE, snapshot
 
 import pmemsim
 from pmemsim import Coalescing, ErrorCode, PmemsetError, Source

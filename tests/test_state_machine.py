@@ -20,7 +20,6 @@ from hypothesis.stateful import run_state_machine_as_test
 
 from pmemsim import Coalescing
 from pmemsim.addrspace.base import Reservation
-from pmemsim.addrspace.layout import LayoutAddressSpace
 from pmemsim.pmemset import PmemSet
 from pmemsim.testing import PmemsetStateMachine
 
@@ -42,12 +41,8 @@ TestPmemsetMachine.settings = settings(_BASE, max_examples=max(200, settings.def
 class MmapMachine(PmemsetStateMachine):
     """The same machine on real mappings (kernel page size)."""
 
+    backend = "mmap"
     page_size = 4096
-
-    def make_space(self) -> LayoutAddressSpace:
-        from pmemsim.addrspace.mmap import MmapAddressSpace
-
-        return MmapAddressSpace(self.space_pages * self.page_size, page_size=self.page_size)
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the mmap backend is Linux-only")

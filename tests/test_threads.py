@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterator
 
 import pytest
-from conftest import PAGE
+from support.sets import PAGE
 
 from pmemsim import (
     Config,

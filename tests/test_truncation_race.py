@@ -13,7 +13,7 @@ import sys
 import textwrap
 
 import pytest
-from conftest import PAGE
+from support.sets import PAGE
 
 from pmemsim import MemFlags, PmemsetError, Source
 

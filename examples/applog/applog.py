@@ -14,6 +14,12 @@ crash image passes :func:`check`.
 are flushed and then fenced together, so a crash before that fence may leave the new
 ``used`` on media without the entry it publishes. Its tests show the ``crash_check``
 fixture catching that.
+
+:class:`LazyAppLog` skips the last fence: ``append`` returns before the new ``used`` is
+durable. Every crash image is still a consistent log, so :func:`check` passes it, but
+a crash right after ``append`` returned loses the entry. ``crash_check(recover=parse)``
+catches that with no checker written: a crash after an operation must recover to the
+value after it (durable linearizability).
 """
 
 from __future__ import annotations
@@ -84,6 +90,14 @@ class BuggyAppLog(AppLog):
     def _publish(self, at: int, entry: bytes, used: int) -> None:
         self.pset.memcpy(at, entry, flags=MemFlags.NODRAIN)  # BUG: no fence before publishing
         self.pset.memcpy(self.addr, _USED.pack(used))
+
+
+class LazyAppLog(AppLog):
+    """``used`` is flushed but not fenced: ``append`` returns before the entry is durably published."""
+
+    def _publish(self, at: int, entry: bytes, used: int) -> None:
+        self.pset.memcpy(at, entry)
+        self.pset.memcpy(self.addr, _USED.pack(used), flags=MemFlags.NODRAIN)  # BUG: not durable on return
 
 
 def parse(image: bytes | memoryview) -> list[bytes]:

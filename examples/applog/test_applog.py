@@ -10,7 +10,7 @@ import shutil
 import tempfile
 
 import pytest
-from applog import AppLog, BuggyAppLog, LogFull, check, parse
+from applog import AppLog, BuggyAppLog, LazyAppLog, LogFull, check, parse
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
@@ -91,6 +91,40 @@ def test_crash_check_catches_the_buggy_append(pmemset, pmem_file, crash_check):
     with pytest.raises(pytest.fail.Exception, match="Minimal crash") as info, crash_check(check):
         log.append(b"published too early")
     assert "LOST" in str(info.value) and "PERSISTED" in str(info.value)
+
+
+# -- durable linearizability: recover=, no checker written -------------------------------------------
+
+
+@pytest.mark.pmemsim(device="dax")
+def test_append_is_durably_linearizable(pmemset, pmem_file, crash_check):
+    # parse() is the log's recovery: every crash must leave the entries before or after each append.
+    log = AppLog.open(pmemset, pmem_file)
+    log.append(b"before recording")
+    with crash_check(recover=parse):
+        log.append(b"first")
+        log.append(b"second, longer than a cache line " * 3)
+
+
+def test_recovery_catches_the_buggy_append(pmemset, pmem_file, crash_check):
+    log = BuggyAppLog.open(pmemset, pmem_file)
+    with pytest.raises(pytest.fail.Exception, match="Minimal crash") as info, crash_check(recover=parse):
+        log.append(b"published too early")
+    assert "recover raised ValueError" in str(info.value)
+    assert "allowed: [] (before it) or [b'published too early'] (after it)" in str(info.value)
+
+
+def test_only_recovery_catches_an_append_that_returns_before_it_is_durable(pmemset, pmem_file, crash_check):
+    log = LazyAppLog.open(pmemset, pmem_file)
+    with crash_check(check):  # every crash image is a consistent log: the checker has nothing to say
+        log.append(b"not durable on return")
+    with pytest.raises(pytest.fail.Exception, match="Minimal crash") as info, crash_check(recover=parse):
+        log.append(b"lost after append returned")
+    # A crash after the append returned (outside any operation) recovers to the log without it.
+    assert "outside any operation" in str(info.value)
+    assert "allowed: [b'not durable on return', b'lost after append returned'] (the current value)" in str(
+        info.value
+    )
 
 
 # -- a stateful test -----------------------------------------------------------------------------------

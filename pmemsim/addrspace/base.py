@@ -12,8 +12,11 @@ range free?" and "where is the first gap that fits?" have one answer everywhere.
 
 from __future__ import annotations
 
+import os
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Protocol, runtime_checkable
 
 from pmemsim.addrspace.intervals import IntervalMap
@@ -25,9 +28,13 @@ __all__ = [
     "FileRef",
     "MapFailed",
     "Mapping",
+    "NotMapped",
+    "Occupied",
     "OutOfAddressSpace",
+    "Placement",
     "RangeOccupied",
     "Reservation",
+    "check_address_space",
 ]
 
 
@@ -49,6 +56,25 @@ class MapFailed(AddressSpaceError, OSError):
     def __init__(self, message: str, errno: int | None = None) -> None:
         super().__init__(message)
         self.errno = errno
+
+
+class NotMapped(AddressSpaceError, ValueError):
+    """Part of the requested range has no file mapped there."""
+
+
+class Placement(StrEnum):
+    """Where new reservations go: the lowest gap that fits, or the highest (like Linux mmap)."""
+
+    BOTTOM_UP = "bottom-up"
+    TOP_DOWN = "top-down"
+
+
+@dataclass(eq=False)
+class Occupied:
+    """A foreign mapping placed with :meth:`AddressSpace.occupy`."""
+
+    addr: int
+    size: int
 
 
 @runtime_checkable
@@ -140,7 +166,17 @@ class Reservation:
 
 
 class AddressSpace(Protocol):
-    """What the core needs from a backend. Addresses and sizes are ints (bytes)."""
+    """Everything the core and the test tools ask of a backend. Addresses and sizes are ints (bytes).
+
+    Three groups: what a set maps with (reserve ... device_granularity), the set's
+    housekeeping (``lock``, ``owns``, ``flush_may_fail``, ``close``), and what tests
+    inspect and break on purpose (bounds, placement, ``occupy`` ... ``_check``). Both
+    shipped backends get all of it from
+    :class:`~pmemsim.addrspace.layout.LayoutAddressSpace`; a new backend subclasses it
+    and implements its ``_os_*`` hooks.
+    """
+
+    # -- what a set maps with -------------------------------------------------------------
 
     @property
     def page_size(self) -> int:
@@ -149,8 +185,11 @@ class AddressSpace(Protocol):
 
     @property
     def supported_granularities(self) -> frozenset[Granularity]:
-        """Store granularities a set on this space may require."""
+        """Store granularities a set on this space may require (tests narrow them)."""
         ...
+
+    @supported_granularities.setter
+    def supported_granularities(self, grans: frozenset[Granularity]) -> None: ...
 
     def reserve(self, size: int, addr: int | None = None) -> Reservation:
         """Reserve ``size`` bytes (at ``addr`` when given). Raises OutOfAddressSpace / RangeOccupied."""
@@ -203,3 +242,93 @@ class AddressSpace(Protocol):
     def device_granularity(self, file: FileRef) -> Granularity:
         """The store granularity of the device holding ``file`` (PAGE for a regular file)."""
         ...
+
+    # -- the set's housekeeping -----------------------------------------------------------
+
+    @property
+    def lock(self) -> threading.RLock:
+        """Held by every public call of the space and of every set on it (one call at a time)."""
+        ...
+
+    @property
+    def flush_may_fail(self) -> bool:
+        """False when flush is bookkeeping only: a set then keeps no undo copy for a memcpy."""
+        ...
+
+    def owns(self, rsv: Reservation) -> bool:
+        """True when ``rsv`` is a live reservation this space made."""
+        ...
+
+    def close(self) -> None:
+        """Give back whatever the space holds of the system (idempotent; nothing for a simulator)."""
+        ...
+
+    # -- what tests inspect and break ------------------------------------------------------
+
+    @property
+    def low(self) -> int:
+        """Lowest usable address."""
+        ...
+
+    @property
+    def high(self) -> int:
+        """One past the highest usable address."""
+        ...
+
+    @property
+    def placement(self) -> Placement:
+        """Where new reservations go."""
+        ...
+
+    @property
+    def used(self) -> int:
+        """Bytes taken by reservations and occupied ranges."""
+        ...
+
+    def reservations(self) -> list[Reservation]:
+        """Every live reservation, in address order."""
+        ...
+
+    def occupy(self, addr: int, size: int) -> Occupied:
+        """Place a foreign mapping at ``[addr, addr+size)`` that sets must step around."""
+        ...
+
+    def free(self, addr: int) -> None:
+        """Remove the occupied range starting at ``addr``."""
+        ...
+
+    def occupied(self) -> list[Occupied]:
+        """Every occupied range, in address order."""
+        ...
+
+    def is_free(self, addr: int, size: int) -> bool:
+        """True when nothing (reservation or occupied range) touches ``[addr, addr+size)``."""
+        ...
+
+    def mapping_at(self, addr: int) -> Mapping | None:
+        """The file mapping containing ``addr``, or None."""
+        ...
+
+    def set_device_granularity(self, path: str | os.PathLike[str], granularity: Granularity) -> None:
+        """Pretend the file at ``path`` lives on a device of ``granularity``."""
+        ...
+
+    def _check(self) -> None:
+        """Assert the bookkeeping is consistent (tests call it after every change)."""
+        ...
+
+
+#: The names an object must have to serve as an :class:`AddressSpace`, in declaration order.
+SPACE_MEMBERS: tuple[str, ...] = tuple(
+    name
+    for name in vars(AddressSpace)
+    if not name.startswith("__") and name not in ("_is_protocol", "_abc_impl")
+)
+
+
+def check_address_space(space: object) -> AddressSpace:
+    """``space`` when it has every member of :class:`AddressSpace`; TypeError naming what it lacks."""
+    missing = [name for name in SPACE_MEMBERS if not hasattr(space, name)]
+    if missing:
+        raise TypeError(f"{type(space).__name__} is not an address space: it lacks {', '.join(missing)}")
+    return space  # type: ignore[return-value]  # checked member by member above

@@ -147,13 +147,6 @@ class IntervalMap(Generic[V]):
         gap = self._gap_at(start)
         return gap is not None and gap[1] >= end
 
-    def free_after(self, addr: int) -> int:
-        """How many free bytes start exactly at ``addr`` (0 if ``addr`` is taken or outside)."""
-        gap = self._gap_at(addr)
-        if gap is None:
-            return 0
-        return max(gap[1] - addr, 0)
-
     def first_fit(self, size: int) -> int | None:
         """Lowest start of a free range of ``size`` bytes, or None when none fits."""
         if size <= 0:

@@ -26,15 +26,15 @@ import functools
 import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from typing import ParamSpec, TypeVar
 
 from pmemsim.addrspace.base import (
-    AddressSpaceError,
     FileRef,
     Mapping,
+    NotMapped,
+    Occupied,
     OutOfAddressSpace,
+    Placement,
     RangeOccupied,
     Reservation,
 )
@@ -44,25 +44,6 @@ from pmemsim.enums import Granularity
 __all__ = ["LayoutAddressSpace", "NotMapped", "Occupied", "Placement"]
 
 _ALL_GRANULARITIES = frozenset(Granularity)
-
-
-class Placement(StrEnum):
-    """Where new reservations go: the lowest gap that fits, or the highest (like Linux mmap)."""
-
-    BOTTOM_UP = "bottom-up"
-    TOP_DOWN = "top-down"
-
-
-class NotMapped(AddressSpaceError, ValueError):
-    """Part of the requested range has no file mapped there."""
-
-
-@dataclass(eq=False)
-class Occupied:
-    """A foreign mapping placed with :meth:`LayoutAddressSpace.occupy`."""
-
-    addr: int
-    size: int
 
 
 _P = ParamSpec("_P")
@@ -157,6 +138,9 @@ class LayoutAddressSpace:
     #: False for a backend whose flush is bookkeeping only (it never fails), so a set
     #: need not keep the old bytes of a memcpy to put back should the flush fail.
     flush_may_fail: bool = True
+
+    def close(self) -> None:
+        """Give back what the space holds of the system: nothing here (a backend with an arena overrides)."""
 
     @property
     def used(self) -> int:

@@ -50,7 +50,6 @@ import mmap as _mmap
 import os
 import stat
 import sys
-import types
 import weakref
 from dataclasses import dataclass, field
 
@@ -59,7 +58,6 @@ from pmemsim.addrspace.base import FileRef, MapFailed, Mapping
 from pmemsim.addrspace.layout import LayoutAddressSpace, NotMapped, Occupied, Placement
 from pmemsim.enums import Granularity
 from pmemsim.faults import OsCall
-from pmemsim.source import preallocate, read_at, write_at
 
 __all__ = ["DEFAULT_ARENA_SIZE", "MmapAddressSpace"]
 
@@ -362,14 +360,10 @@ class MmapAddressSpace(LayoutAddressSpace):
         fd = file.fd
         if not isinstance(fd, int) or isinstance(fd, bool) or fd < 0:
             raise MapFailed(f"invalid file descriptor {fd!r}", _errno.EBADF)
-        if not isinstance(os, types.ModuleType):
-            # pyfakefs swapped this module's ``os`` for a fake: ``fd`` is a fake descriptor,
-            # and the kernel would map whatever real file happens to have that number.
-            raise MapFailed(
-                "a fake file system (pyfakefs) is active: its descriptors cannot be mmap'ed; "
-                "use SimulatedAddressSpace with fake files",
-                _errno.EBADF,
-            )
+        try:
+            _files.check_mmapable()
+        except OSError as exc:
+            raise MapFailed(str(exc.strerror), exc.errno) from exc
         try:
             st = _files.fstat(fd)
         except OSError as exc:
@@ -382,7 +376,7 @@ class MmapAddressSpace(LayoutAddressSpace):
                 f"file of {st.st_size} bytes is shorter than offset {file_offset} + length {length}"
             )
         try:
-            preallocate(fd, file_offset, length)
+            _files.preallocate(fd, file_offset, length)
         except OSError as exc:
             raise MapFailed(
                 f"cannot allocate blocks for [{file_offset:#x}, {file_offset + length:#x}) of fd {fd}: "
@@ -460,12 +454,12 @@ class MmapAddressSpace(LayoutAddressSpace):
         self._live(mapping, offset, n)
         # pread, not a load through the mapping: past the end of a file another process
         # shrank it returns a short count (zeros here) where a load would raise SIGBUS.
-        return read_at(mapping.file.fd, mapping.file_offset + offset, n)
+        return _files.read_at(mapping.file.fd, mapping.file_offset + offset, n)
 
     def _os_write(self, mapping: Mapping, offset: int, data: memoryview) -> None:
         self._live(mapping, offset, len(data))
         # pwrite, not a store: past the end it grows the file where a store would SIGBUS.
-        write_at(mapping.file.fd, mapping.file_offset + offset, data)
+        _files.write_at(mapping.file.fd, mapping.file_offset + offset, data)
 
     def _os_flush(self, mapping: Mapping, offset: int, n: int) -> None:
         rec = self._live(mapping, offset, n)

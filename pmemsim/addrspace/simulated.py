@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from errno import EACCES
 
+from pmemsim._files import not_read_write, read_at, write_at
 from pmemsim.addrspace.base import FileRef, MapFailed, Mapping
 from pmemsim.addrspace.layout import LayoutAddressSpace, Placement
 from pmemsim.enums import Granularity
-from pmemsim.source import not_read_write, read_at, write_at
 
 __all__ = ["SimulatedAddressSpace"]
 

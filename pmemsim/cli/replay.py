@@ -53,6 +53,14 @@ error instead of killing it. A --checker-prog command gets the image file path a
 last argument and answers by exit status (0 consistent), exactly as pmreorder's
 -c prog, with PMREORDER_MARKERS set.
 
+--recover / --recover-prog check durable linearizability instead, with no checker
+written: the function (or program) recovers the pool as a restart would and returns
+(prints) its contents; a crash inside an operation (an outermost MARKER.BEGIN/.END
+section) must recover to the value before it or after it, anywhere else to the
+current value. A recovery that raises (exits non-zero) is an inconsistency. The values
+at the operations' boundaries are recovered from the log before exploring; recovery
+failing there (no crash involved) is exit 2. A program's output is compared as text.
+
 Runs that sample (Random, ReorderPartial) or hit --max-states say NOT EXHAUSTIVE.
 """
 
@@ -64,6 +72,8 @@ examples:
   pmemsim replay store.log --engine Random:7:500 --workers 2 --checker mychecks:pool_ok
   pmemsim replay store.log --image /mnt/pmem/pool=pool.pristine --checker-prog ./check
   pmemsim replay saved.json --checker mychecks:pool_ok --json > verdict.json
+  pmemsim replay store.log --recover mypool:contents             no checker: before or after each operation
+  pmemsim replay store.log --recover-prog "./pool_dump"           a C recovery printing the contents
 
 engines: NoReorderNoCheck, NoReorderDoCheck, ReorderFull, ReorderPartial, ReorderAccumulative,
 ReorderReverseAccumulative (pmreorder's), Exhaustive (every distinct image the x86 ADR model
@@ -107,6 +117,18 @@ def _configure_replay(p: argparse.ArgumentParser) -> None:
         metavar='"CMD ARGS"',
         help="program checker, split like a shell command; the image path is appended and exit "
         'status 0 means consistent (e.g. --checker-prog "python3 check.py --strict")',
+    )
+    which.add_argument(
+        "--recover",
+        metavar="MODULE:FUNCTION",
+        help="durable linearizability instead of a checker: FUNCTION(image) -> value recovers the pool; "
+        "each crash must give the value before or after its operation (e.g. --recover mypool:contents)",
+    )
+    which.add_argument(
+        "--recover-prog",
+        metavar='"CMD ARGS"',
+        help="as --recover, with a program that gets the image path appended and prints the value, "
+        'compared as text (e.g. --recover-prog "./pool_dump --entries")',
     )
     p.add_argument(
         "--workers",
@@ -262,6 +284,9 @@ def replay_command(args: argparse.Namespace) -> int:
             return bad(str(exc))
     if getattr(args, "dask", None) is not None and args.workers != 1:
         return bad("--dask and --workers do not mix: the cluster's workers explore the slices")
+    recover, recover_prog = getattr(args, "recover", None), getattr(args, "recover_prog", None)
+    if (recover or recover_prog) and (getattr(args, "shard", None) or getattr(args, "dask", None)):
+        return bad("--recover and --recover-prog do not work with --shard or --dask yet")
 
     import os
 
@@ -278,9 +303,11 @@ def replay_command(args: argparse.Namespace) -> int:
     cwd = os.getcwd()
     sys.path.insert(0, cwd)
     try:
-        checker: Checker
+        checker: Checker | Any
         try:
-            if args.checker is not None:
+            if recover is not None or recover_prog is not None:
+                checker = _load_recovery(recover, recover_prog, args)
+            elif args.checker is not None:
                 with QuietStdout(bool(args.json or getattr(args, "shard", None))):  # import-time prints
                     function = _load_checker(args.checker)
                 checker = CallableChecker(function, timeout=args.timeout)
@@ -369,7 +396,7 @@ def _replay(
     import gc
     import json
 
-    from pmemsim.persistence.checkers import CallableChecker, CheckerError
+    from pmemsim.persistence.checkers import Checker, CheckerError
     from pmemsim.persistence.explore import NothingToCheck, plan_replay, replay
     from pmemsim.persistence.image import initial_images
     from pmemsim.persistence.log import LogError
@@ -392,6 +419,14 @@ def _replay(
     except LogError as exc:
         hint = "give the file's content before the first store with --image FILE=PATH"
         return bad(f"{located(args.log, exc)}; {hint}")
+    if not isinstance(checker, Checker):  # --recover: the values at the operations' boundaries, first
+        from pmemsim.persistence.linearizability import RecoveryChecker
+
+        try:
+            with QuietStdout(machine):
+                checker = RecoveryChecker.for_log(log, checker, images=before)
+        except CheckerError as exc:
+            return bad(str(exc))
     kind = "saved pmemsim log" if _is_saved(args.log) else "pmemcheck store log"
     out.say(
         "[bold]{}[/]: {}, {} records, {} file(s), {} epochs; engine {}{}, checker {}",
@@ -460,7 +495,7 @@ def _replay(
                     workers=args.workers,
                     allow_empty=args.allow_empty,
                     # A Python checker runs in a forked process: one that crashes cannot take the replay.
-                    isolate=isinstance(checker, CallableChecker),
+                    isolate=_runs_python(checker),
                     plan=plan,
                     **options,
                 )
@@ -525,16 +560,46 @@ def _shrink_apart(
     take the command along: that is a CheckerCrashed (the trace is then left out).
     """
     from pmemsim.persistence import parallel
-    from pmemsim.persistence.checkers import CallableChecker
     from pmemsim.persistence.explore import CheckerCrashed
 
-    if not isinstance(checker, CallableChecker):
+    if not _runs_python(checker):
         return shrink(log, failure, checker, images=images, timeout=timeout)
     child = parallel.fork(lambda: shrink(log, failure, checker, images=images, timeout=timeout))
     try:
         return parallel.collect(*child)
     except parallel.WorkerDied as died:
         raise CheckerCrashed(f"the checker crashed its process while shrinking ({died})") from None
+
+
+def _runs_python(checker: Checker) -> bool:
+    """Whether ``checker`` runs the user's Python code in this process (then it is run apart)."""
+    from pmemsim.persistence.checkers import CallableChecker
+    from pmemsim.persistence.linearizability import RecoveryChecker
+
+    return isinstance(checker, CallableChecker) or (
+        isinstance(checker, RecoveryChecker) and checker.runs_python
+    )
+
+
+def _load_recovery(recover: str | None, recover_prog: str | None, args: argparse.Namespace) -> Any:
+    """The --recover function or --recover-prog program (ValueError naming the option when unusable)."""
+    import shlex
+
+    from pmemsim._callables import CallableNotFound, load_callable
+    from pmemsim.persistence.linearizability import recovery_for
+
+    if recover is not None:
+        try:
+            with QuietStdout(bool(args.json)):  # import-time prints
+                function = load_callable(recover)
+        except CallableNotFound as exc:
+            raise ValueError(f"--recover {recover!r}: {exc}") from None
+        return recovery_for(function, timeout=args.timeout)
+    assert recover_prog is not None
+    try:
+        return recovery_for(shlex.split(recover_prog), timeout=args.timeout)
+    except ValueError as exc:  # an empty or unsplittable command, a program not found
+        raise ValueError(f"--recover-prog {recover_prog!r}: {exc}") from None
 
 
 def _verb(args: argparse.Namespace) -> str:

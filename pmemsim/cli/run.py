@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from rich.console import Console
 
+    from pmemsim.faults import FaultPoint
     from pmemsim.report.results import RunResult
     from pmemsim.scenario.steps import Scenario
 
@@ -32,6 +33,11 @@ progress bar and a results table, and exit 0 only if every expectation held
 (1 if one did not, 2 if a scenario file or path is bad; the other scenarios still
 run). Source files are created in private temporary directories: nothing in your
 directories is written except the outputs you ask for (--junit, --results).
+
+With --fault-sweep each scenario runs once more per hit of every fault site its steps
+reach, failing exactly that hit: the step meeting the failure must fail with a
+libpmemset error and change nothing, or the scenario must pass as written, and nothing
+may leak. Each misbehaving (site, hit) is one line; exit 1 if there is one.
 """
 
 _RUN_EPILOG = """\
@@ -43,6 +49,8 @@ examples:
   pmemsim run scenarios/ --junit junit.xml        JUnit XML for CI
   pmemsim run scenarios/ --json > results.json    results JSON on stdout (table on stderr)
   pmemsim run scenarios/ --seed 42                seed for the Random crash engine
+  pmemsim run --fault-sweep scenarios/            every hit of every fault site, one run each
+  pmemsim run scenarios/a.toml --fault os.msync@3 one run failing the 3rd msync
 """
 
 
@@ -91,6 +99,17 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
         help="also write the results JSON to FILE (e.g. --results reports/scenarios.json)",
     )
     p.add_argument(
+        "--fault-sweep",
+        action="store_true",
+        help="after each scenario's run, run it once per hit of every fault site its steps reach, "
+        "failing that hit; report each (site, hit) that misbehaves",
+    )
+    p.add_argument(
+        "--fault",
+        metavar="SITE@HIT",
+        help="run each scenario with this one failure, judged as in a sweep (e.g. --fault os.msync@3)",
+    )
+    p.add_argument(
         "-q",
         "--quiet",
         action="store_true",
@@ -102,14 +121,16 @@ def _backends(values: list[str] | None) -> tuple[str, ...] | None:
     """The --backend values as a tuple; ValueError naming a bad one."""
     if not values:
         return None
+    from pmemsim.addrspace.backends import BACKENDS
+
     out: list[str] = []
     for value in values:
         for name in value.split(","):
             name = name.strip().lower()
-            names = ("sim", "mmap") if name in ("both", "all") else (name,)
+            names = BACKENDS if name in ("both", "all") else (name,)
             for n in names:
-                if n not in ("sim", "mmap"):
-                    raise ValueError(f"unknown backend {name!r}: use sim, mmap or both")
+                if n not in BACKENDS:
+                    raise ValueError(f"unknown backend {name!r}: use {', '.join(BACKENDS)} or both")
                 if n not in out:
                     out.append(n)
     return tuple(out)
@@ -121,6 +142,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"pmemsim run: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    fault = None
+    if args.fault is not None:
+        from pmemsim.faults import FaultPoint
+
+        if args.fault_sweep:
+            print(
+                "pmemsim run: error: --fault runs one failure: it cannot go with --fault-sweep",
+                file=sys.stderr,
+            )
+            return EXIT_BAD_INPUT
+        try:
+            fault = FaultPoint.parse(args.fault)
+        except ValueError as exc:
+            print(f"pmemsim run: error: --fault: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
     for option, path in (("--junit", args.junit), ("--results", args.results)):
         problem = output_path_problem(path) if path is not None else None
         if problem:
@@ -133,7 +169,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
     from pmemsim.report.terminal import report_console
     from pmemsim.scenario.loader import ScenarioError, discover, load_scenario
-    from pmemsim.scenario.runner import resolve_checker, run_scenario
+    from pmemsim.scenario.runner import resolve_checker, run_scenario, sweep_scenario
 
     console = report_console(stderr=args.json)
     started = time.perf_counter()
@@ -158,23 +194,43 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     results: list[RunResult] = []
     total = sum(len(b) for _, _, b, _ in plan)
-    with _progress(console, total) as advance:
+    with _progress(console, total) as progress:
         for shown, scenario, names, checker in plan:
             for backend in names:
-                advance(f"{scenario.name} [{backend}]")
-                results.append(run_scenario(scenario, backend, seed=args.seed, name=shown, checker=checker))
+                label = f"{scenario.name} [{backend}]"
+                if not args.fault_sweep:
+                    progress.advance(label)
+                    results.append(
+                        run_scenario(
+                            scenario, backend, seed=args.seed, name=shown, checker=checker, fault=fault
+                        )
+                    )
+                    continue
+
+                sweep = sweep_scenario(
+                    scenario,
+                    backend,
+                    seed=args.seed,
+                    name=shown,
+                    checker=checker,
+                    started=_Sweeping(progress, label),
+                )
+                results.extend(sweep)
     load_errors = [
         RunResult(name=shown, kind=RunKind.SCENARIO, backend="-", outcome=Outcome.ERROR, message=msg)
         for shown, msg in bad
     ]
     everything = results + load_errors
 
+    plain = [r for r in results if r.fault is None]
+    faulted = [r for r in results if r.fault is not None]
     if not args.quiet:
-        _print_table(console, results)
-    _print_problems(console, results, bad)
+        _print_table(console, plain, faulted if args.fault_sweep else None)
+    _print_problems(console, plain, bad)
+    _print_misbehaviour(console, faulted, args)
     elapsed = time.perf_counter() - started
     nothing = not plan and not bad
-    _print_summary(console, results, len(bad), elapsed, nothing_selected=nothing)
+    _print_summary(console, plain, len(bad), elapsed, nothing_selected=nothing, faulted=faulted)
 
     doc = ResultsFile(everything)
     try:
@@ -201,10 +257,26 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+class _Sweeping:
+    """``sweep_scenario``'s ``started``: a step of the bar per run; its fault runs are added once known."""
+
+    def __init__(self, progress: _progress, label: str) -> None:
+        self.progress = progress
+        self.label = label
+        self.added = False
+
+    def __call__(self, point: FaultPoint | None, more: int) -> None:
+        if point is not None and not self.added:
+            self.progress.add(more)
+            self.added = True
+        self.progress.advance(self.label if point is None else f"{self.label} {point}")
+
+
 class _progress:
     """A rich progress bar over ``total`` runs, drawn only on a terminal; ``advance(label)`` per run.
 
-    It shows the rate (runs per second) and the time left at that rate.
+    It shows the rate (runs per second) and the time left at that rate; ``add(n)`` makes
+    the total larger (a fault sweep learns its size from each scenario's plain run).
     """
 
     def __init__(self, console: Console, total: int) -> None:
@@ -224,12 +296,18 @@ class _progress:
         self._task = self._progress.add_task("", total=total)
         self._started = False
 
-    def __enter__(self) -> Callable[[str], None]:
+    def __enter__(self) -> _progress:
         if self._progress.tasks[0].total:
             self._progress.start()
-        return self._advance
+        return self
 
-    def _advance(self, label: str) -> None:
+    def add(self, n: int) -> None:
+        """``n`` more runs to come."""
+        total = self._progress.tasks[0].total or 0
+        self._progress.update(self._task, total=total + n)
+
+    def advance(self, label: str) -> None:
+        """A run named ``label`` starts (the one before it is done)."""
         if self._started:
             self._progress.advance(self._task)
         self._started = True
@@ -248,7 +326,22 @@ def _short_error(name: str) -> str:
     return name.removeprefix("PMEMSET_E_")
 
 
-def _print_table(console: Console, results: Sequence[RunResult]) -> None:
+def _sweep_cell(runs: Sequence[RunResult]) -> str:
+    """``42 pairs: 40 raised, 2 handled`` (misbehaviour in red) for one scenario's fault runs."""
+    counts: dict[str, int] = {}
+    for r in runs:
+        assert r.fault is not None
+        counts[r.fault.outcome.value] = counts.get(r.fault.outcome.value, 0) + 1
+    parts = [
+        f"{n} {o}" if o in ("handled", "raised") else f"[bold red]{n} {o}[/]"
+        for o, n in sorted(counts.items())
+    ]
+    return f"{len(runs)} pairs" + (": " + ", ".join(parts) if parts else "")
+
+
+def _print_table(
+    console: Console, results: Sequence[RunResult], faulted: Sequence[RunResult] | None = None
+) -> None:
     from pathlib import PurePath
 
     from rich.markup import escape
@@ -270,6 +363,8 @@ def _print_table(console: Console, results: Sequence[RunResult]) -> None:
              for r in results]  # fmt: skip
     if any(notes):
         table.add_column("note", overflow="fold")
+    if faulted is not None:
+        table.add_column("fault sweep", overflow="fold")
     for r, stem, note in zip(results, stems, notes, strict=True):
         style = _STYLE.get(r.outcome.value, "")
         errors = ", ".join(
@@ -277,7 +372,12 @@ def _print_table(console: Console, results: Sequence[RunResult]) -> None:
         )
         cells = [stem if unique else r.name, r.backend, f"[{style}]{r.outcome.value}[/]"]
         cells += [f"{r.duration * 1000:.0f} ms", errors]
-        table.add_row(*cells, *([escape(note)] if any(notes) else []))
+        if any(notes):
+            cells.append(escape(note))
+        if faulted is not None:
+            mine = [f for f in faulted if f.name == r.name and f.backend == r.backend]
+            cells.append(_sweep_cell(mine) if mine else ("-" if r.outcome.value != "passed" else "0 pairs"))
+        table.add_row(*cells)
     console.print(table)
 
 
@@ -295,8 +395,39 @@ def _print_problems(console: Console, results: Sequence[RunResult], bad: Sequenc
         console.print("[bold red]BAD INPUT[/] " + escape(message).replace("\n", "\n  "), soft_wrap=True)
 
 
+def _print_misbehaviour(console: Console, faulted: Sequence[RunResult], args: argparse.Namespace) -> None:
+    """One line per misbehaving (site, hit), then the commands that reproduce the sweep and one pair."""
+    from rich.markup import escape
+
+    bad = [r for r in faulted if r.outcome.value in ("failed", "error")]
+    if not bad:
+        return
+    for r in bad:
+        console.print(
+            f"[bold red]MISBEHAVED[/] {escape(r.name)} \\[{r.backend}] {escape(r.message)}", soft_wrap=True
+        )
+    import shlex
+
+    if args.fault_sweep:
+        words = ["pmemsim", "run", "--fault-sweep"]
+        words += [f"--backend={b}" for b in args.backend or []]
+        words += [w for k in args.select or [] for w in ("-k", k)]
+        words += args.paths
+        console.print(f"whole sweep: {escape(shlex.join(words))}", soft_wrap=True)
+    first = bad[0]
+    assert first.fault is not None
+    one = ["pmemsim", "run", first.name, f"--backend={first.backend}", f"--fault={first.fault.point}"]
+    console.print(f"one (site, hit): {escape(shlex.join(one))}", soft_wrap=True)
+
+
 def _print_summary(
-    console: Console, results: Sequence[RunResult], bad: int, elapsed: float, *, nothing_selected: bool
+    console: Console,
+    results: Sequence[RunResult],
+    bad: int,
+    elapsed: float,
+    *,
+    nothing_selected: bool,
+    faulted: Sequence[RunResult] = (),
 ) -> None:
     if nothing_selected:
         console.print("[bold red]no scenario selected[/]: no file matched the paths and -k filters")
@@ -311,7 +442,10 @@ def _print_summary(
         parts.append(f"{counts['skipped']} skipped")
     if bad:
         parts.append(f"{bad} bad input")
-    ok = not bad and not counts["failed"] and not counts["error"]
+    misbehaved = sum(1 for r in faulted if r.outcome.value in ("failed", "error"))
+    if faulted:
+        parts.append(f"{len(faulted)} (site, hit) pair(s) driven, {misbehaved} misbehaved")
+    ok = not bad and not counts["failed"] and not counts["error"] and not misbehaved
     style = "bold green" if ok else "bold red"
     console.print(f"[{style}]{', '.join(parts)}[/] in {elapsed:.2f}s")
 

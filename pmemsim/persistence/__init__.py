@@ -10,11 +10,13 @@
 * :mod:`~pmemsim.persistence.engines` -- pmreorder's engines plus :class:`Exhaustive`
   and :class:`Random`;
 * :mod:`~pmemsim.persistence.parallel` -- forked worker processes;
+* :mod:`~pmemsim.persistence.linearizability` -- :class:`RecoveryChecker`, the
+  durable-linearizability check built from the program's own ``recover(image)``;
 * :func:`replay` (:mod:`~pmemsim.persistence.explore`) -- explore the crash states
   (optionally in parallel) into a :class:`CrashReport`; :func:`shrink` -- reduce a
   failure to a minimal trace;
 
-Imports run one way: log, checkers → model → image → engines → parallel → explore →
+Imports run one way: log, checkers → model → image → engines, linearizability → parallel → explore →
 shrink (a hygiene test keeps it so).
 * :mod:`~pmemsim.persistence.pmemcheck` -- pmemcheck store-log import/export.
 
@@ -57,6 +59,7 @@ from pmemsim.persistence.engines import (
 )
 from pmemsim.persistence.explore import CheckerCrashed, NothingToCheck, plan_replay, replay
 from pmemsim.persistence.image import initial_images
+from pmemsim.persistence.linearizability import RecoveryChecker
 from pmemsim.persistence.log import (
     Fence,
     FileInfo,
@@ -124,6 +127,7 @@ __all__ = [
     "Random",
     "Record",
     "Recorder",
+    "RecoveryChecker",
     "ReorderAccumulative",
     "ReorderFull",
     "ReorderPartial",

@@ -12,8 +12,9 @@ registered files it is called once per file and the first inconsistent file deci
   **error**: pmreorder's "0 = consistent" exit-status convention applies to programs
   only, and guessing would flip verdicts. ``image`` is a read-only buffer of the image
   being explored (no copy is made per state; call ``bytes(image)`` to keep one; it
-  cannot be written, not even through ``image.obj``). ``all_files=True`` passes
-  ``{key: image}`` in one call.
+  cannot be written, not even through ``image.obj``), or, where Exhaustive explores
+  lazily, a memoryview-like :class:`~pmemsim.persistence.lazy.LazyImage` that records the
+  lines read. ``all_files=True`` passes ``{key: image}`` in one call.
 * :class:`ProgramChecker` -- runs ``command... IMAGE_PATH`` (no shell, so paths with spaces
   work) on a private copy of the image; exit status 0 means consistent, any other exit
   status inconsistent, and a program that cannot start or is killed by a signal is a
@@ -91,6 +92,8 @@ class CheckOutcome:
     verdict: Verdict
     file: str
     message: str
+    #: Named values behind the message (a recovery check: the step, the allowed and recovered values).
+    details: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -114,9 +117,7 @@ class CrashContext:
     def markers(self) -> tuple[str, ...]:
         """The ``NAME.BEGIN`` / ``NAME.END`` markers before the crash point, in order (as pmreorder's)."""
         return tuple(
-            name
-            for name, _, _ in self.log_markers[: self.count]
-            if Marker(name).section is not None
+            name for name, _, _ in self.log_markers[: self.count] if Marker(name).section is not None
         )
 
     @cached_property
@@ -156,6 +157,11 @@ class Checker:
     #: Whether :meth:`check` can tell crash points apart by their markers (states are then
     #: judged, and deduplicated, per image and markers).
     sees_markers: bool = False
+    #: What the checker noticed about the log before exploring it (a replay lists them as warnings).
+    notes: tuple[str, ...] = ()
+    #: Whether :meth:`check` may be given lazy images (:mod:`pmemsim.persistence.lazy`) in
+    #: place of memoryviews: a Python function can; a program reads the whole file.
+    lazy_reads: bool = False
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Prepare for images of files ``keys`` with ``sizes``."""
@@ -163,6 +169,15 @@ class Checker:
     def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         """None when every image is consistent, else the first non-consistent file's outcome."""
         raise NotImplementedError
+
+    def region(self, markers: int) -> int:
+        """Which crash points a marker-seeing checker tells apart: those whose regions differ.
+
+        ``markers`` counts the visible markers before the crash point; states are judged
+        and deduplicated per (image, region). By default every marker counts; a
+        recovery check only tells operations apart.
+        """
+        return markers
 
     def close(self) -> None:
         """Release what :meth:`open` took."""
@@ -273,6 +288,8 @@ def _calling_convention(fn: Callable[..., object]) -> str:
 
 class CallableChecker(Checker):
     """A Python function ``check(image)`` or ``check(image, ctx)`` (``{key: image}`` with ``all_files``)."""
+
+    lazy_reads = True
 
     def __init__(
         self, fn: Callable[..., object], *, timeout: float | None = 60.0, all_files: bool = False

@@ -30,7 +30,11 @@ last fence, at every crash point where the visible markers change:
   contents (computed per line, :class:`_Lines`); they are visited in mixed-radix
   Gray-code order (one line changes per state). Over its per-epoch budget it visits the
   images that change the fewest lines first (every single-line change before any
-  two-line change), and the report says the run was not exhaustive.
+  two-line change), and the report says the run was not exhaustive. With a Python
+  checker, crash points with many images are explored lazily
+  (:mod:`pmemsim.persistence.lazy`, after Jaaru, ASPLOS 2021): only the lines the
+  checker reads branch, each state judged standing for every image that agrees with it
+  on those lines; what the checker reads that cannot be followed gets the eager walk.
 * :class:`Random` -- ``n`` seeded random images per epoch from the same line contents.
 
 Both skip images already checked (the explorer keys them on the image, and on the
@@ -49,7 +53,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import ClassVar, Protocol
 
+from pmemsim.persistence import lazy
+from pmemsim.persistence.checkers import CheckOutcome
 from pmemsim.persistence.image import Image
+from pmemsim.persistence.lazy import LazyImage
 from pmemsim.persistence.model import ORDER_UNIT, Atom, CrashPoint, Epoch, predecessors
 
 __all__ = [
@@ -95,6 +102,18 @@ class Visitor(Protocol):
         """Say that the current epoch was not explored completely, and why."""
         ...
 
+    def lazy_reads(self) -> bool:
+        """Whether the checker can be run on lazy images (:mod:`pmemsim.persistence.lazy`) now."""
+        ...
+
+    def judge(self, views: Sequence[LazyImage]) -> CheckOutcome | None:
+        """Run the checker on ``views`` at the current crash point (a call, not a state)."""
+        ...
+
+    def record(self, outcome: CheckOutcome | None) -> None:
+        """Count the current state with a verdict already known (a lazy leaf's representative)."""
+        ...
+
 
 def epoch_rng(name: str, seed: int, epoch: int) -> random.Random:
     """The random stream of one engine in one epoch: independent of workers and of other epochs."""
@@ -132,6 +151,10 @@ class Engine:
     def explore(self, epoch: Epoch, v: Visitor, seed: int) -> None:
         """Visit the crash states of ``epoch``; the image is at the epoch's durable base on entry and exit."""
         raise NotImplementedError
+
+    def reads_lazily(self, epoch: Epoch) -> bool:
+        """Whether this engine may explore ``epoch`` by lazy reads (a state then stands for many images)."""
+        return False
 
     def __str__(self) -> str:
         return self.name
@@ -482,12 +505,24 @@ class Exhaustive(Engine):
     An epoch whose images exceed ``max_states_per_epoch`` (None: no limit) is explored
     fewest-changed-lines first up to that many states, and the report says the run was
     not exhaustive.
+
+    With a Python checker, a crash point with more than ``lazy_above`` images (None:
+    never) is explored lazily (:mod:`pmemsim.persistence.lazy`): only the lines the
+    checker reads branch, and each state judged stands for every image that agrees with
+    it on those lines. A checker that cannot be followed that way (it reads the whole
+    image, or takes ``image.obj``), or whose reads admit more images than the budget,
+    gets the eager exploration at that crash point.
     """
 
     name: ClassVar[str] = "Exhaustive"
     model_based: ClassVar[bool] = True
     dedup: ClassVar[bool] = True
     max_states_per_epoch: int | None = 1 << 16
+    lazy_above: int | None = 64
+
+    def reads_lazily(self, epoch: Epoch) -> bool:
+        """Whether some crash point of ``epoch`` may have more than ``lazy_above`` images."""
+        return self.lazy_above is not None and _estimate_lines(epoch.inflight) > self.lazy_above
 
     def estimate(self, epoch: Epoch) -> int:
         """An upper bound of the images at the fence, capped."""
@@ -508,6 +543,10 @@ class Exhaustive(Engine):
                 lines = _Lines(epoch.inflight[: point.atoms], image, share)
             except _TooMany:
                 lines = None
+            judged = None if lines is None else self._lazily(lines, image, v, share)
+            if judged is not None:
+                budget -= judged
+                continue
             if lines is not None and lines.total <= share:
                 v.describer = lines.applied
                 try:
@@ -535,6 +574,41 @@ class Exhaustive(Engine):
                 f"checked {done}, changing the fewest cache lines first"
             )
             budget -= done
+
+    def _lazily(self, lines: _Lines, image: Image, v: Visitor, share: int) -> int | None:
+        """Explore one crash point lazily when that applies: the states judged, or None to go eager."""
+        if self.lazy_above is None or lines.total <= self.lazy_above or not v.lazy_reads():
+            return None
+        leaves = lazy.walk(lines, image, v.judge, share)
+        if isinstance(leaves, str):  # the walk gave up (its calls are counted): eager is always right
+            return None
+        v.describer = lines.applied
+        previous: tuple[tuple[int, int], ...] = ()
+        judged = len(leaves)
+        try:
+            for leaf in leaves:  # each leaf's representative: its lines as read, every other line at base
+                digits = lines.digits
+                for j, _ in previous:
+                    if digits[j]:
+                        lines.set(image, j, 0)
+                for j, value in leaf.path:
+                    if digits[j] != value:
+                        lines.set(image, j, value)
+                v.record(leaf.outcome)
+                previous = leaf.path
+                if leaf.outcome is not None and not any(value for _, value in leaf.path):
+                    # The base image is judged on its own (a rejected initial image is the checker's
+                    # error): the rest of its leaf, if any, is a second state with the same verdict.
+                    read = {j for j, _ in leaf.path}
+                    other = next((j for j in range(len(lines.radix)) if j not in read), None)
+                    if other is not None:
+                        lines.set(image, other, 1)
+                        v.record(leaf.outcome)
+                        lines.set(image, other, 0)
+                        judged += 1
+        finally:
+            lines.reset(image)
+        return judged
 
     @staticmethod
     def _sample(epoch: Epoch, point: CrashPoint, v: Visitor, seed: int, count: int) -> None:

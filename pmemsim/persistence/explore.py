@@ -60,6 +60,8 @@ from pmemsim.persistence.checkers import (
 )
 from pmemsim.persistence.engines import Engine, engine_for, engine_from_name, with_max_states
 from pmemsim.persistence.image import Image, initial_images
+from pmemsim.persistence.lazy import LazyImage
+from pmemsim.persistence.linearizability import RecoveryChecker
 from pmemsim.persistence.log import LogError, StoreLog, paused_gc
 from pmemsim.persistence.model import (
     Atom,
@@ -180,6 +182,12 @@ class Explorer:
         # Locate mode: state numbers of the current epoch whose atoms and crash point are wanted.
         self.targets: set[int] | None = None
         self.found: dict[int, tuple[tuple[Atom, ...], CrashPoint]] = {}
+        # Lazy exploration (pmemsim.persistence.lazy): a verdict already known for the state
+        # being recorded, and, for epochs a lazy engine explored, the failures located at once
+        # (their states depend on what the checker read, so no re-run without it finds them).
+        self._given: tuple[CheckOutcome | None] | None = None
+        self.locate_now = False
+        self.located: dict[tuple[int, int], tuple[tuple[int, ...], CrashPoint]] = {}
 
     def close(self) -> None:
         """Release the image."""
@@ -193,13 +201,37 @@ class Explorer:
     def at(self, point: CrashPoint) -> None:
         """Judge the next states as crashes at ``point``."""
         self.point = point
-        self._marker_key = point.markers * _MARKER_KEY if self.sees_markers else 0
+        if self.sees_markers:  # the checker says which crash points it tells apart (default: all)
+            region = point.markers if self.checker is None else self.checker.region(point.markers)
+            self._marker_key = region * _MARKER_KEY
+        else:
+            self._marker_key = 0
         self._ctx = None
 
     def limited(self, message: str) -> None:
         """Record that the current epoch was not explored completely (once: locating re-runs engines)."""
         if self.targets is None:
             self.limits.append(message)
+
+    def lazy_reads(self) -> bool:
+        """Whether the checker can be given lazy images now (a Python checker, not locating)."""
+        return self.targets is None and self.checker is not None and self.checker.lazy_reads
+
+    def judge(self, views: Sequence[LazyImage]) -> CheckOutcome | None:
+        """Run the checker on lazy ``views`` at the current crash point (counted as a call, not a state)."""
+        assert self.checker is not None and self.epoch is not None
+        if self.slots is not None:
+            self.slots.set(self.slot, self.epoch.index, self.seq)
+        self.calls += 1
+        return self.checker.check(views, self.context())  # type: ignore[arg-type]
+
+    def record(self, outcome: CheckOutcome | None) -> None:
+        """Judge the current state with ``outcome`` already known (a lazy walk's leaf)."""
+        self._given = (outcome,)
+        try:
+            self.check()
+        finally:
+            self._given = None
 
     def context(self) -> CrashContext:
         """The checker context of the current crash point."""
@@ -242,7 +274,7 @@ class Explorer:
                 self.images.add(h)
         elif self.dedup:
             return
-        outcome = self.verdicts.get(key, _UNJUDGED)
+        outcome = self.verdicts.get(key, _UNJUDGED) if self._given is None else self._given[0]
         if outcome is _UNJUDGED:
             assert self.checker is not None and self.epoch is not None
             if self.slots is not None:
@@ -273,6 +305,8 @@ class Explorer:
             self.nondedup += 1
         if outcome is not None:
             self.failures.append((self.epoch.index if self.epoch else 0, seq, key, self.dedup, outcome))
+            if self.locate_now and self.epoch is not None:
+                self.located[self.epoch.index, seq] = (tuple(a.id for a in self.applied()), self.point)
 
     # -- epochs ------------------------------------------------------------------------------
     def advance(self, to_epoch: int) -> None:
@@ -291,6 +325,7 @@ class Explorer:
         self.seq = 0
         self.limit = None
         self.describer = None
+        self.locate_now = self.targets is None and engine.reads_lazily(epoch) and self.lazy_reads()
         try:
             engine.explore(epoch, self, seed)
         except _EpochLimit:
@@ -324,12 +359,15 @@ class ChunkResult:
     limits: list[str]
     calls: int
     elapsed: float = field(default=0.0)
+    #: Failures located while exploring (epochs explored lazily): (epoch, seq) -> (atom ids, crash point).
+    located: dict[tuple[int, int], tuple[tuple[int, ...], CrashPoint]] = field(default_factory=dict)
 
 
 def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> ChunkResult:
     """Explore epochs ``lo .. hi-1`` with ``ex`` (at or before ``lo``; its checker open) as one chunk."""
     ex.seen, ex.images, ex.first_keys, ex.first_dedup = set(), set(), [], bytearray()
     ex.nondedup, ex.failures, ex.warnings, ex.limits = 0, [], [], []
+    ex.located = {}
     calls_before = ex.calls
     start = time.perf_counter()
     ex.advance(lo)
@@ -345,6 +383,7 @@ def _explore_range(ex: Explorer, lo: int, hi: int, seed: int) -> ChunkResult:
         ex.limits,
         ex.calls - calls_before,
         time.perf_counter() - start,
+        ex.located,
     )
 
 
@@ -707,8 +746,9 @@ def usable_cpus() -> int:
 
 def replay(
     log: StoreLog,
-    checker: Checker | Callable[..., object] | str | Sequence[str],
+    checker: Checker | Callable[..., object] | str | Sequence[str] | None = None,
     *,
+    recover: Callable[..., object] | str | Sequence[str] | None = None,
     engine: Engine | str = "Exhaustive",
     markers: Mapping[str, Engine | str] | None = None,
     workers: int = 1,
@@ -745,6 +785,12 @@ def replay(
     ``plan`` is the caller's :func:`plan_replay` of ``log`` (same model and
     ``allow_open_markers``), explored as it is instead of being planned again.
 
+    ``recover`` instead of ``checker`` checks durable linearizability: ``recover(image)``
+    (or a program printing the value) must give, for a crash inside an operation (an
+    outermost ``NAME.BEGIN``/``NAME.END`` section), the value before it or after it, and
+    outside operations the current value (see
+    :mod:`~pmemsim.persistence.linearizability`).
+
     Raises LogError (bad record or range, unreadable image), MarkerError (markers that do
     not nest), NothingToCheck (no store in the log, or no state checked, unless
     ``allow_empty``), CheckerError (a checker that cannot be called; CheckerCrashed when
@@ -757,6 +803,7 @@ def replay(
     job, notes, workers, plan, scan = prepare_replay(
         log,
         checker,
+        recover=recover,
         engine=engine,
         markers=markers,
         workers=1 if executor is not None else workers,
@@ -835,8 +882,9 @@ def replay(
 
 def prepare_replay(
     log: StoreLog,
-    checker: Checker | Callable[..., object] | str | Sequence[str],
+    checker: Checker | Callable[..., object] | str | Sequence[str] | None,
     *,
+    recover: Callable[..., object] | str | Sequence[str] | None = None,
     engine: Engine | str,
     markers: Mapping[str, Engine | str] | None,
     workers: int,
@@ -907,9 +955,28 @@ def prepare_replay(
             f"engine {default.name} picks no crash state in this log: nothing to check "
             "(NoReorderNoCheck checks nothing); allow_empty=True accepts that"
         )
-    job = _Job(log, resolved, engine_of, initial_images(log, images), as_checker(checker, timeout=timeout),
-               0 if seed is None else seed)  # fmt: skip
+    before = initial_images(log, images)
+    judge = _judge(log, checker, recover, before, timeout)
+    notes += judge.notes
+    job = _Job(log, resolved, engine_of, before, judge, 0 if seed is None else seed)
     return job, notes, workers, plan, scan
+
+
+def _judge(
+    log: StoreLog,
+    checker: Checker | Callable[..., object] | str | Sequence[str] | None,
+    recover: Callable[..., object] | str | Sequence[str] | None,
+    images: tuple[bytes, ...],
+    timeout: float | None,
+) -> Checker:
+    """The replay's checker: ``checker``, or the durable-linearizability check of ``recover`` on ``log``."""
+    if recover is None:
+        if checker is None:
+            raise TypeError("replay needs a checker, or recover= for a durable-linearizability check")
+        return as_checker(checker, timeout=timeout)
+    if checker is not None:
+        raise TypeError("give replay a checker or recover=, not both")
+    return RecoveryChecker.for_log(log, recover, images=images, timeout=timeout)
 
 
 def build_report(
@@ -939,7 +1006,9 @@ def build_report(
     kept: list[tuple[int, int, int, bool, CheckOutcome]] = []
     inconsistent = errors = calls = 0
     limits: list[str] = []
+    early: dict[tuple[int, int], tuple[tuple[int, ...], CrashPoint]] = {}
     for result in chunks:
+        early.update(result.located)
         checked += result.nondedup
         new = []
         for key, dedup in zip(result.first_keys, result.first_dedup, strict=True):
@@ -968,7 +1037,15 @@ def build_report(
 
     if kept and plan is None:  # the workers planned their slices: plan the whole log for the details
         plan = build_epochs(log, job.model, allow_open_markers=allow_open_markers)
-    located = _locate(job, plan, kept) if kept and plan is not None else {}
+    rest = [f for f in kept if (f[0], f[1]) not in early]
+    located = _locate(job, plan, rest) if rest and plan is not None else {}
+    for f in kept:
+        if (f[0], f[1]) in early:
+            assert plan is not None
+            ids, where = early[f[0], f[1]]
+            if any(i >= len(plan.atoms) for i in ids) or where.atoms > len(plan.epochs[f[0]].inflight):
+                raise LogError(f"epoch {f[0]} state {f[1]}: its location names atoms the log does not have")
+            located[f[0], f[1]] = (tuple(plan.atoms[i] for i in ids), where)
     failures = []
     for epoch_index, seq, _, _, outcome in kept:
         assert plan is not None
@@ -991,6 +1068,7 @@ def build_report(
                 message=outcome.message,
                 applied=applied,
                 lost=tuple(a for a in universe if a.id not in applied_ids and a.record < point.record),
+                details=outcome.details,
             )
         )
     samplers = sorted({e.name for e in (default, *section_engines.values()) if e.samples})

@@ -72,6 +72,8 @@ class CountingChecker(Checker):
     def __init__(self, inner: Checker) -> None:
         self.inner = inner
         self.sees_markers = inner.sees_markers
+        self.notes = inner.notes
+        self.lazy_reads = inner.lazy_reads
         # Shared memory inherited by forked workers; the lock keeps concurrent increments exact.
         self._counter: Any
         try:
@@ -111,6 +113,10 @@ class CountingChecker(Checker):
         if self._unpublished:
             self._publish()
         self.inner.close()
+
+    def region(self, markers: int) -> int:
+        """Forward to the wrapped checker."""
+        return self.inner.region(markers)
 
 
 def stale_files(log: StoreLog, images: Sequence[bytes]) -> list[str]:

@@ -49,6 +49,8 @@ class Failure:
     message: str
     applied: tuple[Atom, ...]
     lost: tuple[Atom, ...]
+    #: Named values behind ``message`` (a recovery check: "step", "before", "after", "recovered").
+    details: tuple[tuple[str, str], ...] = ()
 
     def where(self) -> str:
         """Where the crash happened, in words."""
@@ -87,6 +89,7 @@ class Failure:
             "message": self.message,
             "stores": [_atom_dict(a) for a in self.applied],
             "lost": [_atom_dict(a) for a in self.lost],
+            "details": dict(self.details),
         }
 
 

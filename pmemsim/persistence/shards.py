@@ -35,7 +35,7 @@ from pmemsim.persistence.explore import (
     release_carried,
 )
 from pmemsim.persistence.log import Fence, Flush, LogError, Marker, Store, StoreLog
-from pmemsim.persistence.model import LogScan, PersistencyModel
+from pmemsim.persistence.model import CrashPoint, LogScan, PersistencyModel
 from pmemsim.persistence.results import CrashReport
 
 __all__ = ["SHARD_FORMAT", "SHARD_VERSION", "ShardError", "explore_shard", "log_digest", "merge_shards"]
@@ -81,7 +81,19 @@ def _chunk_json(s: int, count: int, r: ChunkResult) -> dict[str, Any]:
         "warnings": list(r.warnings),
         "limits": list(r.limits),
         "calls": r.calls,
+        # Failures of lazily explored epochs, located where they were judged.
+        "located": [
+            [epoch, seq, list(ids), [p.record, p.atoms, p.markers]]
+            for (epoch, seq), (ids, p) in r.located.items()
+        ],
     }
+
+
+def _index(value: Any) -> int:
+    """A non-negative int from a shard document (ValueError otherwise)."""
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 62:
+        raise ValueError(f"expected a non-negative int, got {value!r}")
+    return value
 
 
 def _chunk_from_json(d: Any, where: str) -> tuple[int, int, ChunkResult]:
@@ -103,6 +115,10 @@ def _chunk_from_json(d: Any, where: str) -> tuple[int, int, ChunkResult]:
             [str(w) for w in d["warnings"]],
             [str(w) for w in d["limits"]],
             int(d["calls"]),
+            located={
+                (int(e), int(q)): (tuple(_index(i) for i in ids), CrashPoint(*(_index(x) for x in where)))
+                for e, q, ids, (*where,) in d.get("located", [])
+            },
         )
         return int(d["slice"]), int(d["epochs"]), chunk
     except (KeyError, TypeError, ValueError) as exc:

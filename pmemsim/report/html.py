@@ -12,6 +12,10 @@ keyboard users): the runs that reached each error are listed under the matrix, e
 count links to its list, failed runs are listed above it, and a legend says what each
 backend column stands for. Colours meet WCAG AA contrast (4.5:1 for text), and the page
 fits a 1000 px wide window: long error names break at their underscores.
+
+Runs of a fault sweep add a table per fault site (``data-site``/``data-outcome``/
+``data-count`` cells) and, in a ``<details>`` element, every (site, hit) pair driven per
+run (``<li data-pair="os.msync@3" data-outcome="raised">``).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from html import escape
 
 from pmemsim.report.linecoverage import CoverageSummary, FileCoverage
 from pmemsim.report.matrix import MAN_PAGE_ERRORS, Column, Matrix, Row
-from pmemsim.report.results import RunResult
+from pmemsim.report.results import FaultOutcome, RunResult
 
 __all__ = ["render_html"]
 
@@ -133,6 +137,53 @@ def _failed_html(failed: Sequence[RunResult]) -> list[str]:
             f"<code>{escape(run.name)}</code> ({escape(run.kind.value)}, {escape(run.backend)}){why}</li>"
         )
     out += ["</ul>", "</section>"]
+    return out
+
+
+def _sweep_html(matrix: Matrix) -> list[str]:
+    """The fault sweep: per site the (run, hit) pairs driven and their outcomes, then every pair.
+
+    Cells carry ``data-site`` / ``data-outcome`` / ``data-count``; each pair is a
+    ``<li data-pair="SITE@HIT" data-outcome="...">`` under its run.
+    """
+    if not matrix.sweep:
+        return []
+    out = ['<section class="fault-sweep">', "<h2>Fault sweep: (site, hit) pairs driven</h2>"]
+    out.append(
+        '<p class="note">Each pair is one run that failed exactly that hit of that site. '
+        "<em>handled</em> and <em>raised</em> are what correct code does; the rest is misbehaviour.</p>"
+    )
+    head = "".join(f'<th scope="col">{escape(o.value)}</th>' for o in FaultOutcome)
+    out += ['<table class="sweep">', f"<thead><tr><th>site</th><th>driven</th>{head}</tr></thead>", "<tbody>"]
+    for site in matrix.sweep:
+        cells = []
+        for outcome in FaultOutcome:
+            n = site.count(outcome)
+            klass = "norun" if not n else ("hit" if outcome.ok else "zero")
+            cells.append(
+                f'<td class="count {klass}" data-site="{escape(site.site)}" '
+                f'data-outcome="{outcome.value}" data-count="{n}">{n}</td>'
+            )
+        out.append(
+            f'<tr data-site="{escape(site.site)}"><th scope="row">{escape(site.site)}</th>'
+            f'<td class="num">{site.driven}</td>{"".join(cells)}</tr>'
+        )
+    out += ["</tbody>", "</table>"]
+    by_run: dict[tuple[str, str], list[RunResult]] = {}
+    for run in matrix.fault_runs:
+        by_run.setdefault((run.name, run.backend), []).append(run)
+    out.append("<details><summary>Every pair, by run</summary>")
+    for (name, backend), runs in by_run.items():
+        out.append(f"<h3><code>{escape(name)}</code> ({escape(backend)})</h3><ul>")
+        for run in runs:
+            assert run.fault is not None
+            why = f": {escape(run.message)}" if run.message and not run.fault.outcome.ok else ""
+            out.append(
+                f'<li data-pair="{escape(run.fault.point)}" data-outcome="{run.fault.outcome.value}">'
+                f"<code>{escape(run.fault.point)}</code> {escape(run.fault.outcome.value)}{why}</li>"
+            )
+        out.append("</ul>")
+    out += ["</details>", "</section>"]
     return out
 
 
@@ -288,6 +339,7 @@ def render_html(
         '<section class="errors">',
         "<h2>Error paths reached</h2>",
         *_matrix_html(matrix),
+        *_sweep_html(matrix),
         *_reached_by_html(matrix),
         "</section>",
         *_coverage_html(coverage, coverage_note),

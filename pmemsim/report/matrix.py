@@ -13,6 +13,11 @@ Pure functions over :class:`~pmemsim.report.results.ResultsFile`: no I/O, no ric
 Runs with backend ``"-"`` (scenario files that could not be loaded) reach nothing and
 are only counted in :attr:`Matrix.unloaded`. Runs that failed or ended in an error are
 listed in :attr:`Matrix.failed`: a report over a failed run must not read like a green one.
+
+Runs of a fault sweep (those with a ``fault``) count in the matrix like any other, and
+are also summed per fault site in :attr:`Matrix.sweep` (:class:`SiteSweep`: how many
+(run, hit) pairs were driven and what came of them); :attr:`Matrix.fault_runs` keeps every
+one, for the list of pairs driven.
 """
 
 from __future__ import annotations
@@ -21,8 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pmemsim.addrspace import backends as _backends
 from pmemsim.errors import ErrorCode
-from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
+from pmemsim.faults import ALL_SITES
+from pmemsim.report.results import FaultOutcome, Outcome, ResultsFile, RunKind, RunResult
 
 __all__ = [
     "BACKEND_MEANINGS",
@@ -35,6 +42,7 @@ __all__ = [
     "Column",
     "Matrix",
     "Row",
+    "SiteSweep",
     "backend_meaning",
     "build_matrix",
     "merge_results",
@@ -58,8 +66,8 @@ NEWER_PAGE_ONLY: frozenset[ErrorCode] = frozenset(
     {ErrorCode.CANNOT_TRUNCATE_SOURCE_FILE, ErrorCode.CANNOT_FIT_PART_MAP}
 )
 
-#: Backends always shown, in this order, even without runs.
-STANDARD_BACKENDS: tuple[str, ...] = ("sim", "mmap")
+#: Backends always shown, in this order, even without runs: the registered ones.
+STANDARD_BACKENDS: tuple[str, ...] = _backends.BACKENDS
 
 #: Kinds of run, in column order.
 KINDS: tuple[RunKind, ...] = (RunKind.SCENARIO, RunKind.TEST)
@@ -72,8 +80,7 @@ JSON_VERSION = 1
 
 #: What each backend column stands for, in the words of the headers' legend.
 BACKEND_MEANINGS: dict[str, str] = {
-    "sim": "simulated address space (SimulatedAddressSpace)",
-    "mmap": "real mappings (MmapAddressSpace over the kernel's mmap)",
+    **{name: _backends.backend(name).summary for name in _backends.BACKENDS},
     "own": "tests that did not use the pmem_space fixture: their own address space, or none",
     # Results written before the plugin named it "own".
     "default": "tests that did not use the pmem_space fixture: their own address space, or none",
@@ -144,14 +151,41 @@ class Row:
 
 
 @dataclass(frozen=True)
+class SiteSweep:
+    """The fault-sweep runs that failed one site: ``driven`` (run, hit) pairs and their outcomes.
+
+    ``outcomes`` holds one count per :class:`FaultOutcome`, in the enum's order.
+    """
+
+    site: str
+    driven: int
+    outcomes: tuple[tuple[FaultOutcome, int], ...]
+
+    def count(self, outcome: FaultOutcome | str) -> int:
+        """How many of the pairs had ``outcome``."""
+        return dict(self.outcomes).get(FaultOutcome(outcome), 0)
+
+    @property
+    def misbehaved(self) -> int:
+        """Pairs whose outcome is not one correct code has."""
+        return sum(n for o, n in self.outcomes if not o.ok)
+
+
+@dataclass(frozen=True)
 class Matrix:
-    """The whole matrix: :attr:`columns`, :attr:`rows`, how many runs fed it, and which failed."""
+    """The whole matrix: :attr:`columns`, :attr:`rows`, how many runs fed it, and which failed.
+
+    :attr:`sweep` sums the fault-sweep runs per site (sites in the fault plan's order);
+    :attr:`fault_runs` lists them.
+    """
 
     columns: tuple[Column, ...]
     rows: tuple[Row, ...]
     runs: int
     unloaded: int
     failed: tuple[RunResult, ...] = ()
+    sweep: tuple[SiteSweep, ...] = ()
+    fault_runs: tuple[RunResult, ...] = ()
 
     def row(self, name: str) -> Row:
         """The row of ``name`` (C name such as ``"PMEMSET_E_CANNOT_FIT_PART_MAP"``, or ``"ENOMEM"``).
@@ -163,24 +197,10 @@ class Matrix:
                 return r
         raise KeyError(name)
 
-    def cell(self, name: str, backend: str, kind: RunKind | str) -> int:
-        """The count of error ``name`` in runs of ``kind`` on ``backend`` (0 when no such column)."""
-        key = f"{backend}/{RunKind(kind).value}"
-        row = self.row(name)
-        for col, count in zip(self.columns, row.counts, strict=True):
-            if col.key == key:
-                return count
-        return 0
-
     @property
     def man_page_rows(self) -> tuple[Row, ...]:
         """The rows of the part_map man page's errors."""
         return tuple(r for r in self.rows if r.man_page)
-
-    @property
-    def never_reached(self) -> tuple[Row, ...]:
-        """Rows whose error no run raised."""
-        return tuple(r for r in self.rows if not r.reached)
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict: format and version, columns, failed runs, per row its counts by column key."""
@@ -219,6 +239,26 @@ class Matrix:
                 }
                 for r in self.rows
             ],
+            "fault_sweep": {
+                "driven": len(self.fault_runs),
+                "sites": [
+                    {"site": s.site, "driven": s.driven, "outcomes": {o.value: n for o, n in s.outcomes if n}}
+                    for s in self.sweep
+                ],
+                "pairs": [
+                    {
+                        "name": r.name,
+                        "kind": r.kind.value,
+                        "backend": r.backend,
+                        "site": r.fault.site,
+                        "hit": r.fault.hit,
+                        "outcome": r.fault.outcome.value,
+                        "message": r.message,
+                    }
+                    for r in self.fault_runs
+                    if r.fault is not None
+                ],
+            },
         }
 
 
@@ -284,6 +324,26 @@ def build_matrix(results: ResultsFile | Iterable[RunResult]) -> Matrix:
             )
         )
     failed = tuple(r for r in runs if r.outcome in (Outcome.FAILED, Outcome.ERROR))
+    fault_runs = tuple(r for r in loaded if r.fault is not None)
     return Matrix(
-        columns=columns, rows=tuple(rows), runs=len(runs), unloaded=len(runs) - len(loaded), failed=failed
+        columns=columns,
+        rows=tuple(rows),
+        runs=len(runs),
+        unloaded=len(runs) - len(loaded),
+        failed=failed,
+        sweep=_sweep(fault_runs),
+        fault_runs=fault_runs,
+    )
+
+
+def _sweep(fault_runs: Sequence[RunResult]) -> tuple[SiteSweep, ...]:
+    tally: dict[str, dict[FaultOutcome, int]] = {}
+    for run in fault_runs:
+        assert run.fault is not None
+        counts = tally.setdefault(run.fault.site, dict.fromkeys(FaultOutcome, 0))
+        counts[run.fault.outcome] += 1
+    order = {site.value: i for i, site in enumerate(ALL_SITES)}
+    return tuple(
+        SiteSweep(site, sum(counts.values()), tuple(counts.items()))
+        for site, counts in sorted(tally.items(), key=lambda kv: order.get(kv[0], len(order)))
     )

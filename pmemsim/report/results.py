@@ -8,7 +8,9 @@ error paths it reached. ``pmemsim run --json``/``--results``, the pytest plugin'
                "errors": {"PMEMSET_E_CANNOT_COALESCE_PARTS": 1}}]}
 
 ``errors`` counts every PmemsetError created during the run, by C name
-(``PMEMSET_E_*`` or an errno name such as ``ENOMEM``).
+(``PMEMSET_E_*`` or an errno name such as ``ENOMEM``). A run of a fault sweep also has
+``"fault": {"site": "os.msync", "hit": 3, "outcome": "raised"}``: the one hit it failed
+and how the code under test took it (:class:`FaultOutcome`); other runs have no ``fault``.
 """
 
 from __future__ import annotations
@@ -20,13 +22,17 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from pmemsim._files import InputFileError, read_regular_file, why_refused
 from pmemsim.errors import PmemsetError, add_error_observer, remove_error_observer
+from pmemsim.faults import as_site
 
 __all__ = [
     "FORMAT",
     "MAX_RESULTS_BYTES",
     "VERSION",
     "ErrorCounter",
+    "FaultOutcome",
+    "FaultRun",
     "Outcome",
     "ResultsError",
     "ResultsFile",
@@ -55,9 +61,44 @@ class Outcome(StrEnum):
     SKIPPED = "skipped"
 
 
+class FaultOutcome(StrEnum):
+    """How a run of a fault sweep took the one failure it injected.
+
+    ``handled`` and ``raised`` are what correct code does (which of them a test wants,
+    it says); the others are misbehaviour.
+    """
+
+    HANDLED = "handled"  # the run passed: the code under test dealt with the error
+    RAISED = "raised"  # the injected failure's PmemsetError escaped, and nothing else went wrong
+    UNHANDLED = "unhandled"  # the PmemsetError escaped where the test wants it handled
+    SWALLOWED = "swallowed"  # the run passed where the test wants the error to escape
+    FAILED = "failed"  # anything else: an assertion, another exception, a changed state
+    LEAKED = "leaked"  # a mapping, reservation, descriptor or temporary file outlived the run
+    UNREACHED = "unreached"  # the hit never came: the run did not do what the counting run did
+
+    @property
+    def ok(self) -> bool:
+        """True for the outcomes correct code has (handled, raised)."""
+        return self in (FaultOutcome.HANDLED, FaultOutcome.RAISED)
+
+
+@dataclass(frozen=True)
+class FaultRun:
+    """The fault of one sweep run: the ``hit``-th arrival at ``site`` failed, with ``outcome``."""
+
+    site: str
+    hit: int
+    outcome: FaultOutcome
+
+    @property
+    def point(self) -> str:
+        """``"os.msync@3"``."""
+        return f"{self.site}@{self.hit}"
+
+
 @dataclass(frozen=True)
 class RunResult:
-    """One run: a scenario on one backend, or one test."""
+    """One run: a scenario on one backend, or one test; ``fault`` is set for a run of a fault sweep."""
 
     name: str
     kind: RunKind
@@ -66,12 +107,17 @@ class RunResult:
     errors: dict[str, int] = field(default_factory=dict)
     duration: float = 0.0
     message: str = ""
+    fault: FaultRun | None = None
 
     def to_json(self) -> dict[str, Any]:
-        """A JSON-ready dict."""
+        """A JSON-ready dict (no ``fault`` key for a run that is not part of a sweep)."""
         d = asdict(self)
         d["kind"] = str(self.kind)
         d["outcome"] = str(self.outcome)
+        if self.fault is None:
+            del d["fault"]
+        else:
+            d["fault"]["outcome"] = str(self.fault.outcome)
         return d
 
     @classmethod
@@ -102,7 +148,7 @@ class ResultsFile:
 
 #: Largest results file read: about 200,000 runs.
 MAX_RESULTS_BYTES = 64 << 20
-#: Deepest nesting a results file needs is 4 (document, runs, run, errors); more is refused.
+#: Deepest nesting a results file needs is 4 (document, runs, run, errors or fault); more is refused.
 MAX_DEPTH = 8
 #: Largest error count and duration (seconds) a run may claim.
 MAX_COUNT = (1 << 63) - 1
@@ -260,7 +306,38 @@ def _run_from_json(
         errors=dict(errors),
         duration=float(duration),
         message=text("message", ""),
+        fault=_fault_from_json(data.get("fault"), bad),
     )
+
+
+#: Largest hit number a results file may name.
+MAX_HIT = 1 << 31
+
+
+def _fault_from_json(value: object, bad: Any) -> FaultRun | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise bad("fault", f"expected an object with site, hit and outcome, got {_what(value)}")
+    site = value.get("site")
+    if not isinstance(site, str):
+        raise bad("fault.site", f"expected a fault site name, got {_what(site)}")
+    try:
+        as_site(site)
+    except ValueError:
+        raise bad("fault.site", f"unknown fault site {_what(site)}") from None
+    hit = value.get("hit")
+    if isinstance(hit, bool) or not isinstance(hit, int) or not 1 <= hit <= MAX_HIT:
+        raise bad("fault.hit", f"expected a hit number from 1 to {MAX_HIT}, got {_what(hit)}")
+    outcome = value.get("outcome")
+    try:
+        kind = FaultOutcome(outcome) if isinstance(outcome, str) else None
+    except ValueError:
+        kind = None
+    if kind is None:
+        allowed = ", ".join(repr(m.value) for m in FaultOutcome)
+        raise bad("fault.outcome", f"expected one of {allowed}, got {_what(outcome)}")
+    return FaultRun(site=site, hit=hit, outcome=kind)
 
 
 def _depth_problem(data: object) -> str | None:
@@ -291,13 +368,11 @@ def load_results(path: str | os.PathLike[str]) -> ResultsFile:
     nested too deeply, numbers with thousands of digits, NaN and Infinity, and every
     field of the wrong type or out of range are reported, never raised as anything else.
     """
-    from pmemsim.scenario.loader import InputRefused, read_regular_file  # not at import: a cycle
-
     p = os.fspath(path)
     try:
-        raw = read_regular_file(p, MAX_RESULTS_BYTES)
-    except InputRefused as exc:
-        raise ResultsError(p, None, "(file)", f"cannot read results: {exc}") from None
+        raw = read_regular_file(p, MAX_RESULTS_BYTES, "results")
+    except (OSError, InputFileError) as exc:
+        raise ResultsError(p, None, "(file)", f"cannot read results: {why_refused(exc)}") from None
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from pmemsim.report.matrix import Matrix
 
-__all__ = ["matrix_table", "print_matrix", "report_console"]
+__all__ = ["matrix_table", "print_matrix", "report_console", "sweep_table"]
 
 # Wide enough for any table pmemsim prints; rich sizes tables to their content, so
 # this is a bound, not padding.
@@ -66,9 +66,33 @@ def matrix_table(matrix: Matrix) -> Table:
     return table
 
 
+def sweep_table(matrix: Matrix) -> Table:
+    """A rich Table of the fault-sweep runs: per site, the (run, hit) pairs driven and their outcomes."""
+    from pmemsim.report.results import FaultOutcome
+
+    table = Table(title="fault sweep: (site, hit) pairs driven", title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("site", no_wrap=True)
+    table.add_column("driven", justify="right", no_wrap=True)
+    for outcome in FaultOutcome:
+        table.add_column(outcome.value, justify="right", no_wrap=True)
+    for site in matrix.sweep:
+        cells = []
+        for outcome in FaultOutcome:
+            n = site.count(outcome)
+            style = "green" if outcome.ok else "bold red"
+            cells.append(f"[{style}]{n}[/]" if n else "[dim]0[/]")
+        table.add_row(site.site, str(site.driven), *cells)
+    return table
+
+
 def print_matrix(console: Console, matrix: Matrix) -> None:
-    """Print the table, what its columns mean, the columns without runs, failed runs, and a summary line."""
+    """Print the table, what its columns mean, the columns without runs, failed runs, and a summary line.
+
+    With fault-sweep runs in the results, their table by site follows the matrix.
+    """
     console.print(matrix_table(matrix))
+    if matrix.sweep:
+        console.print(sweep_table(matrix))
     backends = dict.fromkeys(c.backend for c in matrix.columns if c.runs)
     for backend in backends:
         meaning = next(c.meaning for c in matrix.columns if c.backend == backend)

@@ -17,13 +17,18 @@ The layout they check, a one-record "commit flag" pool:
 The correct program persists the record, then sets and persists the flag. The buggy
 one sets the flag before the record is flushed: a crash can leave the flag without
 the record.
+
+:func:`committed_value` is the layout's *recovery* instead of a checker: what a restart
+reads (the committed record, or None). Named as ``recover =`` in a scenario, it checks
+durable linearizability: no rule about the layout is written, the replay requires each
+crash to recover to the value before or after the interrupted operation.
 """
 
 from __future__ import annotations
 
 import sys
 
-__all__ = ["COMMITTED", "RECORD", "committed_record", "main"]
+__all__ = ["COMMITTED", "RECORD", "committed_record", "committed_value", "main"]
 
 #: The commit flag's value: 8 bytes, stored with one atomic 8-byte store.
 COMMITTED = b"COMMITED"
@@ -36,6 +41,13 @@ def committed_record(image: memoryview | bytes) -> bool:
     if bytes(image[0:8]) != COMMITTED:
         return True  # nothing committed yet: any record content is acceptable
     return 0 not in bytes(image[RECORD])
+
+
+def committed_value(image: memoryview | bytes) -> bytes | None:
+    """What recovery reads: the record when the commit flag is set, else None (nothing committed)."""
+    if bytes(image[0:8]) != COMMITTED:
+        return None
+    return bytes(image[RECORD])
 
 
 def main(argv: list[str] | None = None) -> int:

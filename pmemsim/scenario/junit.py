@@ -6,7 +6,7 @@ dropped, ``/`` → ``.``) as its class name; ``<failure>``, ``<error>`` or ``<sk
 carry the message (for a crash check, its summary and the minimal trace, as pytest
 prints it); ``<system-out>`` holds a passing run's note (a crash check's summary) and the
 error paths the run reached. A scenario file that could not be loaded is one case
-``STEM[load]`` with an ``<error>``.
+``STEM[load]`` with an ``<error>``. A run of a fault sweep is ``STEM[BACKEND] SITE@HIT``.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def junit_xml(runs: Sequence[RunResult], suite: str = "pmemsim scenarios") -> by
             "testcase",
             {
                 "classname": _classname(r.name),
-                "name": _case_name(r.name, r.backend),
+                "name": _case_name(r.name, r.backend) + (f" {r.fault.point}" if r.fault else ""),
                 "file": r.name,
                 "time": f"{r.duration:.3f}",
             },

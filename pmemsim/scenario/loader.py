@@ -22,10 +22,8 @@ from __future__ import annotations
 import errno as _errno
 import functools
 import json
-import mmap
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -33,7 +31,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pmemsim._files import file_kind
+from pmemsim._files import InputFileError, check_regular_file, read_regular_file, why_refused
+from pmemsim.addrspace.backends import BACKENDS, backend
+from pmemsim.addrspace.base import Placement
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
 from pmemsim.scenario._lines import key_lines, line_of
@@ -66,14 +66,11 @@ __all__ = [
     "MAX_OFFSET",
     "MAX_SCENARIO_BYTES",
     "SCENARIO_SUFFIX",
-    "InputRefused",
     "Problem",
     "ScenarioError",
-    "check_regular_file",
     "discover",
     "load_scenario",
     "loads_scenario",
-    "read_regular_file",
     "schema",
 ]
 
@@ -91,65 +88,6 @@ MAX_ITEMS = 10_000
 MAX_DATA = 16 << 20
 # The longest file name component most file systems allow.
 _NAME_MAX = 255
-
-
-class InputRefused(Exception):
-    """A file that is not read: unreadable, not a regular file, or too large (``str`` says why)."""
-
-
-def _open_regular(path: str | os.PathLike[str], limit: int) -> tuple[int, int]:
-    """Open ``path`` without blocking; refuse anything but a regular file of at most ``limit`` bytes.
-
-    O_NONBLOCK makes opening a FIFO return at once (a plain open waits for a writer);
-    fstat on the open descriptor then decides, so nothing is read from a device.
-    """
-    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOCTTY", 0)
-    try:
-        fd = os.open(path, flags)
-    except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        raise InputRefused(reason) from None
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise InputRefused(f"{file_kind(st.st_mode)}, not a regular file")
-        if st.st_size > limit:
-            raise InputRefused(f"{st.st_size} bytes, more than the {limit} allowed")
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd, st.st_size
-
-
-def check_regular_file(path: str | os.PathLike[str], limit: int) -> int:
-    """The size of ``path`` if it is a regular file of at most ``limit`` bytes; else InputRefused."""
-    fd, size = _open_regular(path, limit)
-    os.close(fd)
-    return size
-
-
-def read_regular_file(path: str | os.PathLike[str], limit: int) -> bytes:
-    """The bytes of ``path``, a regular file of at most ``limit`` bytes; else InputRefused.
-
-    Never reads more than ``limit + 1`` bytes, even from a file that grows meanwhile.
-    """
-    fd, _ = _open_regular(path, limit)
-    try:
-        chunks: list[bytes] = []
-        total = 0
-        while total <= limit:
-            chunk = os.read(fd, min(1 << 20, limit + 1 - total))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            total += len(chunk)
-    except OSError as exc:
-        raise InputRefused(exc.strerror or str(exc)) from None
-    finally:
-        os.close(fd)
-    if total > limit:
-        raise InputRefused(f"more than the {limit} bytes allowed (the file grew while read)")
-    return b"".join(chunks)
 
 
 @dataclass(frozen=True)
@@ -201,10 +139,10 @@ def load_scenario(path: str | os.PathLike[str]) -> Scenario:
     p = Path(path)
     shown = os.fspath(path)
     try:
-        raw = read_regular_file(p, MAX_SCENARIO_BYTES)
-    except InputRefused as exc:
+        raw = read_regular_file(p, MAX_SCENARIO_BYTES, "a scenario")
+    except (OSError, InputFileError) as exc:
         raise ScenarioError(
-            shown, [Problem(shown, None, "(file)", f"cannot read the scenario: {exc}")]
+            shown, [Problem(shown, None, "(file)", f"cannot read the scenario: {why_refused(exc)}")]
         ) from None
     try:
         text = raw.decode("utf-8")
@@ -391,10 +329,6 @@ _STEP_KEYS: dict[str, Any] = {
 }
 _DATA_KEYS = frozenset({"data", "data_hex", "repeat", "expect_data", "expect_data_hex"})
 
-# The address space a backend gives when the scenario names no size: the simulated
-# space spans [4 GiB, 128 TiB), the mmap arena is 64 GiB.
-_DEFAULT_SPACE = {"sim": (1 << 47) - (1 << 32), "mmap": 64 << 30}
-
 # Step kinds whose ``name`` is a descriptor (usable in addresses); the rest name other things.
 _DESCRIBING = (PartMapStep, FirstPartMap, NextPartMap, PartMapByAddress)
 
@@ -405,8 +339,8 @@ class _Builder:
         self.shown = shown
         self.lines = lines
         self.problems: list[Problem] = []
-        self.backends: tuple[str, ...] = ("sim", "mmap")
-        self.space_size = min(_DEFAULT_SPACE.values())
+        self.backends: tuple[str, ...] = BACKENDS
+        self.space_size = min(backend(b).default_size for b in BACKENDS)
 
     def problem(self, key: KeyPath, message: str) -> None:
         self.problems.append(Problem(self.shown, line_of(self.lines, key), format_path(key), message))
@@ -415,14 +349,17 @@ class _Builder:
         return line_of(self.lines, key)
 
     def build(self, doc: dict[str, Any]) -> Scenario:
-        backends = tuple(doc.get("backends", ("sim", "mmap")))
+        backends = tuple(doc.get("backends", BACKENDS))
         self.backends = backends
         fake_fs = bool(doc.get("fake_fs", False))
-        if fake_fs and "mmap" in backends:
+        real_files_only = [b for b in backends if not backend(b).fake_files]
+        if fake_fs and real_files_only:
+            fakes = [b for b in BACKENDS if backend(b).fake_files]
             self.problem(
                 ("backends",) if "backends" in doc else ("fake_fs",),
-                "fake_fs = true works on the sim backend only (real mmap cannot map a fake file); "
-                'set backends = ["sim"]',
+                f"fake_fs = true works on the {' and '.join(fakes)} backend only "
+                f"(the {' and '.join(real_files_only)} backend cannot map a fake file); "
+                f"set backends = {json.dumps(fakes)}",
             )
         space = self.space(doc.get("space", {}))
         sources = tuple(self.source(i, s) for i, s in enumerate(doc.get("sources", [])))
@@ -450,16 +387,18 @@ class _Builder:
         if page & (page - 1):
             self.problem(("space", "page_size"), f"expected a power of two, got {page}")
             page = 4096
-        elif "mmap" in self.backends and page % mmap.PAGESIZE:
+        elif strict := [b for b in self.backends if page % backend(b).page_multiple]:
+            others = [b for b in BACKENDS if b not in strict]
             self.problem(
                 ("space", "page_size"),
-                f"{page} is not a multiple of this system's page size {mmap.PAGESIZE}, which the mmap "
-                'backend needs; use a multiple or set backends = ["sim"]',
+                f"{page} is not a multiple of this system's page size {backend(strict[0]).page_multiple}, "
+                f"which the {' and '.join(strict)} backend needs; use a multiple or set "
+                f"backends = {json.dumps(others)}",
             )
         size = d.get("size")
         if size is not None and size % page:
             self.problem(("space", "size"), f"{size} is not a multiple of the page size {page}")
-        self.space_size = size if size is not None else min(_DEFAULT_SPACE[b] for b in self.backends)
+        self.space_size = size if size is not None else min(backend(b).default_size for b in self.backends)
         occupied = []
         for i, o in enumerate(d.get("occupied", [])):
             for k in ("at", "size"):
@@ -479,7 +418,7 @@ class _Builder:
             page_size=page,
             size=size,
             limit=d.get("limit"),
-            placement=d.get("placement", "bottom-up"),
+            placement=Placement(d.get("placement", "bottom-up")),
             granularities=None if grans is None else frozenset(Granularity[g] for g in grans),
             occupied=tuple(occupied),
         )
@@ -541,9 +480,9 @@ class _Builder:
             self.problem(key, f"image file {given!r} not found (looked for {image})")
             return None
         try:
-            check_regular_file(image, MAX_IMAGE_BYTES)
-        except InputRefused as exc:
-            self.problem(key, f"image file {given!r} cannot be used: {exc}")
+            check_regular_file(image, MAX_IMAGE_BYTES, "an image")
+        except (OSError, InputFileError) as exc:
+            self.problem(key, f"image file {given!r} cannot be used: {why_refused(exc)}")
             return None
         return image
 
@@ -635,23 +574,16 @@ class _Builder:
         return cls(line=self.line(key), index=i, **kwargs)
 
     def crash(self, d: dict[str, Any]) -> CrashSpec:
-        if ("checker" in d) == ("program" in d):
+        judges = [k for k in ("checker", "program", "recover", "recover_program") if k in d]
+        if len(judges) != 1:
             self.problem(
-                ("crash",), "give exactly one of 'checker' (module:function) or 'program' (a command)"
+                ("crash",),
+                "give exactly one of 'checker' (module:function), 'program' (a command), "
+                "'recover' (module:function) or 'recover_program' (a command)",
             )
-        program = d.get("program")
-        words = [program] if isinstance(program, str) else program or []
-        if any("\x00" in w for w in words):
-            self.problem(("crash", "program"), "the command contains a NUL character")
-            program = None
-        if isinstance(program, str):
-            import shlex
-
-            try:
-                program = shlex.split(program)
-            except ValueError as exc:
-                self.problem(("crash", "program"), f"cannot split the command: {exc}")
-                program = None
+        program = self.command(d, "program")
+        recover_program = self.command(d, "recover_program")
+        judge = judges[0] if judges else "checker"
         return CrashSpec(
             expect=d["expect"],
             line=self.line(("crash",)),
@@ -661,8 +593,27 @@ class _Builder:
             program=tuple(program) if program else None,
             seed=d.get("seed"),
             timeout=d.get("timeout"),
-            checker_line=self.line(("crash", "checker" if "checker" in d else "program")),
+            checker_line=self.line(("crash", judge)),
+            recover=d.get("recover"),
+            recover_program=tuple(recover_program) if recover_program else None,
         )
+
+    def command(self, d: dict[str, Any], key: str) -> list[str] | None:
+        """The [crash] command under ``key`` as an argument list (None when absent or bad)."""
+        program = d.get(key)
+        words = [program] if isinstance(program, str) else program or []
+        if any("\x00" in w for w in words):
+            self.problem(("crash", key), "the command contains a NUL character")
+            return None
+        if isinstance(program, str):
+            import shlex
+
+            try:
+                return shlex.split(program)
+            except ValueError as exc:
+                self.problem(("crash", key), f"cannot split the command: {exc}")
+                return None
+        return list(program) if program else None
 
     def cross_check(
         self, sources: tuple[SourceSpec, ...], steps: tuple[Step, ...], crash: CrashSpec | None

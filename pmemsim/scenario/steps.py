@@ -12,6 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pmemsim.addrspace.backends import BACKENDS
+from pmemsim.addrspace.base import Placement
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
 
@@ -108,7 +110,7 @@ class SpaceSpec:
     page_size: int = 4096
     size: int | None = None
     limit: int | None = None
-    placement: str = "bottom-up"
+    placement: Placement = Placement.BOTTOM_UP
     granularities: frozenset[Granularity] | None = None
     occupied: tuple[tuple[int, int], ...] = ()  # (offset from low, size)
 
@@ -148,7 +150,13 @@ class FaultSpec:
 
 @dataclass(frozen=True)
 class CrashSpec:
-    """Crash-consistency check of what was recorded: engine(s), checker, expected verdict."""
+    """Crash-consistency check of what was recorded: engine(s), checker, expected verdict.
+
+    Exactly one of ``checker`` (module:function), ``program`` (a checker command),
+    ``recover`` (module:function ``recover(image) -> value``) and ``recover_program`` (a
+    command printing the value) judges; the two ``recover`` forms check durable
+    linearizability (:mod:`pmemsim.persistence.linearizability`).
+    """
 
     expect: str
     line: int | None = None
@@ -159,6 +167,16 @@ class CrashSpec:
     seed: int | None = None
     timeout: float | None = None
     checker_line: int | None = None
+    recover: str | None = None
+    recover_program: tuple[str, ...] | None = None
+
+    @property
+    def judge_key(self) -> str:
+        """The key naming what judges the states: checker, program, recover or recover_program."""
+        for key in ("recover", "recover_program", "program"):
+            if getattr(self, key) is not None:
+                return key
+        return "checker"
 
 
 # -- steps ----------------------------------------------------------------------------------------
@@ -429,7 +447,7 @@ class Scenario:
     name: str
     steps: tuple[Step, ...]
     description: str = ""
-    backends: tuple[str, ...] = ("sim", "mmap")
+    backends: tuple[str, ...] = BACKENDS
     fake_fs: bool = False
     space: SpaceSpec = SpaceSpec()
     sources: tuple[SourceSpec, ...] = ()

@@ -1,15 +1,18 @@
 """Test pmemsim-based code: a pytest plugin, hypothesis strategies and a state machine.
 
 * :mod:`pmemsim.testing.plugin` -- the pytest plugin (fixtures ``pmem_space``, ``pmemset``,
-  ``fault_plan``, ``pmem_file``, ``make_pmem_file``, ``crash_check``; the ``pmemsim``
-  marker; ``--pmemsim-backend`` and ``--pmemsim-report``). Loaded automatically once
-  pmemsim is installed (the ``pytest11`` entry point).
+  ``fault_plan``, ``pmem_file``, ``make_pmem_file``, ``crash_check``, ``fault_sweep``; the
+  ``pmemsim`` marker; ``--pmemsim-backend``, ``--pmemsim-report``,
+  ``--pmemsim-fault-sweep``). Loaded automatically once pmemsim is installed (the
+  ``pytest11`` entry point).
 * :mod:`pmemsim.testing.strategies` -- hypothesis strategies.
 * :class:`PmemsetStateMachine` -- a rule-based machine over the whole API, to run as is
   or subclass.
 * :mod:`pmemsim.testing.crash` -- record a block of code and replay its crash states
   (what the ``crash_check`` fixture uses; usable without pytest).
 * :mod:`pmemsim.testing.ops` -- operation values, a runner, state snapshots.
+* :mod:`pmemsim.testing.fault_sweep` -- fault sweeps: every hit of every fault site a
+  test reaches, failed one per run (the ``fault_sweep`` marker key, fixture and options).
 
 Importing this package is cheap: hypothesis is imported only when
 :class:`PmemsetStateMachine` is first used, so the plugin works without it.

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pmemsim.addrspace.layout import Placement
+from pmemsim.addrspace.base import Placement
 from pmemsim.enums import Coalescing, Granularity
 from pmemsim.errors import ErrorCode
 from pmemsim.faults import FaultSite
@@ -192,12 +192,6 @@ class SetModel:
     def map_at(self, addr: int) -> MapModel | None:
         for m in self.maps:
             if m.addr <= addr < m.end:
-                return m
-        return None
-
-    def map_starting(self, addr: int) -> MapModel | None:
-        for m in self.maps:
-            if m.addr == addr:
                 return m
         return None
 

@@ -13,6 +13,12 @@ of ``pset.mark(name, data=...)``, ``ctx.epoch``, ``ctx.record``). A program comm
 (str or list) works too, as with pmreorder's ``-c prog``. The pytest fixture
 ``crash_check`` wraps this and fails the test instead of raising.
 
+Without a checker, ``recover=`` checks durable linearizability: ``recover(image) ->
+value`` opens the pool as a restart would and returns its contents; a crash inside an
+operation (an outermost ``pset.mark("NAME.BEGIN")`` / ``"NAME.END"`` section) must
+recover to the value before it or after it, anywhere else to the current value (see
+:mod:`pmemsim.persistence.linearizability`).
+
 No silent passes: a block that recorded no store (the code wrote to another set, or
 nothing), or an engine that picks no state, fails unless ``allow_empty=True``; a
 checker error (a garbage return value, a timeout, a rejection of the image before any
@@ -117,14 +123,16 @@ class CrashCheck:
     :class:`CrashConsistencyError`); a block that recorded nothing raises
     CrashConsistencyError unless ``allow_empty``. Construction raises TypeError for a bad
     checker and ValueError for an unknown engine; nothing is replayed when the block
-    raises.
+    raises. ``recover`` (a callable or a program printing the value) replaces the checker
+    with a durable-linearizability check; give one of the two.
     """
 
     def __init__(
         self,
         pset: PmemSet,
-        checker: Checker | Callable[[Any], object] | str | Sequence[str],
+        checker: Checker | Callable[[Any], object] | str | Sequence[str] | None = None,
         *,
+        recover: Callable[[Any], object] | str | Sequence[str] | None = None,
         engine: Engine | str = DEFAULT_ENGINE,
         markers: Mapping[str, Engine | str] | None = None,
         seed: int | None = None,
@@ -143,7 +151,18 @@ class CrashCheck:
         if not isinstance(pset, PmemSet):
             raise TypeError(f"CrashCheck needs a PmemSet to record, not {type(pset).__name__}")
         self.pset = pset
-        self.checker = make_checker(checker, all_files=all_files, timeout=timeout)
+        self.recovery: Any = None
+        self.checker: Checker | None = None
+        if (checker is None) == (recover is None):
+            raise TypeError(
+                "crash check needs a checker, or recover= for a durable-linearizability check (not both)"
+            )
+        if recover is not None:
+            from pmemsim.persistence.linearizability import recovery_for
+
+            self.recovery = recovery_for(recover, timeout=timeout, all_files=all_files)
+        else:
+            self.checker = make_checker(checker, all_files=all_files, timeout=timeout)
         self.engine = engine_from_name(engine)
         self.markers = {name: engine_from_name(spec) for name, spec in (markers or {}).items()}
         self.seed = seed
@@ -184,14 +203,29 @@ class CrashCheck:
 
     def replay(self) -> CrashCheckResult:
         """Replay the recorded log now (called on leaving the block)."""
-        from pmemsim.persistence import NothingToCheck, ShrinkError, Verdict, replay, shrink
+        from pmemsim.persistence import (
+            CheckerError,
+            NothingToCheck,
+            RecoveryChecker,
+            ShrinkError,
+            Verdict,
+            replay,
+            shrink,
+        )
 
         if self.log is None:
             raise ValueError("nothing was recorded: use the CrashCheck as a context manager first")
+        checker = self.checker
+        if self.recovery is not None:
+            try:
+                checker = RecoveryChecker.for_log(self.log, self.recovery)
+            except CheckerError as exc:
+                raise CrashConsistencyError(f"crash check: {exc}") from None
+        assert checker is not None
         try:
             report = replay(
                 self.log,
-                self.checker,
+                checker,
                 engine=self.engine,
                 markers=self.markers or None,
                 seed=self.seed,
@@ -208,7 +242,7 @@ class CrashCheck:
         failure = next((f for f in report.failures if f.verdict is Verdict.INCONSISTENT), None)
         if failure is not None:
             try:
-                trace = str(shrink(self.log, failure, self.checker, model=self.model, timeout=self.timeout))
+                trace = str(shrink(self.log, failure, checker, model=self.model, timeout=self.timeout))
             except ShrinkError as exc:
                 trace = f"{failure.describe()}\n(not shrunk: {exc})"
         return CrashCheckResult(report, self.log, trace, self.strict)

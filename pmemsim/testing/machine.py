@@ -15,9 +15,9 @@ unchanged and emit no event. Invariants, checked after every step:
 * every file holds the bytes the model expects, and reading every part map returns
   the last bytes written there.
 
-Use it as is (``TestPmemset = PmemsetStateMachine.TestCase``) or subclass it: override
-:meth:`make_space` for another backend, change ``page_size`` / ``file_pages`` /
-``space_pages``, and add rules of your own that use ``self.pset`` (and keep
+Use it as is (``TestPmemset = PmemsetStateMachine.TestCase``) or subclass it: set
+``backend`` to another backend's name (or override :meth:`make_space`), change
+``page_size`` / ``file_pages`` / ``space_pages``, and add rules of your own that use ``self.pset`` (and keep
 ``self.model`` up to date through :meth:`expect_write` when they store bytes).
 """
 
@@ -42,9 +42,8 @@ from hypothesis.stateful import (
     rule,
 )
 
-from pmemsim.addrspace.base import RangeOccupied
-from pmemsim.addrspace.layout import LayoutAddressSpace
-from pmemsim.addrspace.simulated import SimulatedAddressSpace
+from pmemsim.addrspace.backends import SpaceOptions, make_address_space
+from pmemsim.addrspace.base import AddressSpace, RangeOccupied
 from pmemsim.config import Config
 from pmemsim.enums import Coalescing, Granularity, SourceFlags
 from pmemsim.errors import ErrorCode, PmemsetError, code_name
@@ -114,13 +113,16 @@ class _PartModel:
 class PmemsetStateMachine(RuleBasedStateMachine):
     """Drives one :class:`~pmemsim.PmemSet` through every API call, fault and layout change.
 
-    Class attributes size the world: ``page_size`` (bytes; small pages keep files small),
+    Class attributes choose and size the world: ``backend`` (a name of
+    :data:`pmemsim.addrspace.BACKENDS`, default ``"sim"``), ``page_size`` (bytes; small
+    pages keep files small),
     ``file_pages`` (size of each regular file), ``space_pages`` (how big the address space
     is, so exhaustion is reachable). Attributes available to subclass rules: ``space``,
     ``pset`` (None until the machine's ``initialize`` ran), ``plan``, ``model``,
     ``directory``.
     """
 
+    backend: ClassVar[str] = "sim"
     page_size: ClassVar[int] = 256
     file_pages: ClassVar[int] = 16
     space_pages: ClassVar[int] = 256
@@ -131,7 +133,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.directory = tempfile.mkdtemp(prefix="pmemsim-machine-")
-        self.space: LayoutAddressSpace = self.make_space()
+        self.space: AddressSpace = self.make_space()
         self.plan = FaultPlan()
         self.pset: PmemSet | None = None
         self.model = SetModel(
@@ -152,10 +154,11 @@ class PmemsetStateMachine(RuleBasedStateMachine):
 
     # -- hooks for subclasses --------------------------------------------------------------
 
-    def make_space(self) -> LayoutAddressSpace:
-        """The address space under test (a small deterministic simulator by default)."""
-        low = 1 << 32
-        return SimulatedAddressSpace(self.page_size, low=low, high=low + self.space_pages * self.page_size)
+    def make_space(self) -> AddressSpace:
+        """The address space under test: ``space_pages`` pages of the ``backend`` (default: simulator)."""
+        return make_address_space(
+            self.backend, SpaceOptions(page_size=self.page_size, size=self.space_pages * self.page_size)
+        )
 
     def expect_write(self, addr: int, data: bytes) -> None:
         """Tell the model about bytes a subclass rule stored through ``self.pset`` at ``addr``."""
@@ -241,9 +244,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
                 self.space._check()
             for s in self.sources:
                 s.source.delete()
-            close = getattr(self.space, "close", None)
-            if callable(close):
-                close()
+            self.space.close()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
 

@@ -15,9 +15,15 @@ system when the test also uses ``fs``; on a regular-file device unless the marke
 replay its crash states, fail with the minimal trace).
 
 Marker: ``@pytest.mark.pmemsim(backend=, page_size=, coalescing=, granularity=,
-file_size=, device=, allow_unfired_faults=)`` configures those fixtures for one test,
-class or module (the closest marker wins per key). Unknown keys and bad values stop the
-run with a usage error.
+file_size=, device=, allow_unfired_faults=, fault_sweep=)`` configures those fixtures for
+one test, class or module (the closest marker wins per key). Unknown keys and bad values
+stop the run with a usage error.
+
+Fault sweeps: ``fault_sweep=True`` (or ``--pmemsim-fault-sweep`` for every test that uses
+``fault_plan``) runs the test once to count the hits of every fault site, then once per
+(site, hit) failing exactly that hit (:mod:`pmemsim.testing.fault_sweep`); the
+``fault_sweep`` fixture says what the test wants done with the failures.
+``--pmemsim-fault=SITE@HIT`` runs the tests with that one failure.
 
 ``--pmemsim-report FILE`` writes one record per test (outcome, backend, the PmemsetError
 names raised during it) in the results format ``pmemsim report`` reads.
@@ -35,12 +41,16 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
+from pmemsim.addrspace.backends import BACKENDS as _BACKENDS
+from pmemsim.addrspace.backends import SpaceOptions, backend
+
 if TYPE_CHECKING:
-    from pmemsim.addrspace.layout import LayoutAddressSpace
+    from pmemsim.addrspace.base import AddressSpace
     from pmemsim.faults import FaultPlan
     from pmemsim.persistence import Checker, Engine
     from pmemsim.pmemset import PmemSet
     from pmemsim.testing.crash import CrashCheck
+    from pmemsim.testing.fault_sweep import FaultSweep
 
 __all__ = [
     "BACKENDS",
@@ -52,6 +62,8 @@ __all__ = [
     "MARKER_KEYS",
     "OPTION_BACKEND",
     "OPTION_ENGINE",
+    "OPTION_FAULT",
+    "OPTION_FAULT_SWEEP",
     "OPTION_REPORT",
     "CrashCheckFactory",
     "MarkerSettings",
@@ -61,6 +73,8 @@ OPTION_BACKEND = "--pmemsim-backend"
 OPTION_ENGINE = "--pmemsim-engine"
 OPTION_REPORT = "--pmemsim-report"
 OPTION_STRICT = "--pmemsim-strict-crash"
+OPTION_FAULT_SWEEP = "--pmemsim-fault-sweep"
+OPTION_FAULT = "--pmemsim-fault"
 MARKER = "pmemsim"
 #: Keys the ``pmemsim`` marker accepts.
 MARKER_KEYS = (
@@ -71,24 +85,27 @@ MARKER_KEYS = (
     "file_size",
     "device",
     "allow_unfired_faults",
+    "fault_sweep",
 )
 #: The ``device`` marker values and the store granularity of the device each stands for
 #: (a Granularity value): a regular file is made durable a page at a time (msync), a DAX
 #: device of persistent memory a cache line at a time (CLWB + SFENCE), and a DAX device
 #: with eADR needs no flush at all (stores are durable once globally visible).
 DEVICES: dict[str, int] = {"file": 2, "dax": 1, "dax_eadr": 0}
-BACKENDS = ("sim", "mmap")
+BACKENDS = _BACKENDS  # the registered backend names (pmemsim.addrspace.backends)
 BACKEND_CHOICES = (*BACKENDS, "both")
 DEFAULT_BACKEND = "sim"
 #: ``pmem_file`` is this many pages long unless the marker gives ``file_size``.
 DEFAULT_FILE_PAGES = 64
 _DEFAULT_PAGE = 4096
 # Address space set aside by each mmap-backed pmem_space (PROT_NONE, no memory).
-_MMAP_ARENA = 1 << 32
+_REAL_ARENA = 1 << 32
 
 _BACKEND_KEY = pytest.StashKey[str]()
 # The outcome of each phase of a test, for teardown checks that must stay quiet after a failure.
 _PHASE_KEY = pytest.StashKey[dict[str, str]]()
+# The run of a fault sweep in progress (a pmemsim.testing.fault_sweep.RunState).
+_SWEEP_KEY = pytest.StashKey[Any]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -113,6 +130,18 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "fails the test instead of warning",
     )
     group.addoption(
+        OPTION_FAULT_SWEEP,
+        action="store_true",
+        help="fault-sweep every test that uses fault_plan (directly or through pmemset or fault_sweep): "
+        "one run per hit of every fault site it reaches, failing that hit",
+    )
+    group.addoption(
+        OPTION_FAULT,
+        default=None,
+        metavar="SITE@HIT",
+        help="run the tests that use fault_plan with one failure, judged as in a sweep (e.g. os.msync@3)",
+    )
+    group.addoption(
         OPTION_REPORT,
         default=None,
         metavar="FILE",
@@ -134,6 +163,18 @@ def pytest_configure(config: pytest.Config) -> None:
             engine_from_name(engine)
         except ValueError as exc:
             raise pytest.UsageError(f"{OPTION_ENGINE}: {exc}") from None
+    point = config.getoption(OPTION_FAULT)
+    if point is not None:
+        if config.getoption(OPTION_FAULT_SWEEP):
+            raise pytest.UsageError(
+                f"{OPTION_FAULT} runs one failure: it cannot go with {OPTION_FAULT_SWEEP}"
+            )
+        from pmemsim.faults import FaultPoint
+
+        try:
+            FaultPoint.parse(point)
+        except ValueError as exc:
+            raise pytest.UsageError(f"{OPTION_FAULT}: {exc}") from None
     report = config.getoption(OPTION_REPORT)
     if report is not None:
         if not report or os.path.isdir(report):
@@ -159,6 +200,7 @@ class MarkerSettings:
     file_size: int | None = None
     device: str | None = None
     allow_unfired_faults: bool = False
+    fault_sweep: bool | None = None
 
 
 def _enum_value(key: str, value: object, names: Mapping[str, int]) -> int:
@@ -209,6 +251,11 @@ def parse_markers(node: pytest.Item | Any) -> MarkerSettings:
         if not isinstance(allow, bool):
             raise MarkerError(f"allow_unfired_faults={allow!r} must be True or False")
         out["allow_unfired_faults"] = allow
+    if values.get("fault_sweep") is not None:
+        sweep = values["fault_sweep"]
+        if not isinstance(sweep, bool):
+            raise MarkerError(f"fault_sweep={sweep!r} must be True or False")
+        out["fault_sweep"] = sweep
     if values.get("coalescing") is not None or values.get("granularity") is not None:
         from pmemsim.enums import Coalescing, Granularity
 
@@ -246,9 +293,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if item.get_closest_marker(MARKER) is None:
             continue
         try:
-            parse_markers(item)
+            settings = parse_markers(item)
         except MarkerError as exc:
             problems.append(f"{item.nodeid}: @pytest.mark.{MARKER}: {exc}")
+            continue
+        if settings.fault_sweep and "fault_plan" not in getattr(item, "fixturenames", ()):
+            problems.append(
+                f"{item.nodeid}: @pytest.mark.{MARKER}(fault_sweep=True) needs the fault_plan fixture "
+                "(use it, or pmemset or fault_sweep, which use it)"
+            )
     if problems:
         raise pytest.UsageError("\n".join(problems))
 
@@ -256,25 +309,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 # -- fixtures --------------------------------------------------------------------------------------
 
 
-def _make_space(request: pytest.FixtureRequest, backend: str, page_size: int | None) -> LayoutAddressSpace:
-    if backend == "sim":
-        from pmemsim.addrspace.simulated import SimulatedAddressSpace
-
-        return SimulatedAddressSpace(page_size or _DEFAULT_PAGE)
-    if "fs" in request.fixturenames:
-        pytest.skip("the mmap backend maps real files; this test uses pyfakefs (fs)")
-    from pmemsim.addrspace.mmap import OS_PAGE, MmapAddressSpace
-
-    if page_size is not None and page_size % OS_PAGE:
-        pytest.skip(f"pmemsim(page_size={page_size}) is not a multiple of the kernel page size {OS_PAGE}")
+def _make_space(request: pytest.FixtureRequest, name: str, page_size: int | None) -> AddressSpace:
+    entry = backend(name)
+    if not entry.fake_files and "fs" in request.fixturenames:
+        pytest.skip(f"the {name} backend maps real files; this test uses pyfakefs (fs)")
+    if page_size is not None and page_size % entry.page_multiple:
+        pytest.skip(
+            f"pmemsim(page_size={page_size}) is not a multiple of the {name} backend's page "
+            f"size {entry.page_multiple}"
+        )
+    # A backend of real mappings sets aside 4 GiB of address space (no memory) instead of
+    # its default: a test run makes thousands of spaces, some of them left to the collector.
+    options = SpaceOptions(page_size=page_size, size=None if entry.fake_files else _REAL_ARENA)
     try:
-        return MmapAddressSpace(_MMAP_ARENA, page_size=page_size)
+        return entry.build(options)
     except OSError as exc:
-        pytest.skip(f"the mmap backend is not available here: {exc}")
+        pytest.skip(f"the {name} backend is not available here: {exc}")
 
 
 @pytest.fixture
-def pmem_space(request: pytest.FixtureRequest) -> Iterator[LayoutAddressSpace]:
+def pmem_space(request: pytest.FixtureRequest) -> Iterator[AddressSpace]:
     """A fresh address space: SimulatedAddressSpace unless ``--pmemsim-backend``/the marker says mmap.
 
     Checked for consistency (``_check()``) at teardown; an mmap space is closed.
@@ -291,10 +345,14 @@ def pmem_space(request: pytest.FixtureRequest) -> Iterator[LayoutAddressSpace]:
             space._check()
         except AssertionError as exc:
             pytest.fail(f"pmem_space is inconsistent at teardown: {exc}", pytrace=False)
+        sweep = request.node.stash.get(_SWEEP_KEY, None)
+        if sweep is not None:  # every fixture using the space is gone: nothing may be left in it
+            from pmemsim.testing.fault_sweep import collect_garbage, space_leaks
+
+            collect_garbage()
+            sweep.leaks.extend(space_leaks(space))
     finally:
-        close = getattr(space, "close", None)
-        if callable(close):
-            close()
+        space.close()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -303,6 +361,93 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()
     item.stash.setdefault(_PHASE_KEY, {})[report.when] = report.outcome
+
+
+# -- fault sweeps ----------------------------------------------------------------------------------
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """Run a swept test (marker or option) or a test under ``--pmemsim-fault`` many times."""
+    if "fault_plan" not in getattr(item, "fixturenames", ()):
+        return None
+    try:
+        settings = parse_markers(item)
+    except MarkerError:
+        return None  # reported as a usage error at collection
+    point = item.config.getoption(OPTION_FAULT)
+    sweep = item.config.getoption(OPTION_FAULT_SWEEP) or point is not None
+    if settings.fault_sweep is not None:  # the marker wins: True sweeps, False opts out
+        sweep = settings.fault_sweep
+    if not sweep:
+        return None
+    from pmemsim.faults import FaultPoint
+    from pmemsim.testing.fault_sweep import run_item
+
+    run_item(item, nextitem, _SWEEP_KEY, None if point is None else FaultPoint.parse(point))
+    return True
+
+
+def _judged(item: pytest.Item, outcome: Any, phase: str) -> None:
+    """Judge the end of a phase of a faulted run: accept the fault's error, or say what went wrong."""
+    state = item.stash.get(_SWEEP_KEY, None)
+    if state is None:
+        return
+    excinfo = outcome.excinfo
+    if phase == "call" and state.plan is not None:
+        state.hits = dict(state.plan.hits)  # hits after the call: the fixtures' teardown is not swept
+    if state.point is None:
+        return
+    escaped = excinfo[1] if excinfo is not None else None
+    if escaped is not None and not isinstance(escaped, Exception | pytest.fail.Exception):
+        return  # a skip, an exit, an interrupt: not the code under test's doing
+    if phase == "setup" and (escaped is None or state.fired is None):
+        return  # the fault fires later, or the set-up failed on its own (judged from the reports)
+    if state.settle(escaped):
+        from pmemsim.testing.fault_sweep import forget_last_failure
+
+        forget_last_failure()  # pytest kept the error for post-mortem debugging; it is no failure now
+        if phase == "setup":
+            outcome.force_exception(
+                pytest.skip.Exception(f"{state.point}: {escaped} escaped a fixture's set-up, as allowed")
+            )
+        else:
+            outcome.force_result(None)
+        return
+    if state.outcome.ok:
+        return
+    line = str(state.line())
+    if escaped is None:
+        outcome.force_exception(pytest.fail.Exception(f"pmemsim fault sweep: {line}", pytrace=False))
+    else:
+        escaped.add_note(f"pmemsim fault sweep: {line}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item: pytest.Item) -> Generator[None, Any, None]:
+    outcome = yield
+    _judged(item, outcome, "setup")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, None]:
+    outcome = yield
+    _judged(item, outcome, "call")
+
+
+@pytest.fixture
+def fault_sweep(fault_plan: FaultPlan, request: pytest.FixtureRequest) -> FaultSweep:
+    """What this run of a fault-swept test fails (``.point``) and what the test wants done with it.
+
+    ``fault_sweep.expect_handled(*sites)``: a failure at those sites (all when none are
+    named) must be handled, the test passes; ``fault_sweep.expect_raised(*sites)``: its
+    PmemsetError must escape the test; undeclared sites accept either.
+    ``fault_sweep.fail_with("os.msync", errno.ENOSPC)`` picks an OS-level site's errno.
+    Outside a sweep the calls have no effect and ``.point`` is None.
+    """
+    from pmemsim.testing.fault_sweep import FaultSweep
+
+    return FaultSweep(request.node.stash.get(_SWEEP_KEY, None))
 
 
 #: The Source constructors that take a ``fault_plan``; ``from_file`` goes through ``xfrom_file``.
@@ -396,11 +541,16 @@ def fault_plan(request: pytest.FixtureRequest) -> Iterator[FaultPlan]:
     """
     settings = _settings(request.node)
     plan = _watched_plan_class()()
+    sweep = request.node.stash.get(_SWEEP_KEY, None)
+    if sweep is not None:
+        sweep.arm(plan)
     with _sources_default_to(plan):
         yield plan
     phases = request.node.stash.get(_PHASE_KEY, {})
     if settings.allow_unfired_faults or phases.get("call") != "passed":
         return
+    if sweep is not None and sweep.point is not None:
+        return  # the sweep's failure changed the test's path: what it armed may not be reached
     unfired = plan.unfired()  # type: ignore[attr-defined]
     if unfired:
         pytest.fail(
@@ -412,7 +562,7 @@ def fault_plan(request: pytest.FixtureRequest) -> Iterator[FaultPlan]:
 
 @pytest.fixture
 def pmemset(
-    pmem_space: LayoutAddressSpace, fault_plan: FaultPlan, request: pytest.FixtureRequest
+    pmem_space: AddressSpace, fault_plan: FaultPlan, request: pytest.FixtureRequest
 ) -> Iterator[PmemSet]:
     """A PmemSet on ``pmem_space`` with ``fault_plan`` (coalescing NONE, or the marker's).
 
@@ -438,11 +588,14 @@ def pmemset(
         pset.set_contiguous_part_coalescing(Coalescing(settings.coalescing))
     yield pset
     problems = _close_and_check(pset, pmem_space)
+    sweep = request.node.stash.get(_SWEEP_KEY, None)
+    if sweep is not None:
+        sweep.leaks.extend(problems)
     if problems:
         pytest.fail("pmemset fixture at teardown: " + "; ".join(problems), pytrace=False)
 
 
-def _close_and_check(pset: PmemSet, space: LayoutAddressSpace) -> list[str]:
+def _close_and_check(pset: PmemSet, space: AddressSpace) -> list[str]:
     if pset.closed:
         return []
     problems = []
@@ -510,7 +663,7 @@ def make_pmem_file(request: pytest.FixtureRequest) -> Callable[..., str]:
         if device is not None:
             from pmemsim.enums import Granularity
 
-            space: LayoutAddressSpace = request.getfixturevalue("pmem_space")
+            space: AddressSpace = request.getfixturevalue("pmem_space")
             space.set_device_granularity(path, Granularity(device))
         return path
 
@@ -532,7 +685,8 @@ class CrashCheckFactory:
     test with the minimal trace when ``checker(image)`` (or ``checker(image, ctx)``)
     rejects one, or gives no usable answer. Other keyword arguments (``markers``,
     ``seed``, ``workers``, ``model``, ``all_files``, ``timeout``, ``max_states``,
-    ``allow_empty``, ``strict``: default ``--pmemsim-strict-crash``) are those of
+    ``allow_empty``, ``strict``: default ``--pmemsim-strict-crash``, and ``recover``
+    instead of a checker: a durable-linearizability check) are those of
     :class:`pmemsim.testing.crash.CrashCheck`. A block that recorded nothing fails; a
     run that was not exhaustive warns (fails when strict). A checker that is neither
     callable nor a program command, or an unknown engine, fails the test with a
@@ -543,7 +697,7 @@ class CrashCheckFactory:
 
     def __call__(
         self,
-        checker: Checker | Callable[[Any], object] | str | Sequence[str],
+        checker: Checker | Callable[[Any], object] | str | Sequence[str] | None = None,
         *,
         pset: PmemSet | None = None,
         engine: Engine | str | None = None,
@@ -582,6 +736,7 @@ class _Run:
     message: str = ""
     errors: dict[str, int] = field(default_factory=dict)
     backend: str = ""
+    sweep: list[dict[str, Any]] = field(default_factory=list)  # one entry per run of a fault sweep
 
 
 def _short(report: pytest.TestReport) -> str:
@@ -630,6 +785,9 @@ class _Reporter:
         backend = getattr(report, "pmemsim_backend", "")
         if backend:
             run.backend = backend
+        sweep = getattr(report, "pmemsim_sweep", None)
+        if isinstance(sweep, list):
+            run.sweep = sweep
         if report.failed:
             if report.when == "call":
                 run.outcome = "failed"
@@ -643,25 +801,38 @@ class _Reporter:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         if hasattr(self.config, "workerinput"):
             return  # an xdist worker: the controller writes the file
-        from pmemsim.report.results import Outcome, ResultsFile, RunKind, RunResult
+        from pmemsim.report.results import FaultOutcome, FaultRun, Outcome, ResultsFile, RunKind, RunResult
 
         # A test that did not use pmem_space made its own address space (or used none, or the
         # process default): which backend it ran on is not known here, so it gets its own column.
         default_backend = "own"
-        results = ResultsFile(
-            [
+        results = ResultsFile()
+        for nodeid, run in self.runs.items():
+            backend = run.backend or default_backend
+            results.runs.append(
                 RunResult(
                     name=nodeid,
                     kind=RunKind.TEST,
-                    backend=run.backend or default_backend,
+                    backend=backend,
                     outcome=Outcome(run.outcome),
                     errors=dict(run.errors),
                     duration=round(run.duration, 6),
                     message=run.message,
                 )
-                for nodeid, run in self.runs.items()
-            ]
-        )
+            )
+            for entry in run.sweep:  # the runs of a fault sweep, each with the (site, hit) it failed
+                outcome = FaultOutcome(entry["outcome"])
+                results.runs.append(
+                    RunResult(
+                        name=nodeid,
+                        kind=RunKind.TEST,
+                        backend=backend,
+                        outcome=Outcome.PASSED if outcome.ok else Outcome.FAILED,
+                        errors=dict(entry["errors"]),
+                        message=entry["message"],
+                        fault=FaultRun(entry["site"], entry["hit"], outcome),
+                    )
+                )
         try:
             results.write(self.path)
         except OSError as exc:

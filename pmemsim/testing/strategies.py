@@ -21,7 +21,8 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from pmemsim.addrspace.layout import LayoutAddressSpace, Placement
+from pmemsim.addrspace.backends import SpaceOptions, make_address_space
+from pmemsim.addrspace.base import AddressSpace, Placement
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.faults import FaultPlan, FaultSite
 from pmemsim.testing.ops import (
@@ -211,24 +212,17 @@ class Layout:
     placement: Placement = Placement.BOTTOM_UP
     low_page: int = 1 << 20
 
-    def build(self, backend: str = "sim") -> LayoutAddressSpace:
-        """A fresh address space with this layout."""
-        space: LayoutAddressSpace
-        if backend == "sim":
-            from pmemsim.addrspace.simulated import SimulatedAddressSpace
-
-            low = self.low_page * self.page_size
-            space = SimulatedAddressSpace(
-                self.page_size, low=low, high=low + self.pages * self.page_size, placement=self.placement
-            )
-        elif backend == "mmap":
-            from pmemsim.addrspace.mmap import MmapAddressSpace
-
-            space = MmapAddressSpace(
-                self.pages * self.page_size, page_size=self.page_size, placement=self.placement
-            )
-        else:
-            raise ValueError(f"unknown backend {backend!r}; use 'sim' or 'mmap'")
+    def build(self, backend: str = "sim") -> AddressSpace:
+        """A fresh address space with this layout, of the backend called ``backend``."""
+        space = make_address_space(
+            backend,
+            SpaceOptions(
+                page_size=self.page_size,
+                size=self.pages * self.page_size,
+                low=self.low_page * self.page_size,
+                placement=self.placement,
+            ),
+        )
         for page, n in self.occupied:
             space.occupy(space.low + page * self.page_size, n * self.page_size)
         return space
@@ -272,7 +266,7 @@ def layouts(
     return _layout(sizes, min_pages, max_pages, max_occupied)
 
 
-def address_spaces(page_size: int | None = None, **kwargs: int) -> st.SearchStrategy[LayoutAddressSpace]:
+def address_spaces(page_size: int | None = None, **kwargs: int) -> st.SearchStrategy[AddressSpace]:
     """Fresh simulated address spaces built from :func:`layouts` (same keyword arguments)."""
     return layouts(page_size, **kwargs).map(lambda layout: layout.build("sim"))
 

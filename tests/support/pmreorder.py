@@ -157,9 +157,27 @@ def run_pmreorder(
     prog = f"{sys.executable} -S {checker} {counter}"
     sections = ["-x", ",".join(f"{name}={spec}" for name, spec in markers.items())] if markers else []
     proc = subprocess.run(
-        [sys.executable, str(pmreorder / "pmreorder.py"), "-l", str(log_path), "-o", str(out),
-         "-r", engine, *sections, "-e", "debug", "-c", "prog", "-p", prog],
-        capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            str(pmreorder / "pmreorder.py"),
+            "-l",
+            str(log_path),
+            "-o",
+            str(out),
+            "-r",
+            engine,
+            *sections,
+            "-e",
+            "debug",
+            "-c",
+            "prog",
+            "-p",
+            prog,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     # pmreorder's exit status is 1 for an inconsistency and for its own traceback too
     failed = proc.returncode not in (0, 1) or "Traceback" in proc.stderr

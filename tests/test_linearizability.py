@@ -1,0 +1,604 @@
+"""Durable linearizability (``recover=``): verdicts against a brute force, the API, the plugin, the CLI.
+
+The property tests compute the expected verdicts from the brute-force crash oracle
+(``support.x86_oracle``) and the definition alone: a crash right before record ``p``
+lies between the outermost section markers around it, and each image it can leave must
+recover to the value before that stretch or after it, the values being recovery of the
+image with every store up to the boundary applied. Nothing of pmemsim's exploration is
+used to compute them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.logs import store_logs
+from support.x86_oracle import crash_points, images_at
+
+from pmemsim.persistence import (
+    CheckerError,
+    Marker,
+    Recorder,
+    RecoveryChecker,
+    Store,
+    StoreLog,
+    Verdict,
+    replay,
+    save_log,
+    shrink,
+)
+from pmemsim.scenario import load_scenario, run_scenario
+
+REPO = Path(__file__).resolve().parent.parent
+SCENARIOS = REPO / "scenarios"
+
+pytest_plugins = ["pytester"]
+
+
+# -- the brute force ---------------------------------------------------------------------------------
+
+
+def outermost_boundaries(records: Sequence[object]) -> list[int]:
+    """Record indexes of the BEGIN/END markers of outermost sections (names up to ';' ending .BEGIN/.END)."""
+    out, depth = [], 0
+    for i, rec in enumerate(records):
+        if not isinstance(rec, Marker):
+            continue
+        head = rec.name.split(";", 1)[0]
+        if head.endswith(".BEGIN"):
+            if depth == 0:
+                out.append(i)
+            depth += 1
+        elif head.endswith(".END"):
+            depth -= 1
+            if depth == 0:
+                out.append(i)
+    return out
+
+
+def memory_after(log: StoreLog, upto: int) -> tuple[bytes, ...]:
+    """Every file's bytes with the stores of ``records[:upto]`` applied in order (no crash)."""
+    files = {k: bytearray(info.initial if info.initial is not None else bytes(info.size))
+             for k, info in log.files.items()}  # fmt: skip
+    for rec in log.records[:upto]:
+        if isinstance(rec, Store):
+            files[rec.file][rec.offset : rec.offset + len(rec.data)] = rec.data
+    return tuple(bytes(b) for b in files.values())
+
+
+class Raised(Exception):
+    """A recovery that raised, as the oracle records it."""
+
+
+def value_of(recover: Callable[[Any], object], image: tuple[bytes, ...]) -> object:
+    if len(image) == 1:
+        return recover(memoryview(image[0]))
+    return tuple(recover(memoryview(b)) for b in image)
+
+
+@dataclasses.dataclass
+class Expected:
+    boundary_fails: bool
+    judged: set[tuple[tuple[bytes, ...], int]]
+    failing: set[tuple[tuple[bytes, ...], int]]
+
+
+def expected(log: StoreLog, recover: Callable[[Any], object]) -> Expected:
+    bounds = outermost_boundaries(log.records)
+    edges = [0, *bounds, len(log.records)]
+    try:
+        values = [value_of(recover, memory_after(log, b)) for b in edges]
+    except Exception:
+        return Expected(True, set(), set())
+    keys = list(log.files)
+    judged, failing = set(), set()
+    for point in crash_points(log):
+        step = sum(1 for b in bounds if b < point.prefix)
+        allowed = (values[step], values[step + 1])
+        for image in images_at(point, keys):
+            judged.add((image, step))
+            try:
+                got = value_of(recover, image)
+            except Exception:
+                failing.add((image, step))
+                continue
+            if got not in allowed:
+                failing.add((image, step))
+    return Expected(False, judged, failing)
+
+
+# Recoveries from strict (every byte counts) to loose (a few bits), and one that raises on some images.
+def whole(image: memoryview) -> bytes:
+    return bytes(image)
+
+
+def first_word(image: memoryview) -> bytes:
+    return bytes(image[0:8])
+
+
+def byte_sum_mod_3(image: memoryview) -> int:
+    return sum(image[0:64]) % 3
+
+
+def picky(image: memoryview) -> bytes:
+    if image[0] % 3 == 1:
+        raise ValueError(f"byte 0 is {image[0]}")
+    return bytes(image[0:16])
+
+
+RECOVERIES = [whole, first_word, byte_sum_mod_3, picky]
+
+
+@st.composite
+def logs_with_operations(draw: st.DrawFn, max_records: int = 16) -> StoreLog:
+    """Random logs (:func:`store_logs`) with up to two more operations wrapped around stretches at top level.
+
+    Markers change no crash image, so the oracle's cost stays that of the log drawn.
+    """
+    log = draw(store_logs(max_records=max_records, max_in_flight=6))
+    for _ in range(draw(st.integers(0, 2))):
+        depth, top = 0, [0]
+        for i, rec in enumerate(log.records):
+            if isinstance(rec, Marker):
+                head = rec.name.split(";", 1)[0]
+                depth += head.endswith(".BEGIN") - head.endswith(".END")
+            if depth == 0:
+                top.append(i + 1)
+        start = draw(st.sampled_from(top))
+        end = draw(st.sampled_from([t for t in top if t >= start]))
+        log.records[start:end] = [Marker("W.BEGIN"), *log.records[start:end], Marker("W.END")]
+    return log
+
+
+@settings(max_examples=60)
+@given(log=logs_with_operations(), recover=st.sampled_from(RECOVERIES))
+def test_verdicts_match_the_brute_force(log: StoreLog, recover: Callable[[Any], object]) -> None:
+    want = expected(log, recover)
+    if want.boundary_fails:
+        with pytest.raises(CheckerError, match="no crash"):
+            replay(log, recover=recover)
+        return
+    report = replay(log, recover=recover)
+    assert report.states_checked == len(want.judged)
+    assert report.inconsistent == len(want.failing)
+    assert report.errors == 0
+    assert report.ok == (not want.failing)
+    for failure in report.failures:
+        assert failure.verdict is Verdict.INCONSISTENT
+        assert dict(failure.details).keys() == {"step", "before", "after", "recovered"}
+
+
+@settings(max_examples=25)
+@given(log=logs_with_operations(max_records=20), recover=st.sampled_from([whole, first_word]))
+def test_workers_give_the_same_report(log: StoreLog, recover: Callable[[Any], object]) -> None:
+    assert replay(log, recover=recover, workers=2) == replay(log, recover=recover)
+
+
+@settings(max_examples=25)
+@given(log=logs_with_operations(), recover=st.sampled_from([whole, first_word, picky]))
+def test_every_failure_shrinks_and_still_fails(log: StoreLog, recover: Callable[[Any], object]) -> None:
+    try:
+        checker = RecoveryChecker.for_log(log, recover)
+    except CheckerError:
+        return
+    report = replay(log, checker)
+    for failure in report.failures[:2]:
+        small = shrink(log, failure, checker)
+        assert "allowed:" in small.trace and small.message.startswith(("recovered", "recover raised"))
+
+
+# -- hand-made logs ------------------------------------------------------------------------------------
+
+
+def commit_log(*, flag_first: bool, ops: bool = True) -> StoreLog:
+    """A record at +64 and a commit flag at +0, with or without an OP section around them."""
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    if ops:
+        rec.mark("OP.BEGIN")
+    if flag_first:  # BUG: the flag is made durable together with the record
+        rec.store("pool", 64, b"record. record. ")
+        rec.store("pool", 0, b"COMMITED")
+        rec.persist("pool", 0, 128)
+    else:
+        rec.store("pool", 64, b"record. record. ")
+        rec.persist("pool", 64, 16)
+        rec.store("pool", 0, b"COMMITED")
+        rec.persist("pool", 0, 8)
+    if ops:
+        rec.mark("OP.END")
+    return rec.log
+
+
+def committed(image: memoryview) -> bytes | None:
+    return bytes(image[64:80]) if bytes(image[0:8]) == b"COMMITED" else None
+
+
+def test_a_correct_commit_is_durably_linearizable_and_a_buggy_one_is_not() -> None:
+    assert replay(commit_log(flag_first=False), recover=committed).ok
+    report = replay(commit_log(flag_first=True), recover=committed)
+    assert report.inconsistent and not report.errors
+    message = report.failures[0].message
+    assert "after a crash inside OP" in message
+    assert "allowed: None (before it) or b'record. record. ' (after it)" in message
+    assert dict(report.failures[0].details)["before"] == "None"
+    assert report.to_dict()["failures"][0]["details"]["after"] == "b'record. record. '"
+
+
+def test_a_log_without_operations_is_one_operation_and_says_so() -> None:
+    report = replay(commit_log(flag_first=False, ops=False), recover=committed)
+    assert report.ok
+    assert any("marks no operation" in w for w in report.warnings)
+    assert not replay(commit_log(flag_first=True, ops=False), recover=committed).ok
+
+
+def test_a_crash_after_an_operation_must_keep_it() -> None:
+    # The flag is flushed but never fenced before OP.END: inside OP both values are fine,
+    # after OP.END only the committed one is.
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.mark("OP.BEGIN")
+    rec.store("pool", 64, b"record. record. ")
+    rec.persist("pool", 64, 16)
+    rec.store("pool", 0, b"COMMITED")
+    rec.flush("pool", 0, 8)
+    rec.mark("OP.END")
+    rec.fence()
+    report = replay(rec.log, recover=committed)
+    assert report.inconsistent == 1
+    failure = report.failures[0]
+    assert failure.prefix == 7 and failure.markers == ("OP.BEGIN", "OP.END")
+    assert "recovered None after a crash outside any operation" in failure.message
+    # Verdicts are per (image, step): before OP the initial image; inside OP the initial
+    # image, half and all of the record, the record with the flag; after OP the record
+    # with and without the flag. 7 judged, 4 distinct images, 1 failing.
+    assert (report.states_checked, report.distinct_images) == (7, 4)
+
+
+def test_nested_sections_belong_to_the_outermost_operation() -> None:
+    # TX ends before the flag is written: a crash between TX.END and OP.END may still
+    # recover to the value before OP (the inner section is no operation of its own).
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.mark("OP.BEGIN")
+    rec.mark("TX.BEGIN")
+    rec.store("pool", 64, b"record. record. ")
+    rec.persist("pool", 64, 16)
+    rec.mark("TX.END")
+    rec.store("pool", 0, b"COMMITED")
+    rec.persist("pool", 0, 8)
+    rec.mark("OP.END")
+    checker = RecoveryChecker.for_log(rec.log, committed)
+    assert [(s.operation, s.start, s.end) for s in checker.steps] == [
+        (None, 0, 0),
+        ("OP", 0, 9),
+        (None, 9, 10),
+    ]
+    assert replay(rec.log, checker).ok
+
+
+def test_recovery_raising_on_a_crash_image_is_an_inconsistency_with_its_exception() -> None:
+    def strict(image: memoryview) -> bytes | None:
+        value = committed(image)
+        if value is not None and 0 in value:
+            raise ValueError("torn record")
+        return value
+
+    report = replay(commit_log(flag_first=True), recover=strict)
+    assert report.inconsistent and not report.errors
+    assert report.failures[0].message.startswith("recover raised ValueError: torn record, after a crash")
+
+
+def test_recovery_failing_with_no_crash_is_a_checker_error_naming_the_records() -> None:
+    def broken_after_the_flag(image: memoryview) -> bool:
+        if bytes(image[0:8]) == b"COMMITED":
+            raise RuntimeError("cannot open")
+        return False
+
+    with pytest.raises(CheckerError, match=r"after records 0\.\.6 \(no crash\): recover raised RuntimeError"):
+        replay(commit_log(flag_first=False), recover=broken_after_the_flag)
+
+
+def test_a_recovery_timeout_or_exit_is_a_checker_error() -> None:
+    calls = []
+
+    def exits_on_crash_images(image: memoryview) -> object:
+        calls.append(1)
+        if len(calls) > 3:  # the boundaries pass, crash images do not
+            sys.exit(3)
+        return committed(image)
+
+    report = replay(commit_log(flag_first=False), recover=exits_on_crash_images)
+    assert report.errors and report.failures[0].verdict is Verdict.ERROR
+    assert "sys.exit(3)" in report.failures[0].message
+
+
+def test_values_are_compared_with_eq_and_an_unusable_comparison_is_a_checker_error() -> None:
+    class Weird:
+        def __eq__(self, other: object) -> bool:
+            raise TypeError("no comparing")
+
+        __hash__ = None  # type: ignore[assignment]
+
+    report = replay(commit_log(flag_first=False), recover=lambda image: Weird())
+    assert report.errors and "cannot compare" in report.failures[0].message
+
+
+def test_several_files_recover_to_a_tuple() -> None:
+    rec = Recorder()
+    rec.register_file("a", None, 128)
+    rec.register_file("b", None, 128)
+    rec.mark("OP.BEGIN")
+    rec.store("a", 0, b"AAAAAAAA")
+    rec.store("b", 0, b"BBBBBBBB")
+    rec.persist("a", 0, 8)
+    rec.persist("b", 0, 8)
+    rec.mark("OP.END")
+    checker = RecoveryChecker.for_log(rec.log, first_word)
+    assert checker.steps[1].after == (b"AAAAAAAA", b"BBBBBBBB")
+    report = replay(rec.log, checker)
+    # Both files must move together: one written and the other not is neither value.
+    assert not report.ok and "(b'AAAAAAAA', b'\\x00" in report.failures[0].message
+
+
+def test_a_checker_built_for_another_log_is_refused() -> None:
+    checker = RecoveryChecker.for_log(commit_log(flag_first=False), committed)
+    other = Recorder()
+    other.register_file("elsewhere", None, 128)
+    other.store("elsewhere", 0, b"x")
+    other.persist("elsewhere", 0, 1)
+    with pytest.raises(CheckerError, match="built for the files"):
+        replay(other.log, checker)
+
+
+def test_replay_takes_a_checker_or_recover() -> None:
+    log = commit_log(flag_first=False)
+    with pytest.raises(TypeError, match="not both"):
+        replay(log, lambda image: True, recover=committed)
+    with pytest.raises(TypeError, match="needs a checker"):
+        replay(log)
+
+
+def write_recovery_program(tmp_path: Path, *, signal_on_torn: bool = False) -> Path:
+    script = tmp_path / "recover_pool.py"
+    script.write_text(
+        textwrap.dedent(
+            f"""
+            import os, signal, sys
+            image = open(sys.argv[1], "rb").read()
+            record = image[64:80]
+            if image[:8] != b"COMMITED":
+                print("nothing committed")
+            elif 0 in record and {signal_on_torn!r}:
+                os.kill(os.getpid(), signal.SIGKILL)
+            elif 0 in record:
+                print("torn", file=sys.stderr)
+                sys.exit(4)
+            else:
+                print(record.decode(), " ")  # trailing white space is not part of the value
+            """
+        )
+    )
+    return script
+
+
+def test_a_recovery_program_prints_the_value(tmp_path: Path) -> None:
+    script = write_recovery_program(tmp_path)
+    assert replay(commit_log(flag_first=False), recover=[sys.executable, str(script)]).ok
+    report = replay(commit_log(flag_first=True), recover=[sys.executable, str(script)])
+    assert report.inconsistent and not report.errors
+    assert "recovery program: exit status 4: torn" in report.failures[0].message
+    assert (
+        "allowed: 'nothing committed' (before it) or 'record. record.' (after it)"
+        in report.failures[0].message
+    )
+
+
+def test_a_recovery_program_killed_by_a_signal_is_a_checker_error(tmp_path: Path) -> None:
+    script = write_recovery_program(tmp_path, signal_on_torn=True)
+    report = replay(commit_log(flag_first=True), recover=[sys.executable, str(script)])
+    assert report.errors and "killed by SIGKILL" in report.failures[0].message
+
+
+# -- crash_check and the plugin ----------------------------------------------------------------------------
+
+
+def test_crash_check_with_recover(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_user=textwrap.dedent(
+            """
+            import pytest
+
+            def contents(image):
+                return bytes(image[64:80]) if bytes(image[0:8]) == b"COMMITED" else None
+
+            def commit(pset, addr, buggy):
+                pset.mark("OP.BEGIN")
+                if buggy:
+                    pset.write(addr + 64, b"record. record. ")  # BUG: not persisted before the flag
+                else:
+                    pset.memcpy(addr + 64, b"record. record. ")
+                pset.memcpy(addr, b"COMMITED")
+                pset.persist(addr + 64, 16)
+                pset.mark("OP.END")
+
+            @pytest.mark.pmemsim(device="dax")
+            @pytest.mark.parametrize("buggy", [False, True])
+            def test_commit(pmemset, pmem_file, crash_check, buggy):
+                from pmemsim import Source
+                with Source.from_file(pmem_file) as src:
+                    desc = pmemset.part_map(pmemset.part_new(src, 0, 0))
+                with crash_check(recover=contents):
+                    commit(pmemset, desc.addr, buggy)
+
+            def test_both_is_a_usage_error(pmemset, crash_check):
+                with crash_check(lambda image: True, recover=contents):
+                    pass
+            """
+        )
+    )
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1, failed=2)
+    out = result.stdout.str()
+    assert "crash_check: crash check needs a checker, or recover= " in out
+    assert "Minimal crash" in out
+    assert "allowed: None (before it) or b'record. record. ' (after it)" in out
+
+
+# -- scenarios -----------------------------------------------------------------------------------------------
+
+
+def _crash_scenarios() -> list[Path]:
+    return sorted(SCENARIOS.glob("crash_*.toml"))
+
+
+@pytest.mark.parametrize("path", _crash_scenarios(), ids=lambda p: p.stem)
+def test_every_shipped_crash_scenario_gets_its_verdict_from_recovery_alone(path: Path) -> None:
+    # The planted bugs are found, the correct program passes, with no hand-written checker.
+    scenario = load_scenario(path)
+    assert scenario.crash is not None
+    crash = dataclasses.replace(
+        scenario.crash,
+        checker=None,
+        program=None,
+        recover="pmemsim.scenario.examples:committed_value",
+        recover_program=None,
+    )
+    result = run_scenario(dataclasses.replace(scenario, crash=crash), "sim")
+    assert result.outcome.value == "passed", result.message
+    assert crash.expect == ("consistent" if path.stem == "crash_commit_correct" else "inconsistent")
+
+
+def test_a_scenario_names_exactly_one_judge(tmp_path: Path) -> None:
+    from pmemsim.scenario import ScenarioError
+
+    text = (SCENARIOS / "crash_commit_recover.toml").read_text()
+    both = tmp_path / "both.toml"
+    both.write_text(
+        text.replace("[crash]\n", '[crash]\nchecker = "pmemsim.scenario.examples:committed_record"\n')
+    )
+    with pytest.raises(ScenarioError, match="exactly one of 'checker'"):
+        load_scenario(both)
+    missing = tmp_path / "missing.toml"
+    missing.write_text(text.replace("examples:committed_value", "examples:nope"))
+    result = run_scenario_outcome(missing)
+    assert "crash.recover" in result and "recovery 'pmemsim.scenario.examples:nope'" in result
+
+
+def run_scenario_outcome(path: Path) -> str:
+    from pmemsim.scenario import ScenarioError
+    from pmemsim.scenario.runner import resolve_checker
+
+    try:
+        resolve_checker(load_scenario(path))
+    except ScenarioError as exc:
+        return str(exc)
+    return ""
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "pmemsim", "replay", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": path, "COLUMNS": "200"},
+    )
+
+
+@pytest.fixture
+def logs(tmp_path: Path) -> Path:
+    save_log(commit_log(flag_first=False), tmp_path / "good.json")
+    save_log(commit_log(flag_first=True), tmp_path / "bad.json")
+    (tmp_path / "mypool.py").write_text(
+        "def contents(image):\n"
+        "    return bytes(image[64:80]) if bytes(image[0:8]) == b'COMMITED' else None\n"
+        "def broken(image):\n"
+        "    raise OSError('cannot open the pool')\n"
+    )
+    return tmp_path
+
+
+def test_cli_recover_exit_codes(logs: Path) -> None:
+    good = cli("good.json", "--recover", "mypool:contents", cwd=logs)
+    assert good.returncode == 0, good.stderr
+    bad = cli("bad.json", "--recover", "mypool:contents", "--workers", "2", cwd=logs)
+    assert bad.returncode == 1, bad.stderr
+    assert "allowed: None (before it) or b'record. record. ' (after it)" in bad.stdout
+    assert "Minimal failing trace" in bad.stdout
+
+
+def test_cli_recover_json_carries_the_values(logs: Path) -> None:
+    proc = cli("bad.json", "--recover", "mypool:contents", "--json", cwd=logs)
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    details = doc["failures"][0]["details"]
+    assert details["before"] == "None" and details["after"] == "b'record. record. '"
+    assert details["recovered"] != details["before"] and "allowed:" in doc["trace"]
+
+
+def test_cli_recover_prog(logs: Path) -> None:
+    script = write_recovery_program(logs)
+    command = f"{sys.executable} {script.name}"
+    assert cli("good.json", "--recover-prog", command, cwd=logs).returncode == 0
+    assert cli("bad.json", "--recover-prog", command, cwd=logs).returncode == 1
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--recover", "mypool"], "--recover 'mypool': expected MODULE:FUNCTION"),
+        (["--recover", "nomodule:contents"], "--recover 'nomodule:contents': cannot import module"),
+        (["--recover-prog", "/no/such/recover"], "--recover-prog '/no/such/recover': recovery program"),
+        (["--recover", "mypool:broken"], "(no crash): recover raised OSError: cannot open the pool"),
+        (["--recover", "mypool:contents", "--shard", "1/2"], "do not work with --shard or --dask"),
+    ],
+)
+def test_cli_bad_recover_is_one_line_and_exit_2(logs: Path, option: list[str], message: str) -> None:
+    proc = cli("good.json", *option, cwd=logs)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_cli_recover_and_checker_are_exclusive(logs: Path) -> None:
+    proc = cli("good.json", "--recover", "mypool:contents", "--checker", "mypool:contents", cwd=logs)
+    assert proc.returncode == 2 and "not allowed with argument" in proc.stderr
+
+
+def test_a_pmemcheck_log_gets_the_same_check(tmp_path: Path) -> None:
+    # The values at the boundaries come from the log at replay time, so an imported
+    # pmemcheck log (which keeps no recovered value) is judged as the recorded one.
+    from pmemsim.persistence import dumps_pmemcheck, loads_pmemcheck
+
+    for flag_first in (False, True):
+        recorded = commit_log(flag_first=flag_first)
+        pool = tmp_path / "pool"
+        recorded.files["pool"] = dataclasses.replace(recorded.files["pool"], path=str(pool))
+        text = dumps_pmemcheck(recorded)
+        pool.write_bytes(bytes(4096))  # the pool before the first store, as pmreorder wants it
+        imported = loads_pmemcheck(text)
+        want = replay(recorded, recover=committed)
+        got = replay(imported, recover=committed)
+        assert (got.ok, got.inconsistent, got.states_checked) == (
+            want.ok,
+            want.inconsistent,
+            want.states_checked,
+        )
+        assert got.ok is not flag_first
