@@ -38,7 +38,6 @@ process group.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
 import inspect
 import os
@@ -189,7 +188,9 @@ class _CheckerTimeout(BaseException):
 
 
 def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
-    # Schedules `exc` in another thread (None cancels a pending one).
+    # Schedules `exc` in another thread (None cancels a pending one). ctypes is loaded by _Watchdog.
+    import ctypes
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else ctypes.c_void_p(0)
     )
@@ -205,6 +206,8 @@ class _Watchdog:
     """
 
     def __init__(self, timeout: float) -> None:
+        import ctypes  # noqa: F401 - loaded now, not in the watchdog thread when it fires
+
         self.timeout = timeout
         self.calls = 0
         self.busy = False

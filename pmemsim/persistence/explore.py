@@ -35,7 +35,6 @@ checker error instead of killing it.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import copy
 import functools
@@ -46,7 +45,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmemsim.enums import Granularity
 from pmemsim.persistence import parallel
@@ -77,6 +76,9 @@ from pmemsim.persistence.model import (
     scan_log,
 )
 from pmemsim.persistence.results import CrashReport, Failure
+
+if TYPE_CHECKING:
+    import concurrent.futures  # only executors' types: replay imports it only when given one
 
 __all__ = [
     "DEFAULT_SLICES",
@@ -835,7 +837,7 @@ def replay(
         )
     resolved, engine_of = job.model, job.engine_of
     images_, checker_, seed_ = job.images, job.checker, job.seed
-    slots = parallel.StateSlots(parallel.context(), workers) if isolate or workers > 1 else None
+    slots = parallel.StateSlots(None, workers) if isolate or workers > 1 else None
     job = _Job(log, resolved, engine_of, images_, checker_, seed_, slots)
     try:
         if plan is not None and isolate:
