@@ -48,6 +48,7 @@ Run: ``python benchmarks/bench_crash.py [--transactions 1000] [--workers 2] [--r
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
 import shutil
@@ -470,7 +471,8 @@ def _wall(argv: list[str], env: dict[str, str], pool: str, pristine: bytes, cwd:
     proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
     secs = time.perf_counter() - t0
     if proc.returncode != 0 or "Traceback" in proc.stderr:
-        raise RuntimeError(f"{argv[:4]}... exited {proc.returncode}: {proc.stdout[-400:]}{proc.stderr[-400:]}")
+        tail = proc.stdout[-400:] + proc.stderr[-400:]
+        raise RuntimeError(f"{argv[:4]}... exited {proc.returncode}: {tail}")
     return secs
 
 
@@ -503,7 +505,9 @@ def versus_pmreorder(pmreorder: str | None, sizes: list[int], program_stores: in
     included), the same program >= 1.5x.
     """
     if pmreorder is None or not os.path.isfile(os.path.join(pmreorder, "pmreorder.py")):
-        print(f"versus pmreorder: skipped (give PMDK's pmreorder directory with --pmreorder; got {pmreorder})")
+        print(
+            f"versus pmreorder: skipped (give PMDK's pmreorder directory with --pmreorder, not {pmreorder})"
+        )
         return True
     gcc = shutil.which("gcc") or shutil.which("cc")
     if gcc is None:
@@ -535,7 +539,8 @@ def versus_pmreorder(pmreorder: str | None, sizes: list[int], program_stores: in
     free_theirs = ["lib", "-p", libfree, "-n", "check"]
     free_ours = ["--checker", "freecheck:check"]
     cases: list[tuple[str, int, str, list[str], list[str], float]] = [
-        (f"free checker, {n:,} stores", n, "ReorderAccumulative", free_theirs, free_ours, 5.0 if n >= 10_000 else 1.0)
+        (f"free checker, {n:,} stores", n, "ReorderAccumulative", free_theirs, free_ours,
+         5.0 if n >= 10_000 else 1.0)
         for n in sizes
     ]  # fmt: skip
     middle = sorted(sizes)[len(sizes) // 2]
@@ -561,8 +566,8 @@ def versus_pmreorder(pmreorder: str | None, sizes: list[int], program_stores: in
         argv_a, argv_b = pmreorder_run(log, engine, theirs), pmemsim_run(log, engine, ours)
         big = stores >= 100_000  # pmreorder takes minutes there: one pair, no warm-up
         ta, tb, ratio = _pairs(
-            lambda a=argv_a: _wall(a, env, pool, pristine, work),  # type: ignore[misc]
-            lambda b=argv_b: _wall(b, env, pool, pristine, work),  # type: ignore[misc]
+            functools.partial(_wall, argv_a, env, pool, pristine, work),
+            functools.partial(_wall, argv_b, env, pool, pristine, work),
             1 if big else repeat,
             not big,
         )
@@ -594,12 +599,12 @@ def serial_fraction(stores: int, workers: int = 16) -> float:
         log = read_log(path)
         t_parse = time.perf_counter() - t0
         t0 = time.perf_counter()
-        one = replay(log, slow_check, engine="ReorderAccumulative", images={k: initial_pool() for k in log.files})
+        images = {k: initial_pool() for k in log.files}
+        one = replay(log, slow_check, engine="ReorderAccumulative", images=images)
         t_one = time.perf_counter() - t0
         t0 = time.perf_counter()
         scan_log(log, PersistencyModel.adr(), slices=DEFAULT_SLICES)
         t_scan = time.perf_counter() - t0
-        images = {k: initial_pool() for k in log.files}
         doc = explore_shard(log, slow_check, 1, 1, engine="ReorderAccumulative", images=images)
         t0 = time.perf_counter()
         merged = merge_shards(log, slow_check, [doc], engine="ReorderAccumulative", images=images)
@@ -611,7 +616,7 @@ def serial_fraction(stores: int, workers: int = 16) -> float:
     serial = (t_parse + t_scan + t_merge) / total
     speedup = 1 / (serial + (1 - serial) / workers)
     print(
-        f"serial fraction ({stores:,} stores, {one.states_checked:,} states, a checker of ~100 us per state): "
+        f"serial fraction ({stores:,} stores, {one.states_checked:,} states, a checker of ~100 us each): "
         f"parse {t_parse * 1000:.0f} ms + scan {t_scan * 1000:.0f} ms + merge {t_merge * 1000:.0f} ms "
         f"of {total:.2f} s = {serial:.1%}; Amdahl with {workers} workers: {speedup:.1f}x (target 8x)"
     )
@@ -619,7 +624,7 @@ def serial_fraction(stores: int, workers: int = 16) -> float:
 
 
 def parse_memory(stores: int) -> None:
-    """Peak memory (max RSS of a fresh process) of reading and planning a pmemcheck log of ``stores`` stores."""
+    """Peak memory (max RSS of a fresh process) of reading and planning a pmemcheck log of ``stores``."""
     work = _scratch_dir()
     try:
         path, _, _ = _store_log(stores, work)
@@ -634,7 +639,8 @@ def parse_memory(stores: int) -> None:
             "print(base, parsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
         )
         env = _environment(work)
-        result = subprocess.run([sys.executable, "-c", code, path], env=env, capture_output=True, text=True, check=True)
+        argv = [sys.executable, "-c", code, path]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
         base, parsed, planned = (int(v) * 1024 for v in result.stdout.split())
         size = os.path.getsize(path)
     finally:
@@ -642,20 +648,24 @@ def parse_memory(stores: int) -> None:
     mib = 1 << 20
     print(
         f"memory ({stores:,} stores, log {size / mib:.0f} MiB, pool {POOL // 1024} KiB): max RSS "
-        f"{base / mib:.0f} MiB at start, {parsed / mib:.0f} MiB parsed ({(parsed - base) / size:.1f}x the log), "
+        f"{base / mib:.0f} MiB at start, {parsed / mib:.0f} MiB parsed "
+        f"({(parsed - base) / size:.1f}x the log), "
         f"{planned / mib:.0f} MiB planned"
     )
 
 
 def add_versus_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of the sections above (pmreorder side by side, serial fraction, memory)."""
-    parser.add_argument("--pmreorder", metavar="DIR", default=None,
-                        help="PMDK pmreorder's directory (pmreorder.py): time pmemsim replay against it")  # fmt: skip
+    parser.add_argument(
+        "--pmreorder", metavar="DIR", default=None, help="PMDK pmreorder's directory: time replay against it"
+    )
     parser.add_argument("--sizes", default="1000,10000,100000", help="STOREs of the free-checker logs")
     parser.add_argument("--program-stores", type=int, default=300, help="STOREs of the program-checker logs")
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per case (median)")
     parser.add_argument("--serial-stores", type=int, default=10_000, help="STOREs of the serial-fraction log")
-    parser.add_argument("--memory-stores", type=int, default=1_000_000, help="STOREs of the memory log (0: skip)")
+    parser.add_argument(
+        "--memory-stores", type=int, default=1_000_000, help="STOREs of the memory log (0: no)"
+    )
     parser.add_argument("--versus-only", action="store_true", help="run only these sections")
 
 

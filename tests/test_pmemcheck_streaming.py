@@ -18,7 +18,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_log_readers_fuzz import PMEMCHECK_TEXT, VALGRIND_LOGS
 
-from pmemsim.persistence import PmemcheckFormatError, pmemcheck, Recorder, dumps_pmemcheck
+from pmemsim.persistence import PmemcheckFormatError, Recorder, dumps_pmemcheck, pmemcheck
 from pmemsim.persistence.pmemcheck import (
     LogWarning,
     _Fallback,

@@ -934,7 +934,9 @@ def prepare_replay(
     if workers > 1 or slices is not None:
         # Validates the log first, so no checker runs on a log that turns out to be bad halfway.
         with paused_gc():
-            scan = scan_log(log, resolved, allow_open_markers=allow_open_markers, slices=slices or 8 * workers)
+            scan = scan_log(
+                log, resolved, allow_open_markers=allow_open_markers, slices=slices or 8 * workers
+            )
         if slices is None and len(scan.points) < 2 and scan.epochs < 2:
             notes.append(f"--workers {workers} capped at 1: the log has a single epoch")
             workers, scan = 1, None
@@ -943,10 +945,7 @@ def prepare_replay(
     elif plan is None:
         with paused_gc():
             plan = build_epochs(log, resolved, allow_open_markers=allow_open_markers)
-    if plan is not None:
-        has_stores = bool(plan.atoms)
-    else:
-        has_stores = scan.stores > 0
+    has_stores = bool(plan.atoms) if plan is not None else scan is not None and scan.stores > 0
     if not has_stores and not allow_empty:
         raise NothingToCheck(
             "the log holds no store: nothing to check (did the code write to another set, or "

@@ -898,7 +898,9 @@ class _FastReader:
         return seg.lo, seg.hi, seg.reg.path, seg.reg.shift
 
 
-def _read_fast(chunks: Iterable[str], length: int, granularity: Granularity | None, page_size: int) -> StoreLog:
+def _read_fast(
+    chunks: Iterable[str], length: int, granularity: Granularity | None, page_size: int
+) -> StoreLog:
     """The log of ``chunks`` read by :class:`_FastReader`; raises _Fallback when it cannot."""
     log = StoreLog(granularity=granularity, page_size=page_size)
     reader = _FastReader(log, length)
@@ -1079,7 +1081,11 @@ def load_pmemcheck(
     are not UTF-8 are kept (surrogate escapes), as paths may hold any bytes.
     """
     return read_pmemcheck_file(
-        path, allow_truncated=allow_truncated, granularity=granularity, page_size=page_size, max_bytes=max_bytes
+        path,
+        allow_truncated=allow_truncated,
+        granularity=granularity,
+        page_size=page_size,
+        max_bytes=max_bytes,
     )
 
 

@@ -12,8 +12,9 @@ counts its calls in a shared-memory counter created before the fork, so the pare
     total = estimate_states(plan_replay(log), engine)
     report = replay(log, counting, engine=engine, workers=4)   # meanwhile: counting.count
 
-Each process adds its calls to the counter in batches (see ``_BATCH``) and when it closes its
-checker, so the count lags by at most a batch per process. A checker call judges one crash state; states whose image was judged before in the same
+Each process adds its calls to the counter in batches (see ``_BATCH``) and when it closes
+its checker, so the count lags by at most a batch per process. A checker call judges one
+crash state; states whose image was judged before in the same
 process reuse the verdict without a call, so the count can stay below
 ``CrashReport.states_checked``. The total is the engines' own estimate (an upper bound
 for Exhaustive, which skips duplicate images). Both are for display only.

@@ -30,8 +30,8 @@ and the key; values are quoted shortened.
 from __future__ import annotations
 
 import base64
-import itertools
 import binascii
+import itertools
 import json
 import os
 from typing import Any
@@ -344,6 +344,4 @@ def read_log(
         head.extend(chunks)
         return _loads_saved_bytes(b"".join(head), os.fspath(path))
     # pmemcheck logs name files by path, and paths may hold any bytes: keep them all.
-    return read_pmemcheck_file(
-        path, allow_truncated=allow_truncated, chunks=itertools.chain(head, chunks)
-    )
+    return read_pmemcheck_file(path, allow_truncated=allow_truncated, chunks=itertools.chain(head, chunks))
