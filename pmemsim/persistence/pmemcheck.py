@@ -698,17 +698,17 @@ class _LightRec:
 # A STORE as pmemcheck writes it: hex fields of at most 16 digits, a size of 1 to 8, frames
 # without control characters. Anything else goes through the full parser.
 _FAST_STORE = re.compile(
-    r"STORE;(?:0[xX])?([0-9a-fA-F]{1,16});(?:0[xX])?([0-9a-fA-F]{1,16});(?:0[xX])?0*([1-8])"
-    r"((?:;[^;\x00-\x1f\x7f]*)*)"
+    r"STORE;(?:0[xX])?([0-9a-fA-F]{1,16});(?:0[xX])?([0-9a-fA-F]{1,16});(?:0[xX])?0*([1-8])(?=;|$)"
 )
 _FAST_FLUSH = re.compile(r"FLUSH;(?:0[xX])?([0-9a-fA-F]{1,16});(?:0[xX])?([0-9a-fA-F]{1,16})")
-# Store(...) without the frozen dataclass __init__ and its checks: the fast reader builds
-# only values it has checked (one Store per STORE record; this is most of a log).
-_new_store = object.__new__
+# Store(...) and Flush(...) without the frozen dataclass __init__ and its checks: the fast
+# reader builds only values it has checked (one per STORE or FLUSH record: most of a log).
+_new_record = object.__new__
 _STORE_SETTERS = tuple(
     getattr(Store, name).__set__
     for name in ("file", "offset", "data", "addr", "location", "nontemporal", "frames")
 )
+_FLUSH_SETTERS = tuple(getattr(Flush, name).__set__ for name in ("file", "offset", "length", "addr"))
 #: A line (or a record) the fast reader carries over this many characters without a
 #: separator is left to the full reader (it would be quadratic to keep concatenating).
 _MAX_CARRY = 1 << 22
@@ -731,14 +731,15 @@ class _FastReader:
         self.light = _LightRec()
         self.started = False  # the START line was seen
         self.seen_start = False  # the START record was consumed
-        self.stage = _BODY
+        self.stage = _TAIL  # until the START record: then _BODY
         self.line_open = False  # the current line's start was handled (it is being read in parts)
         self.line_skip = False  # the rest of the current line is ignored (a banner line)
         self.line_k = 0  # pieces of the current line handled so far
         self.carry = ""
         # The registered segment of the last store: (lo, hi, path, shift), or None.
         self.seg: tuple[int, int, str, int] | None = None
-        self.frames: dict[str, tuple[tuple[str, ...], str | None]] = {}
+        self.frames: dict[str, tuple[tuple[str, ...], str | None]] = {}  # frames text -> (frames, location)
+        self.markers: dict[str, Marker] = {}  # marker records seen: one frozen Marker each
         self.fence = Fence()
         self.chars = 0
         self.budget = self.parser.flush_visits
@@ -810,11 +811,14 @@ class _FastReader:
         out = self.log.records
         append = out.append
         parser = self.parser
-        frames_cache = self.frames
+        frames_cache, markers = self.frames, self.markers
         fence = self.fence
-        fast_store, fast_flush = _FAST_STORE.fullmatch, _FAST_FLUSH.fullmatch
+        store_head, fast_flush = _FAST_STORE.match, _FAST_FLUSH.fullmatch
         set_file, set_offset, set_data, set_addr, set_location, set_nt, set_frames = _STORE_SETTERS
+        flush_file, flush_offset, flush_length, flush_addr = _FLUSH_SETTERS
+        new = _new_record
         seg = self.seg
+        stage = self.stage
         k = k0 - 1
         for piece in pieces:
             k += 1
@@ -823,18 +827,18 @@ class _FastReader:
             text = piece.strip()
             if not text and last != 0 and not 0 < k < last and not (k > 0 and last < 0):
                 continue
-            if not self.seen_start:
-                self.seen_start = True  # the first piece of the START line is START
-                continue
-            if self.stage != _BODY:
-                if text.upper() == "STOP":
-                    if self.stage == _TAIL:
+            if stage != _BODY:
+                if not self.seen_start:
+                    self.seen_start = True  # the first piece of the START line is START
+                    stage = _BODY
+                elif text.upper() == "STOP":
+                    if stage == _TAIL:
                         raise _Fallback("a record between two STOPs")
                 else:
-                    self.stage = _TAIL
+                    stage = _TAIL
                 continue
             if text[:6] == "STORE;":
-                m = fast_store(text)
+                m = store_head(text)
                 if m is not None:
                     addr, value, size = int(m[1], 16), int(m[2], 16), int(m[3])
                     hi = addr + size
@@ -842,24 +846,24 @@ class _FastReader:
                         seg = self.seg = self._segment_of(addr, hi)
                     if value >> (8 * size):
                         raise _Fallback("a value wider than its store")
-                if m is not None and seg is not None:
-                    tail = m[4]
+                    tail = text[m.end() :]
                     known = frames_cache.get(tail)
-                    if known is None:
+                    if known is None and (not tail or tail[0] == ";") and _CONTROL.search(tail) is None:
                         frames = tuple(f for f in (f.strip() for f in tail.split(";")[1:]) if f)
                         found = _FRAME_LOCATION.search(frames[0]) if frames else None
                         known = frames_cache[tail] = (frames, found.group(1) if found else None)
-                    store = _new_store(Store)
-                    set_file(store, seg[2])
-                    set_offset(store, addr + seg[3])
-                    # Stores are logged as machine words in the CPU's (little-endian) byte order.
-                    set_data(store, value.to_bytes(size, "little"))
-                    set_addr(store, addr)
-                    set_location(store, known[1])
-                    set_nt(store, False)
-                    set_frames(store, known[0])
-                    append(store)
-                    continue
+                    if known is not None and seg is not None:
+                        store = new(Store)
+                        set_file(store, seg[2])
+                        set_offset(store, addr + seg[3])
+                        # Stores are logged as machine words in the CPU's (little-endian) byte order.
+                        set_data(store, value.to_bytes(size, "little"))
+                        set_addr(store, addr)
+                        set_location(store, known[1])
+                        set_nt(store, False)
+                        set_frames(store, known[0])
+                        append(store)
+                        continue
             elif text == "FENCE":
                 append(fence)
                 continue
@@ -871,11 +875,21 @@ class _FastReader:
                         parser.flush_visits -= 1  # the one registered range it visits
                         if parser.flush_visits < 0:
                             raise _Fallback("too many flush visits")
-                        append(Flush(seg[2], addr + seg[3], size, addr))
+                        flush = new(Flush)
+                        flush_file(flush, seg[2])
+                        flush_offset(flush, addr + seg[3])
+                        flush_length(flush, size)
+                        flush_addr(flush, addr)
+                        append(flush)
                         continue
             elif text.upper() == "STOP":
-                self.stage = _STOPPED
+                stage = self.stage = _STOPPED
                 continue
+            else:
+                marker = markers.get(text)
+                if marker is not None:
+                    append(marker)
+                    continue
             kind = text.split(";", 1)[0].strip().upper()
             if kind in _HISTORICAL or kind == "START":
                 raise _Fallback("a record that warns or fails")
@@ -884,9 +898,13 @@ class _FastReader:
             self.light.text = text
             self.light.number = len(out)  # not the record number: only for a message never shown
             try:
-                out.extend(parser.parse(self.light))
+                parsed = parser.parse(self.light)
             except PmemcheckFormatError as exc:  # pragma: no cover - light records raise _Fallback
                 raise _Fallback(str(exc)) from None
+            if len(parsed) == 1 and type(parsed[0]) is Marker and parsed[0].name == text:
+                markers[text] = parsed[0]  # the same marker again is the same (frozen) record
+            out.extend(parsed)
+        self.stage = stage
 
     def _segment_of(self, lo: int, hi: int) -> tuple[int, int, str, int] | None:
         """The live registered segment holding ``[lo, hi)`` whole, or None."""
