@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pmemsim.persistence.checkers import Checker
     from pmemsim.persistence.engines import Engine
     from pmemsim.persistence.log import StoreLog
+    from pmemsim.persistence.model import EpochPlan
     from pmemsim.persistence.results import CrashReport
 
 __all__ = ["REPLAY", "replay_command"]
@@ -409,8 +410,17 @@ def _replay(
         print(f"pmemsim {_verb(args)}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    plan: EpochPlan | None = None
     try:
-        plan = plan_replay(log)  # once: replay explores this very plan
+        if args.workers > 1:  # the workers cut their slices' epochs: a scan counts them, serially cheaper
+            from pmemsim.persistence.explore import resolve_model
+            from pmemsim.persistence.model import scan_log
+
+            scan = scan_log(log, resolve_model(log, None))
+            epochs, rough = scan.epochs, scan.epochs + scan.stores
+        else:
+            plan = plan_replay(log)  # once: replay explores this very plan
+            epochs = rough = len(plan.epochs)
     except LogError as exc:
         return bad(located(args.log, exc))
     try:
@@ -434,7 +444,7 @@ def _replay(
         kind,
         len(log.records),
         len(log.files),
-        len(plan.epochs),
+        epochs,
         engine.name,
         "".join(f", {n}={e.name}" for n, e in markers.items()),
         repr(checker),
@@ -476,7 +486,7 @@ def _replay(
 
         counting = CountingChecker(checker)
         counted = counting
-        total = estimate_states(plan, engine, markers)
+        total = estimate_states(plan, engine, markers) if plan is not None else rough
         progress = Polling(out.console, "pmemsim replay", total, lambda: counting.count)
     with QuietStdout(machine), progress:
         try:
