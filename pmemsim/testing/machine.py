@@ -219,7 +219,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
             self.base_sources.append(_SourceModel(src, fm, grows=i == 2, key=f"base{i}"))
         tmp = Source.from_temporary(self.directory)
         self.base_sources.append(
-            _SourceModel(tmp, FileModel("<temporary>", bytearray()), grows=True, key="s3")
+            _SourceModel(tmp, FileModel("<temporary>", bytearray()), grows=True, key="base3")
         )
         self.sources = list(self.base_sources)
         rsv = None
