@@ -475,8 +475,13 @@ def test_a_failed_run_is_listed_everywhere_and_fails_the_report(tmp_path: Path) 
     # The same results without the failure: exit 0, nothing listed.
     results = _results(
         tmp_path,
-        {"name": "ok.toml", "kind": "scenario", "backend": "sim", "outcome": "passed",
-         "errors": {"ENOMEM": 1}},
+        {
+            "name": "ok.toml",
+            "kind": "scenario",
+            "backend": "sim",
+            "outcome": "passed",
+            "errors": {"ENOMEM": 1},
+        },
     )
     proc = pmemsim("report", "--from", str(results), "--html", str(html), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr

@@ -38,7 +38,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 
 #: Import name -> distribution name, where they differ.
-DISTRIBUTION = {"sortedcontainers": "sortedcontainers", "yaml": "PyYAML"}
+DISTRIBUTION = {"sortedcontainers": "sortedcontainers", "yaml": "PyYAML", "_pytest": "pytest"}
 
 #: Folders the sdist must carry whole: the suite, its inputs, the docs and the examples.
 SHIPPED_TREES = ("tests", "scenarios", "docs", "examples", "benchmarks")
