@@ -46,41 +46,24 @@ from pmemsim.addrspace.base import AddressSpace
 from pmemsim.config import Config
 from pmemsim.errors import PmemsetError
 from pmemsim.faults import FaultPlan, FaultPoint, OsCall
-from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
+from pmemsim.pmemset import PartDescriptor, PmemSet
 from pmemsim.report.results import ErrorCounter, FaultOutcome, FaultRun, Outcome, RunKind, RunResult
 from pmemsim.scenario.loader import MAX_IMAGE_BYTES, Problem, ScenarioError
 from pmemsim.scenario.steps import (
     Addr,
     Check,
     CrashSpec,
-    DeepFlush,
-    Drain,
-    Drop,
     FirstPartMap,
-    Flush,
-    Free,
-    Mark,
-    Memcpy,
-    Memset,
     NextPartMap,
-    Occupy,
     PartMapByAddress,
     PartMapStep,
-    PartNew,
-    Persist,
     Read,
-    Record,
-    RemovePartMap,
-    RemoveRange,
     Scenario,
-    SetCoalescing,
     SourceSpec,
     Step,
-    StopRecording,
-    Write,
 )
 from pmemsim.source import Source
-from pmemsim.testing.ops import Snapshot, snapshot
+from pmemsim.testing.ops import Executor, Snapshot, Unresolved, snapshot
 
 __all__ = ["BACKENDS", "resolve_checker", "run_scenario", "sweep_scenario"]
 
@@ -310,7 +293,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class _Run:
-    """One run of one scenario on one backend: the live objects and the step handlers."""
+    """One run of one scenario on one backend: the live objects; the steps run through an Executor."""
 
     def __init__(
         self,
@@ -332,11 +315,7 @@ class _Run:
         self.space: AddressSpace | None = None
         self.pset: PmemSet | None = None
         self.sources: dict[str, Source] = {}
-        self.parts: dict[str, Part] = {}
-        self.descs: dict[str, PartDescriptor] = {}
-        self.maps: dict[str, PartMap] = {}
-        self.recording: contextlib.ExitStack | None = None
-        self.log: Any = None
+        self.x: Executor | None = None  # runs the steps, once the set exists
         self.judge: Any = None  # what judged the crash states (the checker, or the recovery check)
         self.workdir = ""
 
@@ -371,9 +350,8 @@ class _Run:
             for step in self.scenario.steps:
                 self._step(step)
             self.hits = dict(self.plan.hits)
-            if self.recording is not None:
-                self.recording.close()
-                self.recording = None
+            if self.x is not None:
+                self.x.stop_recording()
         if self.scenario.crash is not None and self.fault is None:
             return self._crash(self.scenario.crash)
         return ""
@@ -429,6 +407,7 @@ class _Run:
             self.pset = PmemSet(
                 Config(cfg.granularity, reservation=rsv, address_space=space, fault_plan=self.plan)
             )
+            self.x = Executor(self.pset, self.sources, self.plan)
         except (PmemsetError, OSError, ValueError, MemoryError) as exc:
             raise _Broken(f"set-up failed: {_describe(exc)}") from exc
 
@@ -452,11 +431,8 @@ class _Run:
         return Source.from_file(path, fault_plan=self.plan)
 
     def _teardown(self) -> None:
-        if self.recording is not None:
-            self.recording.close()
-        for ref in self.maps.values():
-            if not ref.dropped:
-                ref.drop()
+        if self.x is not None:
+            self.x.close()
         if self.pset is not None:
             self.pset.close()
         for src in self.sources.values():
@@ -475,20 +451,46 @@ class _Run:
     def _snapshot(self) -> Snapshot:
         assert self.pset is not None
         with _files.active_plan(None):  # looking is no fault site: hits must count the steps' calls only
-            return snapshot(self.pset, list(self.sources.values()), list(self.parts.values()))
+            parts = list(self.x.parts.values()) if self.x is not None else []
+            return snapshot(self.pset, list(self.sources.values()), parts)
 
-    def _call(self, handler: Callable[[_Run, Any], None], step: Step) -> None:
-        """``handler(self, step)``; while recording, from a frame that names the step's file and line.
+    def _call(self, step: Step) -> None:
+        """Run ``step``; while recording, from a frame that names the step's file and line.
 
         The recorder attributes each store to the innermost frame outside pmemsim (the
         user's call site). Here every frame is pmemsim's, so a minimal trace would name
         the runner or runpy; run through a one-line code object compiled under the
         scenario's path and the step's line, it names ``scenario.toml:LINE`` instead.
         """
-        if (self.recording is None and self.fault is None) or step.line is None:
-            handler(self, step)
+        if (not self.recording and self.fault is None) or step.line is None:
+            self._perform(step)
             return
-        exec(_step_frame(str(self.scenario.path), step.line), {"_call": lambda: handler(self, step)})
+        exec(_step_frame(str(self.scenario.path), step.line), {"_call": lambda: self._perform(step)})
+
+    def _perform(self, step: Step) -> None:
+        """The step's operation, through the executor; then what the step expects of its result."""
+        if isinstance(step, Check):
+            return  # nothing to call: the expectations are checked after every step
+        assert self.x is not None
+        try:
+            result = self.x.run(step)  # type: ignore[arg-type]  # every other step is an operation
+        except Unresolved as exc:
+            raise _Failed(f"{step.where()}: {exc}") from None
+        if isinstance(step, PartMapStep | FirstPartMap | NextPartMap | PartMapByAddress):
+            assert result is None or isinstance(result, PartDescriptor)
+            self.check_descriptor(step, result)
+        elif isinstance(step, Read) and step.expect_data is not None and result != step.expect_data:
+            raise _Failed(f"{step.where()}: expected {step.expect_data!r}, read {result!r}")
+
+    @property
+    def recording(self) -> bool:
+        """True while the steps are recorded."""
+        return self.x is not None and self.x.recording
+
+    @property
+    def log(self) -> Any:
+        """The store log the ``record`` step started (None before)."""
+        return self.x.log if self.x is not None else None
 
     def _step(self, step: Step) -> None:
         """Run a step and check its expectations; in a sweep run the step meeting the fault may fail."""
@@ -515,11 +517,10 @@ class _Run:
             raise _FaultRaised(f"{step.where()}: failed with {step.expect.c_name} after the injected fault")
 
     def _expect(self, step: Step) -> None:
-        handler = _HANDLERS[type(step)]
         where = step.where()
         if step.expect is None:
             try:
-                self._call(handler, step)
+                self._call(step)
             except (_Failed, _Broken):
                 raise
             except PmemsetError as exc:
@@ -529,7 +530,7 @@ class _Run:
         else:
             before = self._snapshot()
             try:
-                self._call(handler, step)
+                self._call(step)
             except PmemsetError as exc:
                 if exc.code != step.expect:
                     raise _Failed(f"{where}: expected {step.expect.c_name}, got {_describe(exc)}") from exc
@@ -561,20 +562,17 @@ class _Run:
         return self.space.low
 
     def addr(self, a: Addr, step: Step) -> int:
-        if a.base is None:
-            return self.low + a.offset
-        desc = self.descs.get(a.base)
-        if desc is None:
-            raise _Failed(f"{step.where()}: descriptor {a.base!r} was never set (its step found no part map)")
-        return (desc.end if a.end else desc.addr) + a.offset
+        assert self.x is not None
+        try:
+            return self.x.address(a)
+        except Unresolved as exc:
+            raise _Failed(f"{step.where()}: {exc}") from None
 
     def check_descriptor(self, step: Any, desc: PartDescriptor | None) -> None:
         if desc is None:
             if step.expect_size is not None or step.expect_addr_relative is not None:
                 raise _Failed(f"{step.where()}: expected a part map, found none")
             return
-        if step.name is not None:
-            self.descs[step.name] = desc
         if step.expect_size is not None and desc.size != step.expect_size:
             raise _Failed(f"{step.where()}: expected size {step.expect_size:#x}, got {desc.size:#x}")
         if step.expect_addr_relative is not None:
@@ -584,25 +582,6 @@ class _Run:
                     f"{step.where()}: expected the address {step.expect_addr_relative} "
                     f"(low+{want - self.low:#x}), got low+{desc.addr - self.low:#x}"
                 )
-
-    def keep_ref(self, step: Any, ref: PartMap | None) -> None:
-        desc = None if ref is None else ref.descriptor
-        if ref is not None and step.name is not None and not step.drop:
-            old = self.maps.get(step.name)
-            if old is not None and not old.dropped:
-                old.drop()
-            self.maps[step.name] = ref
-        elif ref is not None:
-            ref.drop()
-        self.check_descriptor(step, desc)
-
-    def ref(self, step: Any) -> PartMap:
-        ref = self.maps.get(step.map)
-        if ref is None or ref.dropped:
-            raise _Failed(
-                f"{step.where()}: part-map reference {step.map!r} is not held (dropped or never taken)"
-            )
-        return ref
 
     @property
     def set(self) -> PmemSet:
@@ -653,138 +632,3 @@ class _Run:
             return str(shrink(self.log, failure, self.judge, timeout=timeout))
         except (ShrinkError, ValueError, TypeError, OSError) as exc:
             return f"{failure.describe()}\n(not shrunk: {exc})"
-
-
-# -- one handler per step type ------------------------------------------------------------------
-
-
-def _part_new(r: _Run, s: PartNew) -> None:
-    r.parts[s.name] = r.set.part_new(r.sources[s.source], s.offset, s.length)
-
-
-def _part_map(r: _Run, s: PartMapStep) -> None:
-    if s.part is not None:
-        part = r.parts[s.part]
-    else:
-        assert s.source is not None
-        part = r.set.part_new(r.sources[s.source], s.offset, s.length)
-    r.check_descriptor(s, r.set.part_map(part))
-
-
-def _set_coalescing(r: _Run, s: SetCoalescing) -> None:
-    r.set.set_contiguous_part_coalescing(s.mode)
-
-
-def _remove_part_map(r: _Run, s: RemovePartMap) -> None:
-    r.set.remove_part_map(r.ref(s))
-
-
-def _remove_range(r: _Run, s: RemoveRange) -> None:
-    r.set.remove_range(r.addr(s.addr, s), s.length)
-
-
-def _memcpy(r: _Run, s: Memcpy) -> None:
-    r.set.memcpy(r.addr(s.addr, s), s.data, flags=s.flags)
-
-
-def _memset(r: _Run, s: Memset) -> None:
-    r.set.memset(r.addr(s.addr, s), s.value, s.length, s.flags)
-
-
-def _write(r: _Run, s: Write) -> None:
-    r.set.write(r.addr(s.addr, s), s.data)
-
-
-def _read(r: _Run, s: Read) -> None:
-    got = r.set.read(r.addr(s.addr, s), s.length)
-    if s.expect_data is not None and got != s.expect_data:
-        raise _Failed(f"{s.where()}: expected {s.expect_data!r}, read {got!r}")
-
-
-def _persist(r: _Run, s: Persist) -> None:
-    r.set.persist(r.addr(s.addr, s), s.length)
-
-
-def _flush(r: _Run, s: Flush) -> None:
-    r.set.flush(r.addr(s.addr, s), s.length)
-
-
-def _deep_flush(r: _Run, s: DeepFlush) -> None:
-    r.set.deep_flush(r.addr(s.addr, s), s.length)
-
-
-def _drain(r: _Run, s: Drain) -> None:
-    r.set.drain()
-
-
-def _mark(r: _Run, s: Mark) -> None:
-    r.set.mark(s.name)
-
-
-def _first_part_map(r: _Run, s: FirstPartMap) -> None:
-    r.keep_ref(s, r.set.first_part_map())
-
-
-def _next_part_map(r: _Run, s: NextPartMap) -> None:
-    r.keep_ref(s, r.set.next_part_map(r.ref(s)))
-
-
-def _part_map_by_address(r: _Run, s: PartMapByAddress) -> None:
-    r.keep_ref(s, r.set.part_map_by_address(r.addr(s.addr, s)))
-
-
-def _drop(r: _Run, s: Drop) -> None:
-    r.ref(s).drop()
-
-
-def _occupy(r: _Run, s: Occupy) -> None:
-    assert r.space is not None
-    r.space.occupy(r.addr(s.addr, s), s.size)
-
-
-def _free(r: _Run, s: Free) -> None:
-    assert r.space is not None
-    r.space.free(r.addr(s.addr, s))
-
-
-def _record(r: _Run, s: Record) -> None:
-    stack = contextlib.ExitStack()
-    r.log = stack.enter_context(r.set.record())
-    r.recording = stack
-
-
-def _stop_recording(r: _Run, s: StopRecording) -> None:
-    if r.recording is not None:
-        r.recording.close()
-        r.recording = None
-
-
-def _check(r: _Run, s: Check) -> None:
-    """Nothing to call: the expectations are checked after every step."""
-
-
-_HANDLERS: dict[type[Step], Callable[[_Run, Any], None]] = {
-    PartNew: _part_new,
-    PartMapStep: _part_map,
-    SetCoalescing: _set_coalescing,
-    RemovePartMap: _remove_part_map,
-    RemoveRange: _remove_range,
-    Memcpy: _memcpy,
-    Memset: _memset,
-    Write: _write,
-    Read: _read,
-    Persist: _persist,
-    Flush: _flush,
-    DeepFlush: _deep_flush,
-    Drain: _drain,
-    Mark: _mark,
-    FirstPartMap: _first_part_map,
-    NextPartMap: _next_part_map,
-    PartMapByAddress: _part_map_by_address,
-    Drop: _drop,
-    Occupy: _occupy,
-    Free: _free,
-    Record: _record,
-    StopRecording: _stop_recording,
-    Check: _check,
-}

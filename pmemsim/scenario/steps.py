@@ -8,7 +8,6 @@ keeps the two in step).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from pmemsim.addrspace.backends import BACKENDS
 from pmemsim.addrspace.base import Placement
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
+from pmemsim.testing import operations as ops
+from pmemsim.testing.operations import MAX_OFFSET, Addr
 
 __all__ = [
     "MAX_OFFSET",
@@ -55,50 +56,6 @@ __all__ = [
 
 _NO_SOURCE_FLAGS = SourceFlags(0)
 _NO_MEM_FLAGS = MemFlags(0)
-
-#: Largest offset an address may name (as the schema bounds integer addresses): 64 TiB.
-MAX_OFFSET = 1 << 46
-
-_ADDR = re.compile(r"^([A-Za-z_][A-Za-z0-9_]*)(\.end)?\s*(?:([+-])\s*(0x[0-9A-Fa-f]+|[0-9]+))?$")
-
-
-@dataclass(frozen=True)
-class Addr:
-    """An address relative to the space's low address (``base`` None) or to a named descriptor.
-
-    ``end`` True means the descriptor's end (``addr + size``) rather than its start.
-    """
-
-    offset: int = 0
-    base: str | None = None
-    end: bool = False
-
-    @classmethod
-    def parse(cls, value: int | str) -> Addr:
-        """From the file format: ``4096``, ``"a"``, ``"a.end"``, ``"a+0x1000"``, ``"a.end-4096"``."""
-        if isinstance(value, int):
-            if not 0 <= value <= MAX_OFFSET:
-                raise ValueError(f"address {value} is outside [0, {MAX_OFFSET:#x}]")
-            return cls(offset=value)
-        m = _ADDR.match(value) if len(value) <= 256 else None
-        if m is None:
-            raise ValueError(f"not an address: {value[:60]!r}")
-        name, end, sign, number = m.groups()
-        if number and len(number) > 24:  # checked before int(): a long number costs quadratic time
-            raise ValueError(f"the offset in {value[:60]!r} is larger than {MAX_OFFSET:#x}")
-        # Base 16 or 10 explicitly: int(x, 0) refuses the leading zeros of "a+0100".
-        offset = 0 if not number else int(number[2:], 16) if number[:2] in ("0x", "0X") else int(number)
-        if offset > MAX_OFFSET:
-            raise ValueError(f"the offset in {value!r} is larger than {MAX_OFFSET:#x}")
-        return cls(offset=-offset if sign == "-" else offset, base=name, end=bool(end))
-
-    def __str__(self) -> str:
-        if self.base is None:
-            return f"low+{self.offset:#x}"
-        sign = "-" if self.offset < 0 else "+"
-        tail = f"{sign}{abs(self.offset):#x}" if self.offset else ""
-        return f"{self.base}{'.end' if self.end else ''}{tail}"
-
 
 # -- set-up ------------------------------------------------------------------------------------
 
@@ -211,29 +168,21 @@ class _DescriptorExpect(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
-class PartNew(Step):
+class PartNew(Step, ops.PartNew):
     """``part_new(source, offset, length)``, kept under ``name``."""
 
     op: str = field(init=False, default="part_new")
-    name: str
-    source: str
-    offset: int = 0
-    length: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
-class PartMapStep(_DescriptorExpect):
+class PartMapStep(_DescriptorExpect, ops.MapPart):
     """``part_map`` of a named part, or of a part made here from ``source``/``offset``/``length``."""
 
     op: str = field(init=False, default="part_map")
-    part: str | None = None
-    source: str | None = None
-    offset: int = 0
-    length: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
-class SetCoalescing(Step):
+class SetCoalescing(Step, ops.SetCoalescing):
     """``set_contiguous_part_coalescing(mode)``."""
 
     op: str = field(init=False, default="set_coalescing")
@@ -241,164 +190,136 @@ class SetCoalescing(Step):
 
 
 @dataclass(frozen=True, kw_only=True)
-class RemovePartMap(Step):
+class RemovePartMap(Step, ops.RemovePartMap):
     """``remove_part_map`` of a reference taken by first/next/by-address."""
 
     op: str = field(init=False, default="remove_part_map")
-    map: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class RemoveRange(Step):
+class RemoveRange(Step, ops.RemoveRange):
     """``remove_range(addr, length)``."""
 
     op: str = field(init=False, default="remove_range")
-    addr: Addr
-    length: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class Memcpy(Step):
+class Memcpy(Step, ops.Memcpy):
     """``memcpy(addr, data, flags)``."""
 
     op: str = field(init=False, default="memcpy")
-    addr: Addr
-    data: bytes = b""
     flags: MemFlags = _NO_MEM_FLAGS
 
 
 @dataclass(frozen=True, kw_only=True)
-class Memset(Step):
+class Memset(Step, ops.Memset):
     """``memset(addr, value, length, flags)``."""
 
     op: str = field(init=False, default="memset")
-    addr: Addr
-    value: int
-    length: int
     flags: MemFlags = _NO_MEM_FLAGS
 
 
 @dataclass(frozen=True, kw_only=True)
-class Write(Step):
+class Write(Step, ops.Store):
     """Plain stores of ``data`` at ``addr`` (no flush, no fence)."""
 
     op: str = field(init=False, default="write")
-    addr: Addr
-    data: bytes = b""
 
 
 @dataclass(frozen=True, kw_only=True)
-class Read(Step):
+class Read(Step, ops.Read):
     """``read(addr, length)``, compared with ``expect_data`` when given."""
 
     op: str = field(init=False, default="read")
-    addr: Addr
-    length: int
     expect_data: bytes | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
-class Persist(Step):
+class Persist(Step, ops.Persist):
     """``persist(addr, length)``: flush and drain."""
 
     op: str = field(init=False, default="persist")
-    addr: Addr
-    length: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class Flush(Step):
+class Flush(Step, ops.Flush):
     """``flush(addr, length)``."""
 
     op: str = field(init=False, default="flush")
-    addr: Addr
-    length: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class DeepFlush(Step):
+class DeepFlush(Step, ops.DeepFlush):
     """``deep_flush(addr, length)``."""
 
     op: str = field(init=False, default="deep_flush")
-    addr: Addr
-    length: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class Drain(Step):
+class Drain(Step, ops.Drain):
     """``drain()``: a fence."""
 
     op: str = field(init=False, default="drain")
 
 
 @dataclass(frozen=True, kw_only=True)
-class Mark(Step):
+class Mark(Step, ops.Mark):
     """``mark(name)``: a marker in the store log (``NAME.BEGIN`` / ``NAME.END``)."""
 
     op: str = field(init=False, default="mark")
-    name: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class FirstPartMap(_DescriptorExpect):
+class FirstPartMap(_DescriptorExpect, ops.FirstPartMap):
     """``first_part_map()``: keeps the reference under ``name`` unless ``drop``."""
 
     op: str = field(init=False, default="first_part_map")
-    drop: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
-class NextPartMap(_DescriptorExpect):
+class NextPartMap(_DescriptorExpect, ops.NextPartMap):
     """``next_part_map(map)``."""
 
     op: str = field(init=False, default="next_part_map")
-    map: str
-    drop: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
-class PartMapByAddress(_DescriptorExpect):
+class PartMapByAddress(_DescriptorExpect, ops.PartMapByAddress):
     """``part_map_by_address(addr)``."""
 
     op: str = field(init=False, default="part_map_by_address")
-    addr: Addr
-    drop: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)
-class Drop(Step):
+class Drop(Step, ops.Drop):
     """``part_map_drop`` of a named reference."""
 
     op: str = field(init=False, default="drop")
-    map: str
 
 
 @dataclass(frozen=True, kw_only=True)
-class Occupy(Step):
+class Occupy(Step, ops.Occupy):
     """``space.occupy(addr, size)``: a foreign mapping the set must step around."""
 
     op: str = field(init=False, default="occupy")
-    addr: Addr
-    size: int
 
 
 @dataclass(frozen=True, kw_only=True)
-class Free(Step):
+class Free(Step, ops.Free):
     """``space.free(addr)``: remove an occupied range."""
 
     op: str = field(init=False, default="free")
-    addr: Addr
 
 
 @dataclass(frozen=True, kw_only=True)
-class Record(Step):
+class Record(Step, ops.Record):
     """Start recording stores, flushes, fences and markers for the ``[crash]`` check."""
 
     op: str = field(init=False, default="record")
 
 
 @dataclass(frozen=True, kw_only=True)
-class StopRecording(Step):
+class StopRecording(Step, ops.StopRecording):
     """Stop recording (otherwise recording lasts to the last step)."""
 
     op: str = field(init=False, default="stop_recording")

@@ -51,9 +51,11 @@ from pmemsim.events import Event, PartAddEvent, PartRemoveEvent
 from pmemsim.faults import FaultPlan, FaultSite
 from pmemsim.pmemset import Part, PartDescriptor, PartMap, PmemSet
 from pmemsim.source import Source
+from pmemsim.testing import operations as o
 from pmemsim.testing import strategies as pst
 from pmemsim.testing._model import FileModel, MapModel, Prediction, RsvModel, SetModel
-from pmemsim.testing.ops import Snapshot, snapshot
+from pmemsim.testing.operations import Addr
+from pmemsim.testing.ops import Executor, Snapshot, snapshot
 
 __all__ = ["PmemsetStateMachine"]
 
@@ -95,7 +97,8 @@ def _describe(error: ErrorCode | type[Exception] | None) -> str:
 
 
 class _SourceModel:
-    def __init__(self, source: Source, file: FileModel, grows: bool) -> None:
+    def __init__(self, source: Source, file: FileModel, grows: bool, key: str) -> None:
+        self.key = key  # the name operations give it
         self.source = source
         self.file = file
         self.grows = grows
@@ -151,6 +154,10 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         self.refs: dict[int, tuple[PartMap, MapModel | None]] = {}
         self.configured: tuple[int, int] | None = None
         self.foreign: list[tuple[Any, RsvModel]] = []
+        #: Runs the operations the rules draw; parts and references are named in it.
+        self.x: Executor | None = None
+        self.names: dict[int, str] = {}  # id(part or reference) -> its name in the executor
+        self._counter = itertools.count()
 
     # -- hooks for subclasses --------------------------------------------------------------
 
@@ -209,9 +216,11 @@ class PmemsetStateMachine(RuleBasedStateMachine):
             files.append((path, FileModel(path, data, devices[i])))
         for i, (path, fm) in enumerate(files):
             src = Source.from_file(path) if i < 2 else Source.xfrom_file(path, SourceFlags.TRUNCATE_IF_NEEDED)
-            self.base_sources.append(_SourceModel(src, fm, grows=i == 2))
+            self.base_sources.append(_SourceModel(src, fm, grows=i == 2, key=f"base{i}"))
         tmp = Source.from_temporary(self.directory)
-        self.base_sources.append(_SourceModel(tmp, FileModel("<temporary>", bytearray()), grows=True))
+        self.base_sources.append(
+            _SourceModel(tmp, FileModel("<temporary>", bytearray()), grows=True, key="base3")
+        )
         self.sources = list(self.base_sources)
         rsv = None
         if reservation_pages is not None:
@@ -229,6 +238,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
                 fault_plan=self.plan,
             )
         )
+        self.x = Executor(self.pset, {s.key: s.source for s in self.base_sources}, self.plan)
         self.pset.set_contiguous_part_coalescing(coalescing)
         m.coalescing = coalescing
         for source, offset, length in initial:
@@ -254,6 +264,27 @@ class PmemsetStateMachine(RuleBasedStateMachine):
     def _set(self) -> PmemSet:
         assert self.pset is not None, "the machine's initialize rule has not run"
         return self.pset
+
+    def _run(self, op: o.Operation) -> Any:
+        """Run a drawn operation through the executor."""
+        assert self.x is not None, "the machine's initialize rule has not run"
+        return self.x.run(op)
+
+    def _name(self, kind: str) -> str:
+        return f"{kind}{next(self._counter)}"
+
+    def _at(self, addr: int) -> Addr:
+        """``addr`` as an operation's address (relative to the space's low)."""
+        return Addr(addr - self.space.low)
+
+    def _ref_op(self, op: o.FirstPartMap | o.NextPartMap | o.PartMapByAddress) -> PartMap | None:
+        """Run ``op`` (which names its reference) and return the reference it took, or None."""
+        assert op.name is not None and self.x is not None
+        self._run(op)
+        ref = self.x.refs.get(op.name)
+        if ref is not None:
+            self.names[id(ref)] = op.name
+        return ref
 
     def _snapshot(self) -> Snapshot:
         parts = [p for p, _ in self.part_models.values()]
@@ -331,14 +362,14 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         faults = set(self.model.armed)
         fired = [FaultSite.ALLOC_PART] if FaultSite.ALLOC_PART in faults else []
         prediction = Prediction(ErrorCode.ENOMEM if fired else None, fired)
+        op = o.PartNew(name=self._name("part"), source=src.key, offset=off, length=length_)
         part = self._call(
-            f"part_new({src.file.name}, {off:#x}, {length_:#x})",
-            prediction,
-            lambda: self._set.part_new(src.source, off, length_),
+            f"part_new({src.file.name}, {off:#x}, {length_:#x})", prediction, lambda: self._run(op)
         )
         if part is _FAILED:
             return multiple()
         assert isinstance(part, Part)
+        self.names[id(part)] = op.name
         self.part_models[id(part)] = (part, _PartModel(src, off, length_))
         return part
 
@@ -368,7 +399,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         else:
             prediction = self.model.predict_map(pm.src.file, pm.src.grows, pm.offset, pm.length)
         nevents = len(self.events)
-        desc = self._call(what, prediction, lambda: self._set.part_map(part))
+        desc = self._call(what, prediction, lambda: self._run(o.MapPart(part=self.names[id(part)])))
         if desc is _FAILED:
             assert part.consumed == pm.consumed, f"{what} failed but consumed the part"
             return
@@ -383,7 +414,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
     @rule(part=parts)
     def delete_part(self, part: Part) -> None:
         """``part_delete``."""
-        part.delete()
+        self._run(o.DeletePart(part=self.names[id(part)]))
         self.part_models[id(part)][1].deleted = True
 
     @precondition(lambda self: self.pset is not None)
@@ -413,8 +444,10 @@ class PmemsetStateMachine(RuleBasedStateMachine):
             lambda: Source.xfrom_file(path, flags, fault_plan=self.plan),
         )
         if src is not _FAILED:
-            assert isinstance(src, Source)
-            self.sources.append(_SourceModel(src, base.file, grows=bool(flags)))
+            assert isinstance(src, Source) and self.x is not None
+            key = self._name("source")
+            self.x.sources[key] = src
+            self.sources.append(_SourceModel(src, base.file, grows=bool(flags), key=key))
 
     # -- coalescing and granularity ------------------------------------------------------------------
 
@@ -425,9 +458,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         valid = mode in {c.value for c in Coalescing}
         prediction = Prediction(None if valid else ErrorCode.INVALID_COALESCING_VALUE)
         if (
-            self._call(
-                f"set_coalescing({mode})", prediction, lambda: self._set.set_contiguous_part_coalescing(mode)
-            )
+            self._call(f"set_coalescing({mode})", prediction, lambda: self._run(o.SetCoalescing(mode=mode)))
             is not _FAILED
         ):
             self.model.coalescing = Coalescing(mode)
@@ -438,19 +469,20 @@ class PmemsetStateMachine(RuleBasedStateMachine):
     @rule(target=part_maps)
     def first_part_map(self) -> Any:
         """``first_part_map``."""
-        ref = self._set.first_part_map()
+        ref = self._ref_op(o.FirstPartMap(name=self._name("ref")))
         return self._new_ref(ref, self.model.maps[0] if self.model.maps else None, "first_part_map()")
 
     @rule(target=part_maps, ref=part_maps)
     def next_part_map(self, ref: PartMap) -> Any:
         """``next_part_map`` (ValueError on a dropped reference)."""
         rec = self._ref_model(ref)
+        op = o.NextPartMap(map=self.names[id(ref)], name=self._name("ref"))
         if rec is None:
-            self._call("next_part_map(dropped)", Prediction(ValueError), lambda: self._set.next_part_map(ref))
+            self._call("next_part_map(dropped)", Prediction(ValueError), lambda: self._run(op))
             return multiple()
         i = self.model.maps.index(rec)
         nxt = self.model.maps[i + 1] if i + 1 < len(self.model.maps) else None
-        return self._new_ref(self._set.next_part_map(ref), nxt, "next_part_map()")
+        return self._new_ref(self._ref_op(op), nxt, "next_part_map()")
 
     @precondition(_has_maps)
     @rule(target=part_maps, where=_where)
@@ -459,9 +491,8 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         addr = self._addr(where)
         rec = self.model.map_at(addr)
         prediction = Prediction(None if rec is not None else ErrorCode.CANNOT_FIND_PART_MAP)
-        ref = self._call(
-            f"part_map_by_address({addr:#x})", prediction, lambda: self._set.part_map_by_address(addr)
-        )
+        op = o.PartMapByAddress(addr=self._at(addr), name=self._name("ref"))
+        ref = self._call(f"part_map_by_address({addr:#x})", prediction, lambda: self._ref_op(op))
         if ref is _FAILED:
             return multiple()
         assert isinstance(ref, PartMap)
@@ -472,7 +503,10 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         """``part_map_drop`` (ValueError when already dropped)."""
         rec = self._ref_model(ref)
         prediction = Prediction(ValueError if rec is None else None)
-        if self._call("drop()", prediction, ref.drop) is not _FAILED:
+        if (
+            self._call("drop()", prediction, lambda: self._run(o.Drop(map=self.names[id(ref)])))
+            is not _FAILED
+        ):
             assert rec is not None
             rec.refs -= 1
             self.refs[id(ref)] = (ref, None)
@@ -482,7 +516,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         """Drop every reference still held (so removals are no longer refused)."""
         for ref, rec in list(self.refs.values()):
             if rec is not None:
-                ref.drop()
+                self._run(o.Drop(map=self.names[id(ref)]))
                 rec.refs -= 1
                 self.refs[id(ref)] = (ref, None)
 
@@ -490,17 +524,13 @@ class PmemsetStateMachine(RuleBasedStateMachine):
     def remove_part_map(self, ref: PartMap) -> None:
         """``remove_part_map`` (USE_AFTER_DROP while another reference is held)."""
         rec = self._ref_model(ref)
+        op = o.RemovePartMap(map=self.names[id(ref)])
         if rec is None:
-            self._call(
-                "remove_part_map(dropped)", Prediction(ValueError), lambda: self._set.remove_part_map(ref)
-            )
+            self._call("remove_part_map(dropped)", Prediction(ValueError), lambda: self._run(op))
             return
         prediction = self.model.predict_remove_part_map(rec)
         nevents = len(self.events)
-        if (
-            self._call(f"remove_part_map({rec.desc})", prediction, lambda: self._set.remove_part_map(ref))
-            is _FAILED
-        ):
+        if self._call(f"remove_part_map({rec.desc})", prediction, lambda: self._run(op)) is _FAILED:
             return
         assert prediction.apply is not None
         desc = prediction.apply()
@@ -519,7 +549,8 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         prediction = self.model.predict_remove_range(addr, length)
         nevents = len(self.events)
         what = f"remove_range({addr:#x}, {length:#x})"
-        if self._call(what, prediction, lambda: self._set.remove_range(addr, length)) is _FAILED:
+        op = o.RemoveRange(addr=self._at(addr), length=length)
+        if self._call(what, prediction, lambda: self._run(op)) is _FAILED:
             return
         assert prediction.apply is not None
         removed = prediction.apply()
@@ -535,7 +566,8 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         if by_range:
             self.remove_range((self.model.maps.index(anchor), 0), 1)
             return
-        ref = self._set.part_map_by_address(anchor.addr)
+        ref = self._ref_op(o.PartMapByAddress(addr=self._at(anchor.addr), name=self._name("ref")))
+        assert ref is not None, "the anchor's address is in no part map"
         self._new_ref(ref, anchor, "part_map_by_address(anchor)")
         self.remove_part_map(ref)
         if not ref.dropped:  # refused: other references are held
@@ -557,18 +589,15 @@ class PmemsetStateMachine(RuleBasedStateMachine):
     def memcpy(self, where: tuple[int, int], data: bytes, flags: int | None) -> None:
         """``memcpy`` (``flags`` None: a plain ``write``) into, across or outside part maps."""
         addr = self._addr(where)
-        fn: Callable[[], object]
+        op: o.Operation
         if flags is None:
             prediction = self._range_prediction(addr, len(data))
-            what, fn = f"write({addr:#x}, {len(data)} B)", lambda: self._set.write(addr, data)
+            what, op = f"write({addr:#x}, {len(data)} B)", o.Store(addr=self._at(addr), data=data)
         else:
-            f = flags
-            prediction = self._flags_prediction(f, addr, len(data))
-            what, fn = (
-                f"memcpy({addr:#x}, {len(data)} B, {f:#x})",
-                lambda: self._set.memcpy(addr, data, flags=f),
-            )
-        if self._call(what, prediction, fn) is not _FAILED:
+            prediction = self._flags_prediction(flags, addr, len(data))
+            what = f"memcpy({addr:#x}, {len(data)} B, {flags:#x})"
+            op = o.Memcpy(addr=self._at(addr), data=data, flags=flags)
+        if self._call(what, prediction, lambda: self._run(op)) is not _FAILED:
             self.model.write(addr, data)
 
     @precondition(_has_maps)
@@ -581,7 +610,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
             self._call(
                 f"memset({addr:#x}, {value}, {length})",
                 prediction,
-                lambda: self._set.memset(addr, value, length, flags),
+                lambda: self._run(o.Memset(addr=self._at(addr), value=value, length=length, flags=flags)),
             )
             is not _FAILED
         ):
@@ -599,7 +628,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
             self._call(
                 f"memmove({d:#x}, {s:#x}, {length})",
                 prediction,
-                lambda: self._set.memmove(d, s, length, flags),
+                lambda: self._run(o.Memmove(dest=self._at(d), src=self._at(s), length=length, flags=flags)),
             )
             is not _FAILED
         ):
@@ -613,7 +642,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         got = self._call(
             f"read({addr:#x}, {length})",
             self._range_prediction(addr, length),
-            lambda: self._set.read(addr, length),
+            lambda: self._run(o.Read(addr=self._at(addr), length=length)),
         )
         if got is not _FAILED:
             expected = self.model.read(addr, length)
@@ -628,14 +657,15 @@ class PmemsetStateMachine(RuleBasedStateMachine):
     def flush(self, where: tuple[int, int], length: int, how: str) -> None:
         """``flush``, ``persist``, ``deep_flush`` (``flush.deep`` may be armed) or ``drain``."""
         if how == "drain":
-            self._set.drain()
+            self._run(o.Drain())
             return
         addr = self._addr(where)
         prediction = self._range_prediction(addr, length)
         if how == "deep_flush" and prediction.error is None and FaultSite.FLUSH_DEEP in self.model.armed:
             prediction = Prediction(ErrorCode.DEEP_FLUSH_FAIL, [FaultSite.FLUSH_DEEP])
-        fn = getattr(self._set, how)
-        self._call(f"{how}({addr:#x}, {length})", prediction, lambda: fn(addr, length))
+        kind = {"flush": o.Flush, "persist": o.Persist, "deep_flush": o.DeepFlush}[how]
+        op = kind(addr=self._at(addr), length=length)
+        self._call(f"{how}({addr:#x}, {length})", prediction, lambda: self._run(op))
 
     # -- the world around the set ---------------------------------------------------------------------
 
@@ -647,7 +677,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
         if how == "free":
             if m.occupied:
                 addr, _size = m.occupied.pop(where[0] % len(m.occupied))
-                self.space.free(addr)
+                self._run(o.Free(addr=self._at(addr)))
             return
         after_anchor = how == "after_anchor"
         size = pages * self.space.page_size
@@ -659,11 +689,11 @@ class PmemsetStateMachine(RuleBasedStateMachine):
             return
         if not m.space_is_free(addr, addr + size):
             try:
-                self.space.occupy(addr, size)
+                self._run(o.Occupy(addr=self._at(addr), size=size))
             except RangeOccupied:
                 return
             raise AssertionError(f"occupy({addr:#x}, {size:#x}) succeeded on a range the model says is taken")
-        self.space.occupy(addr, size)
+        self._run(o.Occupy(addr=self._at(addr), size=size))
         m.occupied.append((addr, size))
 
     @precondition(lambda self: self.pset is not None)
@@ -688,7 +718,7 @@ class PmemsetStateMachine(RuleBasedStateMachine):
     @rule(site=st.sampled_from(list(FaultSite)))
     def inject_fault(self, site: FaultSite) -> None:
         """Arm a fault: the next hit of ``site`` fails."""
-        self.plan.fail_next(site)
+        self._run(o.ArmFault(site=site.value))
         self.model.armed.add(site)
 
     # -- invariants ------------------------------------------------------------------------------
