@@ -337,15 +337,17 @@ class CallableChecker(Checker):
         if dog is not None and dog.thread_id != threading.get_ident():
             dog = None  # opened in another thread: no timeout here (never interrupt the wrong thread)
         try:
-            if dog is not None:
+            if dog is None:
+                result = self.fn(arg) if self.convention == "plain" else self._invoke(arg, ctx)
+            else:
                 dog.calls += 1
                 dog.busy = True
-            try:
-                result = self._invoke(arg, ctx)
-            finally:
-                timed_out = dog is not None and dog.leave()
-            if timed_out:
-                raise _CheckerTimeout
+                try:
+                    result = self.fn(arg) if self.convention == "plain" else self._invoke(arg, ctx)
+                finally:
+                    timed_out = dog.leave()
+                if timed_out:
+                    raise _CheckerTimeout
         except _CheckerTimeout:
             if dog is not None:
                 dog.leave()  # the timeout may have landed before leave() ran: end the call for sure
