@@ -493,7 +493,9 @@ def _pairs(
     return statistics.median(a), statistics.median(b), statistics.median(ratios)
 
 
-def versus_pmreorder(pmreorder: str | None, sizes: list[int], program_stores: int, repeat: int) -> bool:
+def versus_pmreorder(
+    pmreorder: str | None, sizes: list[int], program_stores: tuple[int, int], repeat: int
+) -> bool:
     """``pmemsim replay`` against PMDK's pmreorder on the same pmemcheck logs, whole command lines.
 
     Both start as fresh processes (interpreter start, imports, parsing and the command
@@ -549,9 +551,9 @@ def versus_pmreorder(pmreorder: str | None, sizes: list[int], program_stores: in
         for engine in ("NoReorderDoCheck", "ReorderPartial")
     ]
     cases += [
-        (f"same C program, {program_stores:,} stores", program_stores, "ReorderAccumulative",
+        (f"same C program, {program_stores[0]:,} stores", program_stores[0], "ReorderAccumulative",
          ["prog", "-p", program], ["--checker-prog", program], 1.5),
-        (f"same Python program, {program_stores:,} stores", program_stores, "ReorderAccumulative",
+        (f"same Python program, {program_stores[1]:,} stores", program_stores[1], "ReorderAccumulative",
          ["prog", "-p", f"{py} -S {os.path.join(work, 'check.py')}"],
          ["--checker-prog", f"{py} -S {os.path.join(work, 'check.py')}"], 1.5),
     ]  # fmt: skip
@@ -660,7 +662,9 @@ def add_versus_arguments(parser: argparse.ArgumentParser) -> None:
         "--pmreorder", metavar="DIR", default=None, help="PMDK pmreorder's directory: time replay against it"
     )
     parser.add_argument("--sizes", default="1000,10000,100000", help="STOREs of the free-checker logs")
-    parser.add_argument("--program-stores", type=int, default=300, help="STOREs of the program-checker logs")
+    parser.add_argument(
+        "--program-stores", default="1000,300", help="STOREs of the C and the Python program-checker logs"
+    )
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per case (median)")
     parser.add_argument("--serial-stores", type=int, default=10_000, help="STOREs of the serial-fraction log")
     parser.add_argument(
@@ -672,7 +676,8 @@ def add_versus_arguments(parser: argparse.ArgumentParser) -> None:
 def versus_sections(args: argparse.Namespace) -> bool:
     """pmreorder side by side, the serial fraction and its projection, peak memory; whether targets hold."""
     sizes = [int(n) for n in args.sizes.split(",") if n]
-    met = versus_pmreorder(args.pmreorder, sizes, args.program_stores, args.pairs)
+    c_stores, py_stores = (int(n) for n in args.program_stores.split(","))
+    met = versus_pmreorder(args.pmreorder, sizes, (c_stores, py_stores), args.pairs)
     met &= serial_fraction(args.serial_stores) >= 8
     if args.memory_stores:
         parse_memory(args.memory_stores)
