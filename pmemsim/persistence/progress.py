@@ -130,7 +130,8 @@ def stale_files(log: StoreLog, images: Sequence[bytes]) -> list[str]:
     after = {key: bytearray(img) for key, img in zip(log.files, images, strict=True)}
     touched: set[str] = set()
     for rec in log.records:
-        if isinstance(rec, Store):
-            after[rec.file][rec.offset : rec.end] = rec.data
+        if type(rec) is Store or isinstance(rec, Store):
+            data, offset = rec.data, rec.offset
+            after[rec.file][offset : offset + len(data)] = data
             touched.add(rec.file)
     return [key for key, img in zip(log.files, images, strict=True) if key in touched and after[key] == img]
