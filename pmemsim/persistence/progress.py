@@ -23,7 +23,6 @@ for Exhaustive, which skips duplicate images). Both are for display only.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -77,6 +76,8 @@ class CountingChecker(Checker):
         self.lazy_reads = inner.lazy_reads
         # Shared memory inherited by forked workers; the lock keeps concurrent increments exact.
         self._counter: Any
+        import multiprocessing  # here: only a progress display needs it
+
         try:
             self._counter = multiprocessing.get_context("fork").Value("q", 0)
         except (OSError, ValueError):  # no shared memory or no fork here: count this process only
