@@ -167,9 +167,13 @@ def test_lazy_and_eager_agree_and_lazy_failures_are_real(name: str, data: st.Dat
     states = crash_states(log, oracle_model)
     bad = {(img, m) for img, m in states if not reading.verdict([memoryview(b) for b in img], m)}
     assert bool(bad) == (not lazy.ok)
+    eager_bad = {
+        (failure_image(log, model, f), tuple(f.markers) if reading.with_ctx else ()) for f in eager.failures
+    }
     for failure in lazy.failures:
         image = failure_image(log, model, failure)
         markers = tuple(failure.markers) if reading.with_ctx else None
+        assert (image, markers or ()) in eager_bad, "a lazy failure the eager run does not report"
         if markers is None:  # judged without markers: any crash point's markers
             assert any(img == image for img, _ in bad), "a lazy failure names an image no crash rejects"
         else:

@@ -430,11 +430,9 @@ def _replay(
         hint = "give the file's content before the first store with --image FILE=PATH"
         return bad(f"{located(args.log, exc)}; {hint}")
     if not isinstance(checker, Checker):  # --recover: the values at the operations' boundaries, first
-        from pmemsim.persistence.linearizability import RecoveryChecker
-
         try:
             with QuietStdout(machine):
-                checker = RecoveryChecker.for_log(log, checker, images=before)
+                checker = _recovery_checker(log, checker, before)
         except CheckerError as exc:
             return bad(str(exc))
     kind = "saved pmemsim log" if _is_saved(args.log) else "pmemcheck store log"
@@ -589,6 +587,39 @@ def _runs_python(checker: Checker) -> bool:
     return isinstance(checker, CallableChecker) or (
         isinstance(checker, RecoveryChecker) and checker.runs_python
     )
+
+
+def _recovery_checker(log: StoreLog, recovery: Any, images: tuple[bytes, ...]) -> Checker:
+    """The recovery check of ``log``; a Python recovery computes its values in a forked process.
+
+    As a Python checker, a recovery that crashes its process (a segfault in an extension)
+    must not take the command along: that is a CheckerCrashed. Values that cannot be sent
+    back from the child (unpicklable) are computed here instead.
+    """
+    import pickle
+
+    from pmemsim.persistence import parallel
+    from pmemsim.persistence.explore import CheckerCrashed
+    from pmemsim.persistence.linearizability import RecoveryChecker
+
+    def build() -> RecoveryChecker:
+        return RecoveryChecker.for_log(log, recovery, images=images)
+
+    def build_apart() -> RecoveryChecker | None:
+        checker = build()
+        try:
+            pickle.dumps(checker)
+        except Exception:
+            return None
+        return checker
+
+    if not recovery.runs_python:  # a program runs apart already
+        return build()
+    try:
+        built = parallel.collect(*parallel.fork(build_apart))
+    except parallel.WorkerDied as died:
+        raise CheckerCrashed(f"recover crashed its process on an operation boundary ({died})") from None
+    return build() if built is None else built
 
 
 def _load_recovery(recover: str | None, recover_prog: str | None, args: argparse.Namespace) -> Any:

@@ -18,7 +18,8 @@ state number, key) triples. The parent merges chunks in order, dropping deduplic
 states whose key an earlier chunk saw, which gives exactly the single-process result
 for any chunking. The details of the reported failures (which atoms reached media,
 where the crash was) are recovered afterwards by re-running those epochs' engines
-without the checker.
+without the checker -- except in epochs an engine may explore lazily, whose states
+depend on what the checker read: their failures are located as they are judged.
 
 With ``workers=N`` nothing is planned up front, so that the workers start at once:
 :func:`~pmemsim.persistence.model.scan_log` validates the log and finds its quiescent
