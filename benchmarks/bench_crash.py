@@ -493,7 +493,9 @@ def _pairs(
     return statistics.median(a), statistics.median(b), statistics.median(ratios)
 
 
-def versus_pmreorder(pmreorder: str | None, sizes: list[int], program_stores: int, repeat: int) -> bool:
+def versus_pmreorder(
+    pmreorder: str | None, sizes: list[int], program_stores: tuple[int, int], repeat: int
+) -> bool:
     """``pmemsim replay`` against PMDK's pmreorder on the same pmemcheck logs, whole command lines.
 
     Both start as fresh processes (interpreter start, imports, parsing and the command
@@ -549,9 +551,9 @@ def versus_pmreorder(pmreorder: str | None, sizes: list[int], program_stores: in
         for engine in ("NoReorderDoCheck", "ReorderPartial")
     ]
     cases += [
-        (f"same C program, {program_stores:,} stores", program_stores, "ReorderAccumulative",
+        (f"same C program, {program_stores[0]:,} stores", program_stores[0], "ReorderAccumulative",
          ["prog", "-p", program], ["--checker-prog", program], 1.5),
-        (f"same Python program, {program_stores:,} stores", program_stores, "ReorderAccumulative",
+        (f"same Python program, {program_stores[1]:,} stores", program_stores[1], "ReorderAccumulative",
          ["prog", "-p", f"{py} -S {os.path.join(work, 'check.py')}"],
          ["--checker-prog", f"{py} -S {os.path.join(work, 'check.py')}"], 1.5),
     ]  # fmt: skip
@@ -586,6 +588,8 @@ def serial_fraction(stores: int, workers: int = 16) -> float:
     merging the slices' results (states, failures) -- what no worker can take over. The
     rest (exploring, judging) runs in the workers. The fraction is over the whole
     single-process replay (parse included); Amdahl's law gives the speed-up of ``workers``.
+    Times are CPU times of this process: on a shared machine, wall time would add other
+    processes' turns to whichever part ran while they did.
     """
     from pmemsim.persistence.explore import DEFAULT_SLICES
     from pmemsim.persistence.model import PersistencyModel, scan_log
@@ -595,20 +599,20 @@ def serial_fraction(stores: int, workers: int = 16) -> float:
     work = _scratch_dir()
     try:
         path, _, _ = _store_log(stores, work)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         log = read_log(path)
-        t_parse = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t_parse = time.process_time() - t0
+        t0 = time.process_time()
         images = {k: initial_pool() for k in log.files}
         one = replay(log, slow_check, engine="ReorderAccumulative", images=images)
-        t_one = time.perf_counter() - t0
-        t0 = time.perf_counter()
+        t_one = time.process_time() - t0
+        t0 = time.process_time()
         scan_log(log, PersistencyModel.adr(), slices=DEFAULT_SLICES)
-        t_scan = time.perf_counter() - t0
+        t_scan = time.process_time() - t0
         doc = explore_shard(log, slow_check, 1, 1, engine="ReorderAccumulative", images=images)
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         merged = merge_shards(log, slow_check, [doc], engine="ReorderAccumulative", images=images)
-        t_merge = time.perf_counter() - t0
+        t_merge = time.process_time() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
     assert merged.states_checked == one.states_checked
@@ -618,39 +622,55 @@ def serial_fraction(stores: int, workers: int = 16) -> float:
     print(
         f"serial fraction ({stores:,} stores, {one.states_checked:,} states, a checker of ~100 us each): "
         f"parse {t_parse * 1000:.0f} ms + scan {t_scan * 1000:.0f} ms + merge {t_merge * 1000:.0f} ms "
-        f"of {total:.2f} s = {serial:.1%}; Amdahl with {workers} workers: {speedup:.1f}x (target 8x)"
+        f"of {total:.2f} s CPU = {serial:.1%}; Amdahl with {workers} workers: {speedup:.1f}x (target 8x)"
     )
     return speedup
 
 
+def _peak_rss_code() -> str:
+    """A program printing the peak RSS (VmHWM: this process only, not inherited) before, after reading
+    and after planning the log named by its argument."""
+    return (
+        "import sys\n"
+        "def peak():\n"
+        "    with open('/proc/self/status') as f:\n"
+        "        return next(int(l.split()[1]) * 1024 for l in f if l.startswith('VmHWM:'))\n"
+        "from pmemsim.persistence.saved import read_log\n"
+        "from pmemsim.persistence.explore import plan_replay\n"
+        "base = peak()\n"
+        "log = read_log(sys.argv[1])\n"
+        "parsed = peak()\n"
+        "plan_replay(log)\n"
+        "print(base, parsed, peak())\n"
+    )
+
+
 def parse_memory(stores: int) -> None:
-    """Peak memory (max RSS of a fresh process) of reading and planning a pmemcheck log of ``stores``."""
+    """Peak memory of a fresh process reading, then planning, a pmemcheck log of ``stores`` STOREs.
+
+    The log is parsed as it is read (the text is never held whole), so what remains is the
+    log itself: its records, one small object per STORE, FLUSH and FENCE, and then the
+    plan's atoms. Both grow with the log, not with the pool.
+    """
+    if not os.path.exists("/proc/self/status"):
+        print("memory: skipped (needs /proc/self/status)")
+        return
     work = _scratch_dir()
     try:
         path, _, _ = _store_log(stores, work)
-        code = (
-            "import resource, sys\n"
-            "from pmemsim.persistence.saved import read_log\n"
-            "from pmemsim.persistence.explore import plan_replay\n"
-            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "log = read_log(sys.argv[1])\n"
-            "parsed = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-            "plan_replay(log)\n"
-            "print(base, parsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
-        )
         env = _environment(work)
-        argv = [sys.executable, "-c", code, path]
+        argv = [sys.executable, "-c", _peak_rss_code(), path]
         result = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
-        base, parsed, planned = (int(v) * 1024 for v in result.stdout.split())
+        base, parsed, planned = (int(v) for v in result.stdout.split())
         size = os.path.getsize(path)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     mib = 1 << 20
     print(
-        f"memory ({stores:,} stores, log {size / mib:.0f} MiB, pool {POOL // 1024} KiB): max RSS "
-        f"{base / mib:.0f} MiB at start, {parsed / mib:.0f} MiB parsed "
-        f"({(parsed - base) / size:.1f}x the log), "
-        f"{planned / mib:.0f} MiB planned"
+        f"memory ({stores:,} stores, log {size / mib:.0f} MiB, pool {POOL // 1024} KiB): peak RSS "
+        f"{base / mib:.0f} MiB after imports, {parsed / mib:.0f} MiB read "
+        f"(+{(parsed - base) / size:.1f}x the log's size), {planned / mib:.0f} MiB planned "
+        f"(+{(planned - base) / size:.1f}x)"
     )
 
 
@@ -660,7 +680,9 @@ def add_versus_arguments(parser: argparse.ArgumentParser) -> None:
         "--pmreorder", metavar="DIR", default=None, help="PMDK pmreorder's directory: time replay against it"
     )
     parser.add_argument("--sizes", default="1000,10000,100000", help="STOREs of the free-checker logs")
-    parser.add_argument("--program-stores", type=int, default=300, help="STOREs of the program-checker logs")
+    parser.add_argument(
+        "--program-stores", default="1000,300", help="STOREs of the C and the Python program-checker logs"
+    )
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per case (median)")
     parser.add_argument("--serial-stores", type=int, default=10_000, help="STOREs of the serial-fraction log")
     parser.add_argument(
@@ -672,7 +694,8 @@ def add_versus_arguments(parser: argparse.ArgumentParser) -> None:
 def versus_sections(args: argparse.Namespace) -> bool:
     """pmreorder side by side, the serial fraction and its projection, peak memory; whether targets hold."""
     sizes = [int(n) for n in args.sizes.split(",") if n]
-    met = versus_pmreorder(args.pmreorder, sizes, args.program_stores, args.pairs)
+    c_stores, py_stores = (int(n) for n in args.program_stores.split(","))
+    met = versus_pmreorder(args.pmreorder, sizes, (c_stores, py_stores), args.pairs)
     met &= serial_fraction(args.serial_stores) >= 8
     if args.memory_stores:
         parse_memory(args.memory_stores)

@@ -477,86 +477,91 @@ def _replay(
     # The log and the plan live until the end: collections need not walk them again (workers
     # forked from here share them untouched, copy-on-write).
     gc.freeze()
-    counted: Checker = checker
-    progress: Any = contextlib.nullcontext()
-    if out.terminal:  # the bar's total and the count of states are for the bar only
-        from pmemsim.persistence.progress import CountingChecker, estimate_states
+    try:
+        counted: Checker = checker
+        progress: Any = contextlib.nullcontext()
+        if out.terminal:  # the bar's total and the count of states are for the bar only
+            from pmemsim.persistence.progress import CountingChecker, estimate_states
 
-        counting = CountingChecker(checker)
-        counted = counting
-        total = estimate_states(plan, engine, markers) if plan is not None else rough
-        progress = Polling(out.console, "pmemsim replay", total, lambda: counting.count)
-    with QuietStdout(machine), progress:
-        try:
-            if getattr(args, "merge_docs", None) is not None:
-                from pmemsim.persistence.shards import merge_shards
-
-                docs, names, empty = args.merge_docs, args.merge_names, args.allow_empty
-                report = merge_shards(log, counted, docs, names=names, allow_empty=empty, **options)
-            elif getattr(args, "dask", None) is not None:
-                report = _replay_on_dask(args, log, checker, options)
-            else:
-                options["images"] = dict(zip(log.files, before, strict=True))  # read once
-                report = replay(
-                    log,
-                    counted,
-                    workers=args.workers,
-                    allow_empty=args.allow_empty,
-                    # A Python checker runs in a forked process: one that crashes cannot take the replay.
-                    isolate=_runs_python(checker),
-                    plan=plan,
-                    **options,
-                )
-                options["images"] = images
-        except NothingToCheck as exc:
-            text = str(exc).replace("allow_empty=True", "--allow-empty")
-            return bad(located(args.log, Exception(text)))
-        except CheckerError as exc:
-            return bad(str(exc))
-        except LogError as exc:
-            return bad(located(args.log, exc))
-        except ValueError as exc:  # --dask: the extra, the address, the workers
-            return bad(str(exc))
-
-        style = "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
-        out.say(f"[{style}]{{}}[/] in {report.elapsed:.2f}s", report.summary())
-        for warning in report.warnings:
-            out.say("[yellow]warning[/]: {}", warning)
-        for limit in report.limits:
-            out.say("[yellow]not exhaustive[/]: {}", limit)
-        shown = report.failures[:5]
-        for failure in shown:
-            out.say("{}", failure.describe())
-        failing = report.inconsistent + report.errors
-        if failing > len(shown):
-            out.say(f"... {failing - len(shown)} more failing state(s) not listed")
-        trace = None
-        first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
-        if first is not None and not args.no_shrink:
-            from pmemsim.persistence.shrink import ShrinkError, shrink
-
+            counting = CountingChecker(checker)
+            counted = counting
+            total = estimate_states(plan, engine, markers) if plan is not None else rough
+            progress = Polling(out.console, "pmemsim replay", total, lambda: counting.count)
+        with QuietStdout(machine), progress:
             try:
-                small = _shrink_apart(shrink, log, first, checker, images, args.timeout)
-            except (ShrinkError, CheckerError) as exc:
-                out.say("[yellow]cannot shrink the first failure[/]: {}", exc)
-            else:
-                trace = small.trace
-                out.say(f"[bold]Minimal failing trace[/] ({small.tests} checker calls):")
-                out.say("{}", small.trace)
-        if report.errors:
-            out.say(
-                f"[bold red]checker error[/]: {report.errors} state(s) got no usable answer from the checker "
-                "(see above): fix the checker; this says nothing about the pool"
+                if getattr(args, "merge_docs", None) is not None:
+                    from pmemsim.persistence.shards import merge_shards
+
+                    docs, names, empty = args.merge_docs, args.merge_names, args.allow_empty
+                    report = merge_shards(log, counted, docs, names=names, allow_empty=empty, **options)
+                elif getattr(args, "dask", None) is not None:
+                    report = _replay_on_dask(args, log, checker, options)
+                else:
+                    options["images"] = dict(zip(log.files, before, strict=True))  # read once
+                    report = replay(
+                        log,
+                        counted,
+                        workers=args.workers,
+                        allow_empty=args.allow_empty,
+                        # A Python checker runs in a forked process: one that crashes cannot take the replay.
+                        isolate=_runs_python(checker),
+                        plan=plan,
+                        **options,
+                    )
+                    options["images"] = images
+            except NothingToCheck as exc:
+                text = str(exc).replace("allow_empty=True", "--allow-empty")
+                return bad(located(args.log, Exception(text)))
+            except CheckerError as exc:
+                return bad(str(exc))
+            except LogError as exc:
+                return bad(located(args.log, exc))
+            except ValueError as exc:  # --dask: the extra, the address, the workers
+                return bad(str(exc))
+
+            style = (
+                "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
             )
-    if args.json:
-        doc = report.to_dict()
-        doc["log"] = args.log
-        doc["trace"] = trace
-        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-        sys.stdout.flush()
-    if report.errors:
-        return EXIT_BAD_INPUT
-    return EXIT_OK if report.ok else EXIT_FAILED
+            out.say(f"[{style}]{{}}[/] in {report.elapsed:.2f}s", report.summary())
+            for warning in report.warnings:
+                out.say("[yellow]warning[/]: {}", warning)
+            for limit in report.limits:
+                out.say("[yellow]not exhaustive[/]: {}", limit)
+            shown = report.failures[:5]
+            for failure in shown:
+                out.say("{}", failure.describe())
+            failing = report.inconsistent + report.errors
+            if failing > len(shown):
+                out.say(f"... {failing - len(shown)} more failing state(s) not listed")
+            trace = None
+            first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
+            if first is not None and not args.no_shrink:
+                from pmemsim.persistence.shrink import ShrinkError, shrink
+
+                try:
+                    small = _shrink_apart(shrink, log, first, checker, images, args.timeout)
+                except (ShrinkError, CheckerError) as exc:
+                    out.say("[yellow]cannot shrink the first failure[/]: {}", exc)
+                else:
+                    trace = small.trace
+                    out.say(f"[bold]Minimal failing trace[/] ({small.tests} checker calls):")
+                    out.say("{}", small.trace)
+            if report.errors:
+                out.say(
+                    f"[bold red]checker error[/]: {report.errors} state(s) got no usable answer from the "
+                    "checker (see above): fix the checker; this says nothing about the pool"
+                )
+        if args.json:
+            doc = report.to_dict()
+            doc["log"] = args.log
+            doc["trace"] = trace
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+            sys.stdout.flush()
+        if report.errors:
+            return EXIT_BAD_INPUT
+        return EXIT_OK if report.ok else EXIT_FAILED
+    finally:
+        gc.unfreeze()  # main() may be called again in this process (tests, embedding)
 
 
 def _shrink_apart(

@@ -269,26 +269,30 @@ class Explorer:
             return
         h = self.image.h
         key = (h + self._marker_key) & _MASK if self._marker_key else h
-        if key not in self.seen:
-            self.seen.add(key)
+        seen, dedup = self.seen, self.dedup
+        if key not in seen:
+            seen.add(key)
             self.first_keys.append(key)
-            self.first_dedup.append(self.dedup)
+            self.first_dedup.append(dedup)
             if self.sees_markers:
                 self.images.add(h)
-        elif self.dedup:
+        elif dedup:
             return
         outcome = self.verdicts.get(key, _UNJUDGED) if self._given is None else self._given[0]
         if outcome is _UNJUDGED:
             assert self.checker is not None and self.epoch is not None
             if self.slots is not None:
                 self.slots.set(self.slot, self.epoch.index, seq)
-            outcome = self.checker.check(self.image.views, self.context())
+            outcome = self.checker.check(self.image.views, self._ctx or self.context())
             self.calls += 1
-            if not self.dedup:  # a deduplicating engine never asks twice: keep memory for the others
+            if not dedup:  # a deduplicating engine never asks twice: keep memory for the others
                 self.verdicts[key] = outcome
+        if not dedup:
+            self.nondedup += 1
+        if outcome is None:
+            return
         if (
-            outcome is not None
-            and outcome.verdict is Verdict.INCONSISTENT
+            outcome.verdict is Verdict.INCONSISTENT
             and not self.durable
             and not self.applied()
             and (not self.sees_markers or self.point.markers <= self._markers_before_stores())
@@ -304,12 +308,9 @@ class Explorer:
                 f"image): fix the checker, or give the file's content before the first store "
                 f"({outcome.message})",
             )
-        if not self.dedup:
-            self.nondedup += 1
-        if outcome is not None:
-            self.failures.append((self.epoch.index if self.epoch else 0, seq, key, self.dedup, outcome))
-            if self.locate_now and self.epoch is not None:
-                self.located[self.epoch.index, seq] = (tuple(a.id for a in self.applied()), self.point)
+        self.failures.append((self.epoch.index if self.epoch else 0, seq, key, dedup, outcome))
+        if self.locate_now and self.epoch is not None:
+            self.located[self.epoch.index, seq] = (tuple(a.id for a in self.applied()), self.point)
 
     # -- epochs ------------------------------------------------------------------------------
     def advance(self, to_epoch: int) -> None:

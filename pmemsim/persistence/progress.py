@@ -23,7 +23,6 @@ for Exhaustive, which skips duplicate images). Both are for display only.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -77,6 +76,8 @@ class CountingChecker(Checker):
         self.lazy_reads = inner.lazy_reads
         # Shared memory inherited by forked workers; the lock keeps concurrent increments exact.
         self._counter: Any
+        import multiprocessing  # here: only a progress display needs it
+
         try:
             self._counter = multiprocessing.get_context("fork").Value("q", 0)
         except (OSError, ValueError):  # no shared memory or no fork here: count this process only
@@ -130,7 +131,8 @@ def stale_files(log: StoreLog, images: Sequence[bytes]) -> list[str]:
     after = {key: bytearray(img) for key, img in zip(log.files, images, strict=True)}
     touched: set[str] = set()
     for rec in log.records:
-        if isinstance(rec, Store):
-            after[rec.file][rec.offset : rec.end] = rec.data
+        if type(rec) is Store or isinstance(rec, Store):
+            data, offset = rec.data, rec.offset
+            after[rec.file][offset : offset + len(data)] = data
             touched.add(rec.file)
     return [key for key, img in zip(log.files, images, strict=True) if key in touched and after[key] == img]

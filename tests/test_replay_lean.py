@@ -1,0 +1,87 @@
+"""What `replay` leaves out when it does not need it: a second plan, rich, multiprocessing.
+
+These are behaviours, not timings: a plan handed to ``replay`` is explored as it is (the
+report is the one replay would give by planning itself), a plan of another log or model
+is refused, and ``pmemsim replay`` off a terminal imports neither rich nor
+multiprocessing, and still prints the same lines.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from support.examples import BUGGY, CORRECT
+
+from pmemsim.persistence import PersistencyModel, Recorder, dump_pmemcheck, plan_replay, replay
+from pmemsim.persistence.log import paused_gc
+from pmemsim.persistence.model import build_epochs
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("engine", ["ReorderAccumulative", "NoReorderDoCheck", "Exhaustive"])
+def test_a_given_plan_gives_the_report_replay_plans_itself(engine: str) -> None:
+    example = next(iter(BUGGY.values()))
+    plan = plan_replay(example.log)
+    given = replay(example.log, example.check, engine=engine, plan=plan)
+    planned = replay(example.log, example.check, engine=engine)
+    assert given == planned
+    assert given.ok is (engine != "Exhaustive")  # only Exhaustive reaches this bug's state
+
+
+def test_a_plan_of_another_model_or_log_is_refused() -> None:
+    example = CORRECT[0]
+    eadr = build_epochs(example.log, PersistencyModel.eadr())
+    with pytest.raises(ValueError, match="same log, under the same model"):
+        replay(example.log, example.check, plan=eadr)
+    rec = Recorder()
+    rec.register_file("another", None, 64)
+    rec.store("another", 0, b"\x01")
+    rec.persist("another", 0, 1)
+    with pytest.raises(ValueError, match="same log"):
+        replay(example.log, example.check, plan=plan_replay(rec.log))
+
+
+def test_paused_gc_restores_the_collector_even_on_error() -> None:
+    import gc
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), paused_gc():
+        assert not gc.isenabled()
+        with paused_gc():  # nested: the outer block still owns the restore
+            pass
+        assert not gc.isenabled()
+        raise RuntimeError
+    assert gc.isenabled()
+
+
+def test_replay_off_a_terminal_needs_neither_rich_nor_multiprocessing(tmp_path: Path) -> None:
+    example = next(iter(BUGGY.values()))
+    log = tmp_path / "store.log"
+    dump_pmemcheck(example.log, log)
+    checker = tmp_path / "check.py"
+    checker.write_text("import sys\nsys.exit(0)\n")
+    code = (
+        "import sys, json\n"
+        "from pmemsim.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "sys.stderr.write(json.dumps([status, 'rich' in sys.modules, 'multiprocessing' in sys.modules]))\n"
+    )
+    argv = [sys.executable, "-c", code, "replay", str(log), "--engine", "NoReorderDoCheck"]
+    argv += ["--checker-prog", f"{sys.executable} {checker}", "--no-shrink"]
+    for key, info in example.log.files.items():  # the log names files by path: give their content
+        image = tmp_path / f"{len(argv)}.img"
+        image.write_bytes(info.initial or bytes(info.size))
+        argv += ["--image", f"{key}={image}"]
+    env = {"PYTHONPATH": f"{ROOT}{':' + str(ROOT / 'tests')}", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
+    status, rich, multiprocessing = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert (status, rich, multiprocessing) == (0, False, False), proc.stderr
+    # Plain text: the markup of the terminal lines is gone, the values are there as they are.
+    assert proc.stdout.startswith(f"{log}: pmemcheck store log, ")
+    assert "[bold" not in proc.stdout and "[/]" not in proc.stdout
+    assert "consistent: " in proc.stdout
