@@ -48,9 +48,13 @@ Run: ``python benchmarks/bench_crash.py [--transactions 1000] [--workers 2] [--r
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import os
+import shutil
+import statistics
 import struct
+import subprocess
 import sys
 import tempfile
 import time
@@ -411,6 +415,270 @@ def lazy_exploration(pushes: int = 150, eager_pushes: int | None = None) -> bool
     return memcpy_met and pushes_met
 
 
+# -- side by side with pmreorder: the whole command line -----------------------------------------------
+
+FREE_C = "int check(const char *path) { (void)path; return 0; }\n"  # pmreorder -c lib: 0 = consistent
+PROGRAM_C = r"""#include <stdio.h>
+int main(int argc, char **argv) {
+    unsigned char buf[4096];
+    FILE *f = fopen(argv[argc - 1], "rb");
+    if (!f) return 2;
+    size_t n = fread(buf, 1, sizeof buf, f);
+    fclose(f);
+    return n == sizeof buf ? 0 : 1;
+}
+"""
+PROGRAM_PY = (
+    "import sys\n"
+    "with open(sys.argv[-1], 'rb') as f:\n"
+    "    data = f.read()\n"
+    "sys.exit(0 if len(data) == 4096 else 1)\n"
+)
+FREE_PY = "def check(image):\n    return True\n"
+
+
+def _scratch_dir() -> str:
+    """A directory for pools and logs: on tmpfs when there is one (see :func:`versus_pmreorder`)."""
+    shm = "/dev/shm"
+    return tempfile.mkdtemp(prefix="bench-crash-", dir=shm if os.path.isdir(shm) else None)
+
+
+def _store_log(stores: int, directory: str) -> tuple[str, str, bytes]:
+    """A pmemcheck log of the undo-log workload with about ``stores`` STORE records: (log, pool, pristine)."""
+    pool = os.path.join(directory, f"pool{stores}.img")
+    pristine = initial_pool()
+    log = workload(max(1, round(stores / 19)), pool)  # 19 STOREs per transaction once exported
+    path = os.path.join(directory, f"store{stores}.log")
+    dump_pmemcheck(log, path)
+    return path, pool, pristine
+
+
+def _environment(directory: str) -> dict[str, str]:
+    """What both tools run with: compiled bytecode kept (outside the sources), this tree first on the path."""
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # users' installs have .pyc files: so do both tools here
+    env["PYTHONPYCACHEPREFIX"] = os.path.join(directory, "pycache")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = os.pathsep.join([root, directory, env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
+    return env
+
+
+def _wall(argv: list[str], env: dict[str, str], pool: str, pristine: bytes, cwd: str) -> float:
+    """Seconds of one run of ``argv`` on a freshly restored pool (it must exit 0: consistent)."""
+    with open(pool, "wb") as f:
+        f.write(pristine)  # pmreorder leaves its last crash state in the pool
+    t0 = time.perf_counter()
+    proc = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    secs = time.perf_counter() - t0
+    if proc.returncode != 0 or "Traceback" in proc.stderr:
+        tail = proc.stdout[-400:] + proc.stderr[-400:]
+        raise RuntimeError(f"{argv[:4]}... exited {proc.returncode}: {tail}")
+    return secs
+
+
+def _pairs(
+    theirs: Callable[[], float], ours: Callable[[], float], repeat: int, warm: bool
+) -> tuple[float, float, float]:
+    """Alternating runs (after one of each when ``warm``): (median pmreorder s, median pmemsim s,
+    median of the per-pair ratios)."""
+    a, b, ratios = [], [], []
+    if warm:  # bytecode compiled and cached, files in the page cache
+        ours()
+        theirs()
+    for _ in range(max(1, repeat)):
+        ta, tb = theirs(), ours()
+        a.append(ta)
+        b.append(tb)
+        ratios.append(ta / tb)
+    return statistics.median(a), statistics.median(b), statistics.median(ratios)
+
+
+def versus_pmreorder(pmreorder: str | None, sizes: list[int], program_stores: int, repeat: int) -> bool:
+    """``pmemsim replay`` against PMDK's pmreorder on the same pmemcheck logs, whole command lines.
+
+    Both start as fresh processes (interpreter start, imports, parsing and the command
+    line included) with compiled bytecode cached, on a pool and logs on tmpfs: pmreorder
+    msyncs the pool file after every store it applies, so on a disk its time is that of
+    the disk, not of its engine. Ratios are pmreorder's time over pmemsim's, the median of
+    ``repeat`` alternating pairs after one warm-up of each. Returns whether the targets
+    hold: free checker >= 5x from 10k stores and >= 1x everywhere (NoReorderDoCheck
+    included), the same program >= 1.5x.
+    """
+    if pmreorder is None or not os.path.isfile(os.path.join(pmreorder, "pmreorder.py")):
+        print(
+            f"versus pmreorder: skipped (give PMDK's pmreorder directory with --pmreorder, not {pmreorder})"
+        )
+        return True
+    gcc = shutil.which("gcc") or shutil.which("cc")
+    if gcc is None:
+        print("versus pmreorder: skipped (no C compiler for the free and program checkers)")
+        return True
+    work = _scratch_dir()
+    env = _environment(work)
+    py = sys.executable
+    with open(os.path.join(work, "free.c"), "w") as f:
+        f.write(FREE_C)
+    with open(os.path.join(work, "check.c"), "w") as f:
+        f.write(PROGRAM_C)
+    with open(os.path.join(work, "freecheck.py"), "w") as f:
+        f.write(FREE_PY)
+    with open(os.path.join(work, "check.py"), "w") as f:
+        f.write(PROGRAM_PY)
+    libfree, program = os.path.join(work, "libfree.so"), os.path.join(work, "check")
+    subprocess.run([gcc, "-O2", "-shared", "-fPIC", "-o", libfree, os.path.join(work, "free.c")], check=True)
+    subprocess.run([gcc, "-O2", "-o", program, os.path.join(work, "check.c")], check=True)
+    out = os.path.join(work, "pmreorder.out")
+
+    def pmreorder_run(log: str, engine: str, checker: list[str]) -> list[str]:
+        return [py, os.path.join(pmreorder, "run_lib_checker.py" if checker[0] == "lib" else "pmreorder.py"),
+                "-l", log, "-o", out, "-r", engine, "-c", *checker]  # fmt: skip
+
+    def pmemsim_run(log: str, engine: str, checker: list[str]) -> list[str]:
+        return [py, "-m", "pmemsim", "replay", log, "--engine", engine, *checker, "--no-shrink"]
+
+    free_theirs = ["lib", "-p", libfree, "-n", "check"]
+    free_ours = ["--checker", "freecheck:check"]
+    cases: list[tuple[str, int, str, list[str], list[str], float]] = [
+        (f"free checker, {n:,} stores", n, "ReorderAccumulative", free_theirs, free_ours,
+         5.0 if n >= 10_000 else 1.0)
+        for n in sizes
+    ]  # fmt: skip
+    middle = sorted(sizes)[len(sizes) // 2]
+    cases += [
+        (f"free checker, {middle:,} stores", middle, engine, free_theirs, free_ours, 1.0)
+        for engine in ("NoReorderDoCheck", "ReorderPartial")
+    ]
+    cases += [
+        (f"same C program, {program_stores:,} stores", program_stores, "ReorderAccumulative",
+         ["prog", "-p", program], ["--checker-prog", program], 1.5),
+        (f"same Python program, {program_stores:,} stores", program_stores, "ReorderAccumulative",
+         ["prog", "-p", f"{py} -S {os.path.join(work, 'check.py')}"],
+         ["--checker-prog", f"{py} -S {os.path.join(work, 'check.py')}"], 1.5),
+    ]  # fmt: skip
+    logs: dict[int, tuple[str, str, bytes]] = {}
+    print(f"versus pmreorder ({pmreorder}; pools and logs in {work}; medians of {repeat} alternating pairs):")
+    print(f"  {'case':<34}{'engine':<22}{'pmreorder s':>12}{'pmemsim s':>11}{'ratio':>9}{'target':>9}")
+    met = True
+    for label, stores, engine, theirs, ours, target in cases:
+        if stores not in logs:
+            logs[stores] = _store_log(stores, work)
+        log, pool, pristine = logs[stores]
+        argv_a, argv_b = pmreorder_run(log, engine, theirs), pmemsim_run(log, engine, ours)
+        big = stores >= 100_000  # pmreorder takes minutes there: one pair, no warm-up
+        ta, tb, ratio = _pairs(
+            functools.partial(_wall, argv_a, env, pool, pristine, work),
+            functools.partial(_wall, argv_b, env, pool, pristine, work),
+            1 if big else repeat,
+            not big,
+        )
+        ok = ratio >= target
+        met &= ok
+        print(f"  {label:<34}{engine:<22}{ta:>12.2f}{tb:>11.2f}{ratio:>8.2f}x{target:>8.1f}x"
+              f"{'' if ok else '  NOT met'}", flush=True)  # fmt: skip
+    shutil.rmtree(work, ignore_errors=True)
+    return met
+
+
+def serial_fraction(stores: int, workers: int = 16) -> float:
+    """The serial share of a replay with a checker of ~100 us per state, and its Amdahl projection.
+
+    Serial: parsing the pmemcheck log, scanning it for the slices' quiescent starts, and
+    merging the slices' results (states, failures) -- what no worker can take over. The
+    rest (exploring, judging) runs in the workers. The fraction is over the whole
+    single-process replay (parse included); Amdahl's law gives the speed-up of ``workers``.
+    """
+    from pmemsim.persistence.explore import DEFAULT_SLICES
+    from pmemsim.persistence.model import PersistencyModel, scan_log
+    from pmemsim.persistence.saved import read_log
+    from pmemsim.persistence.shards import explore_shard, merge_shards
+
+    work = _scratch_dir()
+    try:
+        path, _, _ = _store_log(stores, work)
+        t0 = time.perf_counter()
+        log = read_log(path)
+        t_parse = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        images = {k: initial_pool() for k in log.files}
+        one = replay(log, slow_check, engine="ReorderAccumulative", images=images)
+        t_one = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        scan_log(log, PersistencyModel.adr(), slices=DEFAULT_SLICES)
+        t_scan = time.perf_counter() - t0
+        doc = explore_shard(log, slow_check, 1, 1, engine="ReorderAccumulative", images=images)
+        t0 = time.perf_counter()
+        merged = merge_shards(log, slow_check, [doc], engine="ReorderAccumulative", images=images)
+        t_merge = time.perf_counter() - t0
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    assert merged.states_checked == one.states_checked
+    total = t_parse + t_one
+    serial = (t_parse + t_scan + t_merge) / total
+    speedup = 1 / (serial + (1 - serial) / workers)
+    print(
+        f"serial fraction ({stores:,} stores, {one.states_checked:,} states, a checker of ~100 us each): "
+        f"parse {t_parse * 1000:.0f} ms + scan {t_scan * 1000:.0f} ms + merge {t_merge * 1000:.0f} ms "
+        f"of {total:.2f} s = {serial:.1%}; Amdahl with {workers} workers: {speedup:.1f}x (target 8x)"
+    )
+    return speedup
+
+
+def parse_memory(stores: int) -> None:
+    """Peak memory (max RSS of a fresh process) of reading and planning a pmemcheck log of ``stores``."""
+    work = _scratch_dir()
+    try:
+        path, _, _ = _store_log(stores, work)
+        code = (
+            "import resource, sys\n"
+            "from pmemsim.persistence.saved import read_log\n"
+            "from pmemsim.persistence.explore import plan_replay\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "log = read_log(sys.argv[1])\n"
+            "parsed = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "plan_replay(log)\n"
+            "print(base, parsed, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        )
+        env = _environment(work)
+        argv = [sys.executable, "-c", code, path]
+        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
+        base, parsed, planned = (int(v) * 1024 for v in result.stdout.split())
+        size = os.path.getsize(path)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    mib = 1 << 20
+    print(
+        f"memory ({stores:,} stores, log {size / mib:.0f} MiB, pool {POOL // 1024} KiB): max RSS "
+        f"{base / mib:.0f} MiB at start, {parsed / mib:.0f} MiB parsed "
+        f"({(parsed - base) / size:.1f}x the log), "
+        f"{planned / mib:.0f} MiB planned"
+    )
+
+
+def add_versus_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of the sections above (pmreorder side by side, serial fraction, memory)."""
+    parser.add_argument(
+        "--pmreorder", metavar="DIR", default=None, help="PMDK pmreorder's directory: time replay against it"
+    )
+    parser.add_argument("--sizes", default="1000,10000,100000", help="STOREs of the free-checker logs")
+    parser.add_argument("--program-stores", type=int, default=300, help="STOREs of the program-checker logs")
+    parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per case (median)")
+    parser.add_argument("--serial-stores", type=int, default=10_000, help="STOREs of the serial-fraction log")
+    parser.add_argument(
+        "--memory-stores", type=int, default=1_000_000, help="STOREs of the memory log (0: no)"
+    )
+    parser.add_argument("--versus-only", action="store_true", help="run only these sections")
+
+
+def versus_sections(args: argparse.Namespace) -> bool:
+    """pmreorder side by side, the serial fraction and its projection, peak memory; whether targets hold."""
+    sizes = [int(n) for n in args.sizes.split(",") if n]
+    met = versus_pmreorder(args.pmreorder, sizes, args.program_stores, args.pairs)
+    met &= serial_fraction(args.serial_stores) >= 8
+    if args.memory_stores:
+        parse_memory(args.memory_stores)
+    return met
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; exit 0 when ReorderAccumulative reaches the single-process target."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -421,7 +689,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=3, help="runs per engine and mode; the best is kept")
     parser.add_argument("--scale", type=int, default=10, help="also time K x the transactions (0: skip)")
     parser.add_argument("--pushes", type=int, default=150, help="list pushes of the lazy-exploration section")
+    add_versus_arguments(parser)
     args = parser.parse_args(argv)
+    if args.versus_only:
+        return 0 if versus_sections(args) else 1
     model_counts()
     lazy_exploration(args.pushes)
 
@@ -463,6 +734,7 @@ def main(argv: list[str] | None = None) -> int:
         f"ReorderAccumulative single-process: {accumulative_rate:,.0f} states/s "
         f"(target {TARGET:,}): {'met' if met else 'NOT met'}"
     )
+    met &= versus_sections(args)
     return 0 if met else 1
 
 

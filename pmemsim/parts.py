@@ -2,8 +2,9 @@
 
 ``PartDescriptor`` is a frozen value; ``Part`` is a part waiting to be mapped;
 ``PartMap`` is one counted reference to the set's own record of a part map
-(``_PartMapRecord``), as PMDK's first / next / by-address hand out. Argument checks
-shared by the set's calls live here too.
+(``PartMapRecord``), as PMDK's first / next / by-address hand out. Argument checks
+shared by the set's calls live here too. Names outside ``__all__`` are the core's
+(:mod:`pmemsim.pmemset`), not the user's.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 from sortedcontainers import SortedList
 
 from pmemsim.addrspace.base import Mapping, Reservation
-from pmemsim.addrspace.intervals import _floor
+from pmemsim.addrspace.intervals import floor
 from pmemsim.enums import Granularity, MemFlags
 from pmemsim.source import Source
 
@@ -30,7 +31,7 @@ _VALID_MEM_FLAGS = int(
 )
 
 
-def _size_arg(name: str, value: object) -> int:
+def size_arg(name: str, value: object) -> int:
     """A C ``size_t`` argument: an int in [0, SIZE_MAX]."""
     if not isinstance(value, int) or isinstance(value, bool):
         raise TypeError(f"{name} must be an int, not {type(value).__name__}")
@@ -41,7 +42,7 @@ def _size_arg(name: str, value: object) -> int:
     return value
 
 
-def _flags_arg(flags: object) -> int:
+def flags_arg(flags: object) -> int:
     """Memory flags as a plain int (IntFlag arithmetic is slow on the hot path)."""
     if not isinstance(flags, int) or isinstance(flags, bool):
         raise TypeError(f"flags must be an int or MemFlags, not {type(flags).__name__}")
@@ -87,7 +88,7 @@ class Part:
         return f"<Part {self.source!r} offset={self.offset:#x} length={self.length:#x}{state}>"
 
 
-class _PartMapRecord:
+class PartMapRecord:
     """The set's own record of one part map: contiguous file mappings in one reservation."""
 
     __slots__ = ("granularity", "mappings", "refcount", "reservation")
@@ -122,13 +123,13 @@ class PartMap:
     references to the same part map compare equal.
     """
 
-    def __init__(self, pset: PmemSet, record: _PartMapRecord) -> None:
+    def __init__(self, pset: PmemSet, record: PartMapRecord) -> None:
         self._pset = pset
-        self._record: _PartMapRecord | None = record
+        self._record: PartMapRecord | None = record
         self._hash = id(record)  # stable after drop, so a reference can sit in a set or dict
         record.refcount += 1
 
-    def _live(self) -> _PartMapRecord:
+    def _live(self) -> PartMapRecord:
         if self._record is None:
             raise ValueError("this part map reference was dropped or its part map removed")
         return self._record
@@ -145,7 +146,7 @@ class PartMap:
 
     def drop(self) -> None:
         """Give the reference back (``pmemset_part_map_drop``)."""
-        with self._pset._lock:  # another thread may be removing part maps meanwhile
+        with self._pset.address_space.lock:  # another thread may be removing part maps meanwhile
             rec = self._live()
             rec.refcount -= 1
             self._record = None
@@ -165,7 +166,21 @@ class PartMap:
         return f"<PartMap [{d.addr:#x}, {d.end:#x}) size={d.size:#x}>"
 
 
-def _buffer(data: object) -> bytes:
+def record_of(pmap: object, pset: PmemSet) -> PartMapRecord:
+    """The set's record behind the live reference ``pmap`` of ``pset`` (TypeError, ValueError otherwise)."""
+    if not isinstance(pmap, PartMap):
+        raise TypeError(f"expected a PartMap, not {type(pmap).__name__}")
+    if pmap._pset is not pset:
+        raise ValueError(f"{pmap!r} belongs to another PmemSet")
+    return pmap._live()
+
+
+def consume(pmap: PartMap) -> None:
+    """Mark ``pmap`` dropped: the set removed its part map through it."""
+    pmap._record = None
+
+
+def as_bytes(data: object) -> bytes:
     if isinstance(data, bytes):
         return data
     if isinstance(data, bytearray | memoryview):
@@ -173,16 +188,16 @@ def _buffer(data: object) -> bytes:
     raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
 
 
-def _take(data: bytes, length: int | None) -> bytes:
+def take(data: bytes, length: int | None) -> bytes:
     if length is None:
         return data
-    _size_arg("length", length)
+    size_arg("length", length)
     if length > len(data):
         raise ValueError(f"length {length} is larger than the {len(data)}-byte source buffer")
     return data[:length]
 
 
-class _RecordIndex:
+class RecordIndex:
     """The set's part maps by start address: floor lookups, neighbours, address order.
 
     A SortedList of starts plus a dict, so the hot lookup (which part map holds this
@@ -191,16 +206,16 @@ class _RecordIndex:
 
     def __init__(self) -> None:
         self._starts = SortedList()
-        self._by_start: dict[int, _PartMapRecord] = {}
+        self._by_start: dict[int, PartMapRecord] = {}
 
     def __len__(self) -> int:
         return len(self._by_start)
 
-    def __iter__(self) -> Iterator[_PartMapRecord]:
+    def __iter__(self) -> Iterator[PartMapRecord]:
         by_start = self._by_start
         return (by_start[a] for a in self._starts)
 
-    def add(self, rec: _PartMapRecord) -> None:
+    def add(self, rec: PartMapRecord) -> None:
         self._starts.add(rec.addr)
         self._by_start[rec.addr] = rec
 
@@ -208,33 +223,33 @@ class _RecordIndex:
         del self._by_start[addr]
         self._starts.remove(addr)
 
-    def get(self, addr: int) -> _PartMapRecord | None:
+    def get(self, addr: int) -> PartMapRecord | None:
         return self._by_start.get(addr)
 
-    def containing(self, addr: int) -> _PartMapRecord | None:
+    def containing(self, addr: int) -> PartMapRecord | None:
         """The part map holding ``addr``, or None. O(log n)."""
-        start = _floor(self._starts, addr)
+        start = floor(self._starts, addr)
         if start is None:
             return None
         rec = self._by_start[start]
         return rec if addr < rec.end else None
 
-    def first(self) -> _PartMapRecord | None:
+    def first(self) -> PartMapRecord | None:
         return self._by_start[self._starts[0]] if self._starts else None
 
-    def after(self, addr: int) -> _PartMapRecord | None:
+    def after(self, addr: int) -> PartMapRecord | None:
         """The first part map starting above ``addr``."""
         i = self._starts.bisect_right(addr)
         return self._by_start[self._starts[i]] if i < len(self._starts) else None
 
-    def before(self, addr: int) -> _PartMapRecord | None:
+    def before(self, addr: int) -> PartMapRecord | None:
         """The last part map starting below ``addr``."""
         i = self._starts.bisect_left(addr)
         return self._by_start[self._starts[i - 1]] if i else None
 
-    def intersecting(self, start: int, end: int) -> list[_PartMapRecord]:
+    def intersecting(self, start: int, end: int) -> list[PartMapRecord]:
         """Part maps intersecting ``[start, end)``, in address order."""
-        out: list[_PartMapRecord] = []
+        out: list[PartMapRecord] = []
         first = self.containing(start)
         if first is not None:
             out.append(first)

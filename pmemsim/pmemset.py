@@ -73,12 +73,14 @@ from pmemsim.parts import (
     Part,
     PartDescriptor,
     PartMap,
-    _buffer,
-    _flags_arg,
-    _PartMapRecord,
-    _RecordIndex,
-    _size_arg,
-    _take,
+    PartMapRecord,
+    RecordIndex,
+    as_bytes,
+    consume,
+    flags_arg,
+    record_of,
+    size_arg,
+    take,
 )
 from pmemsim.source import Source
 
@@ -119,21 +121,28 @@ def _api(method: Callable[Concatenate[PmemSet, _P], _R]) -> Callable[Concatenate
 class _Placement:
     reservation: Reservation
     addr: int
-    grows: _PartMapRecord | None  # coalescing: the part map that grows
+    grows: PartMapRecord | None  # coalescing: the part map that grows
 
 
 def _undo_all(actions: list[Callable[[], None]]) -> None:
-    """Run every undo action, newest first, even when one of them fails."""
-    for action in reversed(actions):
-        # An OS refusal while undoing must not stop the rest of the undo, nor hide
-        # the error that made us undo.
-        with contextlib.suppress(AddressSpaceError, OSError, ValueError):
-            action()
+    """Run every undo action, newest first, even when one of them fails.
+
+    The undo runs outside the fault plan: a plan fails the call under test at a chosen
+    hit, and a failed call must leave the set as it found it (a rollback cut short by
+    the same plan would leave a reservation behind that no real kernel leaves: unmapping
+    what was just mapped does not fail).
+    """
+    with _files.active_plan(None):
+        for action in reversed(actions):
+            # An OS refusal while undoing must not stop the rest of the undo, nor hide
+            # the error that made us undo.
+            with contextlib.suppress(AddressSpaceError, OSError, ValueError):
+                action()
 
 
 def _release_everything(
     space: AddressSpace,
-    maps: _RecordIndex,
+    maps: RecordIndex,
     own: dict[int, Reservation],
     lock: threading.RLock,
     plan: FaultPlan,
@@ -147,7 +156,7 @@ def _release_everything(
         _release_locked(space, maps, own)
 
 
-def _release_locked(space: AddressSpace, maps: _RecordIndex, own: dict[int, Reservation]) -> None:
+def _release_locked(space: AddressSpace, maps: RecordIndex, own: dict[int, Reservation]) -> None:
     for rec in list(maps):
         # All of a part map's pieces in one go: one system call for a coalesced run
         # (piece by piece, each in the middle of a merged VMA, could hit vm.max_map_count).
@@ -196,9 +205,9 @@ class PmemSet:
         self._callback: EventCallback | None = config.event_callback
         self._plan: FaultPlan = config.fault_plan if config.fault_plan is not None else FaultPlan()
         self._coalescing = Coalescing.NONE
-        self._maps = _RecordIndex()
+        self._maps = RecordIndex()
         self._own_rsvs: dict[int, Reservation] = {}  # id(rsv) -> rsv
-        self._anchor: _PartMapRecord | None = None
+        self._anchor: PartMapRecord | None = None
         self._effective: Granularity | None = None
         self._closed = False
         self._recording: SetRecording | None = None
@@ -293,8 +302,8 @@ class PmemSet:
             raise TypeError(f"source must be a Source, not {type(source).__name__}")
         if source.deleted:
             raise ValueError(f"{source!r} was deleted")
-        _size_arg("offset", offset)
-        _size_arg("length", length)
+        size_arg("offset", offset)
+        size_arg("length", length)
         self._fault(FaultSite.ALLOC_PART, "cannot allocate the part")
         return Part(self, source, offset, length)
 
@@ -353,7 +362,7 @@ class PmemSet:
             rec = place.grows
             rec.mappings.append(mapping)
         else:
-            rec = _PartMapRecord(place.reservation, [mapping], mapping.granularity)
+            rec = PartMapRecord(place.reservation, [mapping], mapping.granularity)
             self._maps.add(rec)
             if place.reservation is not self._reservation:
                 place.reservation.set_owned = True
@@ -452,7 +461,7 @@ class PmemSet:
         undo.append(lambda: self._space.release(new))
         return _Placement(new, new.addr, None)
 
-    def _try_coalesce(self, anchor: _PartMapRecord, length: int, undo: list[Callable[[], None]]) -> bool:
+    def _try_coalesce(self, anchor: PartMapRecord, length: int, undo: list[Callable[[], None]]) -> bool:
         rsv = anchor.reservation
         start, end = anchor.end, anchor.end + length
         if rsv is self._reservation:
@@ -576,12 +585,8 @@ class PmemSet:
     def __len__(self) -> int:
         return len(self._maps)
 
-    def _record_of(self, pmap: PartMap) -> _PartMapRecord:
-        if not isinstance(pmap, PartMap):
-            raise TypeError(f"expected a PartMap, not {type(pmap).__name__}")
-        if pmap._pset is not self:
-            raise ValueError(f"{pmap!r} belongs to another PmemSet")
-        return pmap._live()
+    def _record_of(self, pmap: PartMap) -> PartMapRecord:
+        return record_of(pmap, self)
 
     @_api
     def first_part_map(self) -> PartMap | None:
@@ -598,14 +603,14 @@ class PmemSet:
         nxt = self._maps.after(rec.addr)
         return None if nxt is None else PartMap(self, nxt)
 
-    def _find(self, addr: int) -> _PartMapRecord | None:
+    def _find(self, addr: int) -> PartMapRecord | None:
         return self._maps.containing(addr)
 
     @_api
     def part_map_by_address(self, addr: int) -> PartMap:
         """A reference to the part map containing ``addr``; CANNOT_FIND_PART_MAP if none."""
         self._check_open()
-        _size_arg("addr", addr)
+        size_arg("addr", addr)
         rec = self._find(addr)
         if rec is None:
             raise PmemsetError(ErrorCode.CANNOT_FIND_PART_MAP, f"no part map contains address {addr:#x}")
@@ -629,7 +634,7 @@ class PmemSet:
             )
         desc = rec.descriptor
         self._unmap_pieces(rec.mappings)
-        pmap._record = None
+        consume(pmap)
         rec.refcount = 0
         self._forget(rec)
         self._tidy_reservation(rec.reservation)
@@ -645,8 +650,8 @@ class PmemSet:
         referenced.
         """
         self._check_open()
-        _size_arg("addr", addr)
-        _size_arg("length", length)
+        size_arg("addr", addr)
+        size_arg("length", length)
         end = addr + length
         affected = self._maps.intersecting(addr, end) if length else []
         if not affected:
@@ -661,7 +666,7 @@ class PmemSet:
                 f"part map [{r.addr:#x}, {r.end:#x}) is still referenced {r.refcount} time(s); "
                 "drop it before removing a range of it",
             )
-        plan: list[tuple[_PartMapRecord, list[Mapping], list[Mapping], list[Mapping]]] = []
+        plan: list[tuple[PartMapRecord, list[Mapping], list[Mapping], list[Mapping]]] = []
         for rec in affected:
             # A part map's mappings are contiguous and sorted: the ones the range touches
             # are one slice, leaving at most a head and a tail.
@@ -681,7 +686,7 @@ class PmemSet:
                 rec.mappings = head or tail
                 self._maps.add(rec)
                 if head and tail:
-                    self._maps.add(_PartMapRecord(rec.reservation, tail, rec.granularity))
+                    self._maps.add(PartMapRecord(rec.reservation, tail, rec.granularity))
             self._tidy_reservation(rec.reservation)
         for _rec, gone, _head, _tail in plan:
             self._emit_committed(PartRemoveEvent(gone[0].addr, gone[-1].end - gone[0].addr))
@@ -706,7 +711,7 @@ class PmemSet:
             if isinstance(m.file, OpenFile):
                 m.file.release()
 
-    def _forget(self, rec: _PartMapRecord) -> None:
+    def _forget(self, rec: PartMapRecord) -> None:
         """Drop ``rec`` from the set; move the anchor to a neighbour (previous, else next)."""
         self._maps.discard(rec.addr)
         if self._anchor is rec:
@@ -733,8 +738,8 @@ class PmemSet:
 
     def _check_range(self, addr: int, length: int) -> None:
         """CANNOT_FIND_PART_MAP unless ``[addr, addr+length)`` lies in this set's part maps."""
-        _size_arg("addr", addr)
-        _size_arg("length", length)
+        size_arg("addr", addr)
+        size_arg("length", length)
         cur, end = addr, addr + length
         while True:
             rec = self._find(cur)
@@ -780,7 +785,7 @@ class PmemSet:
     def write(self, addr: int, data: bytes | bytearray | memoryview) -> None:
         """Plain stores of ``data`` at ``addr``: no flush, no fence."""
         self._check_open()
-        buf = _buffer(data)
+        buf = as_bytes(data)
         self._check_range(addr, len(buf))
         if buf:
             self._space_write(addr, buf)
@@ -835,8 +840,8 @@ class PmemSet:
         NOFLUSH skips the flush (and so the drain), NODRAIN skips the drain. Returns ``dest``.
         """
         self._check_open()
-        f = _flags_arg(flags)
-        data = _take(_buffer(src), length)
+        f = flags_arg(flags)
+        data = take(as_bytes(src), length)
         self._check_range(dest, len(data))
         if self._callback is not None:
             self._emit(CopyEvent(dest, len(data), MemFlags(f)))
@@ -853,15 +858,15 @@ class PmemSet:
     ) -> int:
         """Like memcpy; ``src`` may also be an address inside the set (ranges may overlap)."""
         self._check_open()
-        f = _flags_arg(flags)
+        f = flags_arg(flags)
         if isinstance(src, int) and not isinstance(src, bool):
             if length is None:
                 raise TypeError("memmove from an address needs a length")
-            _size_arg("length", length)
+            size_arg("length", length)
             self._check_range(src, length)
             data = self._space_read(src, length) if length else b""
         else:
-            data = _take(_buffer(src), length)
+            data = take(as_bytes(src), length)
         self._check_range(dest, len(data))
         if self._callback is not None:
             self._emit(MoveEvent(dest, len(data), MemFlags(f)))
@@ -872,10 +877,10 @@ class PmemSet:
     def memset(self, dest: int, value: int, length: int, flags: MemFlags | int = 0) -> int:
         """Fill ``length`` bytes at ``dest`` with the byte ``value`` (0..255) and persist them."""
         self._check_open()
-        f = _flags_arg(flags)
+        f = flags_arg(flags)
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= 255:
             raise ValueError(f"memset value must be a byte (0..255), got {value!r}")
-        _size_arg("length", length)
+        size_arg("length", length)
         self._check_range(dest, length)
         if self._callback is not None:
             self._emit(SetEvent(dest, value, length, MemFlags(f)))

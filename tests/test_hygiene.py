@@ -136,3 +136,97 @@ def test_an_import_against_the_layers_is_caught(tmp_path: Path) -> None:
     engines = copy / "engines.py"
     engines.write_text(engines.read_text() + "\nfrom pmemsim.persistence.explore import Explorer\n")
     assert _layer_violations(copy) == ["engines imports explore", "model imports __init__"]
+
+
+#: The package's layers, bottom first: a module imports only from its own layer or below
+#: (function-local and TYPE_CHECKING imports included). Values know nothing; the file layer
+#: is the one door to the OS; address spaces and the persistence models sit on it side by
+#: side (neither imports the other); the core (sources, the set, its events and config)
+#: uses both; the faces are what users hold. docs/architecture.md draws the same picture.
+PACKAGE_LAYERS: list[tuple[str, set[str]]] = [
+    ("values", {"errors", "enums", "faults", "_callables"}),
+    ("files", {"_files"}),
+    ("spaces", {"addrspace", "persistence"}),
+    ("core", {"source", "events", "config", "parts", "pmemset", "_recording"}),
+    ("front", {"__init__", "capi"}),
+    ("report", {"report"}),
+    ("testing", {"testing"}),
+    ("scenario", {"scenario"}),
+    ("cli", {"cli", "__main__"}),
+]
+
+#: Layers that must not import each other although they share a rank.
+SIBLINGS = [("addrspace", "persistence")]
+
+
+def _unit(module: str) -> str:
+    """The top-level unit (``addrspace``, ``pmemset``, ``__init__``) of a dotted module name."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "__init__"
+
+
+def _package_imports(package: Path, path: Path) -> set[tuple[str, str]]:
+    """``(unit, name)`` for each pmemsim import of ``path`` (``name``: what was taken from it)."""
+    import ast
+
+    found: set[tuple[str, str]] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            if node.module == "pmemsim":
+                for a in node.names:
+                    is_module = (package / a.name).is_dir() or (package / f"{a.name}.py").exists()
+                    found.add((a.name, "") if is_module else ("__init__", a.name))
+            elif node.module.startswith("pmemsim."):
+                unit = _unit(node.module)
+                found.update((unit, a.name) for a in node.names)
+        elif isinstance(node, ast.Import):
+            found.update((_unit(a.name), "") for a in node.names if a.name.startswith("pmemsim."))
+    return found
+
+
+def _package_violations(package: Path) -> list[str]:
+    rank = {unit: i for i, (_name, units) in enumerate(PACKAGE_LAYERS) for unit in units}
+    units = {p.stem for p in package.glob("*.py")} | {p.parent.name for p in package.glob("*/__init__.py")}
+    assert units == set(rank), f"a module is missing from PACKAGE_LAYERS: {sorted(units ^ set(rank))}"
+    siblings = {frozenset(pair) for pair in SIBLINGS}
+    problems: list[str] = []
+    for path in sorted(package.rglob("*.py")):
+        rel = path.relative_to(package)
+        unit = "__init__" if rel.parts == ("__init__.py",) else rel.parts[0].removesuffix(".py")
+        for target, name in sorted(_package_imports(package, path)):
+            if target == unit:
+                continue
+            where = f"pmemsim/{rel.as_posix()} imports {target}"
+            if rank[target] > rank[unit]:
+                problems.append(
+                    f"{where}: {PACKAGE_LAYERS[rank[target]][0]} is above {PACKAGE_LAYERS[rank[unit]][0]}"
+                )
+            elif frozenset((unit, target)) in siblings:
+                problems.append(f"{where}: the two sit side by side, apart")
+            elif target == "_files" and name.startswith("_"):
+                problems.append(f"{where}.{name}: a private name of the file layer")
+    return problems
+
+
+def test_package_imports_run_one_way() -> None:
+    assert _package_violations(ROOT / "pmemsim") == []
+
+
+def test_an_import_against_the_package_layers_is_caught(tmp_path: Path) -> None:
+    copy = tmp_path / "pmemsim"
+    shutil.copytree(ROOT / "pmemsim", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    base = copy / "addrspace" / "base.py"
+    base.write_text(base.read_text() + "\n\ndef _late() -> None:\n    from pmemsim.pmemset import PmemSet\n")
+    assert _package_violations(copy) == ["pmemsim/addrspace/base.py imports pmemset: core is above spaces"]
+    files = copy / "_files.py"
+    files.write_text(files.read_text() + "\nif TYPE_CHECKING:\n    from pmemsim.source import Source\n")
+    model = copy / "persistence" / "model.py"
+    model.write_text(model.read_text() + "\nfrom pmemsim.addrspace.base import Reservation\n")
+    source = copy / "source.py"
+    source.write_text(source.read_text() + "\nfrom pmemsim._files import _PLAN\n")
+    assert _package_violations(copy) == [
+        "pmemsim/_files.py imports source: core is above files",
+        "pmemsim/addrspace/base.py imports pmemset: core is above spaces",
+        "pmemsim/persistence/model.py imports addrspace: the two sit side by side, apart",
+        "pmemsim/source.py imports _files._PLAN: a private name of the file layer",
+    ]

@@ -24,11 +24,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support.logs import store_logs
-from support.x86_oracle import crash_points, images_at
+from support.x86_oracle import EADR, OracleModel, crash_points, images_at
 
 from pmemsim.persistence import (
     CheckerError,
     Marker,
+    PersistencyModel,
+    Platform,
     Recorder,
     RecoveryChecker,
     Store,
@@ -94,7 +96,7 @@ class Expected:
     failing: set[tuple[tuple[bytes, ...], int]]
 
 
-def expected(log: StoreLog, recover: Callable[[Any], object]) -> Expected:
+def expected(log: StoreLog, recover: Callable[[Any], object], model: OracleModel) -> Expected:
     bounds = outermost_boundaries(log.records)
     edges = [0, *bounds, len(log.records)]
     try:
@@ -103,7 +105,7 @@ def expected(log: StoreLog, recover: Callable[[Any], object]) -> Expected:
         return Expected(True, set(), set())
     keys = list(log.files)
     judged, failing = set(), set()
-    for point in crash_points(log):
+    for point in crash_points(log, model):
         step = sum(1 for b in bounds if b < point.prefix)
         allowed = (values[step], values[step + 1])
         for image in images_at(point, keys):
@@ -162,14 +164,27 @@ def logs_with_operations(draw: st.DrawFn, max_records: int = 16) -> StoreLog:
 
 
 @settings(max_examples=60)
-@given(log=logs_with_operations(), recover=st.sampled_from(RECOVERIES))
-def test_verdicts_match_the_brute_force(log: StoreLog, recover: Callable[[Any], object]) -> None:
-    want = expected(log, recover)
+@given(
+    log=logs_with_operations(),
+    recover=st.sampled_from(RECOVERIES),
+    models=st.sampled_from(
+        [
+            (PersistencyModel.adr(), OracleModel()),
+            (PersistencyModel.eadr(), EADR),
+            (PersistencyModel(Platform.ADR, 128), OracleModel(flush_unit=128)),  # a flush unit of two lines
+        ]
+    ),
+)
+def test_verdicts_match_the_brute_force(
+    log: StoreLog, recover: Callable[[Any], object], models: tuple[PersistencyModel, OracleModel]
+) -> None:
+    model, oracle_model = models
+    want = expected(log, recover, oracle_model)
     if want.boundary_fails:
         with pytest.raises(CheckerError, match="no crash"):
-            replay(log, recover=recover)
+            replay(log, recover=recover, model=model)
         return
-    report = replay(log, recover=recover)
+    report = replay(log, recover=recover, model=model)
     assert report.states_checked == len(want.judged)
     assert report.inconsistent == len(want.failing)
     assert report.errors == 0
@@ -331,8 +346,15 @@ def test_values_are_compared_with_eq_and_an_unusable_comparison_is_a_checker_err
 
         __hash__ = None  # type: ignore[assignment]
 
-    report = replay(commit_log(flag_first=False), recover=lambda image: Weird())
+    def weird_when_torn(image: memoryview) -> object:
+        value = committed(image)
+        return Weird() if value is not None and 0 in value else value
+
+    report = replay(commit_log(flag_first=True), recover=weird_when_torn)
     assert report.errors and "cannot compare" in report.failures[0].message
+    # Values that cannot be compared at all are refused before exploring.
+    with pytest.raises(CheckerError, match="cannot be compared with =="):
+        replay(commit_log(flag_first=True), recover=lambda image: Weird())
 
 
 def test_several_files_recover_to_a_tuple() -> None:
@@ -395,8 +417,8 @@ def write_recovery_program(tmp_path: Path, *, signal_on_torn: bool = False) -> P
 
 def test_a_recovery_program_prints_the_value(tmp_path: Path) -> None:
     script = write_recovery_program(tmp_path)
-    assert replay(commit_log(flag_first=False), recover=[sys.executable, str(script)]).ok
-    report = replay(commit_log(flag_first=True), recover=[sys.executable, str(script)])
+    assert replay(commit_log(flag_first=False), recover=[sys.executable, "-I", "-S", str(script)]).ok
+    report = replay(commit_log(flag_first=True), recover=[sys.executable, "-I", "-S", str(script)])
     assert report.inconsistent and not report.errors
     assert "recovery program: exit status 4: torn" in report.failures[0].message
     assert (
@@ -407,7 +429,7 @@ def test_a_recovery_program_prints_the_value(tmp_path: Path) -> None:
 
 def test_a_recovery_program_killed_by_a_signal_is_a_checker_error(tmp_path: Path) -> None:
     script = write_recovery_program(tmp_path, signal_on_torn=True)
-    report = replay(commit_log(flag_first=True), recover=[sys.executable, str(script)])
+    report = replay(commit_log(flag_first=True), recover=[sys.executable, "-I", "-S", str(script)])
     assert report.errors and "killed by SIGKILL" in report.failures[0].message
 
 
@@ -448,7 +470,7 @@ def test_crash_check_with_recover(pytester: pytest.Pytester) -> None:
             """
         )
     )
-    result = pytester.runpytest("-p", "no:cacheprovider")
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")  # nothing shared with this process
     result.assert_outcomes(passed=1, failed=2)
     out = result.stdout.str()
     assert "crash_check: crash check needs a checker, or recover= " in out
@@ -531,6 +553,16 @@ def logs(tmp_path: Path) -> Path:
         "    return bytes(image[64:80]) if bytes(image[0:8]) == b'COMMITED' else None\n"
         "def broken(image):\n"
         "    raise OSError('cannot open the pool')\n"
+        "def segfault(image):\n"
+        "    import ctypes\n"
+        "    return ctypes.string_at(0)\n"
+        "class Unpicklable:\n"
+        "    def __init__(self, value):\n"
+        "        self.value, self.hook = value, lambda: None\n"
+        "    def __eq__(self, other):\n"
+        "        return isinstance(other, Unpicklable) and other.value == self.value\n"
+        "def unpicklable(image):\n"
+        "    return Unpicklable(contents(image))\n"
     )
     return tmp_path
 
@@ -553,9 +585,22 @@ def test_cli_recover_json_carries_the_values(logs: Path) -> None:
     assert details["recovered"] != details["before"] and "allowed:" in doc["trace"]
 
 
+def test_cli_a_recovery_that_crashes_its_process_is_exit_2(logs: Path) -> None:
+    proc = cli("good.json", "--recover", "mypool:segfault", cwd=logs)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "recover crashed its process" in proc.stderr and "SIGSEGV" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_cli_values_that_cannot_be_pickled_still_work(logs: Path) -> None:
+    # The boundary values are computed apart when they can come back, else in the command.
+    assert cli("good.json", "--recover", "mypool:unpicklable", cwd=logs).returncode == 0
+    assert cli("bad.json", "--recover", "mypool:unpicklable", cwd=logs).returncode == 1
+
+
 def test_cli_recover_prog(logs: Path) -> None:
     script = write_recovery_program(logs)
-    command = f"{sys.executable} {script.name}"
+    command = f"{sys.executable} -I -S {script.name}"
     assert cli("good.json", "--recover-prog", command, cwd=logs).returncode == 0
     assert cli("bad.json", "--recover-prog", command, cwd=logs).returncode == 1
 
@@ -602,3 +647,77 @@ def test_a_pmemcheck_log_gets_the_same_check(tmp_path: Path) -> None:
             want.states_checked,
         )
         assert got.ok is not flag_first
+
+
+def test_all_files_recovers_every_file_in_one_call(tmp_path: Path) -> None:
+    from pmemsim import Config, Granularity, PmemSet, Source
+    from pmemsim.testing.crash import CrashCheck, CrashConsistencyError
+
+    seen: list[set[str]] = []
+
+    def both(images: dict[str, memoryview]) -> tuple[bytes, ...]:
+        seen.append(set(images))
+        return tuple(bytes(images[k][0:8]) for k in sorted(images))
+
+    paths = [tmp_path / "a.pool", tmp_path / "b.pool"]
+    for p in paths:
+        p.write_bytes(bytes(4096))
+    with PmemSet(Config(Granularity.CACHE_LINE)) as pset:
+        addrs = []
+        for p in paths:
+            pset.address_space.set_device_granularity(str(p), Granularity.CACHE_LINE)
+            with Source.from_file(str(p)) as src:
+                addrs.append(pset.part_map(pset.part_new(src, 0, 0)).addr)
+        # The two files are persisted one after the other: a crash between them is neither value.
+        with (
+            pytest.raises(CrashConsistencyError, match="inside OP"),
+            CrashCheck(pset, recover=both, all_files=True),
+        ):
+            pset.mark("OP.BEGIN")
+            pset.memcpy(addrs[0], b"AAAAAAAA")
+            pset.memcpy(addrs[1], b"BBBBBBBB")
+            pset.mark("OP.END")
+    assert seen and all(keys == {str(p) for p in paths} for keys in seen)
+
+
+def test_a_recovery_that_hangs_on_a_crash_image_is_a_checker_error() -> None:
+    def hangs_on_torn_records(image: memoryview) -> bytes | None:
+        value = committed(image)
+        while value is not None and 0 in value:
+            pass  # a recovery stuck on the torn record
+        return value
+
+    report = replay(commit_log(flag_first=True), recover=hangs_on_torn_records, timeout=0.2)
+    assert report.errors and "recover timed out after 0.2 s" in report.failures[0].message
+
+
+def test_values_that_are_not_equal_to_themselves_are_refused_up_front() -> None:
+    class Opaque:  # no __eq__: compared by identity, so no crash image could ever match
+        pass
+
+    with pytest.raises(CheckerError, match="unequal values for the same image"):
+        replay(commit_log(flag_first=False), recover=lambda image: Opaque())
+
+
+def test_an_executor_running_tasks_in_threads_gives_the_same_report() -> None:
+    # Each task judges with its own copy of the checker (its own watchdog): no state is shared.
+    import concurrent.futures
+
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    for i in range(6):
+        rec.mark("OP.BEGIN")
+        rec.store("pool", 64 * (i + 1), bytes([i + 1]) * 16)
+        if i % 2:  # every other operation persists its record before its commit word: the others tear
+            rec.persist("pool", 64 * (i + 1), 16)
+        rec.store("pool", 8 * i, b"COMMITED")
+        rec.persist("pool", 0, 64 * (i + 2))
+        rec.mark("OP.END")
+
+    def state(image: memoryview) -> list[bytes]:
+        return [bytes(image[64 * (i + 1) : 64 * (i + 1) + 16]) for i in range(6) if image[8 * i] == ord("C")]
+
+    want = replay(rec.log, recover=state)
+    assert want.inconsistent
+    with concurrent.futures.ThreadPoolExecutor(2) as executor:
+        assert replay(rec.log, recover=state, executor=executor, timeout=30.0) == want

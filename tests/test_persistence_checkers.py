@@ -221,3 +221,43 @@ def test_sys_exit_in_a_checker_is_an_error_not_a_verdict() -> None:
     report = replay(FLAG_OK.log, check, engine="NoReorderDoCheck")
     assert report.errors == 2
     assert report.failures[0].message == "checker called sys.exit(0); return a bool instead"
+
+
+@pytest.mark.parametrize(
+    "scribble",
+    [
+        'open(path, "ab").write(b"tail")',  # grow the file
+        "os.truncate(path, 3)",  # shrink it
+        'os.unlink(path); open(path, "wb").write(b"new file")',  # replace it
+        "m = mmap.mmap(os.open(path, os.O_RDWR), 0); m[:4] = b'\\xee' * 4; m.flush()",  # a recovery
+    ],
+)
+def test_a_program_sees_exactly_each_state_whatever_it_did_to_the_last(tmp_path: Path, scribble: str) -> None:
+    # The image file is kept between states and rewritten: what a program leaves in it must
+    # never reach the next state. The program logs a digest of each image it is given; a
+    # marker-aware Python checker (same states, same order) logs what it sees.
+    seen = tmp_path / "seen"
+    argv = _script(
+        tmp_path,
+        f"""
+        import hashlib, mmap, os, sys
+        path = sys.argv[-1]
+        with open(path, "rb") as f:
+            digest = hashlib.sha256(f.read()).hexdigest()
+        with open({str(seen)!r}, "a") as log:
+            log.write(digest + "\\n")
+        {scribble}
+        """,
+    )
+    program = replay(FLAG_OK.log, argv, engine="ReorderAccumulative")
+    expected: list[str] = []
+
+    def check(image: memoryview, ctx: object) -> bool:
+        import hashlib
+
+        expected.append(hashlib.sha256(bytes(image)).hexdigest())
+        return True
+
+    python = replay(FLAG_OK.log, check, engine="ReorderAccumulative")
+    assert program.ok and python.ok and program.checker_calls == python.checker_calls >= 3
+    assert seen.read_text().split() == expected

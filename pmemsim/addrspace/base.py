@@ -160,6 +160,33 @@ class Reservation:
         """``(lowest mapped address, one past highest)``, or None when empty."""
         return self._mappings.extent()
 
+    # -- for the address space that made it -------------------------------------------------
+
+    def mapping_count(self) -> int:
+        """How many mappings are inside (O(1), unlike ``len(mappings)``)."""
+        return len(self._mappings)
+
+    def holds(self, mapping: Mapping) -> bool:
+        """True when ``mapping`` itself (not an equal copy) is mapped here."""
+        hit = self._mappings.get(mapping.addr)
+        return hit is not None and hit[1] is mapping
+
+    def add_mapping(self, mapping: Mapping) -> None:
+        """Record ``mapping`` at its range, which must be free."""
+        self._mappings.insert(mapping.addr, mapping.end, mapping)
+
+    def remove_mapping(self, mapping: Mapping) -> None:
+        """Forget ``mapping`` (its range becomes free)."""
+        self._mappings.remove(mapping.addr)
+
+    def set_bounds(self, addr: int, end: int) -> None:
+        """Move the reservation's bounds to ``[addr, end)`` (they must still hold every mapping)."""
+        self._mappings.set_bounds(addr, end)
+
+    def _check(self) -> None:
+        """Assert the bookkeeping is consistent (for tests)."""
+        self._mappings._check()
+
     def __repr__(self) -> str:
         state = " released" if self.released else ""
         return f"<Reservation [{self.addr:#x}, {self.end:#x}) size={self.size:#x}{state}>"

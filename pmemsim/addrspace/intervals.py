@@ -13,7 +13,7 @@ under its size class (``size.bit_length()``), so that first-fit (and last-fit) n
 only the smallest (largest) start of each class that surely fits plus a short scan of
 the one class that may or may not.
 
-Point lookups go through :func:`_floor`, which bisects the sorted list's sublists
+Point lookups go through :func:`floor`, which bisects the sorted list's sublists
 directly instead of converting a position into an index (that conversion walks a
 positional tree and dominated lookups in large maps). Plain dicts plus
 ``SortedList`` rather than ``SortedDict`` keep an empty map cheap: every reservation
@@ -37,7 +37,7 @@ V = TypeVar("V")
 Span = tuple[int, int, V]  # (start, end, value)
 
 
-def _floor(sl: Any, x: int) -> int | None:
+def floor(sl: Any, x: int) -> int | None:
     """The largest element of the SortedList ``sl`` that is ``<= x``, or None. O(log n).
 
     Uses ``_maxes`` / ``_lists``, sortedcontainers' documented implementation (a list
@@ -104,7 +104,7 @@ class IntervalMap(Generic[V]):
 
     def find(self, addr: int) -> tuple[int, int, V] | None:
         """The interval containing ``addr``, or None. O(log n)."""
-        start = _floor(self._starts, addr)
+        start = floor(self._starts, addr)
         if start is None:
             return None
         end, value = self._spans[start]
@@ -117,7 +117,7 @@ class IntervalMap(Generic[V]):
     def intersecting(self, start: int, end: int) -> list[tuple[int, int, V]]:
         """All intervals that intersect ``[start, end)``, in address order. O(log n + k)."""
         out: list[tuple[int, int, V]] = []
-        first = _floor(self._starts, start)
+        first = floor(self._starts, start)
         if first is None:
             first = start
         spans = self._spans
@@ -135,7 +135,7 @@ class IntervalMap(Generic[V]):
 
     def _gap_at(self, addr: int) -> tuple[int, int] | None:
         """The gap whose start is the largest one ``<= addr``, as ``(start, end)``."""
-        gstart = _floor(self._gap_starts, addr)
+        gstart = floor(self._gap_starts, addr)
         return None if gstart is None else (gstart, self._gaps[gstart])
 
     def is_free(self, start: int, end: int) -> bool:
@@ -320,9 +320,9 @@ class IntervalMap(Generic[V]):
             assert lst, "empty size class kept"
             for s in lst:
                 assert (self._gaps[s] - s).bit_length() == cls
-        # _floor agrees with a plain bisect on both sorted lists, around every element.
+        # floor agrees with a plain bisect on both sorted lists, around every element.
         for sl in (self._starts, self._gap_starts):
             flat = list(sl)
             for x in {p + d for p in flat for d in (-1, 0, 1)} | {self._low - 1, self._high}:
                 i = bisect_right(flat, x)
-                assert _floor(sl, x) == (flat[i - 1] if i else None), x
+                assert floor(sl, x) == (flat[i - 1] if i else None), x

@@ -212,7 +212,7 @@ class LayoutAddressSpace:
     def release(self, rsv: Reservation) -> None:
         """Give back an empty reservation (ValueError if it still holds mappings)."""
         self._own(rsv)
-        held = len(rsv._mappings)  # not rsv.mappings: that builds a list of them all
+        held = rsv.mapping_count()  # not len(rsv.mappings): that builds a list of them all
         if held:
             raise ValueError(f"{rsv!r} still holds {held} mapping(s)")
         self._os_release(rsv.addr, rsv.size)
@@ -235,7 +235,7 @@ class LayoutAddressSpace:
         start = rsv.addr
         self._space.remove(start)
         self._space.insert(start, end + size, rsv)
-        rsv._mappings.set_bounds(start, end + size)
+        rsv.set_bounds(start, end + size)
 
     @_locked
     def shrink(self, rsv: Reservation, offset: int, size: int) -> None:
@@ -261,7 +261,7 @@ class LayoutAddressSpace:
         new_start, new_end = (cut_end, end) if cut_start == start else (start, cut_start)
         self._space.remove(start)
         self._space.insert(new_start, new_end, rsv)
-        rsv._mappings.set_bounds(new_start, new_end)
+        rsv.set_bounds(new_start, new_end)
 
     @_locked
     def reservations(self) -> list[Reservation]:
@@ -321,7 +321,7 @@ class LayoutAddressSpace:
             raise RangeOccupied(f"[{addr:#x}, {addr + length:#x}) is not a free range of {rsv!r}")
         self._os_map(addr, length, file, file_offset)
         mapping = Mapping(rsv, addr, length, file, file_offset, Granularity(granularity))
-        rsv._mappings.insert(addr, addr + length, mapping)
+        rsv.add_mapping(mapping)
         return mapping
 
     def unmap(self, mapping: Mapping) -> None:
@@ -340,8 +340,7 @@ class LayoutAddressSpace:
         for m in mappings:
             rsv = m.reservation
             self._own(rsv)
-            hit = rsv._mappings.get(m.addr)
-            if hit is None or hit[1] is not m:
+            if not rsv.holds(m):
                 raise ValueError(f"mapping at {m.addr:#x} is not mapped")
             if id(m) in seen:
                 raise ValueError(f"mapping at {m.addr:#x} is listed twice")
@@ -363,7 +362,7 @@ class LayoutAddressSpace:
                 self._os_remap_run(run)
             raise
         for m in mappings:
-            m.reservation._mappings.remove(m.addr)
+            m.reservation.remove_mapping(m)
 
     def _pieces(self, addr: int, length: int) -> Iterator[tuple[Mapping, int, int]]:
         """``(mapping, offset in mapping, n)`` covering ``[addr, addr+length)``; NotMapped if a hole."""
@@ -501,5 +500,5 @@ class LayoutAddressSpace:
         """Assert the bookkeeping is consistent (for tests)."""
         self._space._check()
         for rsv in self.reservations():
-            rsv._mappings._check()
+            rsv._check()
             assert self._space.get(rsv.addr) == (rsv.end, rsv)

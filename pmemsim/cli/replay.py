@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from pmemsim.persistence.checkers import Checker
     from pmemsim.persistence.engines import Engine
     from pmemsim.persistence.log import StoreLog
+    from pmemsim.persistence.model import EpochPlan
     from pmemsim.persistence.results import CrashReport
 
 __all__ = ["REPLAY", "replay_command"]
@@ -346,6 +347,44 @@ def replay_command(args: argparse.Namespace) -> int:
             sys.path.remove(cwd)
 
 
+class _Out:
+    """Where the human lines of a replay go: rich's console on a terminal (styles, the progress bar),
+    plain text elsewhere, without importing rich at all (a replay in a script or CI starts faster).
+
+    :meth:`say` takes a template whose only markup is ``[style]...[/]`` around literal text,
+    and ``{}`` fields for values, which are escaped for rich or written as they are.
+    """
+
+    _TAG = None  # the pattern of a markup tag, compiled on first plain use
+
+    def __init__(self, stderr: bool) -> None:
+        self.stream = sys.stderr if stderr else sys.stdout
+        self.console: Any = None
+        isatty = getattr(self.stream, "isatty", None)
+        if isatty is not None and isatty():
+            from rich.console import Console
+
+            self.console = Console(stderr=stderr, highlight=False)
+
+    @property
+    def terminal(self) -> bool:
+        """Whether the lines go to a terminal (then a progress bar is drawn)."""
+        return self.console is not None
+
+    def say(self, template: str, *values: object) -> None:
+        """Print one line: ``template`` with the ``{}`` fields filled with ``values``."""
+        if self.console is not None:
+            from rich.markup import escape
+
+            self.console.print(template.format(*(escape(str(v)) for v in values)), soft_wrap=True)
+            return
+        import re
+
+        plain = re.sub(r"\[(?:/|[a-z][a-z ]*)\]", "", template)
+        self.stream.write(plain.format(*values) + "\n")
+        self.stream.flush()
+
+
 def _replay(
     args: argparse.Namespace,
     log: StoreLog,
@@ -354,28 +393,34 @@ def _replay(
     checker: Checker,
     images: dict[str, str],
 ) -> int:
+    import contextlib
+    import gc
     import json
-
-    from rich.console import Console
-    from rich.markup import escape
 
     from pmemsim.persistence.checkers import Checker, CheckerError
     from pmemsim.persistence.explore import NothingToCheck, plan_replay, replay
     from pmemsim.persistence.image import initial_images
     from pmemsim.persistence.log import LogError
-    from pmemsim.persistence.progress import CountingChecker, estimate_states, stale_files
-    from pmemsim.persistence.shrink import ShrinkError, shrink
 
     # With --json or --shard, stdout carries exactly one JSON object: everything else goes to stderr.
     machine = bool(args.json or getattr(args, "shard", None))
-    console = Console(stderr=machine, highlight=False)
+    out = _Out(stderr=machine)
 
     def bad(message: str) -> int:
         print(f"pmemsim {_verb(args)}: error: {message}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
+    plan: EpochPlan | None = None
     try:
-        plan = plan_replay(log)
+        if args.workers > 1:  # the workers cut their slices' epochs: a scan counts them, serially cheaper
+            from pmemsim.persistence.explore import resolve_model
+            from pmemsim.persistence.model import scan_log
+
+            scan = scan_log(log, resolve_model(log, None))
+            epochs, rough = scan.epochs, scan.epochs + scan.stores
+        else:
+            plan = plan_replay(log)  # once: replay explores this very plan
+            epochs = rough = len(plan.epochs)
     except LogError as exc:
         return bad(located(args.log, exc))
     try:
@@ -385,29 +430,32 @@ def _replay(
         hint = "give the file's content before the first store with --image FILE=PATH"
         return bad(f"{located(args.log, exc)}; {hint}")
     if not isinstance(checker, Checker):  # --recover: the values at the operations' boundaries, first
-        from pmemsim.persistence.linearizability import RecoveryChecker
-
         try:
             with QuietStdout(machine):
-                checker = RecoveryChecker.for_log(log, checker, images=before)
+                checker = _recovery_checker(log, checker, before)
         except CheckerError as exc:
             return bad(str(exc))
-    counting = CountingChecker(checker)
     kind = "saved pmemsim log" if _is_saved(args.log) else "pmemcheck store log"
-    console.print(
-        f"[bold]{escape(args.log)}[/]: {kind}, {len(log.records)} records, {len(log.files)} file(s), "
-        f"{len(plan.epochs)} epochs; engine {engine.name}"
-        + ("".join(f", {n}={e.name}" for n, e in markers.items()))
-        + f", checker {escape(repr(checker))}",
-        soft_wrap=True,
+    out.say(
+        "[bold]{}[/]: {}, {} records, {} file(s), {} epochs; engine {}{}, checker {}",
+        args.log,
+        kind,
+        len(log.records),
+        len(log.files),
+        epochs,
+        engine.name,
+        "".join(f", {n}={e.name}" for n, e in markers.items()),
+        repr(checker),
     )
+    from pmemsim.persistence.progress import stale_files
+
     stale = stale_files(log, before)
     if stale:
-        console.print(
-            f"[yellow]warning[/]: {escape(', '.join(stale))} already hold(s) every store of the log: "
-            "probably the state after the run, so every crash state looks the same. Restore a pristine "
-            "copy first (as for pmreorder) or pass --image FILE=PRISTINE_COPY.",
-            soft_wrap=True,
+        out.say(
+            "[yellow]warning[/]: {} already hold(s) every store of the log: probably the state after the "
+            "run, so every crash state looks the same. Restore a pristine copy first (as for pmreorder) or "
+            "pass --image FILE=PRISTINE_COPY.",
+            ", ".join(stale),
         )
     options: dict[str, Any] = {
         "engine": engine,
@@ -426,26 +474,40 @@ def _replay(
         sys.stdout.write(json.dumps(doc) + "\n")
         sys.stdout.flush()
         return EXIT_OK
-    total = estimate_states(plan, engine, markers)
-    with QuietStdout(machine), Polling(console, "pmemsim replay", total, lambda: counting.count):
+    # The log and the plan live until the end: collections need not walk them again (workers
+    # forked from here share them untouched, copy-on-write).
+    gc.freeze()
+    counted: Checker = checker
+    progress: Any = contextlib.nullcontext()
+    if out.terminal:  # the bar's total and the count of states are for the bar only
+        from pmemsim.persistence.progress import CountingChecker, estimate_states
+
+        counting = CountingChecker(checker)
+        counted = counting
+        total = estimate_states(plan, engine, markers) if plan is not None else rough
+        progress = Polling(out.console, "pmemsim replay", total, lambda: counting.count)
+    with QuietStdout(machine), progress:
         try:
             if getattr(args, "merge_docs", None) is not None:
                 from pmemsim.persistence.shards import merge_shards
 
                 docs, names, empty = args.merge_docs, args.merge_names, args.allow_empty
-                report = merge_shards(log, counting, docs, names=names, allow_empty=empty, **options)
+                report = merge_shards(log, counted, docs, names=names, allow_empty=empty, **options)
             elif getattr(args, "dask", None) is not None:
                 report = _replay_on_dask(args, log, checker, options)
             else:
+                options["images"] = dict(zip(log.files, before, strict=True))  # read once
                 report = replay(
                     log,
-                    counting,
+                    counted,
                     workers=args.workers,
                     allow_empty=args.allow_empty,
                     # A Python checker runs in a forked process: one that crashes cannot take the replay.
                     isolate=_runs_python(checker),
+                    plan=plan,
                     **options,
                 )
+                options["images"] = images
         except NothingToCheck as exc:
             text = str(exc).replace("allow_empty=True", "--allow-empty")
             return bad(located(args.log, Exception(text)))
@@ -457,35 +519,34 @@ def _replay(
             return bad(str(exc))
 
         style = "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
-        console.print(f"[{style}]{escape(report.summary())}[/] in {report.elapsed:.2f}s", soft_wrap=True)
+        out.say(f"[{style}]{{}}[/] in {report.elapsed:.2f}s", report.summary())
         for warning in report.warnings:
-            console.print(f"[yellow]warning[/]: {escape(warning)}", soft_wrap=True)
+            out.say("[yellow]warning[/]: {}", warning)
         for limit in report.limits:
-            console.print(f"[yellow]not exhaustive[/]: {escape(limit)}", soft_wrap=True)
+            out.say("[yellow]not exhaustive[/]: {}", limit)
         shown = report.failures[:5]
         for failure in shown:
-            console.print(escape(failure.describe()), soft_wrap=True)
+            out.say("{}", failure.describe())
         failing = report.inconsistent + report.errors
         if failing > len(shown):
-            console.print(f"... {failing - len(shown)} more failing state(s) not listed", soft_wrap=True)
+            out.say(f"... {failing - len(shown)} more failing state(s) not listed")
         trace = None
         first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
         if first is not None and not args.no_shrink:
+            from pmemsim.persistence.shrink import ShrinkError, shrink
+
             try:
                 small = _shrink_apart(shrink, log, first, checker, images, args.timeout)
             except (ShrinkError, CheckerError) as exc:
-                why = escape(str(exc))
-                console.print(f"[yellow]cannot shrink the first failure[/]: {why}", soft_wrap=True)
+                out.say("[yellow]cannot shrink the first failure[/]: {}", exc)
             else:
                 trace = small.trace
-                calls = small.tests
-                console.print(f"[bold]Minimal failing trace[/] ({calls} checker calls):", soft_wrap=True)
-                console.print(escape(small.trace), soft_wrap=True, highlight=False)
+                out.say(f"[bold]Minimal failing trace[/] ({small.tests} checker calls):")
+                out.say("{}", small.trace)
         if report.errors:
-            console.print(
+            out.say(
                 f"[bold red]checker error[/]: {report.errors} state(s) got no usable answer from the checker "
-                "(see above): fix the checker; this says nothing about the pool",
-                soft_wrap=True,
+                "(see above): fix the checker; this says nothing about the pool"
             )
     if args.json:
         doc = report.to_dict()
@@ -526,6 +587,39 @@ def _runs_python(checker: Checker) -> bool:
     return isinstance(checker, CallableChecker) or (
         isinstance(checker, RecoveryChecker) and checker.runs_python
     )
+
+
+def _recovery_checker(log: StoreLog, recovery: Any, images: tuple[bytes, ...]) -> Checker:
+    """The recovery check of ``log``; a Python recovery computes its values in a forked process.
+
+    As a Python checker, a recovery that crashes its process (a segfault in an extension)
+    must not take the command along: that is a CheckerCrashed. Values that cannot be sent
+    back from the child (unpicklable) are computed here instead.
+    """
+    import pickle
+
+    from pmemsim.persistence import parallel
+    from pmemsim.persistence.explore import CheckerCrashed
+    from pmemsim.persistence.linearizability import RecoveryChecker
+
+    def build() -> RecoveryChecker:
+        return RecoveryChecker.for_log(log, recovery, images=images)
+
+    def build_apart() -> RecoveryChecker | None:
+        checker = build()
+        try:
+            pickle.dumps(checker)
+        except Exception:
+            return None
+        return checker
+
+    if not recovery.runs_python:  # a program runs apart already
+        return build()
+    try:
+        built = parallel.collect(*parallel.fork(build_apart))
+    except parallel.WorkerDied as died:
+        raise CheckerCrashed(f"recover crashed its process on an operation boundary ({died})") from None
+    return build() if built is None else built
 
 
 def _load_recovery(recover: str | None, recover_prog: str | None, args: argparse.Namespace) -> Any:

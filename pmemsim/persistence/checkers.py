@@ -38,7 +38,6 @@ process group.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import enum
 import inspect
 import os
@@ -189,7 +188,9 @@ class _CheckerTimeout(BaseException):
 
 
 def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
-    # Schedules `exc` in another thread (None cancels a pending one).
+    # Schedules `exc` in another thread (None cancels a pending one). ctypes is loaded by _Watchdog.
+    import ctypes
+
     ctypes.pythonapi.PyThreadState_SetAsyncExc(
         ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else ctypes.c_void_p(0)
     )
@@ -205,6 +206,8 @@ class _Watchdog:
     """
 
     def __init__(self, timeout: float) -> None:
+        import ctypes  # noqa: F401 - loaded now, not in the watchdog thread when it fires
+
         self.timeout = timeout
         self.calls = 0
         self.busy = False
@@ -367,6 +370,8 @@ class CallableChecker(Checker):
 
     def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         """Call the function per file (or once with every file) and interpret its answer."""
+        if len(self._keys) == 1 and not self.all_files:  # the usual case, without the loop
+            return self._call(views[0], self._keys[0], ctx)
         if self.all_files:
             return self._call(dict(zip(self._keys, views, strict=True)), ",".join(self._keys), ctx)
         many = len(self._keys) > 1 and self.sees_markers
@@ -401,6 +406,8 @@ class ProgramChecker(Checker):
         self.timeout = timeout
         self._dir: str | None = None
         self._paths: list[tuple[str, str]] = []
+        self._files: list[tuple[int, int] | None] = []  # (fd, inode) of each image file, kept open
+        self._env: tuple[str, dict[str, str]] | None = None
 
     def __repr__(self) -> str:
         return f"ProgramChecker({shlex.join(self.argv)!r})"
@@ -412,84 +419,138 @@ class ProgramChecker(Checker):
         for i, key in enumerate(keys):
             name = _UNSAFE.sub("_", os.path.basename(key)) or "image"
             self._paths.append((key, os.path.join(self._dir, f"{i}-{name}")))
+        self._files = [None] * len(self._paths)
+        self._env = None
 
     def close(self) -> None:
-        """Remove the image files."""
+        """Close and remove the image files."""
+        for f in self._files:
+            if f is not None:
+                os.close(f[0])
+        self._files = []
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
 
+    def _hand_over(self, i: int, path: str, view: memoryview) -> None:
+        """Make file ``path`` hold exactly ``view``: one write into the file kept open, no new file.
+
+        The whole image is written every time, so whatever the program did to the file (a
+        recovery writing through a mapping, a truncation) cannot leak into the next state;
+        a program that removed or replaced the file gets a new one.
+        """
+        f = self._files[i]
+        size = -1
+        if f is not None:
+            try:
+                st = os.stat(path)
+            except OSError:
+                st = None
+            if st is None or st.st_ino != f[1]:
+                os.close(f[0])
+                f = self._files[i] = None
+            else:
+                size = st.st_size
+        if f is None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            f = self._files[i] = (fd, os.fstat(fd).st_ino)
+            size = 0
+        fd, done, total = f[0], 0, len(view)
+        while done < total:
+            done += os.pwrite(fd, view[done:] if done else view, done)
+        if size > total:
+            os.ftruncate(fd, total)
+
+    def _environ(self, markers: str) -> dict[str, str]:
+        """The program's environment: ours with ``PMREORDER_MARKERS`` (built once per marker list)."""
+        if self._env is None or self._env[0] != markers:
+            self._env = (markers, dict(os.environ, PMREORDER_MARKERS=markers))
+        return self._env[1]
+
     def _run(self, path: str, key: str, markers: str) -> CheckOutcome | None:
-        env = dict(os.environ, PMREORDER_MARKERS=markers)
+        argv = [*self.argv, path]
+        read, write = os.pipe()
         try:
-            proc = subprocess.Popen(
-                [*self.argv, path],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                env=env,
-                start_new_session=True,  # so a timeout can kill the program and its children
+            # posix_spawn (vfork and exec: no copy of this process's page tables, no shell); in its
+            # own session so that a timeout can kill the program and its children.
+            pid = os.posix_spawnp(
+                argv[0],
+                argv,
+                self._environ(markers),
+                file_actions=[
+                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                    (os.POSIX_SPAWN_DUP2, write, 1),
+                    (os.POSIX_SPAWN_DUP2, write, 2),
+                ],
+                setsid=True,
             )
         except OSError as exc:
+            os.close(read)
             return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
+        finally:
+            os.close(write)
         try:
-            out = _output_and_exit(proc, self.timeout)
+            out, status = _output_and_status(pid, read, self.timeout)
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
+                os.killpg(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
             return CheckOutcome(Verdict.ERROR, key, f"checker program timed out after {self.timeout} s")
         except BaseException:
             # Ctrl-C or SIGTERM: the program is in its own session, so nothing else ends it.
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
             raise
-        if proc.returncode == 0:
+        finally:
+            os.close(read)
+        returncode = os.waitstatus_to_exitcode(status)
+        if returncode == 0:
             return None
         tail = out.decode(errors="replace").strip()[-500:]
-        if proc.returncode < 0:
+        if returncode < 0:
             try:
-                name = signal.Signals(-proc.returncode).name
+                name = signal.Signals(-returncode).name
             except ValueError:
-                name = f"signal {-proc.returncode}"
+                name = f"signal {-returncode}"
             return CheckOutcome(
                 Verdict.ERROR, key, f"checker program died: killed by {name}" + (f": {tail}" if tail else "")
             )
         return CheckOutcome(
             Verdict.INCONSISTENT,
             key,
-            f"checker program: exit status {proc.returncode}" + (f": {tail}" if tail else ""),
+            f"checker program: exit status {returncode}" + (f": {tail}" if tail else ""),
         )
 
     def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
-        """Write each image to its private file (whole, so a checker that writes cannot leak) and run."""
+        """Hand each image over in its private file (whole: a checker that writes cannot leak) and run."""
         markers = ctx.environ_markers
-        for (key, path), view in zip(self._paths, views, strict=True):
-            with open(path, "wb") as f:
-                f.write(view)
+        for i, ((key, path), view) in enumerate(zip(self._paths, views, strict=True)):
+            self._hand_over(i, path, view)
             outcome = self._run(path, key, markers)
             if outcome is not None:
                 return outcome
         return None
 
 
-def _output_and_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> bytes:
-    """The program's output once it has exited, waiting on a pidfd (no polling sleeps).
+def _output_and_status(pid: int, out: int, timeout: float | None) -> tuple[bytes, int]:
+    """The output (pipe ``out``) and wait status of child ``pid`` once it has exited, waiting on a
+    pidfd (no polling sleeps).
 
     ``Popen.communicate(timeout)`` polls the exit status with sleeps growing from 0.5 ms,
     which costs more wall time than the checker itself: here the kernel says when the
     process ended. Output still open after the exit (a grandchild holds it) is read as far
-    as it is there. Raises TimeoutExpired past ``timeout``.
+    as it is there. Raises TimeoutExpired past ``timeout`` (the child is then still to reap).
     """
-    assert proc.stdout is not None
-    try:
-        pidfd = os.pidfd_open(proc.pid)
-    except (AttributeError, OSError):  # pragma: no cover - Linux before 5.3
-        return proc.communicate(timeout=timeout)[0]
-    deadline = None if timeout is None else time.monotonic() + timeout
     chunks: list[bytes] = []
-    out = proc.stdout.fileno()
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # pragma: no cover - Linux before 5.3: read to EOF
+        while data := os.read(out, 1 << 16):
+            chunks.append(data)
+        return b"".join(chunks), os.waitpid(pid, 0)[1]
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
         with selectors.DefaultSelector() as sel:
             sel.register(out, selectors.EVENT_READ)
@@ -498,7 +559,7 @@ def _output_and_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> by
             while not exited:
                 left = None if deadline is None else deadline - time.monotonic()
                 if left is not None and left <= 0:
-                    raise subprocess.TimeoutExpired(proc.args, timeout or 0.0)
+                    raise subprocess.TimeoutExpired(str(pid), timeout or 0.0)
                 for key, _ in sel.select(left):
                     if key.fd == pidfd:
                         exited = True
@@ -516,9 +577,7 @@ def _output_and_exit(proc: subprocess.Popen[bytes], timeout: float | None) -> by
                 chunks.append(data)
     finally:
         os.close(pidfd)
-    proc.wait()
-    proc.stdout.close()
-    return b"".join(chunks)
+    return b"".join(chunks), os.waitpid(pid, 0)[1]
 
 
 def as_checker(obj: object, *, timeout: float | None = 60.0) -> Checker:

@@ -36,7 +36,6 @@ checker error instead of killing it.
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import copy
 import functools
@@ -47,7 +46,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmemsim.enums import Granularity
 from pmemsim.persistence import parallel
@@ -63,7 +62,7 @@ from pmemsim.persistence.engines import Engine, engine_for, engine_from_name, wi
 from pmemsim.persistence.image import Image, initial_images
 from pmemsim.persistence.lazy import LazyImage
 from pmemsim.persistence.linearizability import RecoveryChecker
-from pmemsim.persistence.log import LogError, StoreLog
+from pmemsim.persistence.log import LogError, StoreLog, paused_gc
 from pmemsim.persistence.model import (
     Atom,
     CrashPoint,
@@ -78,6 +77,9 @@ from pmemsim.persistence.model import (
     scan_log,
 )
 from pmemsim.persistence.results import CrashReport, Failure
+
+if TYPE_CHECKING:
+    import concurrent.futures  # only executors' types: replay imports it only when given one
 
 __all__ = [
     "DEFAULT_SLICES",
@@ -107,6 +109,10 @@ MAX_WORKERS = 256
 #: Slices a log is cut into for executors and shards (a fixed number: every shard job of a
 #: CI matrix must cut the same slices).
 DEFAULT_SLICES = 64
+
+
+#: What Explorer.verdicts gives for a key not judged yet (None is a verdict: consistent).
+_UNJUDGED: Any = object()
 
 
 class NothingToCheck(LogError):
@@ -262,7 +268,7 @@ class Explorer:
                     raise _Located
             return
         h = self.image.h
-        key = (h + self._marker_key) & _MASK
+        key = (h + self._marker_key) & _MASK if self._marker_key else h
         if key not in self.seen:
             self.seen.add(key)
             self.first_keys.append(key)
@@ -271,9 +277,8 @@ class Explorer:
                 self.images.add(h)
         elif self.dedup:
             return
-        try:
-            outcome = self.verdicts[key] if self._given is None else self._given[0]
-        except KeyError:
+        outcome = self.verdicts.get(key, _UNJUDGED) if self._given is None else self._given[0]
+        if outcome is _UNJUDGED:
             assert self.checker is not None and self.epoch is not None
             if self.slots is not None:
                 self.slots.set(self.slot, self.epoch.index, seq)
@@ -724,7 +729,8 @@ def plan_replay(
     """The epochs :func:`replay` explores (validates the log; raises LogError/MarkerError)."""
     if not isinstance(log, StoreLog):
         raise TypeError(f"log must be a StoreLog, not {type(log).__name__}")
-    return build_epochs(log, resolve_model(log, model), allow_open_markers=allow_open_markers)
+    with paused_gc():
+        return build_epochs(log, resolve_model(log, model), allow_open_markers=allow_open_markers)
 
 
 def _model_name(model: PersistencyModel) -> str:
@@ -760,6 +766,7 @@ def replay(
     isolate: bool = False,
     executor: concurrent.futures.Executor | None = None,
     slices: int = DEFAULT_SLICES,
+    plan: EpochPlan | None = None,
 ) -> CrashReport:
     """Check every crash state ``engine`` picks from ``log`` with ``checker``; return a :class:`CrashReport`.
 
@@ -778,6 +785,8 @@ def replay(
     ``Client.get_executor()``) explores the log's slices -- up to ``slices`` pieces cut at
     quiescent fences -- as its tasks instead; the checker must then be picklable (a
     module-level function, a program). The report is the same whichever way it ran.
+    ``plan`` is the caller's :func:`plan_replay` of ``log`` (same model and
+    ``allow_open_markers``), explored as it is instead of being planned again.
 
     ``recover`` instead of ``checker`` checks durable linearizability: ``recover(image)``
     (or a program printing the value) must give, for a crash inside an operation (an
@@ -809,6 +818,7 @@ def replay(
         allow_open_markers=allow_open_markers,
         allow_empty=allow_empty,
         slices=slices if executor is not None else None,
+        plan=plan,
     )
     if executor is not None:
         assert scan is not None
@@ -828,7 +838,7 @@ def replay(
         )
     resolved, engine_of = job.model, job.engine_of
     images_, checker_, seed_ = job.images, job.checker, job.seed
-    slots = parallel.StateSlots(parallel.context(), workers) if isolate or workers > 1 else None
+    slots = parallel.StateSlots(None, workers) if isolate or workers > 1 else None
     job = _Job(log, resolved, engine_of, images_, checker_, seed_, slots)
     try:
         if plan is not None and isolate:
@@ -889,11 +899,13 @@ def prepare_replay(
     allow_open_markers: bool,
     allow_empty: bool,
     slices: int | None,
+    plan: EpochPlan | None = None,
 ) -> tuple[_Job, list[str], int, EpochPlan | None, LogScan | None]:
     """Validate the arguments and the log; the job, notes, the worker count, and a plan or a scan.
 
     With ``slices`` (executors, shards) or ``workers`` > 1 the log is scanned for quiescent
-    points and not planned; else it is planned whole.
+    points and not planned; else it is planned whole, unless ``plan`` (the caller's
+    :func:`plan_replay` of it) is given.
     """
     if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
         raise ValueError(f"workers must be a positive int, got {workers!r}")
@@ -910,6 +922,10 @@ def prepare_replay(
         section_engines = {name: with_max_states(e, max_states) for name, e in section_engines.items()}
     engine_of = EngineChoice(default, tuple(section_engines.items()))
     resolved = resolve_model(log, model)
+    if plan is not None and (
+        not isinstance(plan, EpochPlan) or plan.model != resolved or plan.keys != tuple(log.files)
+    ):
+        raise ValueError("plan must be plan_replay() of the same log, under the same model")
     notes: list[str] = []
     cpus = usable_cpus()
     if workers > min(cpus, MAX_WORKERS):
@@ -918,16 +934,19 @@ def prepare_replay(
     scan: LogScan | None = None
     if workers > 1 or slices is not None:
         # Validates the log first, so no checker runs on a log that turns out to be bad halfway.
-        scan = scan_log(log, resolved, allow_open_markers=allow_open_markers, slices=slices or 8 * workers)
+        with paused_gc():
+            scan = scan_log(
+                log, resolved, allow_open_markers=allow_open_markers, slices=slices or 8 * workers
+            )
         if slices is None and len(scan.points) < 2 and scan.epochs < 2:
             notes.append(f"--workers {workers} capped at 1: the log has a single epoch")
             workers, scan = 1, None
-    plan: EpochPlan | None = None
-    if scan is None:
-        plan = build_epochs(log, resolved, allow_open_markers=allow_open_markers)
-        has_stores = bool(plan.atoms)
-    else:
-        has_stores = scan.stores > 0
+    if scan is not None:
+        plan = None
+    elif plan is None:
+        with paused_gc():
+            plan = build_epochs(log, resolved, allow_open_markers=allow_open_markers)
+    has_stores = bool(plan.atoms) if plan is not None else scan is not None and scan.stores > 0
     if not has_stores and not allow_empty:
         raise NothingToCheck(
             "the log holds no store: nothing to check (did the code write to another set, or "

@@ -23,7 +23,9 @@ applied (the content the program saw there: initial image, then each store in or
 It is computed at replay time from the log, not while recording, so a pmemcheck log
 gets the same check as a recorded one. ``recover`` failing on such an image (no crash
 involved) is a :class:`CheckerError`: the recovery or the code under test is wrong
-whatever the crash.
+whatever the crash. So is a value not equal to itself (an object without ``__eq__``,
+compared by identity, would fail every crash state): recovery of the initial image is
+run twice and the two values must be equal.
 
 **Verdict.** A crash right before record ``p`` lies in the step ``[b_k, b_{k+1}]`` with
 ``b_k < p <= b_{k+1}`` (a crash right before an END marker is inside its operation, a
@@ -110,6 +112,9 @@ def _describe(exc: BaseException) -> str:
 class _CallableRecovery:
     """``recover(image)`` per file (or ``recover({key: image})`` with ``all_files``), under a timeout."""
 
+    #: The user's Python code runs in this process.
+    runs_python = True
+
     def __init__(self, fn: Callable[..., object], timeout: float | None, all_files: bool) -> None:
         self.fn = fn
         self.timeout = timeout
@@ -175,6 +180,9 @@ class _CallableRecovery:
 
 class _ProgramRecovery:
     """``command... IMAGE_PATH`` per file: its standard output (trailing white space removed) is the value."""
+
+    #: The user's code runs in its own process.
+    runs_python = False
 
     def __init__(self, argv: list[str], timeout: float | None) -> None:
         self.argv = argv
@@ -341,7 +349,7 @@ class RecoveryChecker(Checker):
     @property
     def runs_python(self) -> bool:
         """True when recovery is a Python callable (run in this process, unlike a program)."""
-        return isinstance(self.recovery, _CallableRecovery)
+        return self.recovery.runs_python
 
     def __copy__(self) -> RecoveryChecker:
         # Tasks running side by side in threads each get a copy: the recovery's watchdog or
@@ -453,6 +461,20 @@ class RecoveryChecker(Checker):
             return got.value
 
         values.append(at(0))
+        # A value that is not equal to itself (no __eq__: compared by identity) would fail
+        # every crash state: say so once instead of reporting false inconsistencies.
+        again = at(0)
+        try:
+            stable = _equal(values[0], again)
+        except Exception as exc:
+            raise CheckerError(
+                f"recover's values cannot be compared with == ({type(exc).__name__}: {exc})"
+            ) from None
+        if not stable:
+            raise CheckerError(
+                f"recover gives unequal values for the same image ({_show(values[0])} != {_show(again)}): "
+                "return values that compare with == (lists, dicts, tuples, bytes, dataclasses)"
+            )
         done = 0
         for point, changed in zip(points, changed_at, strict=True):
             if not changed:

@@ -13,7 +13,7 @@ exploration itself (what a worker does) is :mod:`pmemsim.persistence.explore`'s.
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
+import mmap
 import os
 import pickle
 import signal
@@ -49,6 +49,8 @@ class WorkerDied(RuntimeError):
 
 def context() -> Any:
     """The fork context (ValueError where the platform cannot fork)."""
+    import multiprocessing  # here: a replay in one process (or one isolated child) never needs it
+
     if "fork" not in multiprocessing.get_all_start_methods():  # pragma: no cover - Linux always forks
         raise ValueError("this needs the 'fork' start method, which this platform lacks")
     return multiprocessing.get_context("fork")
@@ -164,19 +166,29 @@ class SharedCounter:
 
 
 class StateSlots:
-    """Per worker, the crash state it is judging now (epoch, state number): read after a worker died."""
+    """Per worker, the crash state it is judging now (epoch, state number): read after a worker died.
+
+    The words live in an anonymous shared mapping, which forked children share with the
+    parent (``ctx`` is accepted for callers that pass a multiprocessing context, and unused).
+    """
 
     def __init__(self, ctx: Any, workers: int) -> None:
-        self.array = ctx.RawArray("q", 2 * max(workers, 1))
+        self.memory = mmap.mmap(-1, 16 * max(workers, 1))  # MAP_SHARED | MAP_ANONYMOUS
+        # Item stores through a memoryview are cheap: this runs once per checker call.
+        self.words = memoryview(self.memory).cast("q")
+
+    def __getstate__(self) -> dict[str, Any]:
+        raise TypeError("StateSlots live in shared memory for forked workers only")
 
     def set(self, slot: int, epoch: int, seq: int) -> None:
         """Record that worker ``slot`` is judging state ``seq`` of ``epoch``."""
-        self.array[2 * slot] = epoch
-        self.array[2 * slot + 1] = seq
+        words = self.words
+        words[2 * slot] = epoch
+        words[2 * slot + 1] = seq
 
     def get(self, slot: int) -> tuple[int, int]:
         """The last (epoch, state number) worker ``slot`` recorded."""
-        return int(self.array[2 * slot]), int(self.array[2 * slot + 1])
+        return int(self.words[2 * slot]), int(self.words[2 * slot + 1])
 
 
 class BlockClaims:

@@ -123,18 +123,29 @@ import of an export gives the same text.
 from __future__ import annotations
 
 import bisect
+import codecs
 import itertools
 import os
 import re
 import stat
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Protocol
 
-from pmemsim._files import InputFileError, read_regular_file
+from pmemsim._files import InputFileError, file_kind, read_regular_file
 from pmemsim.enums import Granularity
-from pmemsim.persistence.log import Fence, FileInfo, Flush, LogError, Marker, Record, Store, StoreLog
+from pmemsim.persistence.log import (
+    Fence,
+    FileInfo,
+    Flush,
+    LogError,
+    Marker,
+    Record,
+    Store,
+    StoreLog,
+    paused_gc,
+)
 from pmemsim.persistence.model import ATOMIC_UNIT, CACHE_LINE
 
 __all__ = [
@@ -227,6 +238,18 @@ class PmemcheckFormatError(LogError):
 # -- framing -------------------------------------------------------------------------------------
 
 
+class _RecLike(Protocol):
+    """What the record parsers need of a record: its text, and the error to raise about it."""
+
+    @property
+    def text(self) -> str: ...
+
+    @property
+    def number(self) -> int: ...
+
+    def error(self, message: str) -> Exception: ...
+
+
 @dataclass(frozen=True, slots=True)
 class _Rec:
     """One ``|``-separated record: its text, number (START is 1) and position (1-based)."""
@@ -293,7 +316,7 @@ def _frame(text: str) -> _Framed:
 # -- numbers ---------------------------------------------------------------------------------------
 
 
-def _hex(rec: _Rec, name: str, field: str) -> int:
+def _hex(rec: _RecLike, name: str, field: str) -> int:
     """``field`` as a 64-bit hex number; PmemcheckFormatError naming ``name`` otherwise."""
     text = field.strip()
     match = _HEX.fullmatch(text)
@@ -310,7 +333,7 @@ def _hex(rec: _Rec, name: str, field: str) -> int:
     return int(digits or "0", 16)
 
 
-def _range(rec: _Rec, what: str, addr: int, size: int) -> None:
+def _range(rec: _RecLike, what: str, addr: int, size: int) -> None:
     if addr + size > _ADDRESS_LIMIT:
         raise rec.error(f"{what} [{addr:#x}, +{size:#x}) runs past the end of the 64-bit address space")
 
@@ -471,7 +494,7 @@ class _Parser:
         self.historical: dict[str, list[_Rec]] = {}
         self.flush_visits = _FLUSH_VISITS_PER_CHAR * text_length + _FLUSH_VISITS_BASE
 
-    def parse(self, rec: _Rec) -> list[Record]:
+    def parse(self, rec: _RecLike) -> list[Record]:
         """The records ``rec`` becomes (after checking it whole); raises PmemcheckFormatError."""
         text = rec.text.strip()
         if not text:
@@ -505,6 +528,7 @@ class _Parser:
         if kind in _HISTORICAL:
             if len(fields) != 1:
                 raise rec.error(f"{kind} takes no fields")
+            assert isinstance(rec, _Rec)  # the fast reader hands historical records to the full one
             self.historical.setdefault(kind, []).append(rec)
             return []
         problem = _marker_problem(text)
@@ -512,7 +536,7 @@ class _Parser:
             raise rec.error(problem)
         return [Marker(text)]
 
-    def _store(self, rec: _Rec, fields: list[str]) -> Store:
+    def _store(self, rec: _RecLike, fields: list[str]) -> Store:
         if len(fields) < 4:
             raise rec.error(f"STORE needs addr;value;size, got {len(fields) - 1} fields")
         addr = _hex(rec, "address", fields[1])
@@ -538,7 +562,7 @@ class _Parser:
         data = value.to_bytes(size, "little")
         return Store(reg.path, addr + reg.shift, data, addr, location, False, frames)
 
-    def _store_registration(self, rec: _Rec, lo: int, hi: int) -> _Registration:
+    def _store_registration(self, rec: _RecLike, lo: int, hi: int) -> _Registration:
         segments = list(self.ranges.overlapping(lo, hi))
         if not segments:
             raise rec.error(f"STORE to {lo:#x} is not inside any registered file")
@@ -564,7 +588,7 @@ class _Parser:
                 )
         return reg
 
-    def _flush(self, rec: _Rec, addr_field: str, size_field: str) -> Iterator[Flush]:
+    def _flush(self, rec: _RecLike, addr_field: str, size_field: str) -> Iterator[Flush]:
         addr = _hex(rec, "address", addr_field)
         size = _hex(rec, "size", size_field)
         _range(rec, "FLUSH", addr, size)
@@ -594,7 +618,7 @@ class _Parser:
             pieces.append(Flush("", addr, size, addr))
         return iter(pieces)
 
-    def _register(self, rec: _Rec, fields: list[str]) -> None:
+    def _register(self, rec: _RecLike, fields: list[str]) -> None:
         if len(fields) < 5:
             raise rec.error(f"REGISTER_FILE needs path;base;size;offset, got {len(fields) - 1} fields")
         # pmemcheck writes the path as is: a ';' in it is the only way to get more fields.
@@ -624,7 +648,7 @@ class _Parser:
             self.files[path] = FileInfo(path, path, needed, None, old.base)
 
     @staticmethod
-    def _existing_size(rec: _Rec, path: str) -> int:
+    def _existing_size(rec: _RecLike, path: str) -> int:
         """The size of regular file ``path`` if it exists (a missing file is fine: images=... gives it)."""
         try:
             st = os.stat(path)
@@ -651,19 +675,263 @@ class _Parser:
         return lines
 
 
-def loads_pmemcheck(
-    text: str, *, allow_truncated: bool = False, granularity: Granularity | None = None, page_size: int = 4096
-) -> StoreLog:
-    """Parse a pmemcheck store log (see the module docstring for what is accepted).
+# -- the fast reader --------------------------------------------------------------------------------
 
-    ``allow_truncated`` accepts a log without ``STOP`` (pmemcheck killed): its last record
-    is dropped with a :class:`LogWarning` if it does not parse (cut in half). Registered
-    files whose path exists are sized as the larger of the file and the mapping. Raises
-    :class:`PmemcheckFormatError` naming the record, line and column; TypeError if
-    ``text`` is not a str. Runtime: linear in the length of ``text``.
+
+class _Fallback(Exception):
+    """The fast reader met something only the full reader handles: an error, a warning, a rare form."""
+
+
+class _LightRec:
+    """A record of the fast reader: its text only; an error about it becomes a :class:`_Fallback`."""
+
+    __slots__ = ("number", "text")
+
+    def __init__(self) -> None:
+        self.text = ""
+        self.number = 0  # counted only where a registration needs it (its messages name it)
+
+    def error(self, message: str) -> Exception:
+        return _Fallback(message)
+
+
+# A STORE as pmemcheck writes it: hex fields of at most 16 digits, a size of 1 to 8, frames
+# without control characters. Anything else goes through the full parser.
+_FAST_STORE = re.compile(
+    r"STORE;(?:0[xX])?([0-9a-fA-F]{1,16});(?:0[xX])?([0-9a-fA-F]{1,16});(?:0[xX])?0*([1-8])(?=;|$)"
+)
+_FAST_FLUSH = re.compile(r"FLUSH;(?:0[xX])?([0-9a-fA-F]{1,16});(?:0[xX])?([0-9a-fA-F]{1,16})")
+# Store(...) and Flush(...) without the frozen dataclass __init__ and its checks: the fast
+# reader builds only values it has checked (one per STORE or FLUSH record: most of a log).
+_new_record = object.__new__
+_STORE_SETTERS = tuple(
+    getattr(Store, name).__set__
+    for name in ("file", "offset", "data", "addr", "location", "nontemporal", "frames")
+)
+_FLUSH_SETTERS = tuple(getattr(Flush, name).__set__ for name in ("file", "offset", "length", "addr"))
+#: A line (or a record) the fast reader carries over this many characters without a
+#: separator is left to the full reader (it would be quadratic to keep concatenating).
+_MAX_CARRY = 1 << 22
+_BODY, _STOPPED, _TAIL = 0, 1, 2
+
+
+class _FastReader:
+    """Reads a pmemcheck log as it comes, in chunks, without locating records (see :func:`loads_pmemcheck`).
+
+    It builds exactly what the full reader builds for the logs it accepts, and raises
+    :class:`_Fallback` on anything else: a malformed record, a valgrind message or a
+    historical record before the last STOP (a warning), no STOP, a second START. The full
+    reader then parses the whole text again and reports with record, line and column,
+    so the line index is built only when an error or a warning needs it.
     """
-    if not isinstance(text, str):
-        raise TypeError(f"a pmemcheck log is text, not {type(text).__name__}")
+
+    def __init__(self, log: StoreLog, length: int) -> None:
+        self.log = log
+        self.parser = _Parser(log, length)
+        self.light = _LightRec()
+        self.started = False  # the START line was seen
+        self.seen_start = False  # the START record was consumed
+        self.stage = _TAIL  # until the START record: then _BODY
+        self.line_open = False  # the current line's start was handled (it is being read in parts)
+        self.line_skip = False  # the rest of the current line is ignored (a banner line)
+        self.line_k = 0  # pieces of the current line handled so far
+        self.carry = ""
+        # The registered segment of the last store: (lo, hi, path, shift), or None.
+        self.seg: tuple[int, int, str, int] | None = None
+        self.frames: dict[str, tuple[tuple[str, ...], str | None]] = {}  # frames text -> (frames, location)
+        self.markers: dict[str, Marker] = {}  # marker records seen: one frozen Marker each
+        self.fence = Fence()
+        self.chars = 0
+        self.budget = self.parser.flush_visits
+
+    def feed(self, chunk: str) -> None:
+        """Read the next piece of text."""
+        self.chars += len(chunk)
+        buf = self.carry + chunk if self.carry else chunk
+        lines = buf.split("\n")
+        carry = lines.pop()
+        for line in lines:
+            self._segment(line, True)
+        if carry and "|" in carry and not self.line_skip:
+            carry = self._segment(carry, False)
+        elif self.line_skip and carry:
+            carry = ""  # the rest of a skipped line is not needed
+        if len(carry) > _MAX_CARRY:
+            raise _Fallback("a record too long to read in pieces")
+        self.carry = carry
+
+    def finish(self) -> None:
+        """The text ended: read what is left; raises _Fallback when the log is not complete."""
+        self._segment(self.carry, True)
+        self.carry = ""
+        if not self.seen_start or self.stage == _BODY:
+            raise _Fallback("no START, or no STOP")
+        # The flush budget is per character of the text; a file's size in bytes only bounds it.
+        if self.budget - self.parser.flush_visits > _FLUSH_VISITS_PER_CHAR * self.chars + _FLUSH_VISITS_BASE:
+            raise _Fallback("too many flush visits")
+        self.log.files.update(self.parser.files)
+
+    def _segment(self, seg: str, line_end: bool) -> str:
+        """Handle part of a line (the whole rest of it when ``line_end``); returns the unread tail."""
+        if self.line_skip:
+            self.line_skip = not line_end
+            return ""
+        if not self.line_open:
+            prefix = _VALGRIND_PREFIX.match(seg)
+            if prefix:
+                seg = seg[prefix.end() :]
+            if not self.started:
+                if seg.split("|", 1)[0].strip().upper() != "START":
+                    self.line_skip = not line_end  # valgrind's banner, or anything before the log
+                    return ""
+                self.started = True
+            elif not seg.strip():
+                return ""
+            elif prefix and not seg.lstrip().startswith("|"):
+                # A valgrind message: ignored after the last STOP, a warning before it.
+                if self.stage == _BODY:
+                    raise _Fallback("a valgrind message inside the log")
+                self.stage = _TAIL
+                self.line_skip = not line_end
+                return ""
+        pieces = seg.split("|")
+        tail = "" if line_end else pieces.pop()
+        k0 = self.line_k
+        last = k0 + len(pieces) - 1 if line_end else -1
+        self._records(pieces, k0, last)
+        if line_end:
+            self.line_open, self.line_k = False, 0
+        else:
+            self.line_open, self.line_k = True, k0 + len(pieces)
+        return tail
+
+    def _records(self, pieces: list[str], k0: int, last: int) -> None:
+        """Parse the records of ``pieces`` (the ``k0``-th piece of its line first; ``last``: the index
+        of the line's last piece, -1 while the line goes on)."""
+        out = self.log.records
+        append = out.append
+        parser = self.parser
+        frames_cache, markers = self.frames, self.markers
+        fence = self.fence
+        store_head, fast_flush = _FAST_STORE.match, _FAST_FLUSH.fullmatch
+        set_file, set_offset, set_data, set_addr, set_location, set_nt, set_frames = _STORE_SETTERS
+        flush_file, flush_offset, flush_length, flush_addr = _FLUSH_SETTERS
+        new = _new_record
+        seg = self.seg
+        stage = self.stage
+        k = k0 - 1
+        for piece in pieces:
+            k += 1
+            # pmemcheck writes '|' before each record: an empty piece before the line's first
+            # '|' or after its last one is a line break between records, not an empty record.
+            text = piece.strip()
+            if not text and last != 0 and not 0 < k < last and not (k > 0 and last < 0):
+                continue
+            if stage != _BODY:
+                if not self.seen_start:
+                    self.seen_start = True  # the first piece of the START line is START
+                    stage = _BODY
+                elif text.upper() == "STOP":
+                    if stage == _TAIL:
+                        raise _Fallback("a record between two STOPs")
+                else:
+                    stage = _TAIL
+                continue
+            if text[:6] == "STORE;":
+                m = store_head(text)
+                if m is not None:
+                    addr, value, size = int(m[1], 16), int(m[2], 16), int(m[3])
+                    hi = addr + size
+                    if seg is None or not (seg[0] <= addr and hi <= seg[1]):
+                        seg = self.seg = self._segment_of(addr, hi)
+                    if value >> (8 * size):
+                        raise _Fallback("a value wider than its store")
+                    tail = text[m.end() :]
+                    known = frames_cache.get(tail)
+                    if known is None and (not tail or tail[0] == ";") and _CONTROL.search(tail) is None:
+                        frames = tuple(f for f in (f.strip() for f in tail.split(";")[1:]) if f)
+                        found = _FRAME_LOCATION.search(frames[0]) if frames else None
+                        known = frames_cache[tail] = (frames, found.group(1) if found else None)
+                    if known is not None and seg is not None:
+                        store = new(Store)
+                        set_file(store, seg[2])
+                        set_offset(store, addr + seg[3])
+                        # Stores are logged as machine words in the CPU's (little-endian) byte order.
+                        set_data(store, value.to_bytes(size, "little"))
+                        set_addr(store, addr)
+                        set_location(store, known[1])
+                        set_nt(store, False)
+                        set_frames(store, known[0])
+                        append(store)
+                        continue
+            elif text == "FENCE":
+                append(fence)
+                continue
+            elif text[:6] == "FLUSH;":
+                m = fast_flush(text)
+                if m is not None and seg is not None:
+                    addr, size = int(m[1], 16), int(m[2], 16)
+                    if size and seg[0] <= addr and addr + size <= seg[1]:
+                        parser.flush_visits -= 1  # the one registered range it visits
+                        if parser.flush_visits < 0:
+                            raise _Fallback("too many flush visits")
+                        flush = new(Flush)
+                        flush_file(flush, seg[2])
+                        flush_offset(flush, addr + seg[3])
+                        flush_length(flush, size)
+                        flush_addr(flush, addr)
+                        append(flush)
+                        continue
+            elif text.upper() == "STOP":
+                stage = self.stage = _STOPPED
+                continue
+            else:
+                marker = markers.get(text)
+                if marker is not None:
+                    append(marker)
+                    continue
+            kind = text.split(";", 1)[0].strip().upper()
+            if kind in _HISTORICAL or kind == "START":
+                raise _Fallback("a record that warns or fails")
+            if kind == "REGISTER_FILE":
+                seg = self.seg = None  # a registration may retire the cached one
+            self.light.text = text
+            self.light.number = len(out)  # not the record number: only for a message never shown
+            try:
+                parsed = parser.parse(self.light)
+            except PmemcheckFormatError as exc:  # pragma: no cover - light records raise _Fallback
+                raise _Fallback(str(exc)) from None
+            if len(parsed) == 1 and type(parsed[0]) is Marker and parsed[0].name == text:
+                markers[text] = parsed[0]  # the same marker again is the same (frozen) record
+            out.extend(parsed)
+        self.stage = stage
+
+    def _segment_of(self, lo: int, hi: int) -> tuple[int, int, str, int] | None:
+        """The live registered segment holding ``[lo, hi)`` whole, or None."""
+        if hi > _ADDRESS_LIMIT:
+            return None
+        seg = self.parser.ranges.at(lo)
+        if seg is None or seg.hi < hi or seg.reg.retired_by is not None:
+            return None
+        return seg.lo, seg.hi, seg.reg.path, seg.reg.shift
+
+
+def _read_fast(
+    chunks: Iterable[str], length: int, granularity: Granularity | None, page_size: int
+) -> StoreLog:
+    """The log of ``chunks`` read by :class:`_FastReader`; raises _Fallback when it cannot."""
+    log = StoreLog(granularity=granularity, page_size=page_size)
+    reader = _FastReader(log, length)
+    for chunk in chunks:
+        reader.feed(chunk)
+    reader.finish()
+    return log
+
+
+def _read_full(
+    text: str, allow_truncated: bool, granularity: Granularity | None, page_size: int
+) -> tuple[StoreLog, list[str]]:
+    """The log of ``text`` read record by record, locating each; the warnings to issue."""
     framed = _frame(text)
     records = framed.records
     if not records:
@@ -708,6 +976,30 @@ def loads_pmemcheck(
             f"record {cut.number} (line {cut.line}, column {cut.column}) dropped: the log has no STOP "
             f"and its last record is incomplete: {why.detail}"
         )
+    return log, notes
+
+
+def loads_pmemcheck(
+    text: str, *, allow_truncated: bool = False, granularity: Granularity | None = None, page_size: int = 4096
+) -> StoreLog:
+    """Parse a pmemcheck store log (see the module docstring for what is accepted).
+
+    ``allow_truncated`` accepts a log without ``STOP`` (pmemcheck killed): its last record
+    is dropped with a :class:`LogWarning` if it does not parse (cut in half). Registered
+    files whose path exists are sized as the larger of the file and the mapping. Raises
+    :class:`PmemcheckFormatError` naming the record, line and column; TypeError if
+    ``text`` is not a str. Runtime: linear in the length of ``text``.
+
+    A well-formed log is read in one pass that locates nothing; only a log with an error
+    or a warning is read again, record by record, to say where (same result either way).
+    """
+    if not isinstance(text, str):
+        raise TypeError(f"a pmemcheck log is text, not {type(text).__name__}")
+    with paused_gc():
+        try:
+            return _read_fast((text,), len(text), granularity, page_size)
+        except _Fallback:
+            log, notes = _read_full(text, allow_truncated, granularity, page_size)
     for note in notes:
         warnings.warn(note, LogWarning, stacklevel=2)
     return log
@@ -722,6 +1014,76 @@ def _read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
         raise LogError(str(exc)) from None
 
 
+#: Bytes read at a time when a log is streamed.
+_CHUNK = 1 << 20
+
+
+def _stream_bytes(path: str | os.PathLike[str], max_bytes: int) -> Iterator[bytes]:
+    """The bytes of the regular file ``path`` in chunks.
+
+    Refuses non-regular files and files over ``max_bytes`` like :func:`_read_regular_file`
+    (LogError) before reading anything (opened with O_NONBLOCK: a FIFO without a writer
+    does not block); OSError when it cannot be opened or read.
+    """
+    name = os.fspath(path)
+    what = "a store log"
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOCTTY", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise LogError(f"{name}: {file_kind(st.st_mode)}, not a regular file: {what} must be one")
+        if st.st_size > max_bytes:
+            raise LogError(f"{name}: {st.st_size} bytes, more than the limit of {max_bytes} for {what}")
+        total = 0
+        while chunk := os.read(fd, min(_CHUNK, max_bytes + 1 - total)):
+            total += len(chunk)
+            if total > max_bytes:  # the file grew while we read it
+                raise LogError(f"{name}: more than the limit of {max_bytes} bytes for {what}")
+            yield chunk
+    finally:
+        os.close(fd)
+
+
+def _decoded(chunks: Iterable[bytes]) -> Iterator[str]:
+    """``chunks`` decoded as UTF-8, bytes that are not kept as surrogate escapes (paths may hold any)."""
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="surrogateescape")
+    for chunk in chunks:
+        yield decoder.decode(chunk)
+    yield decoder.decode(b"", final=True)
+
+
+def read_pmemcheck_file(
+    path: str | os.PathLike[str],
+    *,
+    allow_truncated: bool = False,
+    granularity: Granularity | None = None,
+    page_size: int = 4096,
+    max_bytes: int = MAX_LOG_BYTES,
+    chunks: Iterable[bytes] | None = None,
+) -> StoreLog:
+    """The pmemcheck log in file ``path``, parsed as it is read (``chunks``: its bytes, when already
+    being read).
+
+    Memory holds the log being built and one chunk of text, never the whole text, unless
+    the log needs the full reader (an error or a warning to locate): then the file is read
+    again, whole. Warnings are issued as :class:`LogWarning`. Errors as :func:`load_pmemcheck`.
+    """
+    try:
+        size = os.stat(path).st_size
+    except (OSError, ValueError):
+        size = 0
+    with paused_gc():
+        try:
+            stream = _stream_bytes(path, max_bytes) if chunks is None else chunks
+            return _read_fast(_decoded(stream), size, granularity, page_size)
+        except _Fallback:
+            text = _read_regular_file(path, max_bytes).decode("utf-8", errors="surrogateescape")
+            log, notes = _read_full(text, allow_truncated, granularity, page_size)
+    for note in notes:
+        warnings.warn(note, LogWarning, stacklevel=3)
+    return log
+
+
 def load_pmemcheck(
     path: str | os.PathLike[str],
     *,
@@ -730,15 +1092,18 @@ def load_pmemcheck(
     page_size: int = 4096,
     max_bytes: int = MAX_LOG_BYTES,
 ) -> StoreLog:
-    """:func:`loads_pmemcheck` on the content of ``path``.
+    """:func:`loads_pmemcheck` on the content of ``path``, parsed as it is read.
 
     Raises OSError if it cannot be opened or read, LogError if it is not a regular file or
     has more than ``max_bytes`` bytes, PmemcheckFormatError if it is malformed. Bytes that
     are not UTF-8 are kept (surrogate escapes), as paths may hold any bytes.
     """
-    text = _read_regular_file(path, max_bytes).decode("utf-8", errors="surrogateescape")
-    return loads_pmemcheck(
-        text, allow_truncated=allow_truncated, granularity=granularity, page_size=page_size
+    return read_pmemcheck_file(
+        path,
+        allow_truncated=allow_truncated,
+        granularity=granularity,
+        page_size=page_size,
+        max_bytes=max_bytes,
     )
 
 

@@ -12,7 +12,9 @@ counts its calls in a shared-memory counter created before the fork, so the pare
     total = estimate_states(plan_replay(log), engine)
     report = replay(log, counting, engine=engine, workers=4)   # meanwhile: counting.count
 
-A checker call judges one crash state; states whose image was judged before in the same
+Each process adds its calls to the counter in batches (see ``_BATCH``) and when it closes
+its checker, so the count lags by at most a batch per process. A checker call judges one
+crash state; states whose image was judged before in the same
 process reuse the verdict without a call, so the count can stay below
 ``CrashReport.states_checked``. The total is the engines' own estimate (an upper bound
 for Exhaustive, which skips duplicate images). Both are for display only.
@@ -50,6 +52,11 @@ def estimate_states(
     return total
 
 
+#: Calls a process counts before adding them to the shared counter (a bar drawn 10 times a
+#: second cannot show finer steps; the calls of a process are all added when it closes).
+_BATCH = 64
+
+
 class _LocalCounter:
     """The part of multiprocessing.Value's interface used here, for one process."""
 
@@ -74,6 +81,7 @@ class CountingChecker(Checker):
             self._counter = multiprocessing.get_context("fork").Value("q", 0)
         except (OSError, ValueError):  # no shared memory or no fork here: count this process only
             self._counter = _LocalCounter()
+        self._unpublished = 0  # calls of this process not yet added to the shared counter
 
     def __repr__(self) -> str:
         return f"CountingChecker({self.inner!r})"
@@ -84,17 +92,27 @@ class CountingChecker(Checker):
         return int(self._counter.value)
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
-        """Forward to the wrapped checker."""
+        """Forward to the wrapped checker (each process counts from here: a fork copied the parent's)."""
+        self._unpublished = 0
         self.inner.open(keys, sizes)
 
     def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
-        """Count, then forward to the wrapped checker."""
-        with self._counter.get_lock():
-            self._counter.value += 1
+        """Count (published to the shared counter every few calls), then forward to the wrapped checker."""
+        self._unpublished += 1
+        if self._unpublished >= _BATCH:
+            self._publish()
         return self.inner.check(views, ctx)
 
+    def _publish(self) -> None:
+        # The shared counter takes a lock shared by every process: once per batch of calls, not per call.
+        with self._counter.get_lock():
+            self._counter.value += self._unpublished
+        self._unpublished = 0
+
     def close(self) -> None:
-        """Forward to the wrapped checker."""
+        """Publish the last calls, then forward to the wrapped checker."""
+        if self._unpublished:
+            self._publish()
         self.inner.close()
 
     def region(self, markers: int) -> int:

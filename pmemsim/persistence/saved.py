@@ -31,13 +31,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import os
 from typing import Any
 
 from pmemsim.enums import Granularity
 from pmemsim.persistence.log import Fence, FileInfo, Flush, LogError, Marker, Record, Store, StoreLog
-from pmemsim.persistence.pmemcheck import MAX_FILE_SIZE, MAX_LOG_BYTES, _read_regular_file, loads_pmemcheck
+from pmemsim.persistence.pmemcheck import (
+    MAX_FILE_SIZE,
+    MAX_LOG_BYTES,
+    _read_regular_file,
+    _stream_bytes,
+    read_pmemcheck_file,
+)
 
 __all__ = ["FORMAT", "VERSION", "dumps_log", "load_log", "loads_log", "read_log", "save_log"]
 
@@ -321,13 +328,20 @@ def read_log(
 ) -> StoreLog:
     """A store log from ``path``: a saved log (JSON, starting with ``{``) or a pmemcheck log.
 
-    ``allow_truncated`` applies to pmemcheck logs without STOP. Raises OSError when the
-    file cannot be opened or read, LogError when it is not a regular file or has more
-    than ``max_bytes`` bytes, LogError (PmemcheckFormatError for pmemcheck logs) when it
-    is malformed; may warn with :class:`~pmemsim.persistence.pmemcheck.LogWarning`.
+    ``allow_truncated`` applies to pmemcheck logs without STOP. A pmemcheck log is parsed
+    as it is read (memory for the log, not for its text). Raises OSError when the file
+    cannot be opened or read, LogError when it is not a regular file or has more than
+    ``max_bytes`` bytes, LogError (PmemcheckFormatError for pmemcheck logs) when it is
+    malformed; may warn with :class:`~pmemsim.persistence.pmemcheck.LogWarning`.
     """
-    data = _read_regular_file(path, max_bytes)
-    if data.lstrip().startswith(b"{"):
-        return _loads_saved_bytes(data, os.fspath(path))
+    chunks = _stream_bytes(path, max_bytes)
+    head: list[bytes] = []
+    for chunk in chunks:  # up to the first byte that is not white space: '{' is a saved log
+        head.append(chunk)
+        if chunk.strip():
+            break
+    if b"".join(head).lstrip().startswith(b"{"):
+        head.extend(chunks)
+        return _loads_saved_bytes(b"".join(head), os.fspath(path))
     # pmemcheck logs name files by path, and paths may hold any bytes: keep them all.
-    return loads_pmemcheck(data.decode("utf-8", errors="surrogateescape"), allow_truncated=allow_truncated)
+    return read_pmemcheck_file(path, allow_truncated=allow_truncated, chunks=itertools.chain(head, chunks))

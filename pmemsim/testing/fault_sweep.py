@@ -255,8 +255,14 @@ def _shown_path(path: str) -> str:
 
 
 def format_stack(frames: Sequence[StackFrame]) -> str:
-    """``kv.py:42 in put < test_kv.py:10 in test_put``: innermost call first."""
-    return " < ".join(f"{_shown_path(f.filename)}:{f.lineno} in {f.name}" for f in frames)
+    """``kv.py:42 in put < test_kv.py:10 in test_put``: innermost call first.
+
+    A frame of no function (a scenario's step, a module's top level) is just ``file:line``.
+    """
+    return " < ".join(
+        f"{_shown_path(f.filename)}:{f.lineno}" + ("" if f.name == "<module>" else f" in {f.name}")
+        for f in frames
+    )
 
 
 @dataclass(frozen=True)
@@ -419,6 +425,7 @@ def _observing(state: RunState) -> Iterator[None]:
 
 
 def _run_once(item: pytest.Item, nextitem: Any, state: RunState, key: Any) -> list[pytest.TestReport]:
+    # One item's set-up, call and teardown, as pytest runs it (and pytest-rerunfailures per rerun).
     from _pytest.runner import runtestprotocol
 
     item.stash[key] = state
