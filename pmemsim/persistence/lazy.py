@@ -260,7 +260,8 @@ class LazyImage(_Base):
     Supports what a checker does with a memoryview byte by byte: ``len``, ``image[i]``,
     ``image[a:b]`` (a lazy image of the range; the buffer protocol, ``bytes()``,
     ``int.from_bytes``, ``==``, ``tobytes()`` and ``cast()`` on a range read just that
-    range), and the memoryview attributes that do not reveal content. Reading the whole
+    range), and the memoryview attributes that do not reveal content;
+    ``isinstance(image, memoryview)`` holds. Reading the whole
     file at once (``bytes(image)``, the buffer protocol of the whole image, iteration),
     ``image.obj``, any other attribute, or an image kept from an earlier call makes the
     walk fall back to eager exploration, and so does a writable buffer request (numpy makes
@@ -394,6 +395,11 @@ class LazyImage(_Base):
         return hash(self._content())
 
     # -- what does not depend on the content -------------------------------------------------
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """``memoryview``, so that ``isinstance(image, memoryview)`` holds as it does without lazy reads."""
+        return memoryview
+
     def __repr__(self) -> str:
         return f"<lazy crash image of file {self._fidx} [{self._lo:#x}:{self._hi:#x}]>"
 
