@@ -31,10 +31,12 @@ This relies on the checker being a function of the bytes it reads. A checker who
 reads do not repeat under the same forced choices (it reads randomly, or depends on
 state kept across calls) is caught when its reads diverge from the forced prefix, and
 the crash point is then explored eagerly. So is every use that this module cannot
-follow byte by byte: the whole file through the buffer protocol (``struct.unpack_from(fmt,
-image, ...)``, ``memoryview(image)``, ``hashlib``), ``bytes(image)``, iteration,
-``image.obj``, an attribute a memoryview does not have, a view kept from an earlier call,
-a writable buffer. Pure Python cannot hook the buffer protocol before Python 3.12, so
+follow byte by byte: the whole file through the buffer protocol
+(``struct.unpack_from(fmt, image, ...)``, ``memoryview(image)``, ``hashlib``),
+``bytes(image)``, iteration, ``image.obj``, an attribute a memoryview does not have, a
+view kept from an earlier call, a writable buffer request (a memoryview refuses it, and
+what the caller then does cannot be told: ``numpy.frombuffer`` asks again read-only,
+``ctypes``' ``from_buffer`` raises). Pure Python cannot hook the buffer protocol before Python 3.12, so
 :class:`LazyImage` derives from a tiny type built at import time with
 ``PyType_FromSpec`` whose only slot is ``bf_getbuffer``: every C function that asks for
 the image's bytes goes through :meth:`LazyImage._buffer_request`, which records the
@@ -258,11 +260,12 @@ class LazyImage(_Base):
     Supports what a checker does with a memoryview byte by byte: ``len``, ``image[i]``,
     ``image[a:b]`` (a lazy image of the range; the buffer protocol, ``bytes()``,
     ``int.from_bytes``, ``==``, ``tobytes()`` and ``cast()`` on a range read just that
-    range), and the memoryview attributes that do not reveal content. Reading the whole
+    range), and the memoryview attributes that do not reveal content;
+    ``isinstance(image, memoryview)`` holds. Reading the whole
     file at once (``bytes(image)``, the buffer protocol of the whole image, iteration),
-    ``image.obj``, any other attribute, a writable buffer or an image kept from an earlier
-    call makes the walk fall back to eager exploration. Valid only during the call it was
-    given to.
+    ``image.obj``, any other attribute, or an image kept from an earlier call makes the
+    walk fall back to eager exploration, and so does a writable buffer request (numpy makes
+    one first). Valid only during the call it was given to.
     """
 
     __slots__ = ("_fidx", "_hi", "_lo", "_run", "_walk", "_whole")
@@ -300,11 +303,15 @@ class LazyImage(_Base):
         walk = self._live()
         if walk is not None and self._whole:
             walk.escape("the checker used the buffer protocol of the whole image")
+        data = self._read(self._lo, self._hi)
         if flags & _PyBUF_WRITABLE:
+            # A memoryview refuses it, and what the caller does then (numpy asks again read-only,
+            # ctypes' from_buffer raises) cannot be told from here: an escape. The callback cannot
+            # refuse with the right exception, so the run gets a private copy, and is discarded.
             if walk is not None:
-                walk.escape("the checker asked for a writable buffer")
-            return bytearray(self._hi - self._lo)
-        return self._read(self._lo, self._hi)
+                walk.escape("the checker asked for a writable buffer of the image")
+            return bytearray(data)
+        return data
 
     def __len__(self) -> int:
         return self._hi - self._lo
@@ -388,6 +395,11 @@ class LazyImage(_Base):
         return hash(self._content())
 
     # -- what does not depend on the content -------------------------------------------------
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """``memoryview``, so that ``isinstance(image, memoryview)`` holds as it does without lazy reads."""
+        return memoryview
+
     def __repr__(self) -> str:
         return f"<lazy crash image of file {self._fidx} [{self._lo:#x}:{self._hi:#x}]>"
 
@@ -468,9 +480,11 @@ class LazyImage(_Base):
         raise walk.escape("the checker took image.obj")
 
     def __getattr__(self, name: str) -> Any:
-        # Only called for attributes not defined above: nothing this module can follow.
+        # Only called for attributes not defined above. A protocol probe (numpy asks for
+        # __array_interface__ before the buffer protocol) finds nothing, as on a memoryview;
+        # any other name is something this module cannot follow.
         walk = _current.walk
-        if walk is None:
+        if walk is None or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(f"a lazy image has no attribute {name!r}")
         raise walk.escape(f"the checker used image.{name}")
 
