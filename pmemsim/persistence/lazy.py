@@ -34,7 +34,9 @@ the crash point is then explored eagerly. So is every use that this module canno
 follow byte by byte: the whole file through the buffer protocol (``struct.unpack_from(fmt,
 image, ...)``, ``memoryview(image)``, ``hashlib``), ``bytes(image)``, iteration,
 ``image.obj``, an attribute a memoryview does not have, a view kept from an earlier call,
-a writable buffer. Pure Python cannot hook the buffer protocol before Python 3.12, so
+a writable buffer, a read from another thread or from a process forked during the call
+(the walk cannot see those reads), and ``isinstance(image, memoryview)`` (the checker
+may take another path than with the memoryview eager exploration gives it). Pure Python cannot hook the buffer protocol before Python 3.12, so
 :class:`LazyImage` derives from a tiny type built at import time with
 ``PyType_FromSpec`` whose only slot is ``bf_getbuffer``: every C function that asks for
 the image's bytes goes through :meth:`LazyImage._buffer_request`, which records the
@@ -52,6 +54,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import operator
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -250,6 +253,39 @@ class _Current(threading.local):
 
 
 _current = _Current()
+#: The walks whose run is in progress, by ``id`` of their engine image. A read of a lazy image
+#: of that image by a thread with no walk of its own (a checker that hands its image to a helper
+#: thread) cannot be followed: that thread's reads would bypass the choices, and it would read
+#: lines mid-walk. The walk then escapes (eager exploration gives such checkers real memory).
+_live: dict[int, _Walk] = {}
+
+
+def _forking() -> None:
+    # A checker that forks during a run: the child's reads happen in another process, where the
+    # walk cannot see them. Every walk in progress gives up (explored eagerly instead).
+    for w in list(_live.values()):
+        w.escape("the checker forked a process during its call")
+
+
+def _forked_child() -> None:
+    # In the child the walk is a copy nobody will read: lazy images read its memory as it is.
+    _live.clear()
+    _current.walk = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_forking, after_in_child=_forked_child)
+
+
+def _stray(image: Any) -> None:
+    """A lazy image of ``image`` is read outside every run of this thread: a walk in progress escapes.
+
+    Nothing is raised in that thread (it may be one the checker does not watch): the read
+    returns the memory as it is, and the walk, remembering the escape, is discarded.
+    """
+    w = _live.get(id(image))
+    if w is not None:
+        w.escape("the checker read its image from another thread")
 
 
 class LazyImage(_Base):
@@ -277,6 +313,7 @@ class LazyImage(_Base):
         then reads the current state, as a kept memoryview would). Inside another run: an escape."""
         walk = _current.walk
         if walk is None:
+            _stray(self._walk.image)
             return None
         if walk is not self._walk or walk.run != self._run:
             raise walk.escape("the checker read an image kept from another call")
@@ -285,6 +322,7 @@ class LazyImage(_Base):
     def _read(self, lo: int, hi: int) -> bytes:
         walk = _current.walk  # _live(), inlined: this is every read's path
         if walk is None:
+            _stray(self._walk.image)
             return bytes(self._walk.bufs[self._fidx][lo:hi])
         if walk is not self._walk or walk.run != self._run:
             raise walk.escape("the checker read an image kept from another call")
@@ -388,6 +426,19 @@ class LazyImage(_Base):
         return hash(self._content())
 
     # -- what does not depend on the content -------------------------------------------------
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        """The image's type; asked during a call, the walk gives up (the image is judged eagerly).
+
+        ``isinstance(image, memoryview)`` (any class but LazyImage) asks for it: a checker
+        that treats memoryviews apart would take another path here than with the
+        memoryview eager exploration hands it.
+        """
+        walk = _current.walk
+        if walk is not None:
+            walk.escape("the checker asked the image's class (isinstance)")
+        return type(self)
+
     def __repr__(self) -> str:
         return f"<lazy crash image of file {self._fidx} [{self._lo:#x}:{self._hi:#x}]>"
 
@@ -505,6 +556,8 @@ def walk(lines: LineChoices, image: Any, judge: Judge, budget: int) -> list[Leaf
             w.depth, w.product = 0, 1
             views = [LazyImage(w, f, 0, image.sizes[f], True) for f in range(count)]
             previous, _current.walk = _current.walk, w
+            outer = _live.get(id(image))
+            _live[id(image)] = w
             try:
                 outcome = judge(views)
             except Escaped:
@@ -512,6 +565,10 @@ def walk(lines: LineChoices, image: Any, judge: Judge, budget: int) -> list[Leaf
                 w.escape("the checker could not be followed")
             finally:
                 _current.walk = previous
+                if outer is None:
+                    _live.pop(id(image), None)
+                else:
+                    _live[id(image)] = outer
             if w.escaped is None and w.depth < w.forced:
                 w.escape("the checker's reads differ between runs with the same choices")
             if w.escaped is not None:

@@ -1,0 +1,198 @@
+"""Lazy Exhaustive with checkers written the way users write them, against eager Exhaustive and the oracle.
+
+Every test here runs the same checker with lazy exploration at every crash point
+(``Exhaustive(lazy_above=0)``) and with eager exploration (``lazy_above=None``) and
+requires the same verdict; the property test also requires the verdict the brute-force
+oracle (``support.x86_oracle``) gives when the checker is handed each crash image as
+plain bytes. The checkers read data-dependently (a pointer read from one line leads to
+another), read the same line twice, read through many memoryview idioms, catch
+BaseException, hand their image to a helper thread or a forked child, or look at its
+type -- each a way a lazy walk could miss a read and judge one image for many it never
+looked at.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import os
+import struct
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support.logs import store_logs
+from support.x86_oracle import crash_images
+
+from pmemsim.persistence import CallableChecker, CrashReport, Exhaustive, Recorder, StoreLog, replay
+
+LAZY = Exhaustive(lazy_above=0)
+EAGER = Exhaustive(lazy_above=None)
+
+
+def both(log: StoreLog, checker: Any) -> tuple[CrashReport, CrashReport]:
+    lazy = replay(log, checker, engine=LAZY, allow_empty=True, max_failures=10_000)
+    eager = replay(log, checker, engine=EAGER, allow_empty=True, max_failures=10_000)
+    return lazy, eager
+
+
+def assert_same_verdict(lazy: CrashReport, eager: CrashReport) -> None:
+    assert lazy.complete and eager.complete
+    assert lazy.ok == eager.ok, (lazy.summary(), eager.summary())
+    assert (lazy.inconsistent > 0) == (eager.inconsistent > 0), (lazy.summary(), eager.summary())
+    assert (lazy.errors > 0) == (eager.errors > 0), (lazy.summary(), eager.summary())
+
+
+def two_lines() -> StoreLog:
+    """Two lines written in one flush-and-fence step: four images, two of them torn."""
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.store("pool", 0, b"A" * 8)
+    rec.store("pool", 64, b"A" * 8)
+    rec.persist("pool", 0, 128)
+    return rec.log
+
+
+def untorn(image: Any) -> bool:
+    return bytes(image[0:8]) == bytes(image[64:72])
+
+
+# -- reads the walk cannot see --------------------------------------------------------------------
+
+
+def test_a_checker_reading_its_image_in_a_helper_thread_gets_the_eager_verdict() -> None:
+    def threaded(image: Any) -> bool:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(untorn, image).result()
+
+    def raw_thread(image: Any) -> bool:  # a plain thread; its exception never reaches the caller
+        out: list[bool] = []
+        worker = threading.Thread(target=lambda: out.append(untorn(image)))
+        worker.start()
+        worker.join()
+        return bool(out) and out[0]
+
+    for check in (threaded, raw_thread):
+        lazy, eager = both(two_lines(), check)
+        assert not eager.ok
+        assert_same_verdict(lazy, eager)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_checker_reading_its_image_in_a_forked_child_gets_the_eager_verdict() -> None:
+    def forked(image: Any) -> bool:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            os._exit(0 if untorn(image) else 1)
+        _, status = os.waitpid(pid, 0)
+        return os.waitstatus_to_exitcode(status) == 0
+
+    lazy, eager = both(two_lines(), forked)
+    assert not eager.ok
+    assert_same_verdict(lazy, eager)
+
+
+def test_a_checker_that_treats_memoryviews_apart_gets_the_eager_verdict() -> None:
+    def normalising(image: Any) -> bool:
+        if isinstance(image, memoryview):  # as parsers do: work on bytes
+            image = image.tobytes()
+        head = image[0:8] + image[64:72]  # bytes + bytes (a memoryview has no +)
+        return len(head) == 16
+
+    lazy, eager = both(two_lines(), normalising)
+    assert eager.ok
+    assert_same_verdict(lazy, eager)
+
+
+# -- random data-dependent checkers against eager and the oracle -----------------------------------
+
+#: Ways to read bytes [lo, hi) of an image; each gives back exactly those bytes.
+READS: dict[str, Callable[[Any, int, int], bytes]] = {
+    "bytes": lambda img, lo, hi: bytes(img[lo:hi]),
+    "unpack_from": lambda img, lo, hi: struct.unpack_from(f"<{hi - lo}s", img[lo:hi], 0)[0],
+    "view_of_slice": lambda img, lo, hi: memoryview(img[lo:hi])[0:].tobytes(),
+    "from_bytes": lambda img, lo, hi: int.from_bytes(img[lo:hi], "big").to_bytes(hi - lo, "big"),
+    "items": lambda img, lo, hi: bytes([img[i] for i in range(lo, hi)]),
+    "iterate": lambda img, lo, hi: bytes(iter(img[lo:hi])),
+    "slice_of_slice": lambda img, lo, hi: bytes(img[lo:][0 : hi - lo]),
+    "bytearray": lambda img, lo, hi: bytes(bytearray(img[lo:hi])),
+}
+
+
+@dataclass(frozen=True)
+class Chase:
+    """Read a byte at ``head``, follow it as a pointer (mod the file size) to a read of ``width``
+    bytes there, read ``head`` again; maybe also check a byte for membership and compare two
+    ranges. Inconsistent when a hash of everything read is 0 mod ``modulus``. ``guard`` wraps
+    the whole in ``except BaseException`` (a checker that catches everything)."""
+
+    fidx: int
+    head: int
+    width: int
+    how: tuple[str, str]
+    modulus: int
+    compare: tuple[int, int] | None
+    guard: bool
+
+    def judge(self, images: Sequence[Any]) -> bool:
+        img = images[self.fidx]
+        size = len(img)
+        h = hashlib.blake2b(digest_size=8)
+        pointer = READS[self.how[0]](img, self.head, self.head + 1)[0]
+        lo = (pointer * 7) % size
+        hi = min(size, lo + self.width)
+        h.update(READS[self.how[1]](img, lo, hi))
+        h.update(bytes(img[self.head : self.head + 1]))  # the same line again
+        if pointer in img[lo:hi]:
+            h.update(b"in")
+        if self.compare is not None:
+            a, b = self.compare
+            h.update(b"eq" if img[a : a + 8] == img[b : b + 8] else b"ne")
+        h.update(hashlib.sha256(img[lo:hi]).digest())
+        return int.from_bytes(h.digest(), "little") % self.modulus != 0
+
+    def checker(self, keys: Sequence[str]) -> CallableChecker:
+        def check(images: dict[str, Any]) -> bool:
+            views = [images[k] for k in keys]
+            if not self.guard:
+                return self.judge(views)
+            try:
+                return self.judge(views)
+            except BaseException:  # the point: a checker that swallows everything
+                return False
+
+        return CallableChecker(check, all_files=True)
+
+
+@st.composite
+def chases(draw: st.DrawFn, log: StoreLog) -> Chase:
+    sizes = [info.size for info in log.files.values()]
+    fidx = draw(st.integers(0, len(sizes) - 1))
+    compare = None
+    if draw(st.booleans()):
+        compare = (draw(st.integers(0, sizes[fidx] - 8)), draw(st.integers(0, sizes[fidx] - 8)))
+    return Chase(
+        fidx,
+        draw(st.integers(0, min(sizes[fidx], 128) - 1)),
+        draw(st.integers(1, 24)),
+        (draw(st.sampled_from(sorted(READS))), draw(st.sampled_from(sorted(READS)))),
+        draw(st.sampled_from([2, 3, 5])),
+        compare,
+        draw(st.booleans()),
+    )
+
+
+@settings(max_examples=50)
+@given(data=st.data())
+def test_pointer_chasing_checkers_get_the_eager_and_the_oracle_verdict(data: st.DataObject) -> None:
+    log = data.draw(store_logs(max_files=2, max_in_flight=7))
+    chase = data.draw(chases(log))
+    keys = list(log.files)
+    lazy, eager = both(log, chase.checker(keys))
+    assert_same_verdict(lazy, eager)
+    rejected = [img for img in crash_images(log) if not chase.judge([memoryview(b) for b in img])]
+    assert lazy.ok == (not rejected)
