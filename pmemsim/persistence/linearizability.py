@@ -25,7 +25,8 @@ gets the same check as a recorded one. ``recover`` failing on such an image (no 
 involved) is a :class:`CheckerError`: the recovery or the code under test is wrong
 whatever the crash. So is a value not equal to itself (an object without ``__eq__``,
 compared by identity, would fail every crash state): recovery of the initial image is
-run twice and the two values must be equal.
+run twice and the two values must be equal. Each value is kept as a deep copy, so that a
+recovery returning one object it refills on every call is judged on what it returned.
 
 **Verdict.** A crash right before record ``p`` lies in the step ``[b_k, b_{k+1}]`` with
 ``b_k < p <= b_{k+1}`` (a crash right before an END marker is inside its operation, a
@@ -314,6 +315,19 @@ class Step:
     after: Any
 
 
+def _snapshot(value: object) -> object:
+    """A deep copy of a value recovered at a boundary, or the value itself when it cannot be copied.
+
+    A recovery may return one object that it refills on every call (``self.items``): kept
+    as is, every boundary's value would be that object, equal to whatever the last call
+    recovered, and every crash image would pass.
+    """
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
+
+
 def _equal(a: object, b: object) -> bool:
     """``a == b`` as a bool (raises what comparing raises: an unusable value)."""
     return bool(a == b)
@@ -458,7 +472,7 @@ class RecoveryChecker(Checker):
                     f"recover gives no value for the image with every store applied {where} (no crash): "
                     f"{got.failed or got.error}; fix the recovery, or the code under test"
                 )
-            return got.value
+            return _snapshot(got.value)
 
         values.append(at(0))
         # A value that is not equal to itself (no __eq__: compared by identity) would fail
