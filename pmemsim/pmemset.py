@@ -125,12 +125,19 @@ class _Placement:
 
 
 def _undo_all(actions: list[Callable[[], None]]) -> None:
-    """Run every undo action, newest first, even when one of them fails."""
-    for action in reversed(actions):
-        # An OS refusal while undoing must not stop the rest of the undo, nor hide
-        # the error that made us undo.
-        with contextlib.suppress(AddressSpaceError, OSError, ValueError):
-            action()
+    """Run every undo action, newest first, even when one of them fails.
+
+    The undo runs outside the fault plan: a plan fails the call under test at a chosen
+    hit, and a failed call must leave the set as it found it (a rollback cut short by
+    the same plan would leave a reservation behind that no real kernel leaves: unmapping
+    what was just mapped does not fail).
+    """
+    with _files.active_plan(None):
+        for action in reversed(actions):
+            # An OS refusal while undoing must not stop the rest of the undo, nor hide
+            # the error that made us undo.
+            with contextlib.suppress(AddressSpaceError, OSError, ValueError):
+                action()
 
 
 def _release_everything(

@@ -425,14 +425,14 @@ def _observing(state: RunState) -> Iterator[None]:
 
 
 def _run_once(item: pytest.Item, nextitem: Any, state: RunState, key: Any) -> list[pytest.TestReport]:
-    # pytest's runner plugin (the module _pytest.runner, registered under the name "runner")
-    # runs one item's set-up, call and teardown: what pytest-rerunfailures calls per rerun.
-    runner: Any = item.config.pluginmanager.get_plugin("runner")
+    # One item's set-up, call and teardown, as pytest runs it (and pytest-rerunfailures per rerun).
+    from _pytest.runner import runtestprotocol
+
     item.stash[key] = state
     before = open_fds()
     try:
         with _observing(state):
-            reports: list[pytest.TestReport] = runner.runtestprotocol(item, log=False, nextitem=nextitem)
+            reports = runtestprotocol(item, log=False, nextitem=nextitem)
     finally:
         del item.stash[key]
     collect_garbage()
