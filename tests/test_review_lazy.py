@@ -14,6 +14,7 @@ looked at.
 from __future__ import annotations
 
 import concurrent.futures
+import ctypes
 import hashlib
 import os
 import struct
@@ -106,6 +107,51 @@ def test_a_checker_that_treats_memoryviews_apart_gets_the_eager_verdict() -> Non
     lazy, eager = both(two_lines(), normalising)
     assert eager.ok
     assert_same_verdict(lazy, eager)
+
+
+class PyBuffer(ctypes.Structure):
+    """``Py_buffer``, as ctypes code that takes raw pointers to buffers declares it."""
+
+    _fields_ = [
+        ("buf", ctypes.c_void_p),
+        ("obj", ctypes.py_object),
+        ("len", ctypes.c_ssize_t),
+        ("itemsize", ctypes.c_ssize_t),
+        ("readonly", ctypes.c_int),
+        ("ndim", ctypes.c_int),
+        ("format", ctypes.c_char_p),
+        ("shape", ctypes.c_void_p),
+        ("strides", ctypes.c_void_p),
+        ("suboffsets", ctypes.c_void_p),
+        ("internal", ctypes.c_void_p),
+    ]
+
+
+def test_the_buffer_hook_survives_other_code_typing_the_c_api_its_own_way() -> None:
+    """ctypes.pythonapi's functions are shared objects: a user's module may set their argtypes."""
+    shared = ctypes.pythonapi.PyObject_GetBuffer
+    saved = shared.argtypes, shared.restype
+    shared.argtypes = [ctypes.py_object, ctypes.POINTER(PyBuffer), ctypes.c_int]
+    shared.restype = ctypes.c_int
+
+    def same_digests(image: Any) -> bool:  # hashlib reads its argument through the buffer protocol
+        return hashlib.sha256(image[0:8]).digest() == hashlib.sha256(image[64:72]).digest()
+
+    try:
+        lazy, eager = both(two_lines(), same_digests)
+    finally:
+        shared.argtypes, shared.restype = saved
+    assert not eager.ok  # the torn images
+    assert_same_verdict(lazy, eager)
+    assert lazy.inconsistent == eager.inconsistent == 2  # here every leaf is one image
+
+
+def test_the_buffer_hook_type_has_the_size_of_an_object_of_this_build() -> None:
+    """Instances of the hook's subclasses are allocated from its basic size: never below an object's."""
+    from pmemsim.persistence import lazy as lazy_module
+
+    assert lazy_module._HOOK is not None
+    assert lazy_module._HOOK.__basicsize__ == object.__basicsize__
 
 
 # -- random data-dependent checkers against eager and the oracle -----------------------------------

@@ -27,21 +27,22 @@ The leaf's *representative* is the image with the lines read at their chosen con
 and every other line at its durable base; it is what a failure reports, and it is a
 member of the leaf, so a failure always names a concrete image the model allows.
 
-This relies on the checker being a function of the bytes it reads. A checker whose
-reads do not repeat under the same forced choices (it reads randomly, or depends on
-state kept across calls) is caught when its reads diverge from the forced prefix, and
-the crash point is then explored eagerly. So is every use that this module cannot
-follow byte by byte: the whole file through the buffer protocol (``struct.unpack_from(fmt,
-image, ...)``, ``memoryview(image)``, ``hashlib``), ``bytes(image)``, iteration,
-``image.obj``, an attribute a memoryview does not have, a view kept from an earlier call,
-a writable buffer, a read from another thread or from a process forked during the call
-(the walk cannot see those reads), and ``isinstance(image, memoryview)`` (the checker
-may take another path than with the memoryview eager exploration gives it). Pure Python cannot hook the buffer protocol before Python 3.12, so
-:class:`LazyImage` derives from a tiny type built at import time with
-``PyType_FromSpec`` whose only slot is ``bf_getbuffer``: every C function that asks for
-the image's bytes goes through :meth:`LazyImage._buffer_request`, which records the
-read (a bounded slice) or the escape (the whole file). Where that type cannot be built,
-:data:`AVAILABLE` is False and engines explore eagerly.
+This relies on the checker being a function of the bytes it reads. A checker whose reads
+do not repeat under the same forced choices (it reads randomly, or depends on state kept
+across calls) is caught when its reads diverge from the forced prefix, and the crash
+point is then explored eagerly. So is every use that this module cannot follow byte by
+byte: the whole file through the buffer protocol (``struct.unpack_from(fmt, image,
+...)``, ``memoryview(image)``, ``hashlib``), ``bytes(image)``, iteration, ``image.obj``,
+an attribute a memoryview does not have, a view kept from an earlier call, a writable
+buffer, a read from another thread or from a process forked during the call (the walk
+cannot see those reads), and ``isinstance(image, memoryview)`` (the checker may take
+another path than with the memoryview eager exploration gives it). Pure Python cannot
+hook the buffer protocol before Python 3.12, so :class:`LazyImage` derives from a tiny
+type built at import time with ``PyType_FromSpec`` whose only slot is ``bf_getbuffer``:
+every C function that asks for the image's bytes goes through
+:meth:`LazyImage._buffer_request`, which records the read (a bounded slice) or the
+escape (the whole file). Where that type cannot be built, :data:`AVAILABLE` is False and
+engines explore eagerly.
 
 A walk also gives up when it would not pay: when the lines one run reads admit more
 combinations than the budget of the crash point. Giving up discards the walk's leaves
@@ -109,12 +110,12 @@ def _make_base() -> type | None:
     """
     try:
         api = ctypes.pythonapi
-        get_buffer = api.PyObject_GetBuffer
-        get_buffer.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_int]
-        get_buffer.restype = ctypes.c_int
-        from_spec = api.PyType_FromSpec
-        from_spec.argtypes = [ctypes.c_void_p]
-        from_spec.restype = ctypes.py_object
+        # Private prototypes, not ``api.PyObject_GetBuffer``: that object is shared by every user
+        # of ctypes.pythonapi, and code typing its arguments its own way would break the hook.
+        get_buffer = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_void_p, ctypes.c_int)(
+            ("PyObject_GetBuffer", api)
+        )
+        from_spec = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p)(("PyType_FromSpec", api))
 
         class Slot(ctypes.Structure):
             _fields_ = [("slot", ctypes.c_int), ("pfunc", ctypes.c_void_p)]
@@ -140,7 +141,7 @@ def _make_base() -> type | None:
         py_bf_getbuffer = 1  # Include/typeslots.h
         slots = (Slot * 2)(Slot(py_bf_getbuffer, ctypes.cast(callback, ctypes.c_void_p)), Slot(0, None))
         name = ctypes.create_string_buffer(b"pmemsim.persistence.lazy.BufferHook")
-        size = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)  # sizeof(PyObject)
+        size = object.__basicsize__  # sizeof(PyObject) of this build (larger in free-threaded builds)
         py_tpflags_basetype, py_tpflags_have_version_tag = 1 << 10, 1 << 18
         spec = Spec(name.value, size, 0, py_tpflags_basetype | py_tpflags_have_version_tag, slots)
         spec.name = ctypes.cast(name, ctypes.c_char_p)
