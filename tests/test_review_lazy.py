@@ -154,6 +154,35 @@ def test_the_buffer_hook_type_has_the_size_of_an_object_of_this_build() -> None:
     assert lazy_module._HOOK.__basicsize__ == object.__basicsize__
 
 
+def test_a_timeout_cutting_a_line_change_short_does_not_corrupt_the_rest_of_the_walk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watchdog's exception can land anywhere in the checker's call, inside a lazy read too:
+    here, between writing a line's new content and recording it (as it lands, at a bytecode)."""
+    from pmemsim.persistence import lazy as lazy_module
+    from pmemsim.persistence.checkers import _CheckerTimeout
+    from pmemsim.persistence.image import Image
+
+    real = Image.set_line
+    fired = [False]
+
+    def set_line(self: Image, fidx: int, l0: int, value: bytes, delta: int) -> None:
+        if lazy_module._current.walk is not None and not fired[0]:
+            fired[0] = True
+            self.bufs[fidx][l0 : l0 + len(value)] = value
+            raise _CheckerTimeout
+        real(self, fidx, l0, value, delta)
+
+    monkeypatch.setattr(Image, "set_line", set_line)
+    lazy = replay(two_lines(), CallableChecker(untorn), engine=LAZY, max_failures=100)
+    assert fired[0]
+    monkeypatch.setattr(Image, "set_line", real)
+    eager = replay(two_lines(), untorn, engine=EAGER, max_failures=100)
+    assert eager.inconsistent == 2  # both torn images
+    # Every torn image the interrupted call did not cover is still found.
+    assert lazy.inconsistent + lazy.errors >= 2, lazy.summary()
+
+
 # -- random data-dependent checkers against eager and the oracle -----------------------------------
 
 #: Ways to read bytes [lo, hi) of an image; each gives back exactly those bytes.

@@ -183,6 +183,9 @@ class _Walk:
         self.depth = 0  # choices made so far in the current run
         self.product = 1  # combinations of the lines read in the current run
         self.escaped: str | None = None
+        #: A line change in progress: still set after a run, it was cut short (a timeout raised
+        #: inside the read), and the line's content and digit may disagree.
+        self.changing = False
 
     def escape(self, why: str) -> Escaped:
         """Remember the first reason the walk cannot go on, and the exception that stops the checker."""
@@ -219,7 +222,9 @@ class _Walk:
         if self.product > self.budget:
             raise self.escape("the lines one run reads admit more images than the budget")
         if lines.digits[j] != value:
+            self.changing = True
             lines.set(self.image, j, value)
+            self.changing = False
 
     def read(self, fidx: int, lo: int, hi: int) -> bytes:
         """The bytes ``[lo, hi)`` of file ``fidx``, choosing the lines they lie in."""
@@ -572,6 +577,8 @@ def walk(lines: LineChoices, image: Any, judge: Judge, budget: int) -> list[Leaf
                     _live[id(image)] = outer
             if w.escaped is None and w.depth < w.forced:
                 w.escape("the checker's reads differ between runs with the same choices")
+            if w.changing:  # the next runs would read a line whose content is not its digit's
+                w.escape("a line change was cut short inside the checker's call (a timeout)")
             if w.escaped is not None:
                 return w.escaped
             leaves.append(Leaf(tuple((j, v) for j, v in w.path), outcome))
