@@ -8,6 +8,9 @@ pmemsim's exploration is used to compute them.
 
 from __future__ import annotations
 
+import json
+import sys
+from pathlib import Path
 from typing import Any
 
 from hypothesis import given, settings
@@ -79,3 +82,34 @@ def test_markers_with_data_cut_no_operation(log: StoreLog, recover: Any) -> None
     assert report.states_checked == len(want.judged)
     assert report.inconsistent == len(want.failing)
     assert report.errors == 0
+
+
+def test_a_recovery_program_printing_binary_is_compared_byte_for_byte(tmp_path: Path) -> None:
+    """Two different records that are not UTF-8 must not compare equal (both decoded to U+FFFD)."""
+    script = tmp_path / "dump.py"
+    script.write_text(
+        "import sys\n"
+        "data = open(sys.argv[-1], 'rb').read()\n"
+        "sys.stdout.buffer.write(data[64:80] if data[0:8] == b'COMMITED' else b'')\n"
+    )
+
+    def dump(image: Any) -> bytes:  # the same recovery in Python: the reference
+        return bytes(image[64:80]) if bytes(image[0:8]) == b"COMMITED" else b""
+
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.mark("OP.BEGIN")
+    rec.store("pool", 64, b"\x80" * 16)
+    rec.persist("pool", 64, 16)
+    rec.store("pool", 0, b"COMMITED")
+    rec.persist("pool", 0, 8)
+    rec.mark("OP.END")
+    rec.mark("OP.BEGIN")  # BUG: a 16-byte record updated in place, two atomic words
+    rec.store("pool", 64, b"\x81" * 16)
+    rec.persist("pool", 64, 16)
+    rec.mark("OP.END")
+    reference = replay(rec.log, recover=dump)
+    assert reference.inconsistent == 1  # the torn record: one word old, one new
+    report = replay(rec.log, recover=[sys.executable, "-I", "-S", str(script)])
+    assert (report.inconsistent, report.errors) == (1, 0), report.summary()
+    json.dumps(report.to_dict())  # the values shown stay printable

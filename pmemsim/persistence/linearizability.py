@@ -43,7 +43,8 @@ verdict of an image never depends on which crash point of the step reached it.
 
 A recovery *program* (``recover="./recover_pool"``) gets the path of a private copy of
 each file's image as its last argument and prints the value; its standard output,
-without trailing white space, is the value (compared as text). A non-zero exit status
+without trailing white space, is the value (compared as text; bytes that are not UTF-8
+are kept as they are, so a program may print binary). A non-zero exit status
 is recovery failing; a program that cannot start, is killed by a signal or times out
 gives no verdict (a checker error), as for program checkers.
 """
@@ -239,7 +240,9 @@ class _ProgramRecovery:
             return Recovered(
                 failed=f"recovery program: exit status {proc.returncode}" + (f": {tail}" if tail else "")
             )
-        return Recovered(value=out.decode(errors="replace").rstrip())
+        # surrogateescape, not replace: a program printing binary must not see two different
+        # invalid byte sequences compare equal (both U+FFFD).
+        return Recovered(value=out.decode(errors="surrogateescape").rstrip())
 
     def recover(self, views: Sequence[memoryview]) -> Recovered:
         values: list[object] = []
