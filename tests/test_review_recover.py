@@ -113,3 +113,26 @@ def test_a_recovery_program_printing_binary_is_compared_byte_for_byte(tmp_path: 
     report = replay(rec.log, recover=[sys.executable, "-I", "-S", str(script)])
     assert (report.inconsistent, report.errors) == (1, 0), report.summary()
     json.dumps(report.to_dict())  # the values shown stay printable
+
+
+def test_a_recovery_program_printing_its_image_path_gets_the_same_value_everywhere(tmp_path: Path) -> None:
+    """The copy's path is pmemsim's (a directory per process and per open), not part of the value."""
+    script = tmp_path / "dump.py"
+    script.write_text(
+        "import sys\n"
+        "path = sys.argv[-1]\n"
+        "data = open(path, 'rb').read()\n"
+        "print(f'pool {path}:', data[64:80] if data[0:8] == b'COMMITED' else None)\n"
+    )
+    rec = Recorder()
+    rec.register_file("pool", None, 4096)
+    rec.mark("OP.BEGIN")
+    rec.store("pool", 64, b"record. record. ")
+    rec.persist("pool", 64, 16)
+    rec.store("pool", 0, b"COMMITED")
+    rec.persist("pool", 0, 8)
+    rec.mark("OP.END")
+    command = [sys.executable, "-I", "-S", str(script)]
+    report = replay(rec.log, recover=command)
+    assert report.ok and report.states_checked, report.summary()
+    assert replay(rec.log, recover=command, workers=2) == report

@@ -44,7 +44,8 @@ verdict of an image never depends on which crash point of the step reached it.
 A recovery *program* (``recover="./recover_pool"``) gets the path of a private copy of
 each file's image as its last argument and prints the value; its standard output,
 without trailing white space, is the value (compared as text; bytes that are not UTF-8
-are kept as they are, so a program may print binary). A non-zero exit status
+are kept as they are, so a program may print binary; the image's path, where the program
+prints it, reads ``IMAGE``). A non-zero exit status
 is recovery failing; a program that cannot start, is killed by a signal or times out
 gives no verdict (a checker error), as for program checkers.
 """
@@ -240,6 +241,9 @@ class _ProgramRecovery:
             return Recovered(
                 failed=f"recovery program: exit status {proc.returncode}" + (f": {tail}" if tail else "")
             )
+        # The copy's path is pmemsim's choice, not part of the value (its directory differs per
+        # process and per open): a program that prints it must give the same value everywhere.
+        out = out.replace(os.fsencode(path), b"IMAGE")
         # surrogateescape, not replace: a program printing binary must not see two different
         # invalid byte sequences compare equal (both U+FFFD).
         return Recovered(value=out.decode(errors="surrogateescape").rstrip())
