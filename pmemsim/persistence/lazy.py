@@ -27,21 +27,24 @@ The leaf's *representative* is the image with the lines read at their chosen con
 and every other line at its durable base; it is what a failure reports, and it is a
 member of the leaf, so a failure always names a concrete image the model allows.
 
-This relies on the checker being a function of the bytes it reads. A checker whose
-reads do not repeat under the same forced choices (it reads randomly, or depends on
-state kept across calls) is caught when its reads diverge from the forced prefix, and
-the crash point is then explored eagerly. So is every use that this module cannot
-follow byte by byte: the whole file through the buffer protocol
-(``struct.unpack_from(fmt, image, ...)``, ``memoryview(image)``, ``hashlib``),
-``bytes(image)``, iteration, ``image.obj``, an attribute a memoryview does not have, a
-view kept from an earlier call, a writable buffer request (a memoryview refuses it, and
-what the caller then does cannot be told: ``numpy.frombuffer`` asks again read-only,
-``ctypes``' ``from_buffer`` raises). Pure Python cannot hook the buffer protocol before Python 3.12, so
-:class:`LazyImage` derives from a tiny type built at import time with
-``PyType_FromSpec`` whose only slot is ``bf_getbuffer``: every C function that asks for
-the image's bytes goes through :meth:`LazyImage._buffer_request`, which records the
-read (a bounded slice) or the escape (the whole file). Where that type cannot be built,
-:data:`AVAILABLE` is False and engines explore eagerly.
+This relies on the checker being a function of the bytes it reads. A checker whose reads
+do not repeat under the same forced choices (it reads randomly, or depends on state kept
+across calls) is caught when its reads diverge from the forced prefix, and the crash
+point is then explored eagerly. So is every use that this module cannot follow byte by
+byte: the whole file through the buffer protocol (``struct.unpack_from(fmt, image,
+...)``, ``memoryview(image)``, ``hashlib``), ``bytes(image)``, iteration, ``image.obj``,
+an attribute a memoryview does not have, a view kept from an earlier call, a writable
+buffer request (a memoryview refuses it, and what the caller then does cannot be told:
+``numpy.frombuffer`` asks again read-only, ``ctypes``' ``from_buffer`` raises), a read
+from another thread or from a process forked during the call (the walk cannot see those
+reads). ``isinstance(image, memoryview)`` holds, as it does for the memoryviews eager
+exploration hands out, so a checker takes the same path either way (``type(image)``
+cannot be hooked and names :class:`LazyImage`). Pure Python cannot hook the buffer
+protocol before Python 3.12, so :class:`LazyImage` derives from a tiny type built at
+import time with ``PyType_FromSpec`` whose only slot is ``bf_getbuffer``: every C
+function that asks for the image's bytes goes through :meth:`LazyImage._buffer_request`,
+which records the read (a bounded slice) or the escape (the whole file). Where that type
+cannot be built, :data:`AVAILABLE` is False and engines explore eagerly.
 
 A walk also gives up when it would not pay: when the lines one run reads admit more
 combinations than the budget of the crash point. Giving up discards the walk's leaves
@@ -54,6 +57,7 @@ from __future__ import annotations
 import bisect
 import ctypes
 import operator
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -108,12 +112,12 @@ def _make_base() -> type | None:
     """
     try:
         api = ctypes.pythonapi
-        get_buffer = api.PyObject_GetBuffer
-        get_buffer.argtypes = [ctypes.py_object, ctypes.c_void_p, ctypes.c_int]
-        get_buffer.restype = ctypes.c_int
-        from_spec = api.PyType_FromSpec
-        from_spec.argtypes = [ctypes.c_void_p]
-        from_spec.restype = ctypes.py_object
+        # Private prototypes, not ``api.PyObject_GetBuffer``: that object is shared by every user
+        # of ctypes.pythonapi, and code typing its arguments its own way would break the hook.
+        get_buffer = ctypes.PYFUNCTYPE(ctypes.c_int, ctypes.py_object, ctypes.c_void_p, ctypes.c_int)(
+            ("PyObject_GetBuffer", api)
+        )
+        from_spec = ctypes.PYFUNCTYPE(ctypes.py_object, ctypes.c_void_p)(("PyType_FromSpec", api))
 
         class Slot(ctypes.Structure):
             _fields_ = [("slot", ctypes.c_int), ("pfunc", ctypes.c_void_p)]
@@ -139,7 +143,7 @@ def _make_base() -> type | None:
         py_bf_getbuffer = 1  # Include/typeslots.h
         slots = (Slot * 2)(Slot(py_bf_getbuffer, ctypes.cast(callback, ctypes.c_void_p)), Slot(0, None))
         name = ctypes.create_string_buffer(b"pmemsim.persistence.lazy.BufferHook")
-        size = ctypes.sizeof(ctypes.c_ssize_t) + ctypes.sizeof(ctypes.c_void_p)  # sizeof(PyObject)
+        size = object.__basicsize__  # sizeof(PyObject) of this build (larger in free-threaded builds)
         py_tpflags_basetype, py_tpflags_have_version_tag = 1 << 10, 1 << 18
         spec = Spec(name.value, size, 0, py_tpflags_basetype | py_tpflags_have_version_tag, slots)
         spec.name = ctypes.cast(name, ctypes.c_char_p)
@@ -181,6 +185,9 @@ class _Walk:
         self.depth = 0  # choices made so far in the current run
         self.product = 1  # combinations of the lines read in the current run
         self.escaped: str | None = None
+        #: A line change in progress: still set after a run, it was cut short (a timeout raised
+        #: inside the read), and the line's content and digit may disagree.
+        self.changing = False
 
     def escape(self, why: str) -> Escaped:
         """Remember the first reason the walk cannot go on, and the exception that stops the checker."""
@@ -217,7 +224,9 @@ class _Walk:
         if self.product > self.budget:
             raise self.escape("the lines one run reads admit more images than the budget")
         if lines.digits[j] != value:
+            self.changing = True
             lines.set(self.image, j, value)
+            self.changing = False
 
     def read(self, fidx: int, lo: int, hi: int) -> bytes:
         """The bytes ``[lo, hi)`` of file ``fidx``, choosing the lines they lie in."""
@@ -252,6 +261,39 @@ class _Current(threading.local):
 
 
 _current = _Current()
+#: The walks whose run is in progress, by ``id`` of their engine image. A read of a lazy image
+#: of that image by a thread with no walk of its own (a checker that hands its image to a helper
+#: thread) cannot be followed: that thread's reads would bypass the choices, and it would read
+#: lines mid-walk. The walk then escapes (eager exploration gives such checkers real memory).
+_live: dict[int, _Walk] = {}
+
+
+def _forking() -> None:
+    # A checker that forks during a run: the child's reads happen in another process, where the
+    # walk cannot see them. Every walk in progress gives up (explored eagerly instead).
+    for w in list(_live.values()):
+        w.escape("the checker forked a process during its call")
+
+
+def _forked_child() -> None:
+    # In the child the walk is a copy nobody will read: lazy images read its memory as it is.
+    _live.clear()
+    _current.walk = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_forking, after_in_child=_forked_child)
+
+
+def _stray(image: Any) -> None:
+    """A lazy image of ``image`` is read outside every run of this thread: a walk in progress escapes.
+
+    Nothing is raised in that thread (it may be one the checker does not watch): the read
+    returns the memory as it is, and the walk, remembering the escape, is discarded.
+    """
+    w = _live.get(id(image))
+    if w is not None:
+        w.escape("the checker read its image from another thread")
 
 
 class LazyImage(_Base):
@@ -280,6 +322,7 @@ class LazyImage(_Base):
         then reads the current state, as a kept memoryview would). Inside another run: an escape."""
         walk = _current.walk
         if walk is None:
+            _stray(self._walk.image)
             return None
         if walk is not self._walk or walk.run != self._run:
             raise walk.escape("the checker read an image kept from another call")
@@ -288,6 +331,7 @@ class LazyImage(_Base):
     def _read(self, lo: int, hi: int) -> bytes:
         walk = _current.walk  # _live(), inlined: this is every read's path
         if walk is None:
+            _stray(self._walk.image)
             return bytes(self._walk.bufs[self._fidx][lo:hi])
         if walk is not self._walk or walk.run != self._run:
             raise walk.escape("the checker read an image kept from another call")
@@ -519,6 +563,8 @@ def walk(lines: LineChoices, image: Any, judge: Judge, budget: int) -> list[Leaf
             w.depth, w.product = 0, 1
             views = [LazyImage(w, f, 0, image.sizes[f], True) for f in range(count)]
             previous, _current.walk = _current.walk, w
+            outer = _live.get(id(image))
+            _live[id(image)] = w
             try:
                 outcome = judge(views)
             except Escaped:
@@ -526,8 +572,14 @@ def walk(lines: LineChoices, image: Any, judge: Judge, budget: int) -> list[Leaf
                 w.escape("the checker could not be followed")
             finally:
                 _current.walk = previous
+                if outer is None:
+                    _live.pop(id(image), None)
+                else:
+                    _live[id(image)] = outer
             if w.escaped is None and w.depth < w.forced:
                 w.escape("the checker's reads differ between runs with the same choices")
+            if w.changing:  # the next runs would read a line whose content is not its digit's
+                w.escape("a line change was cut short inside the checker's call (a timeout)")
             if w.escaped is not None:
                 return w.escaped
             leaves.append(Leaf(tuple((j, v) for j, v in w.path), outcome))

@@ -25,7 +25,8 @@ gets the same check as a recorded one. ``recover`` failing on such an image (no 
 involved) is a :class:`CheckerError`: the recovery or the code under test is wrong
 whatever the crash. So is a value not equal to itself (an object without ``__eq__``,
 compared by identity, would fail every crash state): recovery of the initial image is
-run twice and the two values must be equal.
+run twice and the two values must be equal. Each value is kept as a deep copy, so that a
+recovery returning one object it refills on every call is judged on what it returned.
 
 **Verdict.** A crash right before record ``p`` lies in the step ``[b_k, b_{k+1}]`` with
 ``b_k < p <= b_{k+1}`` (a crash right before an END marker is inside its operation, a
@@ -42,7 +43,9 @@ verdict of an image never depends on which crash point of the step reached it.
 
 A recovery *program* (``recover="./recover_pool"``) gets the path of a private copy of
 each file's image as its last argument and prints the value; its standard output,
-without trailing white space, is the value (compared as text). A non-zero exit status
+without trailing white space, is the value (compared as text; bytes that are not UTF-8
+are kept as they are, so a program may print binary; the image's path, where the program
+prints it, reads ``IMAGE``). A non-zero exit status
 is recovery failing; a program that cannot start, is killed by a signal or times out
 gives no verdict (a checker error), as for program checkers.
 """
@@ -238,7 +241,12 @@ class _ProgramRecovery:
             return Recovered(
                 failed=f"recovery program: exit status {proc.returncode}" + (f": {tail}" if tail else "")
             )
-        return Recovered(value=out.decode(errors="replace").rstrip())
+        # The copy's path is pmemsim's choice, not part of the value (its directory differs per
+        # process and per open): a program that prints it must give the same value everywhere.
+        out = out.replace(os.fsencode(path), b"IMAGE")
+        # surrogateescape, not replace: a program printing binary must not see two different
+        # invalid byte sequences compare equal (both U+FFFD).
+        return Recovered(value=out.decode(errors="surrogateescape").rstrip())
 
     def recover(self, views: Sequence[memoryview]) -> Recovered:
         values: list[object] = []
@@ -312,6 +320,19 @@ class Step:
     operation: str | None
     before: Any
     after: Any
+
+
+def _snapshot(value: object) -> object:
+    """A deep copy of a value recovered at a boundary, or the value itself when it cannot be copied.
+
+    A recovery may return one object that it refills on every call (``self.items``): kept
+    as is, every boundary's value would be that object, equal to whatever the last call
+    recovered, and every crash image would pass.
+    """
+    try:
+        return copy.deepcopy(value)
+    except Exception:
+        return value
 
 
 def _equal(a: object, b: object) -> bool:
@@ -458,7 +479,7 @@ class RecoveryChecker(Checker):
                     f"recover gives no value for the image with every store applied {where} (no crash): "
                     f"{got.failed or got.error}; fix the recovery, or the code under test"
                 )
-            return got.value
+            return _snapshot(got.value)
 
         values.append(at(0))
         # A value that is not equal to itself (no __eq__: compared by identity) would fail
