@@ -4,7 +4,7 @@ Theory of operation: every system call the core and the backends make on files a
 mappings (open, fstat, ftruncate, fallocate, close, pread, pwrite, lseek, and the mmap
 backend's mmap, munmap and msync) goes through a function of this module. Before the
 real call, :func:`inject` asks the :class:`~pmemsim.faults.FaultPlan` active in the
-current thread (a context variable, so threads and sets never see each other's plan)
+current thread (a thread-local value, so threads never see each other's plan)
 to count one hit of that kind of call; when the plan says this hit fails, the call is
 not made and the ``OSError`` the kernel would have returned is raised instead. A set
 activates its own plan around each of its calls (:func:`active_plan`), so "the 3rd
@@ -37,7 +37,6 @@ import tempfile
 import threading
 import types
 from collections.abc import Iterator
-from contextvars import ContextVar
 from typing import TYPE_CHECKING
 
 from pmemsim.faults import OsCall
@@ -84,32 +83,47 @@ __all__ = [
 #: off_t is signed 64-bit: no file can be longer.
 MAX_FILE_SIZE = (1 << 63) - 1
 
-_PLAN: ContextVar[FaultPlan | None] = ContextVar("pmemsim_os_fault_plan", default=None)
+
+class _Active(threading.local):
+    """The plan the OS calls of this thread consult (None: no injected failures)."""
+
+    plan: FaultPlan | None = None
+
+
+# A thread-local attribute, not a ContextVar: a set's finalizer (run by the garbage
+# collector at any allocation, so inside another set's call too) activates a plan of its
+# own, and CPython's ContextVar.set is not safe against such re-entry (it read the
+# context's variables, the collector ran a finalizer that replaced them, and the
+# interpreter crashed on the freed map). Setting an attribute and putting the old value
+# back is.
+_ACTIVE = _Active()
 
 
 @contextlib.contextmanager
 def active_plan(plan: FaultPlan | None) -> Iterator[None]:
     """Make ``plan`` the one the OS calls of this thread consult, for the ``with`` block."""
-    token = _PLAN.set(plan)
+    token = set_plan(plan)
     try:
         yield
     finally:
-        _PLAN.reset(token)
+        reset_plan(token)
 
 
 def set_plan(plan: FaultPlan | None) -> object:
     """Activate ``plan`` without a ``with`` block; returns the token for :func:`reset_plan`."""
-    return _PLAN.set(plan)
+    old = _ACTIVE.plan
+    _ACTIVE.plan = plan
+    return old
 
 
 def reset_plan(token: object) -> None:
-    """Undo :func:`set_plan`."""
-    _PLAN.reset(token)  # type: ignore[arg-type]
+    """Undo :func:`set_plan` (``token`` is what it returned: the plan active before)."""
+    _ACTIVE.plan = token  # type: ignore[assignment]
 
 
 def inject(call: OsCall, what: str) -> None:
     """Count one ``call``; raise its OSError when the active plan fails this hit."""
-    plan = _PLAN.get()
+    plan = _ACTIVE.plan
     if plan is None:
         return
     fault = plan.hit(call)
