@@ -415,6 +415,14 @@ class ProgramChecker(Checker):
     def __repr__(self) -> str:
         return f"ProgramChecker({shlex.join(self.argv)!r})"
 
+    def __copy__(self) -> ProgramChecker:
+        # A copy (one per slice task) opens its own directory and files: sharing the list of
+        # open descriptors would let one copy's close() close another's files.
+        other = ProgramChecker.__new__(ProgramChecker)
+        other.__dict__.update(self.__dict__)
+        other._dir, other._paths, other._files, other._env = None, [], [], None
+        return other
+
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Create a private directory holding one image file per registered file."""
         self._dir = tempfile.mkdtemp(prefix="pmemsim-check-")
