@@ -545,6 +545,10 @@ class ProgramChecker(Checker):
         return None
 
 
+#: The longest a program checker's wait blocks without looking for signals (milliseconds).
+_SIGNAL_SLICE_MS = 100
+
+
 def _output_and_status(pid: int, out: int, timeout: float | None) -> tuple[bytes, int]:
     """The output (pipe ``out``) and wait status of child ``pid`` once it has exited, waiting on a
     pidfd (no polling sleeps).
@@ -572,7 +576,11 @@ def _output_and_status(pid: int, out: int, timeout: float | None) -> tuple[bytes
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(str(pid), timeout or 0.0)
-            for fd, _ in poller.poll(None if left is None else max(1, math.ceil(left * 1000))):
+            # At most _SIGNAL_SLICE_MS per poll: a Ctrl-C landing after the interpreter last looked
+            # for signals and before poll(2) blocks does not interrupt it (no EINTR: the signal is
+            # already delivered), so the wait must come back to the interpreter now and then.
+            wait = _SIGNAL_SLICE_MS if left is None else min(_SIGNAL_SLICE_MS, max(1, math.ceil(left * 1000)))
+            for fd, _ in poller.poll(wait):
                 if fd == pidfd:
                     exited = True
                 elif (data := os.read(out, 1 << 16)) and reading:
