@@ -481,38 +481,38 @@ class ProgramChecker(Checker):
     def _run(self, path: str, key: str, markers: str) -> CheckOutcome | None:
         argv = [*self.argv, path]
         read, write = os.pipe()
+        pid = -1
         try:
-            # posix_spawn (vfork and exec: no copy of this process's page tables, no shell); in its
-            # own session so that a timeout can kill the program and its children.
-            pid = os.posix_spawnp(
-                argv[0],
-                argv,
-                self._environ(markers),
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, write, 1),
-                    (os.POSIX_SPAWN_DUP2, write, 2),
-                ],
-                setsid=True,
-            )
-        except OSError as exc:
-            os.close(read)
-            return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
-        finally:
-            os.close(write)
-        try:
+            try:
+                # posix_spawn (vfork and exec: no copy of this process's page tables, no shell); in
+                # its own session so that a timeout can kill the program and its children.
+                pid = os.posix_spawnp(
+                    argv[0],
+                    argv,
+                    self._environ(markers),
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, write, 1),
+                        (os.POSIX_SPAWN_DUP2, write, 2),
+                    ],
+                    setsid=True,
+                )
+            finally:
+                os.close(write)
             out, status = _output_and_status(pid, read, self.timeout)
+        except OSError as exc:
+            if pid < 0:
+                return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
+            _end(pid)
+            raise
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            _end(pid)
             return CheckOutcome(Verdict.ERROR, key, f"checker program timed out after {self.timeout} s")
         except BaseException:
-            # Ctrl-C or SIGTERM: the program is in its own session, so nothing else ends it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            # Ctrl-C or SIGTERM, wherever it lands once the program runs: the program is in its
+            # own session, so nothing else ends it.
+            if pid >= 0:
+                _end(pid)
             raise
         finally:
             os.close(read)
@@ -543,6 +543,14 @@ class ProgramChecker(Checker):
             if outcome is not None:
                 return outcome
         return None
+
+
+def _end(pid: int) -> None:
+    """Kill program ``pid`` and everything it started (its session's group), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
 
 
 #: The longest a program checker's wait blocks without looking for signals (milliseconds).
