@@ -98,9 +98,7 @@ def test_two_threads_sharing_one_set_see_only_documented_errors(make_set, make_f
         s.delete()
 
 
-def test_two_sets_on_one_space_in_two_threads_keep_the_space_consistent(
-    make_set, make_file, busy_switching
-):
+def test_two_sets_on_one_space_in_two_threads_keep_the_space_consistent(make_set, make_file, busy_switching):
     sets = [make_set(), make_set()]
     sources = [Source.from_file(make_file(PAGE)) for _ in range(2)]
 
