@@ -415,6 +415,14 @@ class ProgramChecker(Checker):
     def __repr__(self) -> str:
         return f"ProgramChecker({shlex.join(self.argv)!r})"
 
+    def __copy__(self) -> ProgramChecker:
+        # A copy (one per slice task) opens its own directory and files: sharing the list of
+        # open descriptors would let one copy's close() close another's files.
+        other = ProgramChecker.__new__(ProgramChecker)
+        other.__dict__.update(self.__dict__)
+        other._dir, other._paths, other._files, other._env = None, [], [], None
+        return other
+
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Create a private directory holding one image file per registered file."""
         self._dir = tempfile.mkdtemp(prefix="pmemsim-check-")
@@ -537,6 +545,10 @@ class ProgramChecker(Checker):
         return None
 
 
+#: The longest a program checker's wait blocks without looking for signals (milliseconds).
+_SIGNAL_SLICE_MS = 100
+
+
 def _output_and_status(pid: int, out: int, timeout: float | None) -> tuple[bytes, int]:
     """The output (pipe ``out``) and wait status of child ``pid`` once it has exited, waiting on a
     pidfd (no polling sleeps).
@@ -564,7 +576,11 @@ def _output_and_status(pid: int, out: int, timeout: float | None) -> tuple[bytes
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(str(pid), timeout or 0.0)
-            for fd, _ in poller.poll(None if left is None else max(1, math.ceil(left * 1000))):
+            # At most _SIGNAL_SLICE_MS per poll: a Ctrl-C landing after the interpreter last looked
+            # for signals and before poll(2) blocks does not interrupt it (no EINTR: the signal is
+            # already delivered), so the wait must come back to the interpreter now and then.
+            wait = _SIGNAL_SLICE_MS if left is None else min(_SIGNAL_SLICE_MS, max(1, math.ceil(left * 1000)))
+            for fd, _ in poller.poll(wait):
                 if fd == pidfd:
                     exited = True
                 elif (data := os.read(out, 1 << 16)) and reading:
