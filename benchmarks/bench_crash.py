@@ -41,8 +41,22 @@ clearly labelled lines for ReorderAccumulative and ReorderPartial on K times the
 transactions, where fixed costs (forking, merging) weigh less; the fixed-workload lines
 above them are the ones the targets refer to.
 
+Last, what users run, side by side with PMDK's pmreorder (``--pmreorder DIR``: its
+directory, holding ``pmreorder.py``; skipped with a note without it): the whole ``pmemsim
+replay`` command line against pmreorder's on the same pmemcheck logs of this workload,
+fresh processes with cached bytecode, pools and logs on tmpfs, medians of ``--pairs``
+alternating pairs: a free checker at ``--sizes`` stores (a C function for pmreorder's
+``-c lib``, compiled here with gcc; a Python function for pmemsim) with
+ReorderAccumulative, NoReorderDoCheck and ReorderPartial, then the same C program and the
+same Python program as checker on both sides. Targets: 5x from 10,000 stores and never
+slower with the free checker, 1.5x with the same program. Then the serial fraction of a
+replay with a checker of ~100 us per state (parse + scan + merge, CPU time) and its
+Amdahl projection for 16 workers (target 8x), and the peak memory of reading and
+planning a ``--memory-stores`` log. ``--versus-only`` runs only these.
+
 Run: ``python benchmarks/bench_crash.py [--transactions 1000] [--workers 2] [--repeat 3]
-[--scale 10] [--out DIR]``. Exit status 0 when the single-process target is met, 1 otherwise.
+[--scale 10] [--out DIR] [--pmreorder DIR] [--versus-only]``. Exit status 0 when every target
+is met, 1 otherwise.
 """
 
 from __future__ import annotations

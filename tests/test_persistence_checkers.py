@@ -261,3 +261,28 @@ def test_a_program_sees_exactly_each_state_whatever_it_did_to_the_last(tmp_path:
     python = replay(FLAG_OK.log, check, engine="ReorderAccumulative")
     assert program.ok and python.ok and program.checker_calls == python.checker_calls >= 3
     assert seen.read_text().split() == expected
+
+
+def test_copies_of_an_open_program_checker_keep_their_own_files(tmp_path: Path) -> None:
+    import copy
+
+    from pmemsim.persistence import CountingChecker, CrashContext
+
+    argv = _script(tmp_path, "import sys\nsys.exit(0 if open(sys.argv[-1], 'rb').read() == b'ab' else 1)\n")
+    ctx = CrashContext(0, 0)
+    first = ProgramChecker(argv)
+    first.open(["pool"], [2])
+    assert first.check([memoryview(b"ab")], ctx) is None
+    copy.copy(first).close()  # a copy never opened owns nothing: the first goes on working
+    assert first.check([memoryview(b"ab")], ctx) is None
+    assert first.check([memoryview(b"xy")], ctx) is not None
+    first.close()
+    # Copies of a counting checker (one per slice task) open and close their own program files.
+    counting = CountingChecker(ProgramChecker(argv))
+    one, two = copy.copy(counting), copy.copy(counting)
+    one.open(["pool"], [2])
+    two.open(["pool"], [2])
+    two.close()
+    assert one.check([memoryview(b"ab")], ctx) is None
+    one.close()
+    assert counting.count == 1

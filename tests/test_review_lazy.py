@@ -183,6 +183,34 @@ def test_a_timeout_cutting_a_line_change_short_does_not_corrupt_the_rest_of_the_
     assert lazy.inconsistent + lazy.errors >= 2, lazy.summary()
 
 
+def test_ctrl_c_during_a_read_through_the_buffer_hook_stops_the_replay(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """KeyboardInterrupt arriving inside the hook (where C called it) cannot propagate there: the run
+    it cut short (the checker saw an empty buffer) gives no verdict, and the interrupt is raised after it."""
+    from pmemsim.persistence import lazy as lazy_module
+
+    real = lazy_module.LazyImage._buffer_request
+    fired = [False]
+
+    def interrupted(self: Any, flags: int) -> bytes | bytearray:
+        if lazy_module._current.walk is not None and not fired[0]:
+            fired[0] = True
+            raise KeyboardInterrupt
+        return real(self, flags)
+
+    def same_digests(image: Any) -> bool:
+        return hashlib.sha256(image[0:8]).digest() == hashlib.sha256(image[64:72]).digest()
+
+    monkeypatch.setattr(lazy_module.LazyImage, "_buffer_request", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        replay(two_lines(), same_digests, engine=LAZY)
+    assert fired[0] and lazy_module._current.walk is None and not lazy_module._live
+    lazy, eager = both(two_lines(), same_digests)  # nothing left behind
+    assert_same_verdict(lazy, eager)
+    assert lazy.inconsistent == eager.inconsistent == 2
+
+
 # -- random data-dependent checkers against eager and the oracle -----------------------------------
 
 #: Ways to read bytes [lo, hi) of an image; each gives back exactly those bytes.

@@ -415,6 +415,14 @@ class ProgramChecker(Checker):
     def __repr__(self) -> str:
         return f"ProgramChecker({shlex.join(self.argv)!r})"
 
+    def __copy__(self) -> ProgramChecker:
+        # A copy (one per slice task) opens its own directory and files: sharing the list of
+        # open descriptors would let one copy's close() close another's files.
+        other = ProgramChecker.__new__(ProgramChecker)
+        other.__dict__.update(self.__dict__)
+        other._dir, other._paths, other._files, other._env = None, [], [], None
+        return other
+
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Create a private directory holding one image file per registered file."""
         self._dir = tempfile.mkdtemp(prefix="pmemsim-check-")
@@ -473,38 +481,38 @@ class ProgramChecker(Checker):
     def _run(self, path: str, key: str, markers: str) -> CheckOutcome | None:
         argv = [*self.argv, path]
         read, write = os.pipe()
+        pid = -1
         try:
-            # posix_spawn (vfork and exec: no copy of this process's page tables, no shell); in its
-            # own session so that a timeout can kill the program and its children.
-            pid = os.posix_spawnp(
-                argv[0],
-                argv,
-                self._environ(markers),
-                file_actions=[
-                    (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, write, 1),
-                    (os.POSIX_SPAWN_DUP2, write, 2),
-                ],
-                setsid=True,
-            )
-        except OSError as exc:
-            os.close(read)
-            return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
-        finally:
-            os.close(write)
-        try:
+            try:
+                # posix_spawn (vfork and exec: no copy of this process's page tables, no shell); in
+                # its own session so that a timeout can kill the program and its children.
+                pid = os.posix_spawnp(
+                    argv[0],
+                    argv,
+                    self._environ(markers),
+                    file_actions=[
+                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                        (os.POSIX_SPAWN_DUP2, write, 1),
+                        (os.POSIX_SPAWN_DUP2, write, 2),
+                    ],
+                    setsid=True,
+                )
+            finally:
+                os.close(write)
             out, status = _output_and_status(pid, read, self.timeout)
+        except OSError as exc:
+            if pid < 0:
+                return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
+            _end(pid)
+            raise
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            _end(pid)
             return CheckOutcome(Verdict.ERROR, key, f"checker program timed out after {self.timeout} s")
         except BaseException:
-            # Ctrl-C or SIGTERM: the program is in its own session, so nothing else ends it.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
-            with contextlib.suppress(ChildProcessError):
-                os.waitpid(pid, 0)
+            # Ctrl-C or SIGTERM, wherever it lands once the program runs: the program is in its
+            # own session, so nothing else ends it.
+            if pid >= 0:
+                _end(pid)
             raise
         finally:
             os.close(read)
@@ -537,6 +545,18 @@ class ProgramChecker(Checker):
         return None
 
 
+def _end(pid: int) -> None:
+    """Kill program ``pid`` and everything it started (its session's group), and reap it."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    with contextlib.suppress(ChildProcessError):
+        os.waitpid(pid, 0)
+
+
+#: The longest a program checker's wait blocks without looking for signals (milliseconds).
+_SIGNAL_SLICE_MS = 100
+
+
 def _output_and_status(pid: int, out: int, timeout: float | None) -> tuple[bytes, int]:
     """The output (pipe ``out``) and wait status of child ``pid`` once it has exited, waiting on a
     pidfd (no polling sleeps).
@@ -564,7 +584,11 @@ def _output_and_status(pid: int, out: int, timeout: float | None) -> tuple[bytes
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 raise subprocess.TimeoutExpired(str(pid), timeout or 0.0)
-            for fd, _ in poller.poll(None if left is None else max(1, math.ceil(left * 1000))):
+            # At most _SIGNAL_SLICE_MS per poll: a Ctrl-C landing after the interpreter last looked
+            # for signals and before poll(2) blocks does not interrupt it (no EINTR: the signal is
+            # already delivered), so the wait must come back to the interpreter now and then.
+            wait = _SIGNAL_SLICE_MS if left is None else min(_SIGNAL_SLICE_MS, max(1, math.ceil(left * 1000)))
+            for fd, _ in poller.poll(wait):
                 if fd == pidfd:
                     exited = True
                 elif (data := os.read(out, 1 << 16)) and reading:

@@ -134,8 +134,15 @@ def _make_base() -> type | None:
         def getbuffer(obj: Any, view: int, flags: int) -> int:
             try:
                 backing = obj._buffer_request(flags)
-            except BaseException:  # never let an exception reach C: serve nothing (already an escape)
+            except BaseException as exc:  # never let an exception reach C: serve nothing
                 backing = bytearray() if flags & _PyBUF_WRITABLE else b""
+                # Anything but an escape (a timeout, Ctrl-C) arrived mid-read: the run saw an empty
+                # buffer, so it gives no verdict; Ctrl-C is raised again once the run is over.
+                walk = _current.walk
+                if walk is not None:
+                    walk.escape("a read was interrupted")
+                    if isinstance(exc, KeyboardInterrupt):
+                        walk.interrupt = exc
             result: int = get_buffer(backing, view, flags)
             return result
 
@@ -188,6 +195,8 @@ class _Walk:
         #: A line change in progress: still set after a run, it was cut short (a timeout raised
         #: inside the read), and the line's content and digit may disagree.
         self.changing = False
+        #: Ctrl-C caught where it could not be raised (inside the buffer hook), raised after the run.
+        self.interrupt: KeyboardInterrupt | None = None
 
     def escape(self, why: str) -> Escaped:
         """Remember the first reason the walk cannot go on, and the exception that stops the checker."""
@@ -576,6 +585,8 @@ def walk(lines: LineChoices, image: Any, judge: Judge, budget: int) -> list[Leaf
                     _live.pop(id(image), None)
                 else:
                     _live[id(image)] = outer
+            if w.interrupt is not None:
+                raise w.interrupt
             if w.escaped is None and w.depth < w.forced:
                 w.escape("the checker's reads differ between runs with the same choices")
             if w.changing:  # the next runs would read a line whose content is not its digit's

@@ -23,6 +23,7 @@ for Exhaustive, which skips duplicate images). Both are for display only.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -86,6 +87,15 @@ class CountingChecker(Checker):
 
     def __repr__(self) -> str:
         return f"CountingChecker({self.inner!r})"
+
+    def __copy__(self) -> CountingChecker:
+        # Each copy (one per slice task) counts into the same shared counter through its own
+        # copy of the wrapped checker, which it opens and closes by itself.
+        other = CountingChecker.__new__(CountingChecker)
+        other.__dict__.update(self.__dict__)
+        other.inner = copy.copy(self.inner)
+        other._unpublished = 0
+        return other
 
     @property
     def count(self) -> int:
