@@ -4,7 +4,8 @@ Everything above the address-space layer that chooses a backend by name — the
 ``PMEMSIM_BACKEND`` default, scenario files, ``pmemsim run --backend``, the pytest
 plugin's ``--pmemsim-backend``, the hypothesis layouts and the state machines — looks
 it up here, so a backend is added by writing its module and one :func:`register` call
-below; :data:`BACKENDS` (the names, in registration order) follows.
+below; :data:`BACKENDS` (the names, in registration order) and :data:`DEFAULT_BACKENDS`
+(those that run where no backend is named) follow.
 
 A :class:`Backend` also says what a scenario loader must check before it builds one:
 the address space it gives when none is sized, the page sizes it accepts, and whether
@@ -20,7 +21,15 @@ from dataclasses import dataclass
 from pmemsim.addrspace.base import AddressSpace, Placement
 from pmemsim.enums import Granularity
 
-__all__ = ["BACKENDS", "Backend", "SpaceOptions", "backend", "make_address_space", "register"]
+__all__ = [
+    "BACKENDS",
+    "DEFAULT_BACKENDS",
+    "Backend",
+    "SpaceOptions",
+    "backend",
+    "make_address_space",
+    "register",
+]
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,11 @@ class Backend:
     fake_files: bool
     factory: Callable[[SpaceOptions], AddressSpace]
     aliases: tuple[str, ...] = ()
+    #: Whether it runs where no backend is named (a scenario without ``backends``, ``both``
+    #: on the command line and in the pytest plugin, the coverage matrix's standard columns).
+    #: A backend for debugging says False: it runs where it is named, and nothing that
+    #: counts the default runs changes when it is added.
+    default: bool = True
 
     def build(self, options: SpaceOptions | None = None) -> AddressSpace:
         """A fresh address space (the backend's TypeError, ValueError or OSError when impossible)."""
@@ -70,8 +84,9 @@ def register(entry: Backend) -> None:
         if name in _REGISTRY or any(name in b.aliases for b in _REGISTRY.values()):
             raise ValueError(f"a backend named {name!r} is already registered")
     _REGISTRY[entry.name] = entry
-    global BACKENDS
+    global BACKENDS, DEFAULT_BACKENDS
     BACKENDS = tuple(_REGISTRY)
+    DEFAULT_BACKENDS = tuple(name for name, b in _REGISTRY.items() if b.default)
 
 
 def backend(name: str) -> Backend:
@@ -121,6 +136,8 @@ def _mmap_backed(options: SpaceOptions) -> AddressSpace:
 
 #: The names of the registered backends, in registration order.
 BACKENDS: tuple[str, ...] = ()
+#: The backends that run where none is named (:attr:`Backend.default`), in registration order.
+DEFAULT_BACKENDS: tuple[str, ...] = ()
 
 register(
     Backend(

@@ -65,8 +65,9 @@ def _configure_run(p: argparse.ArgumentParser) -> None:
         "--backend",
         action="append",
         metavar="NAME",
-        help="run on these backends instead of the ones each scenario names: sim, mmap or both; "
-        "repeat or separate with commas (e.g. --backend sim,mmap)",
+        help="run on these backends instead of the ones each scenario names: sim, mmap, both (the "
+        "default backends) or all (every registered one); repeat or separate with commas "
+        "(e.g. --backend sim,mmap)",
     )
     p.add_argument(
         "-k",
@@ -121,13 +122,13 @@ def _backends(values: list[str] | None) -> tuple[str, ...] | None:
     """The --backend values as a tuple; ValueError naming a bad one."""
     if not values:
         return None
-    from pmemsim.addrspace.backends import BACKENDS
+    from pmemsim.addrspace.backends import BACKENDS, DEFAULT_BACKENDS
 
     out: list[str] = []
     for value in values:
         for name in value.split(","):
             name = name.strip().lower()
-            names = BACKENDS if name in ("both", "all") else (name,)
+            names = DEFAULT_BACKENDS if name == "both" else BACKENDS if name == "all" else (name,)
             for n in names:
                 if n not in BACKENDS:
                     raise ValueError(f"unknown backend {name!r}: use {', '.join(BACKENDS)} or both")

@@ -67,7 +67,7 @@ NEWER_PAGE_ONLY: frozenset[ErrorCode] = frozenset(
 )
 
 #: Backends always shown, in this order, even without runs: the registered ones.
-STANDARD_BACKENDS: tuple[str, ...] = _backends.BACKENDS
+STANDARD_BACKENDS: tuple[str, ...] = _backends.DEFAULT_BACKENDS
 
 #: Kinds of run, in column order.
 KINDS: tuple[RunKind, ...] = (RunKind.SCENARIO, RunKind.TEST)

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pmemsim._files import InputFileError, check_regular_file, read_regular_file, why_refused
-from pmemsim.addrspace.backends import BACKENDS, backend
+from pmemsim.addrspace.backends import BACKENDS, DEFAULT_BACKENDS, backend
 from pmemsim.addrspace.base import Placement
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
@@ -339,8 +339,8 @@ class _Builder:
         self.shown = shown
         self.lines = lines
         self.problems: list[Problem] = []
-        self.backends: tuple[str, ...] = BACKENDS
-        self.space_size = min(backend(b).default_size for b in BACKENDS)
+        self.backends: tuple[str, ...] = DEFAULT_BACKENDS
+        self.space_size = min(backend(b).default_size for b in DEFAULT_BACKENDS)
 
     def problem(self, key: KeyPath, message: str) -> None:
         self.problems.append(Problem(self.shown, line_of(self.lines, key), format_path(key), message))
@@ -349,7 +349,7 @@ class _Builder:
         return line_of(self.lines, key)
 
     def build(self, doc: dict[str, Any]) -> Scenario:
-        backends = tuple(doc.get("backends", BACKENDS))
+        backends = tuple(doc.get("backends", DEFAULT_BACKENDS))
         self.backends = backends
         fake_fs = bool(doc.get("fake_fs", False))
         real_files_only = [b for b in backends if not backend(b).fake_files]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pmemsim.addrspace.backends import BACKENDS
+from pmemsim.addrspace.backends import DEFAULT_BACKENDS
 from pmemsim.addrspace.base import Placement
 from pmemsim.enums import Coalescing, Granularity, MemFlags, SourceFlags
 from pmemsim.errors import ErrorCode
@@ -368,7 +368,7 @@ class Scenario:
     name: str
     steps: tuple[Step, ...]
     description: str = ""
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
     fake_fs: bool = False
     space: SpaceSpec = SpaceSpec()
     sources: tuple[SourceSpec, ...] = ()

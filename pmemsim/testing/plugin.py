@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from pmemsim.addrspace.backends import BACKENDS as _BACKENDS
+from pmemsim.addrspace.backends import DEFAULT_BACKENDS as _DEFAULT_BACKENDS
 from pmemsim.addrspace.backends import SpaceOptions, backend
 
 if TYPE_CHECKING:
@@ -284,7 +285,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         return  # reported as a usage error once collection is done
     backend = settings.backend or metafunc.config.getoption(OPTION_BACKEND)
     if backend == "both":
-        metafunc.parametrize("pmem_space", list(BACKENDS), indirect=True)
+        metafunc.parametrize("pmem_space", list(_DEFAULT_BACKENDS), indirect=True)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
