@@ -175,7 +175,7 @@ def test_marker_configures_the_fixtures(run):
     ("marker", "message"),
     [
         ("pagesize=4096", "*unknown key(s) pagesize; known keys: backend, page_size, coalescing*"),
-        ("backend='real'", "*backend='real' is not one of sim, mmap, both*"),
+        ("backend='real'", "*backend='real' is not one of sim, mmap*both*"),
         ("page_size=1000", "*page_size=1000 must be a power of two*"),
         ("coalescing='sometimes'", "*coalescing='sometimes' is not one of none, opportunistic, full*"),
         ("granularity=7", "*granularity=7 is not one of byte, cache_line, page*"),

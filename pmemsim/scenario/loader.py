@@ -354,7 +354,8 @@ class _Builder:
         fake_fs = bool(doc.get("fake_fs", False))
         real_files_only = [b for b in backends if not backend(b).fake_files]
         if fake_fs and real_files_only:
-            fakes = [b for b in BACKENDS if backend(b).fake_files]
+            # Suggest the default backends that can (a debugging backend need not be mentioned).
+            fakes = [b for b in DEFAULT_BACKENDS if backend(b).fake_files]
             self.problem(
                 ("backends",) if "backends" in doc else ("fake_fs",),
                 f"fake_fs = true works on the {' and '.join(fakes)} backend only "

@@ -40,7 +40,7 @@ from typing import Any
 from pmemsim import _files
 from pmemsim._callables import CallableNotFound, load_callable
 from pmemsim._files import InputFileError, read_regular_file, why_refused
-from pmemsim.addrspace.backends import BACKENDS, SpaceOptions
+from pmemsim.addrspace.backends import BACKENDS, DEFAULT_BACKENDS, SpaceOptions
 from pmemsim.addrspace.backends import backend as backend_named
 from pmemsim.addrspace.base import AddressSpace
 from pmemsim.config import Config
@@ -211,7 +211,7 @@ def _run_one(
     fds = open_fds()
     with ErrorCounter() as counter:
         if scenario.fake_fs and not backend_named(backend).fake_files:
-            fakes = " and ".join(b for b in BACKENDS if backend_named(b).fake_files)
+            fakes = " and ".join(b for b in DEFAULT_BACKENDS if backend_named(b).fake_files)
             outcome, message = Outcome.SKIPPED, f"fake_fs scenarios run on the {fakes} backend only"
         else:
             try:
