@@ -60,7 +60,6 @@ def test_every_public_module_is_in_the_reference():
         assert needed in modules
 
 
-
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_shipped_file_cites_a_design_file_users_do_not_have(path: Path):
     text = path.read_text(encoding="utf-8")

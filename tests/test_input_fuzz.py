@@ -218,18 +218,18 @@ HOSTILE_SNIPPETS = [
     "\nrepeat = 16777216\n",
     "\nrepeat = 1073741824\n",
     "\ntimeout = nan\n",
-    "\nimage = \"/dev/zero\"\n",
-    "\nimage = \"../../../../etc/passwd\"\n",
-    "\nfile = \"a\\u0000b\"\n",
+    '\nimage = "/dev/zero"\n',
+    '\nimage = "../../../../etc/passwd"\n',
+    '\nfile = "a\\u0000b"\n',
     'addr = "a+0123"\n',
     'addr = "a.end-0x10000000000000000"\n',
     "\n[space]\npage_size = 3\n",
-    "\n[[steps]]\nop = \"drain\"\n",
+    '\n[[steps]]\nop = "drain"\n',
     "\n[[space.occupied]]\nat = 0\nsize = 70368744177664\n",
     "backends = [" + ", ".join(['"sim"'] * 10_001) + "]\n",
 ]
 
-TOML_ALPHABET = st.sampled_from([*'[]{}=,."\'#\n \\0123456789abcdefxyz_-+:', "\x00", "é", "\ud800"])
+TOML_ALPHABET = st.sampled_from([*"[]{}=,.\"'#\n \\0123456789abcdefxyz_-+:", "\x00", "é", "\ud800"])
 
 
 @st.composite
