@@ -267,7 +267,7 @@ def distributed_speedups(log: StoreLog, workers: int) -> None:
     forked = replay(log, slow_check, engine="ReorderAccumulative", workers=workers)
     t_forked = time.perf_counter() - t0
     with (
-        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None) as c,
+        LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0") as c,
         Client(c) as client,
     ):
         replay(

@@ -11,8 +11,10 @@ lost mid-run whose slice the scheduler retries.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -55,7 +57,7 @@ ENGINES: list[Engine] = [
 @pytest.fixture(scope="module")
 def dask_executor() -> Iterator[concurrent.futures.Executor]:
     with (
-        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+        distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0")
         as cluster,
         distributed.Client(cluster) as client,
     ):  # fmt: skip
@@ -208,8 +210,15 @@ def test_cli_dask_local_cluster_gives_the_single_run(tmp_path: Path) -> None:
     save_log(_workload(), tmp_path / "log.json")
     check = ("--checker", "support.checkers:picky", "--json")
     single = _run(tmp_path, "replay", "log.json", *check)
-    dask = _run(tmp_path, "replay", "log.json", *check, "--dask", "local:2")
+    with contextlib.ExitStack() as stack:
+        # Dask's default HTTP port taken (another cluster, another test run): no matter.
+        sock = stack.enter_context(socket.socket())
+        with contextlib.suppress(OSError):  # already taken by someone else: the same condition
+            sock.bind(("", 8787))
+            sock.listen()
+        dask = _run(tmp_path, "replay", "log.json", *check, "--dask", "local:2")
     assert dask.returncode == single.returncode == 1, dask.stderr
+    assert "8787" not in dask.stderr
     assert _without_timing(json.loads(dask.stdout)) == _without_timing(json.loads(single.stdout))
     missing = _run(
         tmp_path, "replay", "log.json", "--checker-prog", "no-such-checker-anywhere", "--dask", "local:1"

@@ -718,9 +718,11 @@ def _replay_on_dask(
                 n = 0
             if not 1 <= n <= 256:
                 raise ValueError(f"--dask {args.dask!r}: expected local:N with N from 1 to 256")
+            # ":0": the scheduler's HTTP server on a free port (it starts even without a dashboard,
+            # and Dask's 8787 may be another cluster's).
             cluster = stack.enter_context(
                 LocalCluster(  # type: ignore[no-untyped-call]
-                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None
+                    n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
                 )
             )
             client = stack.enter_context(Client(cluster))  # type: ignore[no-untyped-call]
