@@ -77,7 +77,16 @@ def _chunk_json(s: int, count: int, r: ChunkResult) -> dict[str, Any]:
         "images": sorted(f"{h:032x}" for h in r.images),
         "nondedup": r.nondedup,
         "failures": [
-            [epoch, seq, f"{key:032x}", dedup, o.verdict.value, o.file, o.message, [list(d) for d in o.details]]
+            [
+                epoch,
+                seq,
+                f"{key:032x}",
+                dedup,
+                o.verdict.value,
+                o.file,
+                o.message,
+                [list(d) for d in o.details],
+            ]
             for epoch, seq, key, dedup, o in r.failures
         ],
         "warnings": list(r.warnings),
