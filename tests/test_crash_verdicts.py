@@ -422,6 +422,12 @@ time.sleep(60)
 """
 
 
+def _sigint_default() -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -462,6 +468,9 @@ def test_an_interrupted_replay_ends_its_checkers_and_cleans_up(
     proc = subprocess.Popen(
         argv, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         start_new_session=True,
+        # As a shell starts a foreground job: Ctrl-C not ignored (a test run started in the
+        # background, `pytest &`, hands its children SIGINT ignored, and Python then keeps it so).
+        preexec_fn=_sigint_default,
     )  # fmt: skip
     try:
         deadline = time.monotonic() + 60

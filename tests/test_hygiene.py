@@ -230,3 +230,25 @@ def test_an_import_against_the_package_layers_is_caught(tmp_path: Path) -> None:
         "pmemsim/persistence/model.py imports addrspace: the two sit side by side, apart",
         "pmemsim/source.py imports _files._PLAN: a private name of the file layer",
     ]
+
+
+def test_test_modules_share_helpers_only_through_tests_support():
+    # A helper imported from conftest or from another test module ties the two files' fates
+    # together (collecting one runs the other's module code); shared helpers live in tests/support.
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "tests").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = (
+                [node.module or ""]
+                if isinstance(node, ast.ImportFrom)
+                else [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else []
+            )
+            for name in names:
+                top = name.split(".")[0]
+                if top == "conftest" or top.startswith("test_") or name.startswith("tests.test_"):
+                    offenders.append(f"{path.relative_to(ROOT)}:{node.lineno} imports {name}")
+    assert offenders == []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_log_readers_fuzz import PMEMCHECK_TEXT, VALGRIND_LOGS
+from support.pmemcheck_inputs import PMEMCHECK_TEXT, VALGRIND_LOGS
 
 from pmemsim.persistence import PmemcheckFormatError, Recorder, dumps_pmemcheck, pmemcheck
 from pmemsim.persistence.pmemcheck import (

@@ -15,8 +15,8 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from support.recovery import RECOVERIES, expected, logs_with_operations
 from support.x86_oracle import OracleModel
-from test_linearizability import RECOVERIES, expected, logs_with_operations
 
 from pmemsim.persistence import CheckerError, Marker, PersistencyModel, Recorder, StoreLog, replay
 
