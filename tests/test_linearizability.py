@@ -488,6 +488,138 @@ def test_cli_recover_prog(logs: Path) -> None:
     assert cli("bad.json", "--recover-prog", command, cwd=logs).returncode == 1
 
 
+def test_shard_results_keep_each_failure_details_and_old_shards_are_refused() -> None:
+    from pmemsim.persistence.shards import ShardError, explore_shard, merge_shards
+
+    log = commit_log(flag_first=True)
+    plain = replay(log, recover=committed)
+    checker = RecoveryChecker.for_log(log, committed)
+    docs = [json.loads(json.dumps(explore_shard(log, checker, k, 2))) for k in (1, 2)]
+    report = merge_shards(log, checker, docs)
+    assert plain.failures and all(dict(f.details)["recovered"] for f in plain.failures)
+    assert [f.details for f in report.failures] == [f.details for f in plain.failures]
+    assert [f.message for f in report.failures] == [f.message for f in plain.failures]
+    failing = next(d for d in docs if any(r["failures"] for r in d["results"]))
+    old = json.loads(json.dumps(failing))
+    old["version"] = 1
+    with pytest.raises(ShardError, match="shard format version 1, expected 2"):
+        merge_shards(log, checker, [old if d is failing else d for d in docs])
+    for r in failing["results"]:
+        for f in r["failures"]:
+            f[7] = [["before"]]  # hand-edited: not a [name, text] pair
+    with pytest.raises(ShardError, match="details must be a list of"):
+        merge_shards(log, checker, docs)
+
+
+def merge_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return subprocess.run(
+        [sys.executable, "-P", "-m", "pmemsim", "merge", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONPATH": path},
+    )
+
+
+def how_it_ran_removed(doc: dict[str, Any]) -> dict[str, Any]:
+    """A --json report without what depends on how the replay ran (time, calls, workers)."""
+    return {k: v for k, v in doc.items() if k not in ("checker_calls", "elapsed", "workers")}
+
+
+@pytest.mark.parametrize(
+    ("log", "judge", "counts"),
+    [
+        ("bad.json", "function", (1, 2, 3)),
+        ("good.json", "function", (1, 2, 3)),
+        ("bad.json", "program", (2,)),  # a program per state: one split is enough
+    ],
+)
+def test_cli_recover_shards_merge_into_the_plain_replay(
+    logs: Path, log: str, judge: str, counts: tuple[int, ...]
+) -> None:
+    if judge == "function":
+        recover = ["--recover", "mypool:contents"]
+    else:
+        recover = ["--recover-prog", f"{sys.executable} -I -S {write_recovery_program(logs).name}"]
+    plain = cli(log, *recover, "--json", cwd=logs)
+    assert plain.returncode == (1 if log == "bad.json" else 0), plain.stderr
+    expected = json.loads(plain.stdout)
+    if log == "bad.json":  # the check found something, with the values behind each failure
+        assert expected["failures"] and all(f["details"]["recovered"] for f in expected["failures"])
+    for shards in counts:
+        names = []
+        for k in range(1, shards + 1):
+            shard = cli(log, *recover, "--shard", f"{k}/{shards}", cwd=logs)
+            assert shard.returncode == 0, shard.stderr
+            params = json.loads(shard.stdout)["params"]
+            assert (params["recover"], params["recover_prog"], params["checker"]) == (
+                (recover[1], None, None) if judge == "function" else (None, recover[1], None)
+            )
+            (logs / f"shard{k}.json").write_text(shard.stdout)
+            names.append(f"shard{k}.json")
+        merged = merge_cli(*names, "--json", cwd=logs)
+        assert merged.returncode == plain.returncode, merged.stderr
+        got = json.loads(merged.stdout)
+        assert how_it_ran_removed(got) == how_it_ran_removed(expected), f"{shards} shard(s)"
+
+
+def test_merge_refuses_params_naming_two_judges_or_none(logs: Path) -> None:
+    shard = cli("bad.json", "--recover", "mypool:contents", "--shard", "1/1", cwd=logs)
+    assert shard.returncode == 0, shard.stderr
+    doc = json.loads(shard.stdout)
+    for extra, named in (
+        ({"checker": "mypool:contents"}, "params.checker and params.recover"),
+        ({"recover_prog": "true"}, "params.recover and params.recover_prog"),
+        ({"recover": None}, "not none"),
+    ):
+        (logs / "edited.json").write_text(json.dumps({**doc, "params": {**doc["params"], **extra}}))
+        proc = merge_cli("edited.json", cwd=logs)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        assert "exactly one of checker, checker_prog, recover, recover_prog" in proc.stderr
+        assert named in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    (logs / "edited.json").write_text(json.dumps({**doc, "params": {**doc["params"], "recover": 3}}))
+    proc = merge_cli("edited.json", cwd=logs)
+    assert proc.returncode == 2 and "params.recover is 3" in proc.stderr
+
+
+def test_cli_recover_on_dask_gives_the_plain_replay(logs: Path) -> None:
+    pytest.importorskip("distributed", reason="Dask distributed comes with pmemsim[dask]")
+    plain = cli("bad.json", "--recover", "mypool:contents", "--json", cwd=logs)
+    dask = cli("bad.json", "--recover", "mypool:contents", "--json", "--dask", "local:1", cwd=logs)
+    assert dask.returncode == plain.returncode == 1, dask.stderr
+    assert how_it_ran_removed(json.loads(dask.stdout)) == how_it_ran_removed(json.loads(plain.stdout))
+
+
+def test_a_recovery_the_workers_cannot_run_is_refused_up_front(logs: Path) -> None:
+    import argparse
+
+    from pmemsim.cli.replay import _check_workers_can_run
+    from pmemsim.persistence import ProgramChecker
+    from pmemsim.persistence.linearizability import recovery_for
+
+    class Workers:
+        """A Dask client whose second worker lacks everything."""
+
+        def run(self, fn: Any, *args: Any) -> dict[str, Any]:
+            if fn is __import__:
+                raise ModuleNotFoundError(f"No module named {args[0]!r}")
+            return {"tcp://10.0.0.1:1": "/usr/bin/true", "tcp://10.0.0.2:1": None}
+
+    log = commit_log(flag_first=False)
+    program = RecoveryChecker.for_log(log, recovery_for("true"))
+    args = argparse.Namespace(checker=None, recover=None)
+    with pytest.raises(
+        ValueError, match=r"recovery program 'true' is not found on worker\(s\) tcp://10.0.0.2:1"
+    ):
+        _check_workers_can_run(Workers(), program, args, ProgramChecker)
+    function = RecoveryChecker.for_log(log, committed)
+    args = argparse.Namespace(checker=None, recover="mypool:contents")
+    with pytest.raises(ValueError, match="--recover 'mypool:contents': module 'mypool' cannot be imported"):
+        _check_workers_can_run(Workers(), function, args, ProgramChecker)
+
+
 @pytest.mark.parametrize(
     ("option", "message"),
     [
@@ -495,7 +627,7 @@ def test_cli_recover_prog(logs: Path) -> None:
         (["--recover", "nomodule:contents"], "--recover 'nomodule:contents': cannot import module"),
         (["--recover-prog", "/no/such/recover"], "--recover-prog '/no/such/recover': recovery program"),
         (["--recover", "mypool:broken"], "(no crash): recover raised OSError: cannot open the pool"),
-        (["--recover", "mypool:contents", "--shard", "1/2"], "do not work with --shard or --dask"),
+        (["--recover", "mypool:contents", "--shard", "0/2"], "--shard '0/2': expected K/N"),
     ],
 )
 def test_cli_bad_recover_is_one_line_and_exit_2(logs: Path, option: list[str], message: str) -> None:

@@ -31,6 +31,10 @@ examples:
 MAX_SHARD_BYTES = 1 << 30
 
 
+#: The params naming how states are judged; a shard names exactly one.
+_JUDGES = ("checker", "checker_prog", "recover", "recover_prog")
+
+
 def _configure_merge(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "shards", nargs="+", metavar="SHARD.json", help="shard results of `pmemsim replay --shard K/N`"
@@ -71,6 +75,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         "log": (str,),
         "checker": (str, type(None)),
         "checker_prog": (str, type(None)),
+        "recover": (str, type(None)),
+        "recover_prog": (str, type(None)),
         "engine": (str,),
         "markers": (list,),
         "seed": (int, type(None)),
@@ -91,6 +97,8 @@ def _cmd_merge(args: argparse.Namespace) -> int:
             log=str(params["log"]),
             checker=params["checker"],
             checker_prog=params["checker_prog"],
+            recover=params.get("recover"),
+            recover_prog=params.get("recover_prog"),
             engine=str(params["engine"]),
             markers=list(params["markers"]),
             seed=params["seed"],
@@ -109,8 +117,11 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         )
     except (KeyError, TypeError, ValueError) as exc:
         return bad(f"{args.shards[0]}: malformed params ({type(exc).__name__}: {exc})")
-    if (replay_args.checker is None) == (replay_args.checker_prog is None):
-        return bad(f"{args.shards[0]}: the params name no checker (or two)")
+    # One judge: a checker, a checker program, a recovery or a recovery program.
+    judges = [f"params.{key}" for key in _JUDGES if params.get(key) is not None]
+    if len(judges) != 1:
+        named = " and ".join(judges) if judges else "none"
+        return bad(f"{args.shards[0]}: the params must name exactly one of {', '.join(_JUDGES)}, not {named}")
     return replay_command(replay_args)
 
 

@@ -286,8 +286,6 @@ def replay_command(args: argparse.Namespace) -> int:
     if getattr(args, "dask", None) is not None and args.workers != 1:
         return bad("--dask and --workers do not mix: the cluster's workers explore the slices")
     recover, recover_prog = getattr(args, "recover", None), getattr(args, "recover_prog", None)
-    if (recover or recover_prog) and (getattr(args, "shard", None) or getattr(args, "dask", None)):
-        return bad("--recover and --recover-prog do not work with --shard or --dask yet")
 
     import os
 
@@ -636,7 +634,7 @@ def _load_recovery(recover: str | None, recover_prog: str | None, args: argparse
 
     if recover is not None:
         try:
-            with QuietStdout(bool(args.json)):  # import-time prints
+            with QuietStdout(bool(args.json or getattr(args, "shard", None))):  # import-time prints
                 function = load_callable(recover)
         except CallableNotFound as exc:
             raise ValueError(f"--recover {recover!r}: {exc}") from None
@@ -671,6 +669,8 @@ def _replay_params(args: argparse.Namespace) -> dict[str, Any]:
         "log": args.log,
         "checker": args.checker,
         "checker_prog": args.checker_prog,
+        "recover": getattr(args, "recover", None),
+        "recover_prog": getattr(args, "recover_prog", None),
         "engine": args.engine,
         "markers": args.markers or [],
         "seed": args.seed,
@@ -737,22 +737,31 @@ def _replay_on_dask(
 
 
 def _check_workers_can_run(client: Any, checker: Checker, args: argparse.Namespace, program: type) -> None:
-    """Up front: the checker's program exists on every worker, or its module imports there."""
+    """Up front: the checker's (or recovery's) program exists on every worker, or its module imports there."""
     import shutil
 
+    from pmemsim.persistence.linearizability import RecoveryChecker
+
+    argv0: str | None = None
     if isinstance(checker, program):
-        argv0 = checker.argv[0]  # type: ignore[attr-defined]
+        argv0, what = checker.argv[0], "checker program"  # type: ignore[attr-defined]
+    elif isinstance(checker, RecoveryChecker) and not checker.runs_python:
+        argv0, what = checker.recovery.argv[0], "recovery program"  # type: ignore[union-attr]
+    if argv0 is not None:
         found = client.run(shutil.which, argv0)
         lacking = sorted(w for w, where in found.items() if where is None)
         if lacking:
-            raise ValueError(f"checker program {argv0!r} is not found on worker(s) {', '.join(lacking)}")
-    elif args.checker:
-        module = args.checker.partition(":")[0].strip()
+            raise ValueError(f"{what} {argv0!r} is not found on worker(s) {', '.join(lacking)}")
+        return
+    for option, spec in (("--checker", args.checker), ("--recover", getattr(args, "recover", None))):
+        if not spec:
+            continue
+        module = spec.partition(":")[0].strip()
         try:
             client.run(__import__, module)
         except Exception as exc:
             raise ValueError(
-                f"--checker {args.checker!r}: module {module!r} cannot be imported on the workers "
+                f"{option} {spec!r}: module {module!r} cannot be imported on the workers "
                 f"({type(exc).__name__}: {exc}); install it there or put it on their PYTHONPATH"
             ) from None
 

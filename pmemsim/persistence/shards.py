@@ -7,9 +7,10 @@ slices at quiescent fences (points after which nothing is in flight), and each s
 can be explored on its own from the initial image. Shard K of N explores the slices
 ``s`` with ``s % N == K - 1`` (round robin, so every shard gets early and late parts of
 the log) and writes, per slice, what the merge needs: the keys of the states it judged
-first, the count of non-deduplicating states, its failures with their keys, and its
-limits. The merge orders the slices, checks that every one is there exactly once, and
-runs the same merge as :func:`~pmemsim.persistence.replay` -- dropping deduplicated
+first, the count of non-deduplicating states, its failures with their keys and details
+(the merge never judges a state again: a failure's message and details are the
+shard's), and its limits. The merge orders the slices, checks that every one is there
+exactly once, and runs the same merge as :func:`~pmemsim.persistence.replay` -- dropping deduplicated
 states an earlier slice judged, locating the kept failures -- so the merged report is
 the one a single run would give. Nothing is trusted blindly: shards of another log
 (its digest), other parameters, a missing or a duplicated shard are bad input.
@@ -41,7 +42,8 @@ from pmemsim.persistence.results import CrashReport
 __all__ = ["SHARD_FORMAT", "SHARD_VERSION", "ShardError", "explore_shard", "log_digest", "merge_shards"]
 
 SHARD_FORMAT = "pmemsim-crash-shard"
-SHARD_VERSION = 1
+#: 2: each failure carries its details (a recovery check's allowed and recovered values).
+SHARD_VERSION = 2
 
 
 class ShardError(LogError):
@@ -75,7 +77,16 @@ def _chunk_json(s: int, count: int, r: ChunkResult) -> dict[str, Any]:
         "images": sorted(f"{h:032x}" for h in r.images),
         "nondedup": r.nondedup,
         "failures": [
-            [epoch, seq, f"{key:032x}", dedup, o.verdict.value, o.file, o.message]
+            [
+                epoch,
+                seq,
+                f"{key:032x}",
+                dedup,
+                o.verdict.value,
+                o.file,
+                o.message,
+                [list(d) for d in o.details],
+            ]
             for epoch, seq, key, dedup, o in r.failures
         ],
         "warnings": list(r.warnings),
@@ -96,6 +107,15 @@ def _index(value: Any) -> int:
     return value
 
 
+def _details(value: Any) -> tuple[tuple[str, str], ...]:
+    """A failure's details from a shard document: [name, text] pairs (ValueError otherwise)."""
+    if not isinstance(value, list) or not all(
+        isinstance(pair, list) and len(pair) == 2 and all(isinstance(x, str) for x in pair) for pair in value
+    ):
+        raise ValueError(f"details must be a list of [name, text] pairs, got {value!r:.60}")
+    return tuple((name, text) for name, text in value)
+
+
 def _chunk_from_json(d: Any, where: str) -> tuple[int, int, ChunkResult]:
     try:
         keys = [int(k, 16) for k in d["first_keys"]]
@@ -103,8 +123,8 @@ def _chunk_from_json(d: Any, where: str) -> tuple[int, int, ChunkResult]:
         if len(dedup) != len(keys) or set(d["first_dedup"]) - {"0", "1"}:
             raise ValueError("first_dedup does not match first_keys")
         failures = [
-            (int(e), int(q), int(k, 16), bool(dd), CheckOutcome(Verdict(v), str(f), str(m)))
-            for e, q, k, dd, v, f, m in d["failures"]
+            (int(e), int(q), int(k, 16), bool(dd), CheckOutcome(Verdict(v), str(f), str(m), _details(ds)))
+            for e, q, k, dd, v, f, m, ds in d["failures"]
         ]
         chunk = ChunkResult(
             keys,
@@ -266,5 +286,6 @@ def merge_shards(
         max_failures=max_failures,
         allow_empty=allow_empty,
         allow_open_markers=allow_open_markers,
-        notes=[*notes, *first.get("notes", [])],
+        # The shards prepared the same replay: their notes are these, said once.
+        notes=[*notes, *(n for n in first.get("notes", []) if n not in notes)],
     )
