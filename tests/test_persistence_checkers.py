@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import textwrap
 import time
@@ -286,3 +287,36 @@ def test_copies_of_an_open_program_checker_keep_their_own_files(tmp_path: Path) 
     assert one.check([memoryview(b"ab")], ctx) is None
     one.close()
     assert counting.count == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_a_forked_child_can_stop_and_use_a_watchdog_whose_locks_were_held_at_the_fork() -> None:
+    # The watchdog thread may hold its lock, or be inside its stop event, at the instant a
+    # worker forks: the child, which has no such thread, must not wait for them forever.
+    import signal
+    import time
+
+    from pmemsim.persistence.checkers import _Watchdog
+
+    watchdog = _Watchdog(60.0)
+    held = [watchdog.lock, watchdog._stop._cond]  # as the watchdog thread could hold them
+    for lock in held:
+        lock.acquire()
+    try:
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child
+            watchdog.leave()
+            watchdog.stop()
+            os._exit(0)
+    finally:
+        for lock in held:
+            lock.release()
+    deadline = time.monotonic() + 20
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail("the child waited for a lock held by a thread it does not have")
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    watchdog.stop()

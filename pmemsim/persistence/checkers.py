@@ -51,6 +51,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -218,6 +219,15 @@ class _Watchdog:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, name="pmemsim-checker-watchdog", daemon=True)
         self._thread.start()
+        _LIVE_WATCHDOGS.add(self)
+
+    def _after_fork_in_child(self) -> None:
+        # The watchdog thread does not exist in a forked child, and it may have held the lock
+        # or been inside the stop event's condition when the parent forked: a child stopping
+        # or using this watchdog would wait for them forever. Fresh ones, already stopped.
+        self.lock = threading.Lock()
+        self._stop = threading.Event()
+        self._stop.set()
 
     def _watch(self) -> None:
         period = max(self.timeout / 8, 0.005)
@@ -246,6 +256,18 @@ class _Watchdog:
         """End the watchdog thread."""
         self._stop.set()
         self._thread.join()
+
+
+#: Watchdogs whose thread may be running, for :func:`_watchdogs_after_fork`.
+_LIVE_WATCHDOGS: weakref.WeakSet[_Watchdog] = weakref.WeakSet()
+
+
+def _watchdogs_after_fork() -> None:
+    for watchdog in list(_LIVE_WATCHDOGS):
+        watchdog._after_fork_in_child()
+
+
+os.register_at_fork(after_in_child=_watchdogs_after_fork)
 
 
 def _describe_exc(exc: BaseException) -> str:
