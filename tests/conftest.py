@@ -90,3 +90,11 @@ def make_set(space: AddressSpace) -> Iterator[Callable[..., PmemSet]]:
         if not pset.closed:
             pset._check()
         pset.close()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    # The per-test ceiling of pyproject.toml is for the default run; `slow` runs (long
+    # explorations, the sdist's whole suite) take as long as they take.
+    for item in items:
+        if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(0))
