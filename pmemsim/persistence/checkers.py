@@ -60,12 +60,14 @@ from typing import Any
 from pmemsim.persistence.log import Marker
 
 __all__ = [
+    "CallTimedOut",
     "CallableChecker",
     "CheckOutcome",
     "Checker",
     "CheckerError",
     "CrashContext",
     "ProgramChecker",
+    "TimedCalls",
     "Verdict",
     "as_checker",
 ]
@@ -270,6 +272,52 @@ def _watchdogs_after_fork() -> None:
 os.register_at_fork(after_in_child=_watchdogs_after_fork)
 
 
+class CallTimedOut(Exception):
+    """A call made through :meth:`TimedCalls._timed` ran past the timeout and was interrupted."""
+
+
+class TimedCalls:
+    """Mixin for what runs the user's Python function: each call interrupted after ``timeout`` seconds.
+
+    :meth:`_start_watchdog` arms a :class:`_Watchdog` for the calling thread (a call from
+    another thread runs unguarded: an interrupt must never land in the wrong thread),
+    :meth:`_stop_watchdog` ends it, :meth:`_timed` makes one call under it. The watchdog is
+    an instance attribute, so a shallow copy made before opening arms its own.
+    """
+
+    timeout: float | None
+    _watchdog: _Watchdog | None = None
+
+    def _start_watchdog(self) -> None:
+        if self.timeout is not None:
+            self._stop_watchdog()
+            self._watchdog = _Watchdog(self.timeout)
+
+    def _stop_watchdog(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
+
+    def _timed(self, fn: Callable[..., object], *args: object) -> object:
+        """``fn(*args)``; CallTimedOut when the watchdog fired during the call."""
+        dog = self._watchdog
+        if dog is None or dog.thread_id != threading.get_ident():
+            return fn(*args)
+        try:
+            dog.calls += 1
+            dog.busy = True
+            try:
+                result = fn(*args)
+            finally:
+                timed_out = dog.leave()
+            if timed_out:
+                raise _CheckerTimeout
+        except _CheckerTimeout:
+            dog.leave()  # the timeout may have landed before leave() ran: end the call for sure
+            raise CallTimedOut from None
+        return result
+
+
 def _describe_exc(exc: BaseException) -> str:
     text = str(exc)
     return f"checker raised {type(exc).__name__}: {text}" if text else f"checker raised {type(exc).__name__}"
@@ -312,7 +360,7 @@ def _calling_convention(fn: Callable[..., object]) -> str:
     return convention
 
 
-class CallableChecker(Checker):
+class CallableChecker(Checker, TimedCalls):
     """A Python function ``check(image)`` or ``check(image, ctx)`` (``{key: image}`` with ``all_files``)."""
 
     lazy_reads = True
@@ -330,7 +378,6 @@ class CallableChecker(Checker):
         self.convention = _calling_convention(fn)
         self.sees_markers = self.convention != "plain"
         self._keys: tuple[str, ...] = ()
-        self._watchdog: _Watchdog | None = None
 
     def __repr__(self) -> str:
         return f"CallableChecker({getattr(self.fn, '__qualname__', self.fn)!r})"
@@ -338,15 +385,11 @@ class CallableChecker(Checker):
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Start the timeout watchdog for the calling thread."""
         self._keys = tuple(keys)
-        if self.timeout is not None:
-            self.close()
-            self._watchdog = _Watchdog(self.timeout)
+        self._start_watchdog()
 
     def close(self) -> None:
         """Stop the watchdog."""
-        if self._watchdog is not None:
-            self._watchdog.stop()
-            self._watchdog = None
+        self._stop_watchdog()
 
     def _invoke(self, arg: object, ctx: CrashContext) -> object:
         if self.convention == "plain":
@@ -356,24 +399,12 @@ class CallableChecker(Checker):
         return self.fn(arg, ctx=ctx)
 
     def _call(self, arg: object, key: str, ctx: CrashContext) -> CheckOutcome | None:
-        dog = self._watchdog
-        if dog is not None and dog.thread_id != threading.get_ident():
-            dog = None  # opened in another thread: no timeout here (never interrupt the wrong thread)
         try:
-            if dog is None:
-                result = self.fn(arg) if self.convention == "plain" else self._invoke(arg, ctx)
+            if self.convention == "plain":
+                result = self._timed(self.fn, arg)
             else:
-                dog.calls += 1
-                dog.busy = True
-                try:
-                    result = self.fn(arg) if self.convention == "plain" else self._invoke(arg, ctx)
-                finally:
-                    timed_out = dog.leave()
-                if timed_out:
-                    raise _CheckerTimeout
-        except _CheckerTimeout:
-            if dog is not None:
-                dog.leave()  # the timeout may have landed before leave() ran: end the call for sure
+                result = self._timed(self._invoke, arg, ctx)
+        except CallTimedOut:
             return CheckOutcome(Verdict.ERROR, key, f"checker timed out after {self.timeout} s")
         except SystemExit as exc:
             # A pmreorder-style script turned into a function: its exit code is not a verdict we can trust.

@@ -60,19 +60,18 @@ import shutil
 import signal
 import subprocess
 import tempfile
-import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pmemsim.persistence.checkers import (
+    CallTimedOut,
     Checker,
     CheckerError,
     CheckOutcome,
     CrashContext,
+    TimedCalls,
     Verdict,
-    _CheckerTimeout,
-    _Watchdog,
 )
 from pmemsim.persistence.image import initial_images
 from pmemsim.persistence.log import Marker, Store, StoreLog
@@ -112,7 +111,7 @@ def _describe(exc: BaseException) -> str:
     return f"recover raised {type(exc).__name__}: {text}" if text else f"recover raised {type(exc).__name__}"
 
 
-class _CallableRecovery:
+class _CallableRecovery(TimedCalls):
     """``recover(image)`` per file (or ``recover({key: image})`` with ``all_files``), under a timeout."""
 
     #: The user's Python code runs in this process.
@@ -123,39 +122,21 @@ class _CallableRecovery:
         self.timeout = timeout
         self.all_files = all_files
         self._keys: tuple[str, ...] = ()
-        self._watchdog: _Watchdog | None = None
 
     def __repr__(self) -> str:
         return repr(getattr(self.fn, "__qualname__", self.fn))
 
     def open(self, keys: Sequence[str]) -> None:
         self._keys = tuple(keys)
-        if self.timeout is not None:
-            self.close()
-            self._watchdog = _Watchdog(self.timeout)
+        self._start_watchdog()
 
     def close(self) -> None:
-        if self._watchdog is not None:
-            self._watchdog.stop()
-            self._watchdog = None
+        self._stop_watchdog()
 
     def _call(self, arg: object) -> Recovered:
-        dog = self._watchdog
-        if dog is not None and dog.thread_id != threading.get_ident():
-            dog = None  # opened in another thread: never interrupt the wrong one
         try:
-            if dog is not None:
-                dog.calls += 1
-                dog.busy = True
-            try:
-                value = self.fn(arg)
-            finally:
-                timed_out = dog is not None and dog.leave()
-            if timed_out:
-                raise _CheckerTimeout
-        except _CheckerTimeout:
-            if dog is not None:
-                dog.leave()
+            value = self._timed(self.fn, arg)
+        except CallTimedOut:
             return Recovered(error=f"recover timed out after {self.timeout} s")
         except SystemExit as exc:
             return Recovered(error=f"recover called sys.exit({exc.code!r}); raise an exception instead")
