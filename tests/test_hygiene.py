@@ -77,7 +77,7 @@ def test_readme_tour_runs():
 #: (log, checkers -> model -> image -> engines, linearizability -> parallel -> explore -> shrink; the
 #: readers, writers and reports sit beside the layer they need).
 PERSISTENCE_LAYERS = [
-    {"log"},
+    {"log", "programs"},
     {"checkers"},
     {"model"},
     {"image", "results", "pmemcheck", "lazy"},
