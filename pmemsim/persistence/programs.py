@@ -47,14 +47,12 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
-import json
 import math
 import os
 import re
 import select
 import shutil
 import signal
-import socket
 import struct
 import subprocess
 import tempfile
@@ -504,6 +502,8 @@ class _Zygote:
     """A warm interpreter that forks one child per run (see the module's theory of operation)."""
 
     def __init__(self, interpreter: list[str], env: dict[str, str], timeout: float | None) -> None:
+        import socket  # here, not at the top: a replay without a Python program never needs it
+
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock = ours
         self.pid = -1
@@ -532,6 +532,8 @@ class _Zygote:
 
     def _receive(self, timeout: float | None) -> dict[str, int]:
         head = self._exact(_HEAD.size, timeout)
+        import json
+
         message: dict[str, int] = json.loads(self._exact(_HEAD.unpack(head)[0], timeout))
         return message
 
@@ -551,6 +553,9 @@ class _Zygote:
 
     def start(self, argv: list[str], env: dict[str, str], out: int, err: int, timeout: float | None) -> int:
         """Fork a child that runs ``argv`` (script first) with ``out`` and ``err`` as its streams; its pid."""
+        import json
+        import socket
+
         request = {"argv": argv, "cwd": os.getcwd(), "env": None if env == self._env else env}
         message = (
             _HEAD.pack(len(body := json.dumps(request).encode())) + body
