@@ -550,7 +550,7 @@ def _replay(
             trace = None
             first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
             if first is not None and not args.no_shrink:
-                from pmemsim.persistence.shrink import ShrinkError, shrink
+                from pmemsim.persistence.shrinking import ShrinkError, shrink
 
                 try:
                     small = _shrink_apart(shrink, log, first, checker, images, args.timeout)

@@ -49,10 +49,12 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmemsim.persistence.log import Marker
-from pmemsim.persistence.programs import ImageFiles, ProgramRunner, status_text
+
+if TYPE_CHECKING:
+    from pmemsim.persistence.programs import ImageFiles, ProgramRunner
 
 __all__ = [
     "CallTimedOut",
@@ -475,6 +477,8 @@ class ProgramChecker(Checker):
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Create a private directory holding one image file per registered file."""
+        from pmemsim.persistence.programs import ImageFiles, ProgramRunner  # only where programs run
+
         self.close()
         self._files = ImageFiles(keys, "pmemsim-check-")
         self._keys = list(keys)
@@ -506,6 +510,8 @@ class ProgramChecker(Checker):
             return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
         if ran.returncode == 0:
             return None
+        from pmemsim.persistence.programs import status_text
+
         text = status_text(ran.returncode, ran.stdout.decode(errors="replace").strip()[-500:])
         if ran.returncode < 0:
             return CheckOutcome(Verdict.ERROR, key, f"checker program died: {text}")

@@ -60,7 +60,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmemsim.persistence.checkers import (
     CallTimedOut,
@@ -73,7 +73,9 @@ from pmemsim.persistence.checkers import (
 )
 from pmemsim.persistence.image import initial_images
 from pmemsim.persistence.log import Marker, Store, StoreLog
-from pmemsim.persistence.programs import ImageFiles, ProgramRunner, status_text
+
+if TYPE_CHECKING:
+    from pmemsim.persistence.programs import ImageFiles, ProgramRunner
 
 __all__ = ["Recovered", "RecoveryChecker", "Step", "recovery_for"]
 
@@ -179,6 +181,8 @@ class _ProgramRecovery:
         return repr(shlex.join(self.argv))
 
     def open(self, keys: Sequence[str]) -> None:
+        from pmemsim.persistence.programs import ImageFiles, ProgramRunner  # only where programs run
+
         self.close()
         self._files = ImageFiles(keys, "pmemsim-recover-")
         self._keys = list(keys)
@@ -201,6 +205,8 @@ class _ProgramRecovery:
         except OSError as exc:
             return Recovered(error=f"cannot run recovery program {self.argv[0]!r}: {exc}")
         if ran.returncode != 0:
+            from pmemsim.persistence.programs import status_text
+
             text = status_text(
                 ran.returncode, (ran.stderr or ran.stdout).decode(errors="replace").strip()[-300:]
             )
