@@ -60,7 +60,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ImageFiles", "ProgramRunner", "Ran", "python_command", "status_text"]
+__all__ = ["ImageFiles", "ProgramRunner", "ProgramRuns", "Ran", "python_command", "status_text"]
 
 #: Granularity of the image files' partial rewrites (a page: what the page cache copies anyway).
 _PAGE = 4096
@@ -762,3 +762,47 @@ def _collect(done: int, pipes: list[int], timeout: float | None) -> list[bytes]:
                 open_pipes.discard(fd)
                 poller.unregister(fd)
     return [b"".join(c) for c in chunks]
+
+
+class ProgramRuns:
+    """A program run once per crash state on image files of its own: what checker programs and
+    recovery programs share. :meth:`open` before the first run, :meth:`close` after the last.
+
+    ``run(index, view, env)`` writes ``view`` into file ``index`` and runs the program on it:
+    ``(path, Ran)``; raises as :meth:`ProgramRunner.run` does.
+    """
+
+    def __init__(
+        self, argv: Sequence[str], *, timeout: float | None, warm: bool, stderr_apart: bool, prefix: str
+    ) -> None:
+        self.argv = list(argv)
+        self.timeout = timeout
+        self.warm = warm
+        self.stderr_apart = stderr_apart
+        self.prefix = prefix
+        self.files: ImageFiles | None = None
+        self.runner: ProgramRunner | None = None
+
+    def open(self, keys: Sequence[str]) -> None:
+        """A fresh directory of image files (one per key) and runner."""
+        self.close()
+        self.files = ImageFiles(keys, self.prefix)
+        self.runner = ProgramRunner(
+            self.argv, timeout=self.timeout, stderr_apart=self.stderr_apart, warm=self.warm
+        )
+
+    def run(self, index: int, view: memoryview, env: dict[str, str]) -> tuple[str, Ran]:
+        """Hand ``view`` over in file ``index`` and run the program on it."""
+        if self.files is None or self.runner is None:
+            raise RuntimeError("a program run before open()")
+        path = self.files.write(index, view)
+        return path, self.runner.run(path, env)
+
+    def close(self) -> None:
+        """End the warm interpreter; close and remove the image files."""
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+        if self.files is not None:
+            self.files.close()
+            self.files = None
