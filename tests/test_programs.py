@@ -6,9 +6,11 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -273,3 +275,32 @@ def test_a_checker_program_that_writes_its_pool_never_leaks_into_the_next_state(
         assert outcome is not None and outcome.verdict is Verdict.INCONSISTENT
     finally:
         checker.close()
+
+
+def test_ctrl_c_during_a_warm_run_ends_it_and_the_next_run_works(tmp_path: Path) -> None:
+    pids = tmp_path / "pid"
+    script = _script(
+        tmp_path,
+        textwrap.dedent(
+            f"""
+            import os, sys, time
+            if os.environ.get("PMSIM_HANG"):
+                with open({str(pids)!r}, "w") as f:
+                    f.write(str(os.getpid()))
+                time.sleep(60)
+            """
+        ),
+    )
+    runner = ProgramRunner([PY, "-S", script], timeout=30)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(str(tmp_path / "img"), dict(os.environ, PMSIM_HANG="1"))
+        assert runner.run(str(tmp_path / "img"), dict(os.environ)).returncode == 0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+        runner.close()
+    assert not _alive(int(pids.read_text()))
