@@ -12,6 +12,7 @@ import sys
 import textwrap
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,18 @@ def test_python_commands_are_recognised(tmp_path: Path) -> None:
     for argv in ([PY, "-c", "pass"], [PY, "-m", "json.tool"], [PY, "-"], [PY, "-i", script], [PY, "--help"]):
         assert python_command(argv) is None, argv
     assert python_command(["true"]) is None
+    # A directory or a zip archive runs through its __main__: not a source file the zygote compiles.
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__main__.py").write_text("print(1)\n")
+    assert python_command([PY, str(tmp_path / "app")]) is None
+    with zipfile.ZipFile(tmp_path / "app.pyz", "w") as z:
+        z.writestr("__main__.py", "print(1)\n")
+    assert python_command([PY, str(tmp_path / "app.pyz")]) is None
+    assert python_command([PY, str(tmp_path / "missing.py")]) is None
+    archive = (tmp_path / "app.pyz").read_bytes()
+    (tmp_path / "tool.pyz").write_bytes(f"#!{PY}\n".encode() + archive)  # zipapp's own layout
+    (tmp_path / "tool.pyz").chmod(0o755)
+    assert python_command([str(tmp_path / "tool.pyz")]) is None
     shebang = _script(tmp_path, f"#!/usr/bin/env {os.path.basename(PY)}\nprint(1)\n", "tool")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATH", os.path.dirname(PY) + os.pathsep + os.environ["PATH"])

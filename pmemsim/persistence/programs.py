@@ -320,6 +320,14 @@ def _split_options(args: Sequence[str]) -> tuple[list[str], list[str]] | None:
     return options, list(args[i:])
 
 
+def _source_file(path: str) -> bool:
+    """Whether ``path`` is a script the zygote runs as Python does: a regular file of source, not a
+    directory or a zip archive (which Python runs through their ``__main__``)."""
+    import zipfile  # here: only when a program checker is built
+
+    return os.path.isfile(path) and not zipfile.is_zipfile(path)
+
+
 def python_command(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
     """``argv`` as (interpreter and options, [script, args...]) if it runs a Python script, else None.
 
@@ -331,7 +339,9 @@ def python_command(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
         return None
     if _PYTHON.match(os.path.basename(first)):
         parts = _split_options(argv[1:])
-        return None if parts is None else ([first, *parts[0]], parts[1])
+        if parts is None or not _source_file(parts[1][0]):
+            return None
+        return [first, *parts[0]], parts[1]
     try:
         with open(first, "rb") as f:
             head = f.readline(256)
@@ -344,7 +354,7 @@ def python_command(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
         words = words[1:]
         if words and words[0] == "-S":  # env -S "python3 -u": split once more
             words = words[1:]
-    if not words or not _PYTHON.match(os.path.basename(words[0])):
+    if not words or not _PYTHON.match(os.path.basename(words[0])) or not _source_file(first):
         return None
     interpreter = shutil.which(words[0])
     options = _split_options([*words[1:], first])
