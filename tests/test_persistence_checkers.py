@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import textwrap
 import time
@@ -320,3 +321,50 @@ def test_a_forked_child_can_stop_and_use_a_watchdog_whose_locks_were_held_at_the
         pytest.fail("the child waited for a lock held by a thread it does not have")
     assert os.waitstatus_to_exitcode(done[1]) == 0
     watchdog.stop()
+
+
+def test_a_timed_out_call_leaves_no_pending_interrupt_so_traced_code_still_runs(tmp_path: Path) -> None:
+    # Cancelling the watchdog's interrupt with PyThreadState_SetAsyncExc(id, NULL) left CPython's
+    # "asynchronous exception pending" flag set with nothing to raise: the next code run under a
+    # trace function (coverage, hypothesis after a failure, a debugger) then looped forever. In
+    # a fresh process: calls that time out, then traced code, which must finish.
+    script = tmp_path / "probe.py"
+    script.write_text(
+        textwrap.dedent(
+            """
+            import sys, time
+            from pmemsim.persistence.checkers import CallableChecker, CrashContext, Verdict
+
+            def slow(image):
+                deadline = time.monotonic() + 5
+                while time.monotonic() < deadline:  # Python code: the interrupt lands here
+                    pass
+                return True
+
+            def quick_after_the_deadline(image):
+                time.sleep(0.3)  # one C call: the interrupt is still pending when it returns
+                return True
+
+            for fn in (slow, quick_after_the_deadline):
+                checker = CallableChecker(fn, timeout=0.1)
+                checker.open(["f"], [1])
+                outcome = checker.check([memoryview(b"x")], CrashContext(0, 0))
+                checker.close()
+                assert outcome is not None and outcome.verdict is Verdict.ERROR, outcome
+
+            def tracer(frame, event, arg):
+                return tracer
+
+            def work():
+                return sum(i for i in range(1000))
+
+            sys.settrace(tracer)
+            work()
+            sys.settrace(None)
+            print("traced code ran")
+            """
+        )
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
+    assert proc.returncode == 0 and "traced code ran" in proc.stdout, proc.stderr

@@ -191,13 +191,19 @@ class _CheckerTimeout(BaseException):
     pass
 
 
-def _raise_in(thread_id: int, exc: type[BaseException] | None) -> None:
-    # Schedules `exc` in another thread (None cancels a pending one). ctypes is loaded by _Watchdog.
+def _raise_in(thread_id: int, exc: type[BaseException]) -> None:
+    # Schedules `exc` in another thread. ctypes is loaded by _Watchdog. Never call it with NULL to
+    # cancel: CPython (3.11 at least) then leaves the interpreter's "asynchronous exception
+    # pending" flag set with no exception to raise, and the first traced code (coverage,
+    # hypothesis after a failure, a debugger) loops forever. A pending interrupt is absorbed
+    # instead, by the thread it targets (_Watchdog.leave).
     import ctypes
 
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-        ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc is not None else ctypes.c_void_p(0)
-    )
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc))
+
+
+def _nothing() -> None:
+    """A Python call: an asynchronous exception pending for this thread is raised at its entry."""
 
 
 class _Watchdog:
@@ -205,8 +211,8 @@ class _Watchdog:
 
     The checking thread bumps :attr:`calls` and sets :attr:`busy` around each call; a
     daemon thread wakes every ``timeout / 8`` and fires when it sees the same busy call
-    long enough. Firing and leaving a call both hold the lock, and leaving cancels an
-    exception that was scheduled but not yet raised, so none can escape the call.
+    long enough. Firing and leaving a call both hold the lock, and leaving raises and drops
+    an exception that was scheduled but not yet raised, so none can escape the call.
     """
 
     def __init__(self, timeout: float) -> None:
@@ -246,12 +252,21 @@ class _Watchdog:
                         _raise_in(self.thread_id, _CheckerTimeout)
 
     def leave(self) -> bool:
-        """End the current call; True when the timeout fired during it."""
+        """End the current call; True when the timeout fired during it (called by the checking thread).
+
+        An interrupt that was scheduled but has not landed yet is raised here, where it is
+        expected, and dropped, so none can escape the call.
+        """
         with self.lock:
             self.busy = False
             fired, self.fired = self.fired, False
-            if fired:
-                _raise_in(self.thread_id, None)
+        if fired:
+            # Not contextlib.suppress: building it is a Python call, where the interrupt could
+            # land before the block that catches it.
+            try:  # noqa: SIM105
+                _nothing()
+            except _CheckerTimeout:
+                pass
         return fired
 
     def stop(self) -> None:
