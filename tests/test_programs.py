@@ -317,3 +317,20 @@ def test_ctrl_c_during_a_warm_run_ends_it_and_the_next_run_works(tmp_path: Path)
         signal.signal(signal.SIGINT, previous)
         runner.close()
     assert not _alive(int(pids.read_text()))
+
+
+def test_a_warm_interpreter_that_died_between_runs_is_replaced(tmp_path: Path) -> None:
+    script = _script(tmp_path, "import sys\nsys.exit(5)\n")
+    runner = ProgramRunner([PY, "-S", script], timeout=30)
+    try:
+        assert runner.run(str(tmp_path / "img"), dict(os.environ)).returncode == 5
+        zygote = runner._zygote
+        assert zygote is not None
+        os.kill(zygote.pid, signal.SIGKILL)  # the OOM killer, say
+        os.waitpid(zygote.pid, 0)
+        zygote.pid = -1  # reaped here
+        assert runner.run(str(tmp_path / "img"), dict(os.environ)).returncode == 5  # this run: a plain start
+        assert runner.run(str(tmp_path / "img"), dict(os.environ)).returncode == 5  # then a new zygote
+        assert runner.warm and runner._zygote is not None and runner._zygote is not zygote
+    finally:
+        runner.close()

@@ -508,6 +508,10 @@ class _ZygoteGone(Exception):
     """The zygote ended or stopped answering."""
 
 
+class _NotStarted(Exception):
+    """The zygote was gone before it started the program (the run can be made another way)."""
+
+
 class _Zygote:
     """A warm interpreter that forks one child per run (see the module's theory of operation)."""
 
@@ -622,12 +626,18 @@ class ProgramRunner:
 
     def run(self, path: str, env: dict[str, str]) -> Ran:
         """Run the program on ``path`` with environment ``env``."""
+        try:
+            return self._run(path, env, self.warm)
+        except _NotStarted:  # the warm interpreter was gone before the program started: a plain start
+            return self._run(path, env, False)
+
+    def _run(self, path: str, env: dict[str, str], warm: bool) -> Ran:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe() if self.stderr_apart else (-1, -1)
         pid, zygote = -1, None
         try:
             try:
-                zygote = self._warm(env) if self.warm else None
+                zygote = self._warm(env) if warm else None
                 if zygote is not None:
                     assert self._python is not None
                     pid = zygote.start([*self._python[1], path], env, out_w, err_w if err_w >= 0 else out_w,
@@ -647,7 +657,9 @@ class ProgramRunner:
                 if zygote is None and done >= 0:
                     os.close(done)
         except _ZygoteGone as exc:
-            self._drop_zygote(pid)
+            self._drop_zygote(pid)  # the next run starts a new one
+            if pid < 0:
+                raise _NotStarted from None
             raise OSError(f"the program's warm interpreter stopped answering ({exc})") from None
         except subprocess.TimeoutExpired:
             self._end(pid, zygote)
