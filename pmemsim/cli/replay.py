@@ -317,6 +317,11 @@ def replay_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             return bad(str(exc))
 
+        if _streams(args, checker):
+            code = _replay_streamed(args, engine, markers, checker)
+            if code is not None:
+                return code
+
         import warnings
 
         from pmemsim.persistence.saved import read_log
@@ -517,49 +522,218 @@ def _replay(
             except ValueError as exc:  # --dask: the extra, the address, the workers
                 return bad(str(exc))
 
-            style = (
-                "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
-            )
-            out.say(f"[{style}]{{}}[/] in {report.elapsed:.2f}s", report.summary())
-            for warning in report.warnings:
-                out.say("[yellow]warning[/]: {}", warning)
-            for limit in report.limits:
-                out.say("[yellow]not exhaustive[/]: {}", limit)
-            shown = report.failures[:5]
-            for failure in shown:
-                out.say("{}", failure.describe())
-            failing = report.inconsistent + report.errors
-            if failing > len(shown):
-                out.say(f"... {failing - len(shown)} more failing state(s) not listed")
-            trace = None
-            first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
-            if first is not None and not args.no_shrink:
-                from pmemsim.persistence.shrink import ShrinkError, shrink
-
-                try:
-                    small = _shrink_apart(shrink, log, first, checker, images, args.timeout)
-                except (ShrinkError, CheckerError) as exc:
-                    out.say("[yellow]cannot shrink the first failure[/]: {}", exc)
-                else:
-                    trace = small.trace
-                    out.say(f"[bold]Minimal failing trace[/] ({small.tests} checker calls):")
-                    out.say("{}", small.trace)
-            if report.errors:
-                out.say(
-                    f"[bold red]checker error[/]: {report.errors} state(s) got no usable answer from the "
-                    "checker (see above): fix the checker; this says nothing about the pool"
-                )
-        if args.json:
-            doc = report.to_dict()
-            doc["log"] = args.log
-            doc["trace"] = trace
-            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-            sys.stdout.flush()
-        if report.errors:
-            return EXIT_BAD_INPUT
-        return EXIT_OK if report.ok else EXIT_FAILED
+            trace = _conclude(args, out, report, checker, lambda: (log, images))
+        return _emit(args, report, trace)
     finally:
         gc.unfreeze()  # main() may be called again in this process (tests, embedding)
+
+
+def _streams(args: argparse.Namespace, checker: Any) -> bool:
+    """Whether this replay reads its log as it explores it: one process, a checker (not a recovery,
+    which needs the whole log first), a complete pmemcheck log. Workers, shards and Dask cut
+    the whole log into slices; --allow-truncated logs lack the STOP the streaming reader needs."""
+    from pmemsim.persistence.checkers import Checker
+
+    if args.workers != 1 or args.allow_truncated or not isinstance(checker, Checker):
+        return False
+    if any(getattr(args, name, None) is not None for name in ("shard", "dask", "merge_docs")):
+        return False
+    try:
+        return not _is_saved(args.log)
+    except OSError:
+        return False  # the whole-log path says why it cannot be read
+
+
+def _replay_streamed(
+    args: argparse.Namespace, engine: Engine, markers: dict[str, Engine], checker: Checker
+) -> int | None:
+    """Replay a pmemcheck log as it is read, exploring each epoch once it is cut (memory for the
+    pool, not the log: :mod:`pmemsim.persistence.stream`); the exit status, or None when the log
+    needs the whole-log path (a warning or an error the full reader locates, a late file)."""
+    import contextlib
+
+    from pmemsim.persistence import parallel
+    from pmemsim.persistence.checkers import CheckerError
+    from pmemsim.persistence.explore import CheckerCrashed, NothingToCheck
+    from pmemsim.persistence.log import LogError
+    from pmemsim.persistence.pmemcheck import PmemcheckStream, StreamFallback
+    from pmemsim.persistence.stream import (
+        ImagesRefused,
+        ImagesUnreadable,
+        Restart,
+        SharedWord,
+        StreamResult,
+        replay_stream,
+    )
+
+    out = _Out(stderr=bool(args.json))
+
+    def bad(message: str) -> int:
+        print(f"pmemsim replay: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    def images_for(keys: Sequence[str]) -> dict[str, str]:
+        try:
+            return _replay_images(args.image, keys)
+        except ValueError as exc:
+            raise ImagesRefused(str(exc)) from None
+
+    source = PmemcheckStream(args.log)
+    read = SharedWord()  # bytes read so far, written by whichever process reads
+    source.on_read = read.set
+    counted: Checker = checker
+    progress: Any = contextlib.nullcontext()
+    if out.terminal:  # the log's bytes read give the bar its rate and time left
+        from pmemsim.persistence.progress import CountingChecker
+
+        counted = CountingChecker(checker)
+        progress = Polling(
+            out.console,
+            "pmemsim replay",
+            max(1, source.total >> 10),
+            lambda: read.value >> 10,
+            what="KiB of the log read",
+            unit="KiB",
+        )
+    isolate = _runs_python(checker)  # a Python checker runs in a forked process, as on the other path
+    slots = parallel.StateSlots(None, 1) if isolate else None
+
+    def run() -> StreamResult:
+        return replay_stream(
+            source,
+            counted,
+            engine=engine,
+            markers=markers,
+            seed=args.seed,
+            images=images_for,
+            timeout=args.timeout,
+            max_states=args.max_states,
+            allow_empty=args.allow_empty,
+            slots=slots,
+        )
+
+    with QuietStdout(bool(args.json)), progress:
+        try:
+            if slots is not None:
+                try:
+                    result: StreamResult = parallel.collect(*parallel.fork(run))
+                except parallel.WorkerDied as died:
+                    epoch_index, seq = slots.get(died.slot)
+                    raise CheckerCrashed(
+                        f"the checker crashed its process ({died}) while judging epoch {epoch_index} "
+                        f"state {seq}: no verdict; run the checker on its own to debug it"
+                    ) from None
+            else:
+                result = run()
+        except (StreamFallback, Restart):
+            return None
+        except OSError as exc:
+            return bad(f"cannot read {args.log}: {exc.strerror or exc}")
+        except ImagesUnreadable as exc:
+            hint = "give the file's content before the first store with --image FILE=PATH"
+            return bad(f"{located(args.log, exc)}; {hint}")
+        except ImagesRefused as exc:
+            return bad(str(exc))
+        except NothingToCheck as exc:
+            text = str(exc).replace("allow_empty=True", "--allow-empty")
+            return bad(located(args.log, Exception(text)))
+        except CheckerError as exc:
+            return bad(str(exc))
+        except LogError as exc:
+            return bad(located(args.log, exc))
+        # What the whole-log path says before it explores, said once it is known.
+        out.say(
+            "[bold]{}[/]: {}, {} records, {} file(s), {} epochs; engine {}{}, checker {}",
+            args.log,
+            "pmemcheck store log",
+            result.records,
+            result.files,
+            result.report.epochs,
+            engine.name,
+            "".join(f", {n}={e.name}" for n, e in markers.items()),
+            repr(checker),
+        )
+        if result.stale:
+            out.say(
+                "[yellow]warning[/]: {} already hold(s) every store of the log: probably the state after "
+                "the run, so every crash state looks the same. Restore a pristine copy first (as for "
+                "pmreorder) or pass --image FILE=PRISTINE_COPY.",
+                ", ".join(result.stale),
+            )
+
+        def whole_log() -> tuple[StoreLog, Any]:
+            # A failure is rare: the log is read again, whole, only to shrink one.
+            import warnings
+
+            from pmemsim.persistence.saved import read_log
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                log = read_log(args.log)
+            return log, _replay_images(args.image, list(log.files))
+
+        trace = _conclude(args, out, result.report, checker, whole_log)
+    return _emit(args, result.report, trace)
+
+
+def _conclude(
+    args: argparse.Namespace,
+    out: _Out,
+    report: CrashReport,
+    checker: Checker,
+    shrink_input: Callable[[], tuple[StoreLog, Any]],
+) -> str | None:
+    """Print the summary, the failures and the minimal failing trace (``shrink_input()``: the log
+    and the --image mapping, asked only when a failure is shrunk); the trace, or None."""
+    from pmemsim.persistence.checkers import CheckerError
+
+    style = "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
+    out.say(f"[{style}]{{}}[/] in {report.elapsed:.2f}s", report.summary())
+    for warning in report.warnings:
+        out.say("[yellow]warning[/]: {}", warning)
+    for limit in report.limits:
+        out.say("[yellow]not exhaustive[/]: {}", limit)
+    shown = report.failures[:5]
+    for failure in shown:
+        out.say("{}", failure.describe())
+    failing = report.inconsistent + report.errors
+    if failing > len(shown):
+        out.say(f"... {failing - len(shown)} more failing state(s) not listed")
+    trace: str | None = None
+    first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
+    if first is not None and not args.no_shrink:
+        from pmemsim.persistence.shrink import ShrinkError, shrink
+
+        try:
+            log, images = shrink_input()
+            small = _shrink_apart(shrink, log, first, checker, images, args.timeout)
+        except (ShrinkError, CheckerError) as exc:
+            out.say("[yellow]cannot shrink the first failure[/]: {}", exc)
+        else:
+            trace = small.trace
+            out.say(f"[bold]Minimal failing trace[/] ({small.tests} checker calls):")
+            out.say("{}", small.trace)
+    if report.errors:
+        out.say(
+            f"[bold red]checker error[/]: {report.errors} state(s) got no usable answer from the "
+            "checker (see above): fix the checker; this says nothing about the pool"
+        )
+    return trace
+
+
+def _emit(args: argparse.Namespace, report: CrashReport, trace: str | None) -> int:
+    """Print the --json document; the exit status of ``report``."""
+    if args.json:
+        import json
+
+        doc = report.to_dict()
+        doc["log"] = args.log
+        doc["trace"] = trace
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.flush()
+    if report.errors:
+        return EXIT_BAD_INPUT
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _shrink_apart(

@@ -1123,6 +1123,8 @@ class PmemcheckStream:
             self.total = 0
         self.done = 0
         self.log = StoreLog(granularity=granularity, page_size=page_size)
+        self._reader = _FastReader(self.log, self.total)
+        self.log.files = self._reader.parser.files  # live: registrations show as they are read
         self.on_read: Callable[[int], None] | None = None
 
     def _counted(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
@@ -1133,10 +1135,11 @@ class PmemcheckStream:
             yield chunk
 
     def batches(self) -> Iterator[list[Record]]:
-        """The records, one list per chunk of text read (raises StreamFallback, OSError, LogError)."""
-        log = self.log
-        reader = _FastReader(log, self.total)
-        log.files = reader.parser.files  # live: registrations show as they are read
+        """The records, one list per chunk of text read (raises StreamFallback, OSError, LogError).
+
+        Once only: the reader's state is this object's.
+        """
+        log, reader = self.log, self._reader
         try:
             for text in _decoded(self._counted(_stream_bytes(self.path, self.max_bytes))):
                 # The collector is kept out of reading only (a batch's records form no cycle),

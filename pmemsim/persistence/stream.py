@@ -84,6 +84,10 @@ class ImagesUnreadable(LogError):
     """The initial content of a registered file cannot be read (the message says which)."""
 
 
+class ImagesRefused(ValueError):
+    """``images``, a callable, refused the log's files (an --image naming no file of the log)."""
+
+
 class RecordSource(Protocol):
     """A store log handed out in batches of records, in program order.
 
@@ -125,8 +129,8 @@ class SharedWord:
         """The integer."""
         return int(self._word[0])
 
-    @value.setter
-    def value(self, value: int) -> None:
+    def set(self, value: int) -> None:
+        """Make the integer ``value``."""
         self._word[0] = value
 
 
@@ -138,6 +142,9 @@ class StreamResult:
     #: Keys of the files the log stores to whose initial image already holds every store
     #: (see :func:`~pmemsim.persistence.progress.stale_files`).
     stale: list[str] = field(default_factory=list)
+    #: How many records the log holds, and how many files it registers.
+    records: int = 0
+    files: int = 0
 
 
 class _After:
@@ -174,7 +181,7 @@ class _Run:
         checker: Checker,
         engine_of: EngineChoice,
         seed: int,
-        images: Mapping[str, Any] | None,
+        images: Mapping[str, Any] | Callable[[Sequence[str]], Mapping[str, Any]] | None,
         max_failures: int,
         slots: Any,
     ) -> None:
@@ -196,12 +203,16 @@ class _Run:
         self.checked = 0
         self.inconsistent = self.errors = 0
         self.failures: list[Failure] = []
+        self.failed: BaseException | None = None  # a checker or image error: the log is still read to its end
 
     def read_images(self) -> tuple[bytes, ...]:
         """The files' initial images (once); ImagesUnreadable when one cannot be read."""
         if self.images is None:
+            given = self.images_arg
+            if callable(given):  # resolved against the files now known (ImagesRefused when it cannot)
+                given = given(tuple(self.window.files))
             try:
-                self.images = initial_images(self.window, self.images_arg)
+                self.images = initial_images(self.window, given)
             except LogError as exc:
                 raise ImagesUnreadable(str(exc)) from None
         return self.images
@@ -338,7 +349,7 @@ def replay_stream(
     engine: Engine | str = "Exhaustive",
     markers: Mapping[str, Engine | str] | None = None,
     seed: int | None = None,
-    images: Mapping[str, Any] | None = None,
+    images: Mapping[str, Any] | Callable[[Sequence[str]], Mapping[str, Any]] | None = None,
     timeout: float | None = 60.0,
     max_failures: int = 100,
     max_states: int | None = None,
@@ -372,27 +383,15 @@ def replay_stream(
     model = resolve_model(window, None)
     builder = EpochBuilder(window, model)
     run = _Run(window, judge, engine_of, 0 if seed is None else seed, images, max_failures, slots)
-    failed: BaseException | None = None  # a checker or image error: the log is still read to its end
     try:
-        for batch in source.batches():
-            window.records = batch
-            with paused_gc():
-                builder.feed(builder.base + len(batch))
-            if failed is None:
-                try:
-                    run.explore(builder, model)
-                    if run.after is not None:
-                        run.after.apply(batch)
-                except (CheckerError, ImagesUnreadable) as exc:
-                    failed = exc
-                    run.close()
-            if failed is not None:
-                builder.forget()  # only checked now
-            builder.base += len(batch)
-            window.records = []
-        builder.close(allow_open_markers=allow_open_markers)
-        if failed is not None:
-            raise failed
+        try:
+            _feed_all(source, window, builder, run, allow_open_markers)
+        except LogError:
+            if isinstance(run.failed, ImagesRefused):  # the whole-log path refuses --image before it checks
+                raise run.failed from None
+            raise
+        if run.failed is not None:
+            raise run.failed
         run.explore(builder, model)
         if run.first_store is None:
             run.read_images()  # the whole-log path reads them before it finds there is nothing to check
@@ -414,7 +413,34 @@ def replay_stream(
             f"no crash state was checked (engine {default.name}): nothing to judge; "
             "allow_empty=True accepts that"
         )
-    return StreamResult(report, run.after.stale() if run.after is not None else [])
+    stale = run.after.stale() if run.after is not None else []
+    return StreamResult(report, stale, builder.base, len(window.files))
+
+
+def _feed_all(
+    source: RecordSource, window: StoreLog, builder: EpochBuilder, run: _Run, allow_open_markers: bool
+) -> None:
+    """Read every batch: cut its epochs and explore them (until a checker or image error, after
+    which the rest is only checked); close the last epoch."""
+    model = builder.model
+    for batch in source.batches():
+        window.records = batch
+        builder.refresh_files()
+        with paused_gc():
+            builder.feed(builder.base + len(batch))
+        if run.failed is None:
+            try:
+                run.explore(builder, model)
+                if run.after is not None:
+                    run.after.apply(batch)
+            except (CheckerError, ImagesUnreadable, ImagesRefused) as exc:
+                run.failed = exc
+                run.close()
+        if run.failed is not None:
+            builder.forget()  # only checked now
+        builder.base += len(batch)
+        window.records = []
+    builder.close(allow_open_markers=allow_open_markers)
 
 
 def _report(
