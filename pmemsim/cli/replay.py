@@ -612,6 +612,19 @@ def _replay_streamed(
             slots=slots,
         )
 
+    def header(counts: tuple[int, int, int] | None) -> None:
+        # What the whole-log path says before it explores, said once it is known (the log read).
+        if counts is not None:
+            out.say(
+                "[bold]{}[/]: {}, {} records, {} file(s), {} epochs; engine {}{}, checker {}",
+                args.log,
+                "pmemcheck store log",
+                *counts,
+                engine.name,
+                "".join(f", {n}={e.name}" for n, e in markers.items()),
+                repr(checker),
+            )
+
     with QuietStdout(bool(args.json)), progress:
         try:
             if slots is not None:
@@ -635,24 +648,15 @@ def _replay_streamed(
         except ImagesRefused as exc:
             return bad(str(exc))
         except NothingToCheck as exc:
+            header(getattr(exc, "counts", None))
             text = str(exc).replace("allow_empty=True", "--allow-empty")
             return bad(located(args.log, Exception(text)))
         except CheckerError as exc:
+            header(getattr(exc, "counts", None))
             return bad(str(exc))
         except LogError as exc:
             return bad(located(args.log, exc))
-        # What the whole-log path says before it explores, said once it is known.
-        out.say(
-            "[bold]{}[/]: {}, {} records, {} file(s), {} epochs; engine {}{}, checker {}",
-            args.log,
-            "pmemcheck store log",
-            result.records,
-            result.files,
-            result.report.epochs,
-            engine.name,
-            "".join(f", {n}={e.name}" for n, e in markers.items()),
-            repr(checker),
-        )
+        header((result.records, result.files, result.report.epochs))
         if result.stale:
             out.say(
                 "[yellow]warning[/]: {} already hold(s) every store of the log: probably the state after "

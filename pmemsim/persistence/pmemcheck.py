@@ -1020,7 +1020,7 @@ def _read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
 _CHUNK = 1 << 20
 
 
-def _stream_bytes(path: str | os.PathLike[str], max_bytes: int) -> Iterator[bytes]:
+def _stream_bytes(path: str | os.PathLike[str], max_bytes: int, chunk_size: int = _CHUNK) -> Iterator[bytes]:
     """The bytes of the regular file ``path`` in chunks.
 
     Refuses non-regular files and files over ``max_bytes`` like :func:`_read_regular_file`
@@ -1037,7 +1037,7 @@ def _stream_bytes(path: str | os.PathLike[str], max_bytes: int) -> Iterator[byte
         if st.st_size > max_bytes:
             raise LogError(f"{name}: {st.st_size} bytes, more than the limit of {max_bytes} for {what}")
         total = 0
-        while chunk := os.read(fd, min(_CHUNK, max_bytes + 1 - total)):
+        while chunk := os.read(fd, min(chunk_size, max_bytes + 1 - total)):
             total += len(chunk)
             if total > max_bytes:  # the file grew while we read it
                 raise LogError(f"{name}: more than the limit of {max_bytes} bytes for {what}")
@@ -1099,7 +1099,8 @@ class PmemcheckStream:
     completes; nothing of an earlier batch is kept here. ``log.files`` is the live table
     of the files registered so far (it may still grow while batches come: the reader of
     the batches checks). ``done`` and ``total`` are the bytes read and the file's size,
-    for a progress bar; ``on_read`` (if set) gets ``done`` after each chunk.
+    for a progress bar; ``on_read`` (if set) gets ``done`` after each chunk (of
+    ``chunk_size`` bytes).
 
     Only logs the fast reader accepts stream; anything else raises
     :class:`StreamFallback` (possibly after some batches), and the caller reads the file
@@ -1114,9 +1115,11 @@ class PmemcheckStream:
         granularity: Granularity | None = None,
         page_size: int = 4096,
         max_bytes: int = MAX_LOG_BYTES,
+        chunk_size: int = _CHUNK,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self.chunk_size = chunk_size
         try:
             self.total = os.stat(path).st_size
         except (OSError, ValueError):
@@ -1141,7 +1144,7 @@ class PmemcheckStream:
         """
         log, reader = self.log, self._reader
         try:
-            for text in _decoded(self._counted(_stream_bytes(self.path, self.max_bytes))):
+            for text in _decoded(self._counted(_stream_bytes(self.path, self.max_bytes, self.chunk_size))):
                 # The collector is kept out of reading only (a batch's records form no cycle),
                 # not out of the caller's work between batches.
                 with paused_gc():

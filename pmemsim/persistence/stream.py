@@ -222,8 +222,8 @@ class _Run:
         files = self.window.files
         keys = tuple(files)
         sizes = tuple(info.size for info in files.values())
-        images = self.read_images()
         self.shape = (keys, sizes)
+        images = self.read_images()
         self.after = _After(keys, images)
         plan = EpochPlan(keys, sizes, (), (), model, ())
         ex = Explorer(plan, images, self.checker, self.engine_of, sees_markers=self.checker.sees_markers)
@@ -390,31 +390,51 @@ def replay_stream(
             if isinstance(run.failed, ImagesRefused):  # the whole-log path refuses --image before it checks
                 raise run.failed from None
             raise
+        if run.shape is not None and not run.same_files():
+            # Registered after exploring began: the states judged lacked the file (and an image
+            # given for it was refused then).
+            raise Restart("a file was registered or grew after exploring began")
         if run.failed is not None:
-            raise run.failed
+            raise _counted(run.failed, builder)
         run.explore(builder, model)
         if run.first_store is None:
             run.read_images()  # the whole-log path reads them before it finds there is nothing to check
             if not allow_empty:
-                raise NothingToCheck(
-                    "the log holds no store: nothing to check (did the code write to another set, or "
-                    "record nothing?); allow_empty=True accepts that"
+                raise _counted(
+                    NothingToCheck(
+                        "the log holds no store: nothing to check (did the code write to another set, or "
+                        "record nothing?); allow_empty=True accepts that"
+                    ),
+                    builder,
                 )
         elif not run.wanted and not allow_empty:
-            raise NothingToCheck(
-                f"engine {default.name} picks no crash state in this log: nothing to check "
-                "(NoReorderNoCheck checks nothing); allow_empty=True accepts that"
+            raise _counted(
+                NothingToCheck(
+                    f"engine {default.name} picks no crash state in this log: nothing to check "
+                    "(NoReorderNoCheck checks nothing); allow_empty=True accepts that"
+                ),
+                builder,
             )
         report = _report(run, builder, judge, default, section_engines, started)
     finally:
         run.close()
     if report.states_checked == 0 and not allow_empty:
-        raise NothingToCheck(
-            f"no crash state was checked (engine {default.name}): nothing to judge; "
-            "allow_empty=True accepts that"
+        raise _counted(
+            NothingToCheck(
+                f"no crash state was checked (engine {default.name}): nothing to judge; "
+                "allow_empty=True accepts that"
+            ),
+            builder,
         )
     stale = run.after.stale() if run.after is not None else []
     return StreamResult(report, stale, builder.base, len(window.files))
+
+
+def _counted(exc: BaseException, builder: EpochBuilder) -> BaseException:
+    """``exc`` with ``counts``: (records, files, epochs) of the log, all read (the command line
+    says them before such an error, as the whole-log path does; they travel with a pickle)."""
+    exc.counts = (builder.base, len(builder.log.files), builder.epoch_base + len(builder.epochs))  # type: ignore[attr-defined]
+    return exc
 
 
 def _feed_all(
