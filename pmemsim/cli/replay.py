@@ -63,6 +63,14 @@ at the operations' boundaries are recovered from the log before exploring; recov
 failing there (no crash involved) is exit 2. A program's output is compared as text.
 
 Runs that sample (Random, ReorderPartial) or hit --max-states say NOT EXHAUSTIVE.
+
+In one process, a pmemcheck log is replayed as it is read: each epoch is explored as
+soon as it is cut, then dropped, so memory holds the pool, not the log (plus an entry
+per distinct state judged and per section marker). The log is read whole first with
+--workers, --shard, --dask, --recover/--recover-prog and --allow-truncated, for saved
+logs, and for a log the streaming reader hands back (a warning or an error to locate,
+a file registered after the first epoch: then explored again, whole). Results are the
+same either way.
 """
 
 _REPLAY_EPILOG = """\
@@ -581,12 +589,8 @@ def _replay_streamed(
     source = PmemcheckStream(args.log)
     read = SharedWord()  # bytes read so far, written by whichever process reads
     source.on_read = read.set
-    counted: Checker = checker
     progress: Any = contextlib.nullcontext()
     if out.terminal:  # the log's bytes read give the bar its rate and time left
-        from pmemsim.persistence.progress import CountingChecker
-
-        counted = CountingChecker(checker)
         progress = Polling(
             out.console,
             "pmemsim replay",
@@ -601,7 +605,7 @@ def _replay_streamed(
     def run() -> StreamResult:
         return replay_stream(
             source,
-            counted,
+            checker,
             engine=engine,
             markers=markers,
             seed=args.seed,

@@ -582,17 +582,6 @@ class EpochBuilder:
             self.fidx_of = {k: i for i, k in enumerate(self.keys)}
             self.sizes = tuple(files[k].size for k in self.keys)
 
-    def refresh_files(self) -> None:
-        """Take the log's files again (a streamed log registers files as it is read). Files are
-        only ever added or grown, so the index of a known file does not change."""
-        files = self.log.files
-        if len(files) != len(self.keys) or any(
-            files[k].size != size for k, size in zip(self.keys, self.sizes, strict=True)
-        ):
-            self.keys = tuple(files)
-            self.fidx_of = {k: i for i, k in enumerate(self.keys)}
-            self.sizes = tuple(files[k].size for k in self.keys)
-
     def forget(self) -> None:
         """Drop the epochs and atoms built so far (a streaming replay explored them): the next
         :meth:`partial` holds only what is built after. Atoms still in flight stay known
