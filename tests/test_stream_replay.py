@@ -10,6 +10,7 @@ come from the examples, the pmemcheck files under ``tests/data`` and hypothesis.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -38,11 +39,12 @@ from pmemsim.persistence import (
     Store,
     StoreLog,
     dump_pmemcheck,
+    pmemcheck,
     replay,
 )
 from pmemsim.persistence.log import LogError
 from pmemsim.persistence.pmemcheck import PmemcheckStream, StreamFallback
-from pmemsim.persistence.saved import read_log
+from pmemsim.persistence.saved import read_log, save_log
 from pmemsim.persistence.stream import ImagesUnreadable, ListSource, Restart, replay_stream
 
 DATA = Path(__file__).parent / "data" / "pmemcheck"
@@ -292,13 +294,25 @@ def test_memory_does_not_grow_with_the_log() -> None:
 # -- the command line ------------------------------------------------------------------------------
 
 
+#: The logs the command line replayed whole although it was asked to stream.
+WHOLE_LOG_RUNS: list[str] = []
+
+
 def run_cli(argv: list[str], streams: bool, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str, str]:
     """``pmemsim replay ARGV`` in this process, streaming or not: (exit status, stdout, stderr)."""
     from pmemsim.cli import main
     from pmemsim.cli import replay as cli_replay
 
     if not streams:
-        monkeypatch.setattr(cli_replay, "_streams", lambda args, checker: False)
+        monkeypatch.setattr(cli_replay, "_streams", lambda args, checker: None)
+    else:  # the whole-log path is taken only for logs that need it
+        whole = cli_replay._replay
+
+        def counted(*args: Any) -> Any:
+            WHOLE_LOG_RUNS.append(argv[0])
+            return whole(*args)
+
+        monkeypatch.setattr(cli_replay, "_replay", counted)
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         code = main(["replay", *argv])
@@ -328,9 +342,15 @@ def boom(image):
 
 @pytest.fixture
 def cli_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The pmemcheck logs, and the examples saved in pmemsim's format (streamed from memory)."""
     (tmp_path / "streamchecks.py").write_text(CHECKS)
     monkeypatch.chdir(tmp_path)
-    return list(pmemcheck_logs(tmp_path))
+    saved = []
+    for i, (program, _) in enumerate(EXAMPLES):
+        path = tmp_path / f"saved{i}.json"
+        save_log(program(), path)
+        saved.append(path)
+    return [*pmemcheck_logs(tmp_path), *saved]
 
 
 @pytest.mark.parametrize(
@@ -356,6 +376,7 @@ def cli_logs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[Path]:
 def test_cli_streams_to_the_same_output(
     cli_logs: list[Path], options: list[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    WHOLE_LOG_RUNS.clear()
     for path in cli_logs:
         argv = [str(path), *options]
         whole = run_cli(argv, False, monkeypatch)
@@ -365,6 +386,7 @@ def test_cli_streams_to_the_same_output(
         assert normal(streamed[2]) == normal(whole[2]), path
         if "--json" in options and whole[0] != 2:
             assert json.loads(streamed[1])["states_checked"] > 0
+    assert WHOLE_LOG_RUNS == []  # every one of these logs streams
 
 
 def test_cli_replays_a_late_file_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -374,5 +396,9 @@ def test_cli_replays_a_late_file_whole(tmp_path: Path, monkeypatch: pytest.Monke
     path = two_file_log(tmp_path)
     argv = [str(path), "--checker", "streamchecks:picky", "--json"]
     whole = run_cli(argv, False, monkeypatch)
+    WHOLE_LOG_RUNS.clear()
+    # Read 16 bytes at a time: the first epochs are explored before the second file shows.
+    monkeypatch.setattr(pmemcheck, "PmemcheckStream", functools.partial(PmemcheckStream, chunk_size=16))
     streamed = run_cli(argv, True, monkeypatch)
     assert (streamed[0], normal(streamed[1])) == (whole[0], normal(whole[1]))
+    assert [str(path)] == WHOLE_LOG_RUNS

@@ -325,7 +325,8 @@ def replay_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             return bad(str(exc))
 
-        if _streams(args, checker):
+        streams = _streams(args, checker)
+        if streams == "pmemcheck":
             code = _replay_streamed(args, engine, markers, checker)
             if code is not None:
                 return code
@@ -349,6 +350,10 @@ def replay_command(args: argparse.Namespace) -> int:
             images = _replay_images(args.image, list(log.files))
         except ValueError as exc:
             return bad(str(exc))
+        if streams == "saved":  # already in memory: streamed from the list, the plan never built whole
+            code = _replay_streamed(args, engine, markers, checker, log)
+            if code is not None:
+                return code
         return _replay(args, log, engine, markers, checker, images)
     finally:
         # The checker module stays imported (forked workers inherit it); only the path goes.
@@ -536,28 +541,39 @@ def _replay(
         gc.unfreeze()  # main() may be called again in this process (tests, embedding)
 
 
-def _streams(args: argparse.Namespace, checker: Any) -> bool:
-    """Whether this replay reads its log as it explores it: one process, a checker (not a recovery,
-    which needs the whole log first), a complete pmemcheck log. Workers, shards and Dask cut
-    the whole log into slices; --allow-truncated logs lack the STOP the streaming reader needs."""
+def _streams(args: argparse.Namespace, checker: Any) -> str | None:
+    """How this replay explores its log as it goes: ``"pmemcheck"`` (read as it is explored),
+    ``"saved"`` (loaded, then cut and explored a batch at a time), or None (the whole-log path).
+
+    Streaming needs one process and a checker (a recovery needs the whole log first);
+    workers, shards and Dask cut the whole log into slices, and --allow-truncated logs
+    lack the STOP the streaming pmemcheck reader needs."""
     from pmemsim.persistence.checkers import Checker
 
-    if args.workers != 1 or args.allow_truncated or not isinstance(checker, Checker):
-        return False
+    if args.workers != 1 or not isinstance(checker, Checker):
+        return None
     if any(getattr(args, name, None) is not None for name in ("shard", "dask", "merge_docs")):
-        return False
+        return None
     try:
-        return not _is_saved(args.log)
+        saved = _is_saved(args.log)
     except OSError:
-        return False  # the whole-log path says why it cannot be read
+        return None  # the whole-log path says why it cannot be read
+    if saved:
+        return "saved"
+    return None if args.allow_truncated else "pmemcheck"
 
 
 def _replay_streamed(
-    args: argparse.Namespace, engine: Engine, markers: dict[str, Engine], checker: Checker
+    args: argparse.Namespace,
+    engine: Engine,
+    markers: dict[str, Engine],
+    checker: Checker,
+    log: StoreLog | None = None,
 ) -> int | None:
-    """Replay a pmemcheck log as it is read, exploring each epoch once it is cut (memory for the
-    pool, not the log: :mod:`pmemsim.persistence.stream`); the exit status, or None when the log
-    needs the whole-log path (a warning or an error the full reader locates, a late file)."""
+    """Replay a pmemcheck log as it is read (or the saved ``log``, a batch at a time), exploring each
+    epoch once it is cut (memory for the pool, not the log: :mod:`pmemsim.persistence.stream`);
+    the exit status, or None when the log needs the whole-log path (a warning or an error the
+    full reader locates, a late file)."""
     import contextlib
 
     from pmemsim.persistence import parallel
@@ -568,6 +584,7 @@ def _replay_streamed(
     from pmemsim.persistence.stream import (
         ImagesRefused,
         ImagesUnreadable,
+        ListSource,
         Restart,
         SharedWord,
         StreamResult,
@@ -586,18 +603,19 @@ def _replay_streamed(
         except ValueError as exc:
             raise ImagesRefused(str(exc)) from None
 
-    source = PmemcheckStream(args.log)
-    read = SharedWord()  # bytes read so far, written by whichever process reads
+    source: PmemcheckStream | ListSource = PmemcheckStream(args.log) if log is None else ListSource(log)
+    read = SharedWord()  # bytes (records) read so far, written by whichever process reads
     source.on_read = read.set
     progress: Any = contextlib.nullcontext()
-    if out.terminal:  # the log's bytes read give the bar its rate and time left
+    if out.terminal:  # the part of the log read gives the bar its rate and time left
+        shift, what = (10, "KiB of the log read") if log is None else (0, "records replayed")
         progress = Polling(
             out.console,
             "pmemsim replay",
-            max(1, source.total >> 10),
-            lambda: read.value >> 10,
-            what="KiB of the log read",
-            unit="KiB",
+            max(1, source.total >> shift),
+            lambda: read.value >> shift,
+            what=what,
+            unit=what.split()[0],
         )
     isolate = _runs_python(checker)  # a Python checker runs in a forked process, as on the other path
     slots = parallel.StateSlots(None, 1) if isolate else None
@@ -622,7 +640,7 @@ def _replay_streamed(
             out.say(
                 "[bold]{}[/]: {}, {} records, {} file(s), {} epochs; engine {}{}, checker {}",
                 args.log,
-                "pmemcheck store log",
+                "pmemcheck store log" if log is None else "saved pmemsim log",
                 *counts,
                 engine.name,
                 "".join(f", {n}={e.name}" for n, e in markers.items()),
@@ -675,10 +693,12 @@ def _replay_streamed(
 
             from pmemsim.persistence.saved import read_log
 
+            if log is not None:
+                return log, _replay_images(args.image, list(log.files))
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                log = read_log(args.log)
-            return log, _replay_images(args.image, list(log.files))
+                whole = read_log(args.log)
+            return whole, _replay_images(args.image, list(whole.files))
 
         trace = _conclude(args, out, result.report, checker, whole_log)
     return _emit(args, result.report, trace)

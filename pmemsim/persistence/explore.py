@@ -31,7 +31,9 @@ for most of it) falls back to planning in the parent, forking each worker as soo
 the epochs it starts with are cut, with work stealing between blocks of epochs.
 ``isolate=True`` runs a single-process exploration in one forked child, so that a
 checker that crashes its process (a segfault in a C extension) ends the replay with a
-checker error instead of killing it.
+checker error instead of killing it. A single-process replay of a log read as it comes
+(the command line's, for pmemcheck logs) is :mod:`pmemsim.persistence.stream`'s: the
+same Explorer, given epochs as they are cut.
 """
 
 from __future__ import annotations

@@ -390,6 +390,11 @@ class EpochBuilder:
     validation (for a log :func:`scan_log` already accepted); ``resume`` starts at a
     quiescent point of that scan instead of the beginning of the log, with ``markers``
     the scan's visible markers.
+
+    A streaming replay (:mod:`pmemsim.persistence.stream`) gives it the log a window at a
+    time: ``log.records`` holds only the records from index :attr:`base` on, :meth:`forget`
+    drops the epochs and atoms already explored (ids and indices go on), :meth:`refresh_files`
+    takes files registered since, and :meth:`close` closes the last epoch.
     """
 
     def __init__(

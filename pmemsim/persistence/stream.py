@@ -37,6 +37,7 @@ already judged lacked it.
 from __future__ import annotations
 
 import contextlib
+import gc
 import mmap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -60,7 +61,7 @@ from pmemsim.persistence.explore import (
     resolve_model,
 )
 from pmemsim.persistence.image import initial_images
-from pmemsim.persistence.log import LogError, Record, Store, StoreLog, paused_gc
+from pmemsim.persistence.log import Fence, Flush, LogError, Record, Store, StoreLog, paused_gc
 from pmemsim.persistence.model import Epoch, EpochBuilder, EpochPlan
 from pmemsim.persistence.results import CrashReport, Failure
 
@@ -109,12 +110,20 @@ class ListSource:
         self.log = StoreLog([], log.files, log.granularity, log.page_size)
         self._records = log.records
         self._batch = batch
+        #: Records handed out so far, of ``total``; ``on_read`` (if set) gets ``done`` per batch.
+        self.done = 0
+        self.total = len(log.records)
+        self.on_read: Callable[[int], None] | None = None
 
     def batches(self) -> Iterator[list[Record]]:
         """Slices of the log's records."""
         records, step = self._records, self._batch
         for i in range(0, len(records), step):
-            yield records[i : i + step]
+            batch = records[i : i + step]
+            self.done = i + len(batch)
+            if self.on_read is not None:
+                self.on_read(self.done)
+            yield batch
 
 
 class SharedWord:
@@ -158,11 +167,17 @@ class _After:
 
     def apply(self, records: Sequence[Record]) -> None:
         after, touched = self.after, self.touched
+        file = ""
+        image = bytearray()
         for rec in records:
-            if type(rec) is Store or isinstance(rec, Store):
+            kind = type(rec)
+            if kind is Store or (kind is not Flush and kind is not Fence and isinstance(rec, Store)):
                 offset, data = rec.offset, rec.data
-                after[rec.file][offset : offset + len(data)] = data
-                touched.add(rec.file)
+                if rec.file != file:
+                    file = rec.file
+                    image = after[file]
+                    touched.add(file)
+                image[offset : offset + len(data)] = data
 
     def stale(self) -> list[str]:
         return [
@@ -260,8 +275,16 @@ class _Run:
         if epochs:
             ex.plan = EpochPlan(ex.plan.keys, ex.plan.sizes, tuple(epochs), (), model, self.markers)
             ex.offset = epochs[0].index
-            for epoch in epochs:
-                self.run_epoch(ex, epoch)
+            # The batch's records, atoms and epochs live while it is explored and form no cycle:
+            # collections need not walk them over and over (as the whole-log path freezes its log).
+            frozen = gc.get_freeze_count() == 0
+            gc.freeze()
+            try:
+                for epoch in epochs:
+                    self.run_epoch(ex, epoch)
+            finally:
+                if frozen:
+                    gc.unfreeze()
             self.checked += ex.first_dedup.count(1)
             ex.first_keys.clear()
             ex.first_dedup.clear()
