@@ -51,9 +51,11 @@ ReorderAccumulative, NoReorderDoCheck and ReorderPartial, then the same C progra
 same Python program as checker on both sides. Targets: 5x from 10,000 stores and never
 slower with the free checker, 1.5x with the same program. Then the serial fraction of a
 replay with a checker of ~100 us per state (parse + scan + merge, CPU time) and its
-Amdahl projection for 16 workers (target 8x), and the peak memory of a whole ``pmemsim
-replay`` (which streams the log) of a ``--memory-stores`` log and of one a tenth as long,
-so that any growth with the log shows. ``--versus-only`` runs only these.
+Amdahl projection for 16 workers (target 8x), the hand-over of a program checker's image
+on a 64 MiB pool (the whole image per state beside only the pages that changed), and the
+peak memory of a whole ``pmemsim replay`` (which streams the log) of a ``--memory-stores``
+log and of one a tenth as long, so that any growth with the log shows. ``--versus-only``
+runs only these.
 
 Run: ``python benchmarks/bench_crash.py [--transactions 1000] [--workers 2] [--repeat 3]
 [--scale 10] [--out DIR] [--pmreorder DIR] [--versus-only]``. Exit status 0 when every target
@@ -642,6 +644,49 @@ def serial_fraction(stores: int, workers: int = 16) -> float:
     return speedup
 
 
+def image_handover(pool_mib: int = 64, states: int = 50, lines: int = 4) -> float:
+    """A program checker's image file, state after state, on a ``pool_mib`` MiB pool of which each
+    state changes ``lines`` cache lines: the whole image written per state (how program checkers
+    got it before) beside the pages that changed (:class:`ImageFiles`). Both on tmpfs when there
+    is one; the ratio is the whole write's time over the partial one's."""
+    from pmemsim.persistence.programs import ImageFiles
+
+    size = pool_mib << 20
+    image = bytearray(size)
+    work = _scratch_dir()
+    try:
+        files = ImageFiles(["pool"], os.path.join(work, "handover-"))
+        whole_path = os.path.join(work, "whole.img")
+        fd = os.open(whole_path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            files.write(0, memoryview(image))
+            os.pwrite(fd, image, 0)
+            whole = partial = 0.0
+            for n in range(states):
+                for k in range(lines):  # a few lines anywhere in the pool
+                    at = (n * 7919 + k * 104729) * 64 % size
+                    image[at : at + 8] = struct.pack("<Q", n * lines + k + 1)
+                t0 = time.perf_counter()
+                os.pwrite(fd, image, 0)
+                t1 = time.perf_counter()
+                files.write(0, memoryview(image))
+                t2 = time.perf_counter()
+                whole, partial = whole + (t1 - t0), partial + (t2 - t1)
+            assert open(files.paths[0], "rb").read() == image  # noqa: SIM115 - what the program reads
+        finally:
+            os.close(fd)
+            files.close()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    ratio = whole / partial
+    print(
+        f"image hand-over ({pool_mib} MiB pool, {lines} lines changed per state, {states} states): "
+        f"whole image {whole / states * 1000:.2f} ms per state, changed pages "
+        f"{partial / states * 1000:.2f} ms ({files.page_writes} pages written): {ratio:.1f}x"
+    )
+    return ratio
+
+
 def _peak_rss_code() -> str:
     """A program that runs ``pmemsim replay`` with the arguments it is given, in this process, and
     prints the peak RSS (VmHWM) after the imports and at the end.
@@ -748,6 +793,7 @@ def versus_sections(args: argparse.Namespace) -> bool:
     c_stores, py_stores = (int(n) for n in args.program_stores.split(","))
     met = versus_pmreorder(args.pmreorder, sizes, (c_stores, py_stores), args.pairs)
     met &= serial_fraction(args.serial_stores) >= 8
+    image_handover()
     if args.memory_stores:
         parse_memory(args.memory_stores)
     return met

@@ -98,3 +98,32 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.get_closest_marker("slow") is not None and item.get_closest_marker("timeout") is None:
             item.add_marker(pytest.mark.timeout(0))
+
+
+#: Seconds after which a test's threads are all printed, before pytest-timeout's ceiling fails it.
+_STACKS_AFTER = float(os.environ.get("PMEMSIM_TEST_STACKS_AFTER", "270"))
+
+
+def _terminal_fd(config: pytest.Config) -> int:
+    """The standard error pytest started with (captured output would never show for a hung test)."""
+    import sys
+
+    capman = config.pluginmanager.getplugin("capturemanager")
+    saved = getattr(getattr(getattr(capman, "_global_capturing", None), "err", None), "targetfd_save", None)
+    return saved if isinstance(saved, int) else (sys.__stderr__ or sys.stderr).fileno()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Iterator[None]:
+    # faulthandler prints from a thread of its own that needs no interpreter lock: a test stuck
+    # in C code, or whose failure the ceiling's exception cannot deliver, still shows where it is.
+    import faulthandler
+
+    armed = item.get_closest_marker("slow") is None
+    if armed:
+        faulthandler.dump_traceback_later(_STACKS_AFTER, file=_terminal_fd(item.config))
+    try:
+        yield
+    finally:
+        if armed:
+            faulthandler.cancel_dump_traceback_later()

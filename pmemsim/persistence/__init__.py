@@ -14,11 +14,13 @@
   durable-linearizability check built from the program's own ``recover(image)``;
 * :func:`replay` (:mod:`~pmemsim.persistence.explore`) -- explore the crash states
   (optionally in parallel) into a :class:`CrashReport`; :func:`shrink` -- reduce a
-  failure to a minimal trace;
+  failure to a minimal trace (:mod:`~pmemsim.persistence.shrinking`);
+* :mod:`~pmemsim.persistence.pmemcheck` -- pmemcheck store-log import/export;
+* :mod:`~pmemsim.persistence.programs` -- how checker and recovery programs run.
 
-Imports run one way: log, checkers → model → image → engines, linearizability → parallel → explore →
-shrink (a hygiene test keeps it so).
-* :mod:`~pmemsim.persistence.pmemcheck` -- pmemcheck store-log import/export.
+Imports run one way: log, programs → checkers → model → image → engines, linearizability →
+parallel → explore → shrinking (a hygiene test keeps it so). The names below load their
+module on first use.
 
 Typical use::
 
@@ -33,66 +35,138 @@ Typical use::
 
 from __future__ import annotations
 
-from pmemsim.persistence.checkers import (
-    CallableChecker,
-    Checker,
-    CheckerError,
-    CheckOutcome,
-    CrashContext,
-    ProgramChecker,
-    Verdict,
-    as_checker,
-)
-from pmemsim.persistence.engines import (
-    ENGINES,
-    Engine,
-    Exhaustive,
-    NoReorderDoCheck,
-    NoReorderNoCheck,
-    Random,
-    ReorderAccumulative,
-    ReorderFull,
-    ReorderPartial,
-    ReorderReverseAccumulative,
-    engine_for,
-    engine_from_name,
-)
-from pmemsim.persistence.explore import CheckerCrashed, NothingToCheck, plan_replay, replay
-from pmemsim.persistence.image import initial_images
-from pmemsim.persistence.linearizability import RecoveryChecker
-from pmemsim.persistence.log import (
-    Fence,
-    FileInfo,
-    Flush,
-    LogError,
-    Marker,
-    Record,
-    Recorder,
-    Store,
-    StoreLog,
-    caller_location,
-)
-from pmemsim.persistence.model import (
-    Atom,
-    CrashPoint,
-    Epoch,
-    EpochPlan,
-    MarkerError,
-    PersistencyModel,
-    Platform,
-    build_epochs,
-)
-from pmemsim.persistence.pmemcheck import (
-    PmemcheckFormatError,
-    dump_pmemcheck,
-    dumps_pmemcheck,
-    load_pmemcheck,
-    loads_pmemcheck,
-)
-from pmemsim.persistence.progress import CountingChecker, estimate_states, stale_files
-from pmemsim.persistence.results import CrashReport, Failure
-from pmemsim.persistence.saved import dumps_log, load_log, loads_log, read_log, save_log
-from pmemsim.persistence.shrink import ShrinkError, ShrinkResult, shrink
+import importlib as _importlib
+import typing as _typing
+
+if _typing.TYPE_CHECKING:
+    from pmemsim.persistence.checkers import (
+        CallableChecker,
+        Checker,
+        CheckerError,
+        CheckOutcome,
+        CrashContext,
+        ProgramChecker,
+        Verdict,
+        as_checker,
+    )
+    from pmemsim.persistence.engines import (
+        ENGINES,
+        Engine,
+        Exhaustive,
+        NoReorderDoCheck,
+        NoReorderNoCheck,
+        Random,
+        ReorderAccumulative,
+        ReorderFull,
+        ReorderPartial,
+        ReorderReverseAccumulative,
+        engine_for,
+        engine_from_name,
+    )
+    from pmemsim.persistence.explore import CheckerCrashed, NothingToCheck, plan_replay, replay
+    from pmemsim.persistence.image import initial_images
+    from pmemsim.persistence.linearizability import RecoveryChecker
+    from pmemsim.persistence.log import (
+        Fence,
+        FileInfo,
+        Flush,
+        LogError,
+        Marker,
+        Record,
+        Recorder,
+        Store,
+        StoreLog,
+        caller_location,
+    )
+    from pmemsim.persistence.model import (
+        Atom,
+        CrashPoint,
+        Epoch,
+        EpochPlan,
+        MarkerError,
+        PersistencyModel,
+        Platform,
+        build_epochs,
+    )
+    from pmemsim.persistence.pmemcheck import (
+        PmemcheckFormatError,
+        dump_pmemcheck,
+        dumps_pmemcheck,
+        load_pmemcheck,
+        loads_pmemcheck,
+    )
+    from pmemsim.persistence.progress import CountingChecker, estimate_states, stale_files
+    from pmemsim.persistence.results import CrashReport, Failure
+    from pmemsim.persistence.saved import dumps_log, load_log, loads_log, read_log, save_log
+    from pmemsim.persistence.shrinking import ShrinkError, ShrinkResult, shrink
+
+# Every public name loads its module on first use: `pmemsim replay` and the pytest plugin
+# import only the modules they use (a whole-package import costs more than a small replay).
+# The table is the one place that says where a name lives.
+_EXPORTS: dict[str, str] = {
+    "as_checker": "pmemsim.persistence.checkers",
+    "Atom": "pmemsim.persistence.model",
+    "build_epochs": "pmemsim.persistence.model",
+    "CallableChecker": "pmemsim.persistence.checkers",
+    "caller_location": "pmemsim.persistence.log",
+    "Checker": "pmemsim.persistence.checkers",
+    "CheckerCrashed": "pmemsim.persistence.explore",
+    "CheckerError": "pmemsim.persistence.checkers",
+    "CheckOutcome": "pmemsim.persistence.checkers",
+    "CountingChecker": "pmemsim.persistence.progress",
+    "CrashContext": "pmemsim.persistence.checkers",
+    "CrashPoint": "pmemsim.persistence.model",
+    "CrashReport": "pmemsim.persistence.results",
+    "dump_pmemcheck": "pmemsim.persistence.pmemcheck",
+    "dumps_log": "pmemsim.persistence.saved",
+    "dumps_pmemcheck": "pmemsim.persistence.pmemcheck",
+    "Engine": "pmemsim.persistence.engines",
+    "engine_for": "pmemsim.persistence.engines",
+    "engine_from_name": "pmemsim.persistence.engines",
+    "ENGINES": "pmemsim.persistence.engines",
+    "Epoch": "pmemsim.persistence.model",
+    "EpochPlan": "pmemsim.persistence.model",
+    "estimate_states": "pmemsim.persistence.progress",
+    "Exhaustive": "pmemsim.persistence.engines",
+    "Failure": "pmemsim.persistence.results",
+    "Fence": "pmemsim.persistence.log",
+    "FileInfo": "pmemsim.persistence.log",
+    "Flush": "pmemsim.persistence.log",
+    "initial_images": "pmemsim.persistence.image",
+    "load_log": "pmemsim.persistence.saved",
+    "load_pmemcheck": "pmemsim.persistence.pmemcheck",
+    "loads_log": "pmemsim.persistence.saved",
+    "loads_pmemcheck": "pmemsim.persistence.pmemcheck",
+    "LogError": "pmemsim.persistence.log",
+    "Marker": "pmemsim.persistence.log",
+    "MarkerError": "pmemsim.persistence.model",
+    "NoReorderDoCheck": "pmemsim.persistence.engines",
+    "NoReorderNoCheck": "pmemsim.persistence.engines",
+    "NothingToCheck": "pmemsim.persistence.explore",
+    "PersistencyModel": "pmemsim.persistence.model",
+    "plan_replay": "pmemsim.persistence.explore",
+    "Platform": "pmemsim.persistence.model",
+    "PmemcheckFormatError": "pmemsim.persistence.pmemcheck",
+    "ProgramChecker": "pmemsim.persistence.checkers",
+    "Random": "pmemsim.persistence.engines",
+    "read_log": "pmemsim.persistence.saved",
+    "Record": "pmemsim.persistence.log",
+    "Recorder": "pmemsim.persistence.log",
+    "RecoveryChecker": "pmemsim.persistence.linearizability",
+    "ReorderAccumulative": "pmemsim.persistence.engines",
+    "ReorderFull": "pmemsim.persistence.engines",
+    "ReorderPartial": "pmemsim.persistence.engines",
+    "ReorderReverseAccumulative": "pmemsim.persistence.engines",
+    "replay": "pmemsim.persistence.explore",
+    "save_log": "pmemsim.persistence.saved",
+    "shrink": "pmemsim.persistence.shrinking",
+    "ShrinkError": "pmemsim.persistence.shrinking",
+    "ShrinkResult": "pmemsim.persistence.shrinking",
+    "stale_files": "pmemsim.persistence.progress",
+    "Store": "pmemsim.persistence.log",
+    "StoreLog": "pmemsim.persistence.log",
+    "Verdict": "pmemsim.persistence.checkers",
+}
 
 __all__ = [
     "ENGINES",
@@ -158,3 +232,16 @@ __all__ = [
     "shrink",
     "stale_files",
 ]
+
+
+def __getattr__(name: str) -> _typing.Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pmemsim.persistence' has no attribute {name!r}")
+    value = getattr(_importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

@@ -37,27 +37,24 @@ process group.
 
 from __future__ import annotations
 
-import contextlib
 import enum
 import inspect
-import math
 import os
-import re
-import select
 import shlex
 import shutil
-import signal
 import subprocess
-import tempfile
 import threading
 import time
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmemsim.persistence.log import Marker
+
+if TYPE_CHECKING:
+    from pmemsim.persistence.programs import ImageFiles, ProgramRunner
 
 __all__ = [
     "CallTimedOut",
@@ -438,19 +435,20 @@ class CallableChecker(Checker, TimedCalls):
         return None
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
 class ProgramChecker(Checker):
     """An external program run as ``command... IMAGE_PATH``: exit status 0 = consistent.
 
     ``command`` is a string (split with :func:`shlex.split`) or an argument list.
-    Raises CheckerError at construction when the program cannot be found.
+    Raises CheckerError at construction when the program cannot be found. A Python
+    program starts warm (forked from a ready interpreter) unless ``warm=False``; see
+    :mod:`pmemsim.persistence.programs` for how runs start and how the image file is kept.
     """
 
     sees_markers = True
 
-    def __init__(self, command: str | Sequence[str], *, timeout: float | None = 60.0) -> None:
+    def __init__(
+        self, command: str | Sequence[str], *, timeout: float | None = 60.0, warm: bool = True
+    ) -> None:
         argv = shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
         if not argv:
             raise CheckerError("checker command is empty")
@@ -460,70 +458,41 @@ class ProgramChecker(Checker):
             raise ValueError(f"timeout must be positive or None, got {timeout!r}")
         self.argv = argv
         self.timeout = timeout
-        self._dir: str | None = None
-        self._paths: list[tuple[str, str]] = []
-        self._files: list[tuple[int, int] | None] = []  # (fd, inode) of each image file, kept open
+        self.warm = warm
+        self._files: ImageFiles | None = None
+        self._keys: list[str] = []
+        self._runner: ProgramRunner | None = None
         self._env: tuple[str, dict[str, str]] | None = None
 
     def __repr__(self) -> str:
         return f"ProgramChecker({shlex.join(self.argv)!r})"
 
     def __copy__(self) -> ProgramChecker:
-        # A copy (one per slice task) opens its own directory and files: sharing the list of
-        # open descriptors would let one copy's close() close another's files.
+        # A copy (one per slice task) opens its own files and runner: sharing them would let one
+        # copy's close() close another's files or end its warm interpreter.
         other = ProgramChecker.__new__(ProgramChecker)
         other.__dict__.update(self.__dict__)
-        other._dir, other._paths, other._files, other._env = None, [], [], None
+        other._files, other._keys, other._runner, other._env = None, [], None, None
         return other
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Create a private directory holding one image file per registered file."""
-        self._dir = tempfile.mkdtemp(prefix="pmemsim-check-")
-        self._paths = []
-        for i, key in enumerate(keys):
-            name = _UNSAFE.sub("_", os.path.basename(key)) or "image"
-            self._paths.append((key, os.path.join(self._dir, f"{i}-{name}")))
-        self._files = [None] * len(self._paths)
+        from pmemsim.persistence.programs import ImageFiles, ProgramRunner  # only where programs run
+
+        self.close()
+        self._files = ImageFiles(keys, "pmemsim-check-")
+        self._keys = list(keys)
+        self._runner = ProgramRunner(self.argv, timeout=self.timeout, warm=self.warm)
         self._env = None
 
     def close(self) -> None:
-        """Close and remove the image files."""
-        for f in self._files:
-            if f is not None:
-                os.close(f[0])
-        self._files = []
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
-
-    def _hand_over(self, i: int, path: str, view: memoryview) -> None:
-        """Make file ``path`` hold exactly ``view``: one write into the file kept open, no new file.
-
-        The whole image is written every time, so whatever the program did to the file (a
-        recovery writing through a mapping, a truncation) cannot leak into the next state;
-        a program that removed or replaced the file gets a new one.
-        """
-        f = self._files[i]
-        size = -1
-        if f is not None:
-            try:
-                st = os.stat(path)
-            except OSError:
-                st = None
-            if st is None or st.st_ino != f[1]:
-                os.close(f[0])
-                f = self._files[i] = None
-            else:
-                size = st.st_size
-        if f is None:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-            f = self._files[i] = (fd, os.fstat(fd).st_ino)
-            size = 0
-        fd, done, total = f[0], 0, len(view)
-        while done < total:
-            done += os.pwrite(fd, view[done:] if done else view, done)
-        if size > total:
-            os.ftruncate(fd, total)
+        """Close and remove the image files; end the warm interpreter."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+        if self._files is not None:
+            self._files.close()
+            self._files = None
 
     def _environ(self, markers: str) -> dict[str, str]:
         """The program's environment: ours with ``PMREORDER_MARKERS`` (built once per marker list)."""
@@ -532,132 +501,32 @@ class ProgramChecker(Checker):
         return self._env[1]
 
     def _run(self, path: str, key: str, markers: str) -> CheckOutcome | None:
-        argv = [*self.argv, path]
-        read, write = os.pipe()
-        pid = -1
+        assert self._runner is not None
         try:
-            try:
-                # posix_spawn (vfork and exec: no copy of this process's page tables, no shell); in
-                # its own session so that a timeout can kill the program and its children.
-                pid = os.posix_spawnp(
-                    argv[0],
-                    argv,
-                    self._environ(markers),
-                    file_actions=[
-                        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                        (os.POSIX_SPAWN_DUP2, write, 1),
-                        (os.POSIX_SPAWN_DUP2, write, 2),
-                    ],
-                    setsid=True,
-                )
-            finally:
-                os.close(write)
-            out, status = _output_and_status(pid, read, self.timeout)
-        except OSError as exc:
-            if pid < 0:
-                return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
-            _end(pid)
-            raise
+            ran = self._runner.run(path, self._environ(markers))
         except subprocess.TimeoutExpired:
-            _end(pid)
             return CheckOutcome(Verdict.ERROR, key, f"checker program timed out after {self.timeout} s")
-        except BaseException:
-            # Ctrl-C or SIGTERM, wherever it lands once the program runs: the program is in its
-            # own session, so nothing else ends it.
-            if pid >= 0:
-                _end(pid)
-            raise
-        finally:
-            os.close(read)
-        returncode = os.waitstatus_to_exitcode(status)
-        if returncode == 0:
+        except OSError as exc:
+            return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
+        if ran.returncode == 0:
             return None
-        tail = out.decode(errors="replace").strip()[-500:]
-        if returncode < 0:
-            try:
-                name = signal.Signals(-returncode).name
-            except ValueError:
-                name = f"signal {-returncode}"
-            return CheckOutcome(
-                Verdict.ERROR, key, f"checker program died: killed by {name}" + (f": {tail}" if tail else "")
-            )
-        return CheckOutcome(
-            Verdict.INCONSISTENT,
-            key,
-            f"checker program: exit status {returncode}" + (f": {tail}" if tail else ""),
-        )
+        from pmemsim.persistence.programs import status_text
+
+        text = status_text(ran.returncode, ran.stdout.decode(errors="replace").strip()[-500:])
+        if ran.returncode < 0:
+            return CheckOutcome(Verdict.ERROR, key, f"checker program died: {text}")
+        return CheckOutcome(Verdict.INCONSISTENT, key, f"checker program: {text}")
 
     def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
-        """Hand each image over in its private file (whole: a checker that writes cannot leak) and run."""
+        """Hand each image over in its private file (exactly the state's image) and run the program."""
+        if self._files is None:
+            raise CheckerError("ProgramChecker.check called before open()")
         markers = ctx.environ_markers
-        for i, ((key, path), view) in enumerate(zip(self._paths, views, strict=True)):
-            self._hand_over(i, path, view)
-            outcome = self._run(path, key, markers)
+        for i, (key, view) in enumerate(zip(self._keys, views, strict=True)):
+            outcome = self._run(self._files.write(i, view), key, markers)
             if outcome is not None:
                 return outcome
         return None
-
-
-def _end(pid: int) -> None:
-    """Kill program ``pid`` and everything it started (its session's group), and reap it."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pid, signal.SIGKILL)
-    with contextlib.suppress(ChildProcessError):
-        os.waitpid(pid, 0)
-
-
-#: The longest a program checker's wait blocks without looking for signals (milliseconds).
-_SIGNAL_SLICE_MS = 100
-
-
-def _output_and_status(pid: int, out: int, timeout: float | None) -> tuple[bytes, int]:
-    """The output (pipe ``out``) and wait status of child ``pid`` once it has exited, waiting on a
-    pidfd (no polling sleeps).
-
-    ``Popen.communicate(timeout)`` polls the exit status with sleeps growing from 0.5 ms,
-    which costs more wall time than the checker itself: here the kernel says when the
-    process ended. Output still open after the exit (a grandchild holds it) is read as far
-    as it is there. Raises TimeoutExpired past ``timeout`` (the child is then still to reap).
-    """
-    chunks: list[bytes] = []
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # pragma: no cover - Linux before 5.3: read to EOF
-        while data := os.read(out, 1 << 16):
-            chunks.append(data)
-        return b"".join(chunks), os.waitpid(pid, 0)[1]
-    deadline = None if timeout is None else time.monotonic() + timeout
-    try:
-        # poll(2) on both: one system call per wake-up, no selector object to build per program.
-        poller = select.poll()
-        poller.register(out, select.POLLIN)
-        poller.register(pidfd, select.POLLIN)
-        reading, exited = True, False
-        while not exited:
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
-                raise subprocess.TimeoutExpired(str(pid), timeout or 0.0)
-            # At most _SIGNAL_SLICE_MS per poll: a Ctrl-C landing after the interpreter last looked
-            # for signals and before poll(2) blocks does not interrupt it (no EINTR: the signal is
-            # already delivered), so the wait must come back to the interpreter now and then.
-            wait = _SIGNAL_SLICE_MS if left is None else min(_SIGNAL_SLICE_MS, max(1, math.ceil(left * 1000)))
-            for fd, _ in poller.poll(wait):
-                if fd == pidfd:
-                    exited = True
-                elif (data := os.read(out, 1 << 16)) and reading:
-                    chunks.append(data)
-                else:
-                    reading = False
-                    poller.unregister(out)
-        poller.unregister(pidfd)
-        while reading and poller.poll(0):  # what is left in the pipe, without waiting
-            data = os.read(out, 1 << 16)
-            if not data:
-                break
-            chunks.append(data)
-    finally:
-        os.close(pidfd)
-    return b"".join(chunks), os.waitpid(pid, 0)[1]
 
 
 def as_checker(obj: object, *, timeout: float | None = 60.0) -> Checker:

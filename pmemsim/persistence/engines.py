@@ -51,13 +51,14 @@ import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar, Protocol
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from pmemsim.persistence import lazy
 from pmemsim.persistence.checkers import CheckOutcome
 from pmemsim.persistence.image import Image
-from pmemsim.persistence.lazy import LazyImage
 from pmemsim.persistence.model import ORDER_UNIT, Atom, CrashPoint, Epoch, predecessors
+
+if TYPE_CHECKING:
+    from pmemsim.persistence.lazy import LazyImage
 
 __all__ = [
     "ENGINES",
@@ -579,6 +580,8 @@ class Exhaustive(Engine):
         """Explore one crash point lazily when that applies: the states judged, or None to go eager."""
         if self.lazy_above is None or lines.total <= self.lazy_above or not v.lazy_reads():
             return None
+        from pmemsim.persistence import lazy  # here: it builds a C type at import, for this case only
+
         leaves = lazy.walk(lines, image, v.judge, share)
         if isinstance(leaves, str):  # the walk gave up (its calls are counted): eager is always right
             return None

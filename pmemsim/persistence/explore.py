@@ -62,8 +62,6 @@ from pmemsim.persistence.checkers import (
 )
 from pmemsim.persistence.engines import Engine, engine_for, engine_from_name, with_max_states
 from pmemsim.persistence.image import Image, initial_images
-from pmemsim.persistence.lazy import LazyImage
-from pmemsim.persistence.linearizability import RecoveryChecker
 from pmemsim.persistence.log import LogError, StoreLog, paused_gc
 from pmemsim.persistence.model import (
     Atom,
@@ -82,6 +80,8 @@ from pmemsim.persistence.results import CrashReport, Failure
 
 if TYPE_CHECKING:
     import concurrent.futures  # only executors' types: replay imports it only when given one
+
+    from pmemsim.persistence.lazy import LazyImage
 
 __all__ = [
     "DEFAULT_SLICES",
@@ -986,6 +986,8 @@ def _judge(
         return as_checker(checker, timeout=timeout)
     if checker is not None:
         raise TypeError("give replay a checker or recover=, not both")
+    from pmemsim.persistence.linearizability import RecoveryChecker  # only a recovery check needs it
+
     return RecoveryChecker.for_log(log, recover, images=images, timeout=timeout)
 
 

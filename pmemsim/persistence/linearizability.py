@@ -57,12 +57,10 @@ import copy
 import os
 import shlex
 import shutil
-import signal
 import subprocess
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pmemsim.persistence.checkers import (
     CallTimedOut,
@@ -75,6 +73,9 @@ from pmemsim.persistence.checkers import (
 )
 from pmemsim.persistence.image import initial_images
 from pmemsim.persistence.log import Marker, Store, StoreLog
+
+if TYPE_CHECKING:
+    from pmemsim.persistence.programs import ImageFiles, ProgramRunner
 
 __all__ = ["Recovered", "RecoveryChecker", "Step", "recovery_for"]
 
@@ -168,73 +169,63 @@ class _ProgramRecovery:
     #: The user's code runs in its own process.
     runs_python = False
 
-    def __init__(self, argv: list[str], timeout: float | None) -> None:
+    def __init__(self, argv: list[str], timeout: float | None, warm: bool = True) -> None:
         self.argv = argv
         self.timeout = timeout
-        self._dir: str | None = None
-        self._paths: list[tuple[str, str]] = []
+        self.warm = warm
+        self._files: ImageFiles | None = None
+        self._keys: list[str] = []
+        self._runner: ProgramRunner | None = None
 
     def __repr__(self) -> str:
         return repr(shlex.join(self.argv))
 
     def open(self, keys: Sequence[str]) -> None:
+        from pmemsim.persistence.programs import ImageFiles, ProgramRunner  # only where programs run
+
         self.close()
-        self._dir = tempfile.mkdtemp(prefix="pmemsim-recover-")
-        self._paths = [(key, os.path.join(self._dir, f"{i}.img")) for i, key in enumerate(keys)]
+        self._files = ImageFiles(keys, "pmemsim-recover-")
+        self._keys = list(keys)
+        self._runner = ProgramRunner(self.argv, timeout=self.timeout, stderr_apart=True, warm=self.warm)
 
     def close(self) -> None:
-        if self._dir is not None:
-            shutil.rmtree(self._dir, ignore_errors=True)
-            self._dir = None
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+        if self._files is not None:
+            self._files.close()
+            self._files = None
 
     def _run(self, path: str) -> Recovered:
-        name = self.argv[0]
+        assert self._runner is not None
         try:
-            proc = subprocess.Popen(
-                [*self.argv, path],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # a timeout kills the program with its children
-            )
-        except OSError as exc:
-            return Recovered(error=f"cannot run recovery program {name!r}: {exc}")
-        try:
-            out, err = proc.communicate(timeout=self.timeout)
+            ran = self._runner.run(path, dict(os.environ))
         except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.communicate()
             return Recovered(error=f"recovery program timed out after {self.timeout} s")
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-        tail = (err or out).decode(errors="replace").strip()[-300:]
-        if proc.returncode < 0:
-            try:
-                sig = signal.Signals(-proc.returncode).name
-            except ValueError:
-                sig = f"signal {-proc.returncode}"
-            return Recovered(error=f"recovery program died: killed by {sig}" + (f": {tail}" if tail else ""))
-        if proc.returncode != 0:
-            return Recovered(
-                failed=f"recovery program: exit status {proc.returncode}" + (f": {tail}" if tail else "")
+        except OSError as exc:
+            return Recovered(error=f"cannot run recovery program {self.argv[0]!r}: {exc}")
+        if ran.returncode != 0:
+            from pmemsim.persistence.programs import status_text
+
+            text = status_text(
+                ran.returncode, (ran.stderr or ran.stdout).decode(errors="replace").strip()[-300:]
             )
+            if ran.returncode < 0:
+                return Recovered(error=f"recovery program died: {text}")
+            return Recovered(failed=f"recovery program: {text}")
         # The copy's path is pmemsim's choice, not part of the value (its directory differs per
         # process and per open): a program that prints it must give the same value everywhere.
-        out = out.replace(os.fsencode(path), b"IMAGE")
+        out = ran.stdout.replace(os.fsencode(path), b"IMAGE")
         # surrogateescape, not replace: a program printing binary must not see two different
         # invalid byte sequences compare equal (both U+FFFD).
         return Recovered(value=out.decode(errors="surrogateescape").rstrip())
 
     def recover(self, views: Sequence[memoryview]) -> Recovered:
+        if self._files is None:
+            raise CheckerError("recovery used before open()")
         values: list[object] = []
-        for (key, path), view in zip(self._paths, views, strict=True):
-            with open(path, "wb") as f:  # whole, so a program that writes cannot leak into later states
-                f.write(view)
-            got = self._run(path)
+        for i, (key, view) in enumerate(zip(self._keys, views, strict=True)):
+            got = self._run(self._files.write(i, view))  # exactly the state's image, whatever ran before
             if got.failed is not None or got.error is not None:
                 if len(views) == 1:
                     return got
@@ -255,9 +246,11 @@ def recovery_for(
     *,
     timeout: float | None = 60.0,
     all_files: bool = False,
+    warm: bool = True,
 ) -> _Recovery:
     """The recovery of ``recover``: a callable, or a program command (a str split like a shell, or a list).
 
+    A Python program starts warm unless ``warm=False`` (see :mod:`pmemsim.persistence.programs`).
     Raises TypeError for anything else and CheckerError for a program that cannot be found.
     """
     if timeout is not None and not timeout > 0:
@@ -275,7 +268,7 @@ def recovery_for(
             raise CheckerError("recovery command is empty")
         if shutil.which(argv[0]) is None:
             raise CheckerError(f"recovery program {argv[0]!r} not found or not executable")
-        return _ProgramRecovery(argv, timeout)
+        return _ProgramRecovery(argv, timeout, warm)
     if callable(recover):
         return _CallableRecovery(recover, timeout, all_files)
     raise TypeError(

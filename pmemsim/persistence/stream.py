@@ -42,7 +42,7 @@ import mmap
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from pmemsim.persistence.checkers import (
     Checker,
@@ -172,6 +172,7 @@ class _After:
         for rec in records:
             kind = type(rec)
             if kind is Store or (kind is not Flush and kind is not Fence and isinstance(rec, Store)):
+                rec = cast(Store, rec)
                 offset, data = rec.offset, rec.data
                 if rec.file != file:
                     file = rec.file
