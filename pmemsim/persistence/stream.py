@@ -66,6 +66,7 @@ from pmemsim.persistence.model import Epoch, EpochBuilder, EpochPlan
 from pmemsim.persistence.results import CrashReport, Failure
 
 __all__ = [
+    "ImagesRefused",
     "ImagesUnreadable",
     "ListSource",
     "RecordSource",
@@ -384,8 +385,10 @@ def replay_stream(
     """:func:`~pmemsim.persistence.replay` (one process) of the log ``source`` hands out, as it comes.
 
     The arguments mean what they mean for ``replay`` (the model is the log's granularity's,
-    ADR when unknown); ``slots`` is the StateSlots a forked run reports the state it judges
-    to. The report is the one ``replay`` gives. Raises as ``replay`` does (the error the
+    ADR when unknown), except that ``images`` may also be a callable that gets the file keys
+    once they are known (when the first epoch is explored) and returns the mapping, or raises
+    ImagesRefused; ``slots`` is the StateSlots a forked run reports the state it judges to.
+    The report is the one ``replay`` gives. Raises as ``replay`` does (the error the
     whole-log path would raise first, see the module docstring), ImagesUnreadable when a
     file's initial content cannot be read, and :class:`Restart` when the log needs the
     whole-log path. Memory: the pool, the records of one batch, the atoms in flight, the
