@@ -6,10 +6,13 @@ from __future__ import annotations
 import hashlib
 import mmap
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -65,6 +68,18 @@ def test_python_commands_are_recognised(tmp_path: Path) -> None:
     for argv in ([PY, "-c", "pass"], [PY, "-m", "json.tool"], [PY, "-"], [PY, "-i", script], [PY, "--help"]):
         assert python_command(argv) is None, argv
     assert python_command(["true"]) is None
+    # A directory or a zip archive runs through its __main__: not a source file the zygote compiles.
+    (tmp_path / "app").mkdir()
+    (tmp_path / "app" / "__main__.py").write_text("print(1)\n")
+    assert python_command([PY, str(tmp_path / "app")]) is None
+    with zipfile.ZipFile(tmp_path / "app.pyz", "w") as z:
+        z.writestr("__main__.py", "print(1)\n")
+    assert python_command([PY, str(tmp_path / "app.pyz")]) is None
+    assert python_command([PY, str(tmp_path / "missing.py")]) is None
+    archive = (tmp_path / "app.pyz").read_bytes()
+    (tmp_path / "tool.pyz").write_bytes(f"#!{PY}\n".encode() + archive)  # zipapp's own layout
+    (tmp_path / "tool.pyz").chmod(0o755)
+    assert python_command([str(tmp_path / "tool.pyz")]) is None
     shebang = _script(tmp_path, f"#!/usr/bin/env {os.path.basename(PY)}\nprint(1)\n", "tool")
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("PATH", os.path.dirname(PY) + os.pathsep + os.environ["PATH"])
@@ -273,3 +288,32 @@ def test_a_checker_program_that_writes_its_pool_never_leaks_into_the_next_state(
         assert outcome is not None and outcome.verdict is Verdict.INCONSISTENT
     finally:
         checker.close()
+
+
+def test_ctrl_c_during_a_warm_run_ends_it_and_the_next_run_works(tmp_path: Path) -> None:
+    pids = tmp_path / "pid"
+    script = _script(
+        tmp_path,
+        textwrap.dedent(
+            f"""
+            import os, sys, time
+            if os.environ.get("PMSIM_HANG"):
+                with open({str(pids)!r}, "w") as f:
+                    f.write(str(os.getpid()))
+                time.sleep(60)
+            """
+        ),
+    )
+    runner = ProgramRunner([PY, "-S", script], timeout=30)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(1.0, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(str(tmp_path / "img"), dict(os.environ, PMSIM_HANG="1"))
+        assert runner.run(str(tmp_path / "img"), dict(os.environ)).returncode == 0
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+        runner.close()
+    assert not _alive(int(pids.read_text()))

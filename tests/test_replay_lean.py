@@ -85,3 +85,35 @@ def test_replay_off_a_terminal_needs_neither_rich_nor_multiprocessing(tmp_path: 
     assert proc.stdout.startswith(f"{log}: pmemcheck store log, ")
     assert "[bold" not in proc.stdout and "[/]" not in proc.stdout
     assert "consistent: " in proc.stdout
+
+
+def test_a_replay_imports_only_the_modules_it_uses(tmp_path: Path) -> None:
+    # The fixed cost of a small replay is mostly imports: the lazy-image module (it builds a C
+    # type), recovery, program runs, shrinking and shards load only when they are used.
+    example = next(iter(BUGGY.values()))
+    log = tmp_path / "store.log"
+    dump_pmemcheck(example.log, log)
+    (tmp_path / "freecheck.py").write_text("def check(image):\n    return True\n")
+    code = (
+        "import sys, json\n"
+        "from pmemsim.cli import main\n"
+        "status = main(sys.argv[1:])\n"
+        "sys.stderr.write(json.dumps([status, sorted(m for m in sys.modules if m.startswith('pmemsim'))]))\n"
+    )
+    argv = [sys.executable, "-c", code, "replay", str(log), "--engine", "ReorderAccumulative"]
+    argv += ["--checker", "freecheck:check", "--no-shrink"]
+    for key, info in example.log.files.items():
+        image = tmp_path / f"{len(argv)}.img"
+        image.write_bytes(info.initial or bytes(info.size))
+        argv += ["--image", f"{key}={image}"]
+    env = {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False
+    )
+    status, modules = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert status == 0, proc.stderr
+    assert "pmemsim.persistence.explore" in modules  # the probe sees what replay loaded
+    unused = {
+        f"pmemsim.persistence.{m}" for m in ("lazy", "linearizability", "programs", "shrinking", "shards")
+    }
+    assert not unused & set(modules), sorted(unused & set(modules))

@@ -536,7 +536,7 @@ def _replay(
                         workers=args.workers,
                         allow_empty=args.allow_empty,
                         # A Python checker runs in a forked process: one that crashes cannot take the replay.
-                        isolate=_runs_python(checker),
+                        isolate=checker.runs_python,
                         plan=plan,
                         **options,
                     )
@@ -633,7 +633,7 @@ def _replay_streamed(
             what=what,
             unit=what.split()[0],
         )
-    isolate = _runs_python(checker)  # a Python checker runs in a forked process, as on the other path
+    isolate = checker.runs_python  # a Python checker runs in a forked process, as on the other path
     slots = parallel.StateSlots(None, 1) if isolate else None
 
     def run() -> StreamResult:
@@ -791,23 +791,13 @@ def _shrink_apart(
     from pmemsim.persistence import parallel
     from pmemsim.persistence.explore import CheckerCrashed
 
-    if not _runs_python(checker):
+    if not checker.runs_python:
         return shrink(log, failure, checker, images=images, timeout=timeout)
     child = parallel.fork(lambda: shrink(log, failure, checker, images=images, timeout=timeout))
     try:
         return parallel.collect(*child)
     except parallel.WorkerDied as died:
         raise CheckerCrashed(f"the checker crashed its process while shrinking ({died})") from None
-
-
-def _runs_python(checker: Checker) -> bool:
-    """Whether ``checker`` runs the user's Python code in this process (then it is run apart)."""
-    from pmemsim.persistence.checkers import CallableChecker
-    from pmemsim.persistence.linearizability import RecoveryChecker
-
-    return isinstance(checker, CallableChecker) or (
-        isinstance(checker, RecoveryChecker) and checker.runs_python
-    )
 
 
 def _recovery_checker(log: StoreLog, recovery: Any, images: tuple[bytes, ...]) -> Checker:

@@ -35,8 +35,9 @@ Typical use::
 
 from __future__ import annotations
 
-import importlib as _importlib
 import typing as _typing
+
+from pmemsim._exports import lazy_exports as _lazy_exports
 
 if _typing.TYPE_CHECKING:
     from pmemsim.persistence.checkers import (
@@ -234,14 +235,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> _typing.Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pmemsim.persistence' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value  # later lookups skip __getattr__
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())

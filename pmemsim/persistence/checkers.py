@@ -54,7 +54,7 @@ from typing import TYPE_CHECKING, Any
 from pmemsim.persistence.log import Marker
 
 if TYPE_CHECKING:
-    from pmemsim.persistence.programs import ImageFiles, ProgramRunner
+    from pmemsim.persistence.programs import ProgramRuns
 
 __all__ = [
     "CallTimedOut",
@@ -162,6 +162,9 @@ class Checker:
     #: Whether :meth:`check` may be given lazy images (:mod:`pmemsim.persistence.lazy`) in
     #: place of memoryviews: a Python function can; a program reads the whole file.
     lazy_reads: bool = False
+    #: Whether :meth:`check` runs the user's Python code in this process (a replay then runs it
+    #: in a forked one, so that a checker crashing its process cannot take the replay along).
+    runs_python: bool = False
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Prepare for images of files ``keys`` with ``sizes``."""
@@ -361,6 +364,7 @@ class CallableChecker(Checker, TimedCalls):
     """A Python function ``check(image)`` or ``check(image, ctx)`` (``{key: image}`` with ``all_files``)."""
 
     lazy_reads = True
+    runs_python = True
 
     def __init__(
         self, fn: Callable[..., object], *, timeout: float | None = 60.0, all_files: bool = False
@@ -459,9 +463,8 @@ class ProgramChecker(Checker):
         self.argv = argv
         self.timeout = timeout
         self.warm = warm
-        self._files: ImageFiles | None = None
+        self._runs: ProgramRuns | None = None
         self._keys: list[str] = []
-        self._runner: ProgramRunner | None = None
         self._env: tuple[str, dict[str, str]] | None = None
 
     def __repr__(self) -> str:
@@ -472,27 +475,26 @@ class ProgramChecker(Checker):
         # copy's close() close another's files or end its warm interpreter.
         other = ProgramChecker.__new__(ProgramChecker)
         other.__dict__.update(self.__dict__)
-        other._files, other._keys, other._runner, other._env = None, [], None, None
+        other._runs, other._keys, other._env = None, [], None
         return other
 
     def open(self, keys: Sequence[str], sizes: Sequence[int]) -> None:
         """Create a private directory holding one image file per registered file."""
-        from pmemsim.persistence.programs import ImageFiles, ProgramRunner  # only where programs run
+        from pmemsim.persistence.programs import ProgramRuns  # only where programs run
 
         self.close()
-        self._files = ImageFiles(keys, "pmemsim-check-")
+        self._runs = ProgramRuns(
+            self.argv, timeout=self.timeout, warm=self.warm, stderr_apart=False, prefix="pmemsim-check-"
+        )
+        self._runs.open(keys)
         self._keys = list(keys)
-        self._runner = ProgramRunner(self.argv, timeout=self.timeout, warm=self.warm)
         self._env = None
 
     def close(self) -> None:
         """Close and remove the image files; end the warm interpreter."""
-        if self._runner is not None:
-            self._runner.close()
-            self._runner = None
-        if self._files is not None:
-            self._files.close()
-            self._files = None
+        if self._runs is not None:
+            self._runs.close()
+            self._runs = None
 
     def _environ(self, markers: str) -> dict[str, str]:
         """The program's environment: ours with ``PMREORDER_MARKERS`` (built once per marker list)."""
@@ -500,32 +502,25 @@ class ProgramChecker(Checker):
             self._env = (markers, dict(os.environ, PMREORDER_MARKERS=markers))
         return self._env[1]
 
-    def _run(self, path: str, key: str, markers: str) -> CheckOutcome | None:
-        assert self._runner is not None
-        try:
-            ran = self._runner.run(path, self._environ(markers))
-        except subprocess.TimeoutExpired:
-            return CheckOutcome(Verdict.ERROR, key, f"checker program timed out after {self.timeout} s")
-        except OSError as exc:
-            return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
-        if ran.returncode == 0:
-            return None
-        from pmemsim.persistence.programs import status_text
-
-        text = status_text(ran.returncode, ran.stdout.decode(errors="replace").strip()[-500:])
-        if ran.returncode < 0:
-            return CheckOutcome(Verdict.ERROR, key, f"checker program died: {text}")
-        return CheckOutcome(Verdict.INCONSISTENT, key, f"checker program: {text}")
-
     def check(self, views: Sequence[memoryview], ctx: CrashContext) -> CheckOutcome | None:
         """Hand each image over in its private file (exactly the state's image) and run the program."""
-        if self._files is None:
+        if self._runs is None:
             raise CheckerError("ProgramChecker.check called before open()")
-        markers = ctx.environ_markers
+        env = self._environ(ctx.environ_markers)
         for i, (key, view) in enumerate(zip(self._keys, views, strict=True)):
-            outcome = self._run(self._files.write(i, view), key, markers)
-            if outcome is not None:
-                return outcome
+            try:
+                ran = self._runs.run(i, view, env)[1]
+            except subprocess.TimeoutExpired:
+                return CheckOutcome(Verdict.ERROR, key, f"checker program timed out after {self.timeout} s")
+            except OSError as exc:
+                return CheckOutcome(Verdict.ERROR, key, f"cannot run checker {self.argv[0]!r}: {exc}")
+            if ran.returncode != 0:
+                from pmemsim.persistence.programs import status_text
+
+                text = status_text(ran.returncode, ran.stdout.decode(errors="replace").strip()[-500:])
+                if ran.returncode < 0:
+                    return CheckOutcome(Verdict.ERROR, key, f"checker program died: {text}")
+                return CheckOutcome(Verdict.INCONSISTENT, key, f"checker program: {text}")
         return None
 
 

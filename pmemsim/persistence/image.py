@@ -20,11 +20,15 @@ argument (``image.obj`` included) can write into the states explored after it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import mmap
 import os
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+
+try:  # CPython's own blake2b: hashlib would first load OpenSSL (milliseconds per replay)
+    from _blake2 import blake2b
+except ImportError:  # pragma: no cover - another Python
+    from hashlib import blake2b
 
 from pmemsim._files import InputFileError, read_regular_file
 from pmemsim.persistence.log import LogError, Store, StoreLog
@@ -41,7 +45,7 @@ _HASH_CACHE = 1 << 14
 
 def line_hash(fidx: int, l0: int, value: bytes) -> int:
     """The hash contribution of ``value`` in the line starting at ``l0`` of file ``fidx``."""
-    return int.from_bytes(hashlib.blake2b(_KEY(fidx, l0) + value, digest_size=16).digest(), "little")
+    return int.from_bytes(blake2b(_KEY(fidx, l0) + value, digest_size=16).digest(), "little")
 
 
 class _Buffer:

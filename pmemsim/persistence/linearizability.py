@@ -75,7 +75,7 @@ from pmemsim.persistence.image import initial_images
 from pmemsim.persistence.log import Marker, Store, StoreLog
 
 if TYPE_CHECKING:
-    from pmemsim.persistence.programs import ImageFiles, ProgramRunner
+    from pmemsim.persistence.programs import ProgramRuns
 
 __all__ = ["Recovered", "RecoveryChecker", "Step", "recovery_for"]
 
@@ -173,33 +173,31 @@ class _ProgramRecovery:
         self.argv = argv
         self.timeout = timeout
         self.warm = warm
-        self._files: ImageFiles | None = None
+        self._runs: ProgramRuns | None = None
         self._keys: list[str] = []
-        self._runner: ProgramRunner | None = None
 
     def __repr__(self) -> str:
         return repr(shlex.join(self.argv))
 
     def open(self, keys: Sequence[str]) -> None:
-        from pmemsim.persistence.programs import ImageFiles, ProgramRunner  # only where programs run
+        from pmemsim.persistence.programs import ProgramRuns  # only where programs run
 
         self.close()
-        self._files = ImageFiles(keys, "pmemsim-recover-")
+        self._runs = ProgramRuns(
+            self.argv, timeout=self.timeout, warm=self.warm, stderr_apart=True, prefix="pmemsim-recover-"
+        )
+        self._runs.open(keys)
         self._keys = list(keys)
-        self._runner = ProgramRunner(self.argv, timeout=self.timeout, stderr_apart=True, warm=self.warm)
 
     def close(self) -> None:
-        if self._runner is not None:
-            self._runner.close()
-            self._runner = None
-        if self._files is not None:
-            self._files.close()
-            self._files = None
+        if self._runs is not None:
+            self._runs.close()
+            self._runs = None
 
-    def _run(self, path: str) -> Recovered:
-        assert self._runner is not None
+    def _run(self, index: int, view: memoryview) -> Recovered:
+        assert self._runs is not None
         try:
-            ran = self._runner.run(path, dict(os.environ))
+            path, ran = self._runs.run(index, view, dict(os.environ))  # exactly the state's image
         except subprocess.TimeoutExpired:
             return Recovered(error=f"recovery program timed out after {self.timeout} s")
         except OSError as exc:
@@ -221,11 +219,11 @@ class _ProgramRecovery:
         return Recovered(value=out.decode(errors="surrogateescape").rstrip())
 
     def recover(self, views: Sequence[memoryview]) -> Recovered:
-        if self._files is None:
+        if self._runs is None:
             raise CheckerError("recovery used before open()")
         values: list[object] = []
         for i, (key, view) in enumerate(zip(self._keys, views, strict=True)):
-            got = self._run(self._files.write(i, view))  # exactly the state's image, whatever ran before
+            got = self._run(i, view)
             if got.failed is not None or got.error is not None:
                 if len(views) == 1:
                     return got
@@ -331,6 +329,8 @@ class RecoveryChecker(Checker):
         notes: Sequence[str] = (),
     ) -> None:
         self.recovery = recovery
+        #: True when recovery is a Python callable (run in this process, unlike a program).
+        self.runs_python = recovery.runs_python
         self.steps = tuple(steps)
         #: The step of a crash point with ``i`` visible markers before it is ``regions[i]``.
         self.regions = tuple(regions)
@@ -340,11 +340,6 @@ class RecoveryChecker(Checker):
 
     def __repr__(self) -> str:
         return f"RecoveryChecker({self.recovery!r})"
-
-    @property
-    def runs_python(self) -> bool:
-        """True when recovery is a Python callable (run in this process, unlike a program)."""
-        return self.recovery.runs_python
 
     def __copy__(self) -> RecoveryChecker:
         # Tasks running side by side in threads each get a copy: the recovery's watchdog or

@@ -60,7 +60,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["ImageFiles", "ProgramRunner", "Ran", "python_command", "status_text"]
+__all__ = ["ImageFiles", "ProgramRunner", "ProgramRuns", "Ran", "python_command", "status_text"]
 
 #: Granularity of the image files' partial rewrites (a page: what the page cache copies anyway).
 _PAGE = 4096
@@ -320,6 +320,14 @@ def _split_options(args: Sequence[str]) -> tuple[list[str], list[str]] | None:
     return options, list(args[i:])
 
 
+def _source_file(path: str) -> bool:
+    """Whether ``path`` is a script the zygote runs as Python does: a regular file of source, not a
+    directory or a zip archive (which Python runs through their ``__main__``)."""
+    import zipfile  # here: only when a program checker is built
+
+    return os.path.isfile(path) and not zipfile.is_zipfile(path)
+
+
 def python_command(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
     """``argv`` as (interpreter and options, [script, args...]) if it runs a Python script, else None.
 
@@ -331,7 +339,9 @@ def python_command(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
         return None
     if _PYTHON.match(os.path.basename(first)):
         parts = _split_options(argv[1:])
-        return None if parts is None else ([first, *parts[0]], parts[1])
+        if parts is None or not _source_file(parts[1][0]):
+            return None
+        return [first, *parts[0]], parts[1]
     try:
         with open(first, "rb") as f:
             head = f.readline(256)
@@ -344,7 +354,7 @@ def python_command(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
         words = words[1:]
         if words and words[0] == "-S":  # env -S "python3 -u": split once more
             words = words[1:]
-    if not words or not _PYTHON.match(os.path.basename(words[0])):
+    if not words or not _PYTHON.match(os.path.basename(words[0])) or not _source_file(first):
         return None
     interpreter = shutil.which(words[0])
     options = _split_options([*words[1:], first])
@@ -762,3 +772,47 @@ def _collect(done: int, pipes: list[int], timeout: float | None) -> list[bytes]:
                 open_pipes.discard(fd)
                 poller.unregister(fd)
     return [b"".join(c) for c in chunks]
+
+
+class ProgramRuns:
+    """A program run once per crash state on image files of its own: what checker programs and
+    recovery programs share. :meth:`open` before the first run, :meth:`close` after the last.
+
+    ``run(index, view, env)`` writes ``view`` into file ``index`` and runs the program on it:
+    ``(path, Ran)``; raises as :meth:`ProgramRunner.run` does.
+    """
+
+    def __init__(
+        self, argv: Sequence[str], *, timeout: float | None, warm: bool, stderr_apart: bool, prefix: str
+    ) -> None:
+        self.argv = list(argv)
+        self.timeout = timeout
+        self.warm = warm
+        self.stderr_apart = stderr_apart
+        self.prefix = prefix
+        self.files: ImageFiles | None = None
+        self.runner: ProgramRunner | None = None
+
+    def open(self, keys: Sequence[str]) -> None:
+        """A fresh directory of image files (one per key) and runner."""
+        self.close()
+        self.files = ImageFiles(keys, self.prefix)
+        self.runner = ProgramRunner(
+            self.argv, timeout=self.timeout, stderr_apart=self.stderr_apart, warm=self.warm
+        )
+
+    def run(self, index: int, view: memoryview, env: dict[str, str]) -> tuple[str, Ran]:
+        """Hand ``view`` over in file ``index`` and run the program on it."""
+        if self.files is None or self.runner is None:
+            raise RuntimeError("a program run before open()")
+        path = self.files.write(index, view)
+        return path, self.runner.run(path, env)
+
+    def close(self) -> None:
+        """End the warm interpreter; close and remove the image files."""
+        if self.runner is not None:
+            self.runner.close()
+            self.runner = None
+        if self.files is not None:
+            self.files.close()
+            self.files = None
