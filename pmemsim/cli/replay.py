@@ -72,11 +72,11 @@ Runs that sample (Random, ReorderPartial) or hit --max-states say NOT EXHAUSTIVE
 
 In one process, a pmemcheck log is replayed as it is read: each epoch is explored as
 soon as it is cut, then dropped, so memory holds the pool, not the log (plus an entry
-per distinct state judged and per section marker). The log is read whole first with
---workers, --shard, --dask, --recover/--recover-prog and --allow-truncated, for saved
-logs, and for a log the streaming reader hands back (a warning or an error to locate,
-a file registered after the first epoch: then explored again, whole). Results are the
-same either way.
+per distinct state judged and per section marker); a saved log is loaded whole, then
+explored the same way. The log is read and planned whole first with --workers,
+--shard, --dask, --recover/--recover-prog and --allow-truncated, and for a log the
+streaming reader hands back (a warning or an error to locate, a file registered after
+the first epoch: then explored again, whole). Results are the same either way.
 """
 
 _REPLAY_EPILOG = """\
