@@ -53,8 +53,9 @@ slower with the free checker, 1.5x with the same program. Then the serial fracti
 replay with a checker of ~100 us per state (parse + scan + merge, CPU time) and its
 Amdahl projection for 16 workers (target 8x), the hand-over of a program checker's image
 on a 64 MiB pool (the whole image per state beside only the pages that changed), and the
-peak memory of reading and planning a ``--memory-stores`` log. ``--versus-only`` runs only
-these.
+peak memory of a whole ``pmemsim replay`` (which streams the log) of a ``--memory-stores``
+log and of one a tenth as long, so that any growth with the log shows. ``--versus-only``
+runs only these.
 
 Run: ``python benchmarks/bench_crash.py [--transactions 1000] [--workers 2] [--repeat 3]
 [--scale 10] [--out DIR] [--pmreorder DIR] [--versus-only]``. Exit status 0 when every target
@@ -74,7 +75,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from pmemsim.persistence import (
     CrashReport,
@@ -687,50 +688,83 @@ def image_handover(pool_mib: int = 64, states: int = 50, lines: int = 4) -> floa
 
 
 def _peak_rss_code() -> str:
-    """A program printing the peak RSS (VmHWM: this process only, not inherited) before, after reading
-    and after planning the log named by its argument."""
+    """A program that runs ``pmemsim replay`` with the arguments it is given, in this process, and
+    prints the peak RSS (VmHWM) after the imports and at the end.
+
+    The end figure is the largest of this process's and of any child it waited for (a Python
+    checker's replay runs in a forked child: ru_maxrss of the children covers it)."""
     return (
-        "import sys\n"
+        "import resource, sys\n"
         "def peak():\n"
         "    with open('/proc/self/status') as f:\n"
         "        return next(int(l.split()[1]) * 1024 for l in f if l.startswith('VmHWM:'))\n"
-        "from pmemsim.persistence.saved import read_log\n"
-        "from pmemsim.persistence.explore import plan_replay\n"
+        "from pmemsim.cli import main\n"
         "base = peak()\n"
-        "log = read_log(sys.argv[1])\n"
-        "parsed = peak()\n"
-        "plan_replay(log)\n"
-        "print(base, parsed, peak())\n"
+        "code = main(['replay', *sys.argv[1:]])\n"
+        "children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+        "print(code, base, max(peak(), children), file=sys.stderr)\n"
     )
 
 
-def parse_memory(stores: int) -> None:
-    """Peak memory of a fresh process reading, then planning, a pmemcheck log of ``stores`` STOREs.
+def replay_peak(path: str, env: dict[str, str], cwd: str, engine: str) -> tuple[int, int, int]:
+    """Peak RSS of a fresh ``pmemsim replay`` of ``path`` with the free checker: (after imports,
+    whole run, distinct states judged)."""
+    import json
 
-    The log is parsed as it is read (the text is never held whole), so what remains is the
-    log itself: its records, one small object per STORE, FLUSH and FENCE, and then the
-    plan's atoms. Both grow with the log, not with the pool.
+    argv = [sys.executable, "-c", _peak_rss_code(), path, "--checker", "freecheck:check"]
+    argv += ["--engine", engine, "--no-shrink", "--json"]
+    result = subprocess.run(argv, env=env, cwd=cwd, capture_output=True, text=True, check=False)
+    try:
+        code, base, peak = (int(v) for v in result.stderr.split()[-3:])
+    except ValueError:
+        code, base, peak = -1, 0, 0
+    if code != 0:
+        raise RuntimeError(f"replay of {path} exited {code}: {result.stdout[-400:]}{result.stderr[-400:]}")
+    return base, peak, int(json.loads(result.stdout)["distinct_images"])
+
+
+def parse_memory(stores: int, engines: Sequence[str] = ("ReorderAccumulative", "NoReorderDoCheck")) -> None:
+    """Peak memory of a whole ``pmemsim replay`` (a fresh process) of pmemcheck logs of ``stores``
+    STOREs and of a tenth of that, so that growth with the log's length shows.
+
+    A single-process replay of a pmemcheck log reads, cuts and explores it as it comes
+    (:mod:`pmemsim.persistence.stream`): what stays is the pool, the atoms in flight, the
+    visible markers, and one entry per distinct state judged (the deduplication set and
+    the verdict cache). The workload's images are all distinct, so that last part grows
+    with the states checked: the figures say how much per state.
     """
     if not os.path.exists("/proc/self/status"):
         print("memory: skipped (needs /proc/self/status)")
         return
     work = _scratch_dir()
+    mib = 1 << 20
     try:
-        path, _, _ = _store_log(stores, work)
         env = _environment(work)
-        argv = [sys.executable, "-c", _peak_rss_code(), path]
-        result = subprocess.run(argv, env=env, capture_output=True, text=True, check=True)
-        base, parsed, planned = (int(v) for v in result.stdout.split())
-        size = os.path.getsize(path)
+        with open(os.path.join(work, "freecheck.py"), "w") as f:
+            f.write(FREE_PY)
+        sizes = sorted({max(1, stores // 10), stores})
+        logs = {n: _store_log(n, work) for n in sizes}
+        print(f"memory of a whole `pmemsim replay` (free Python checker, pool {POOL // 1024} KiB), peak RSS:")
+        for engine in engines:
+            cells, points = [], []
+            for n in sizes:
+                path, pool, pristine = logs[n]
+                with open(pool, "wb") as f:
+                    f.write(pristine)
+                base, peak, states = replay_peak(path, env, work, engine)
+                log_mib = os.path.getsize(path) / mib
+                cells.append(f"{n:,} stores (log {log_mib:.0f} MiB, {states:,} states): {peak / mib:.0f} MiB")
+                points.append((peak, states, os.path.getsize(path)))
+            line = f"  {engine:<22}" + "; ".join(cells) + f" (after imports: {base / mib:.0f} MiB)"
+            if len(points) == 2 and points[1][1] > points[0][1]:
+                (p0, s0, b0), (p1, s1, b1) = points
+                line += (
+                    f"; growth {(p1 - p0) / (s1 - s0):.0f} B per more distinct state, "
+                    f"{(p1 - p0) / (b1 - b0):.2f}x the log's growth"
+                )
+            print(line)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    mib = 1 << 20
-    print(
-        f"memory ({stores:,} stores, log {size / mib:.0f} MiB, pool {POOL // 1024} KiB): peak RSS "
-        f"{base / mib:.0f} MiB after imports, {parsed / mib:.0f} MiB read "
-        f"(+{(parsed - base) / size:.1f}x the log's size), {planned / mib:.0f} MiB planned "
-        f"(+{(planned - base) / size:.1f}x)"
-    )
 
 
 def add_versus_arguments(parser: argparse.ArgumentParser) -> None:
@@ -745,7 +779,10 @@ def add_versus_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pairs", type=int, default=3, help="alternating pairs per case (median)")
     parser.add_argument("--serial-stores", type=int, default=10_000, help="STOREs of the serial-fraction log")
     parser.add_argument(
-        "--memory-stores", type=int, default=1_000_000, help="STOREs of the memory log (0: no)"
+        "--memory-stores",
+        type=int,
+        default=1_000_000,
+        help="STOREs of the larger memory log; a tenth of it is measured too (0: no)",
     )
     parser.add_argument("--versus-only", action="store_true", help="run only these sections")
 

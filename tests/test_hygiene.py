@@ -74,8 +74,8 @@ def test_readme_tour_runs():
 
 
 #: The persistence package's layers, bottom first: a module imports only from layers below it
-#: (log, checkers -> model -> image -> engines, linearizability -> parallel -> explore -> shrink; the
-#: readers, writers and reports sit beside the layer they need).
+#: (log, checkers -> model -> image -> engines, linearizability -> parallel -> explore -> shrinking,
+#: stream; the readers, writers and reports sit beside the layer they need).
 PERSISTENCE_LAYERS = [
     {"log", "programs"},
     {"checkers"},
@@ -84,7 +84,7 @@ PERSISTENCE_LAYERS = [
     {"engines", "saved", "linearizability"},
     {"parallel", "progress"},
     {"explore"},
-    {"shrinking", "shards"},
+    {"shrinking", "shards", "stream"},
 ]
 
 

@@ -133,7 +133,16 @@ def located(path: str, exc: Exception) -> str:
 class Polling:
     """A rich progress bar whose count a thread polls from ``poll()`` while the body runs (terminal only)."""
 
-    def __init__(self, console: Console, label: str, total: int, poll: Callable[[], int]) -> None:
+    def __init__(
+        self,
+        console: Console,
+        label: str,
+        total: int,
+        poll: Callable[[], int],
+        *,
+        what: str = "states (estimated total)",
+        unit: str = "states",
+    ) -> None:
         import threading
 
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -142,9 +151,9 @@ class Polling:
             TextColumn(f"[bold]{label}"),
             BarColumn(),
             MofNCompleteColumn(),
-            TextColumn("states (estimated total)"),
+            TextColumn(what),
             TimeElapsedColumn(),
-            rate_column("states"),
+            rate_column(unit),
             console=console,
             transient=True,
             disable=not console.is_terminal,

@@ -69,6 +69,14 @@ at the operations' boundaries are recovered from the log before exploring; recov
 failing there (no crash involved) is exit 2. A program's output is compared as text.
 
 Runs that sample (Random, ReorderPartial) or hit --max-states say NOT EXHAUSTIVE.
+
+In one process, a pmemcheck log is replayed as it is read: each epoch is explored as
+soon as it is cut, then dropped, so memory holds the pool, not the log (plus an entry
+per distinct state judged and per section marker); a saved log is loaded whole, then
+explored the same way. The log is read and planned whole first with --workers,
+--shard, --dask, --recover/--recover-prog and --allow-truncated, and for a log the
+streaming reader hands back (a warning or an error to locate, a file registered after
+the first epoch: then explored again, whole). Results are the same either way.
 """
 
 _REPLAY_EPILOG = """\
@@ -333,6 +341,12 @@ def replay_command(args: argparse.Namespace) -> int:
         except ValueError as exc:
             return bad(str(exc))
 
+        streams = _streams(args, checker)
+        if streams == "pmemcheck":
+            code = _replay_streamed(args, engine, markers, checker)
+            if code is not None:
+                return code
+
         import warnings
 
         from pmemsim.persistence.saved import read_log
@@ -352,6 +366,10 @@ def replay_command(args: argparse.Namespace) -> int:
             images = _replay_images(args.image, list(log.files))
         except ValueError as exc:
             return bad(str(exc))
+        if streams == "saved":  # already in memory: streamed from the list, the plan never built whole
+            code = _replay_streamed(args, engine, markers, checker, log)
+            if code is not None:
+                return code
         return _replay(args, log, engine, markers, checker, images)
     finally:
         # The checker module stays imported (forked workers inherit it); only the path goes.
@@ -533,49 +551,233 @@ def _replay(
             except ValueError as exc:  # --dask: the extra, the address, the workers
                 return bad(str(exc))
 
-            style = (
-                "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
-            )
-            out.say(f"[{style}]{{}}[/] in {report.elapsed:.2f}s", report.summary())
-            for warning in report.warnings:
-                out.say("[yellow]warning[/]: {}", warning)
-            for limit in report.limits:
-                out.say("[yellow]not exhaustive[/]: {}", limit)
-            shown = report.failures[:5]
-            for failure in shown:
-                out.say("{}", failure.describe())
-            failing = report.inconsistent + report.errors
-            if failing > len(shown):
-                out.say(f"... {failing - len(shown)} more failing state(s) not listed")
-            trace = None
-            first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
-            if first is not None and not args.no_shrink:
-                from pmemsim.persistence.shrinking import ShrinkError, shrink
-
-                try:
-                    small = _shrink_apart(shrink, log, first, checker, images, args.timeout)
-                except (ShrinkError, CheckerError) as exc:
-                    out.say("[yellow]cannot shrink the first failure[/]: {}", exc)
-                else:
-                    trace = small.trace
-                    out.say(f"[bold]Minimal failing trace[/] ({small.tests} checker calls):")
-                    out.say("{}", small.trace)
-            if report.errors:
-                out.say(
-                    f"[bold red]checker error[/]: {report.errors} state(s) got no usable answer from the "
-                    "checker (see above): fix the checker; this says nothing about the pool"
-                )
-        if args.json:
-            doc = report.to_dict()
-            doc["log"] = args.log
-            doc["trace"] = trace
-            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
-            sys.stdout.flush()
-        if report.errors:
-            return EXIT_BAD_INPUT
-        return EXIT_OK if report.ok else EXIT_FAILED
+            trace = _conclude(args, out, report, checker, lambda: (log, images))
+        return _emit(args, report, trace)
     finally:
         gc.unfreeze()  # main() may be called again in this process (tests, embedding)
+
+
+def _streams(args: argparse.Namespace, checker: Any) -> str | None:
+    """How this replay explores its log as it goes: ``"pmemcheck"`` (read as it is explored),
+    ``"saved"`` (loaded, then cut and explored a batch at a time), or None (the whole-log path).
+
+    Streaming needs one process and a checker (a recovery needs the whole log first);
+    workers, shards and Dask cut the whole log into slices, and --allow-truncated logs
+    lack the STOP the streaming pmemcheck reader needs."""
+    from pmemsim.persistence.checkers import Checker
+
+    if args.workers != 1 or not isinstance(checker, Checker):
+        return None
+    if any(getattr(args, name, None) is not None for name in ("shard", "dask", "merge_docs")):
+        return None
+    try:
+        saved = _is_saved(args.log)
+    except OSError:
+        return None  # the whole-log path says why it cannot be read
+    if saved:
+        return "saved"
+    return None if args.allow_truncated else "pmemcheck"
+
+
+def _replay_streamed(
+    args: argparse.Namespace,
+    engine: Engine,
+    markers: dict[str, Engine],
+    checker: Checker,
+    log: StoreLog | None = None,
+) -> int | None:
+    """Replay a pmemcheck log as it is read (or the saved ``log``, a batch at a time), exploring each
+    epoch once it is cut (memory for the pool, not the log: :mod:`pmemsim.persistence.stream`);
+    the exit status, or None when the log needs the whole-log path (a warning or an error the
+    full reader locates, a late file)."""
+    import contextlib
+
+    from pmemsim.persistence import parallel
+    from pmemsim.persistence.checkers import CheckerError
+    from pmemsim.persistence.explore import CheckerCrashed, NothingToCheck
+    from pmemsim.persistence.log import LogError
+    from pmemsim.persistence.pmemcheck import PmemcheckStream, StreamFallback
+    from pmemsim.persistence.stream import (
+        ImagesRefused,
+        ImagesUnreadable,
+        ListSource,
+        Restart,
+        SharedWord,
+        StreamResult,
+        replay_stream,
+    )
+
+    out = _Out(stderr=bool(args.json))
+
+    def bad(message: str) -> int:
+        print(f"pmemsim replay: error: {message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+    def images_for(keys: Sequence[str]) -> dict[str, str]:
+        try:
+            return _replay_images(args.image, keys)
+        except ValueError as exc:
+            raise ImagesRefused(str(exc)) from None
+
+    source: PmemcheckStream | ListSource = PmemcheckStream(args.log) if log is None else ListSource(log)
+    read = SharedWord()  # bytes (records) read so far, written by whichever process reads
+    source.on_read = read.set
+    progress: Any = contextlib.nullcontext()
+    if out.terminal:  # the part of the log read gives the bar its rate and time left
+        shift, what = (10, "KiB of the log read") if log is None else (0, "records replayed")
+        progress = Polling(
+            out.console,
+            "pmemsim replay",
+            max(1, source.total >> shift),
+            lambda: read.value >> shift,
+            what=what,
+            unit=what.split()[0],
+        )
+    isolate = checker.runs_python  # a Python checker runs in a forked process, as on the other path
+    slots = parallel.StateSlots(None, 1) if isolate else None
+
+    def run() -> StreamResult:
+        return replay_stream(
+            source,
+            checker,
+            engine=engine,
+            markers=markers,
+            seed=args.seed,
+            images=images_for,
+            timeout=args.timeout,
+            max_states=args.max_states,
+            allow_empty=args.allow_empty,
+            slots=slots,
+        )
+
+    def header(counts: tuple[int, int, int] | None) -> None:
+        # What the whole-log path says before it explores, said once it is known (the log read).
+        if counts is not None:
+            out.say(
+                "[bold]{}[/]: {}, {} records, {} file(s), {} epochs; engine {}{}, checker {}",
+                args.log,
+                "pmemcheck store log" if log is None else "saved pmemsim log",
+                *counts,
+                engine.name,
+                "".join(f", {n}={e.name}" for n, e in markers.items()),
+                repr(checker),
+            )
+
+    with QuietStdout(bool(args.json)), progress:
+        try:
+            if slots is not None:
+                try:
+                    result: StreamResult = parallel.collect(*parallel.fork(run))
+                except parallel.WorkerDied as died:
+                    epoch_index, seq = slots.get(died.slot)
+                    raise CheckerCrashed(
+                        f"the checker crashed its process ({died}) while judging epoch {epoch_index} "
+                        f"state {seq}: no verdict; run the checker on its own to debug it"
+                    ) from None
+            else:
+                result = run()
+        except (StreamFallback, Restart):
+            return None
+        except OSError as exc:
+            return bad(f"cannot read {args.log}: {exc.strerror or exc}")
+        except ImagesUnreadable as exc:
+            hint = "give the file's content before the first store with --image FILE=PATH"
+            return bad(f"{located(args.log, exc)}; {hint}")
+        except ImagesRefused as exc:
+            return bad(str(exc))
+        except NothingToCheck as exc:
+            header(getattr(exc, "counts", None))
+            text = str(exc).replace("allow_empty=True", "--allow-empty")
+            return bad(located(args.log, Exception(text)))
+        except CheckerError as exc:
+            header(getattr(exc, "counts", None))
+            return bad(str(exc))
+        except LogError as exc:
+            return bad(located(args.log, exc))
+        header((result.records, result.files, result.report.epochs))
+        if result.stale:
+            out.say(
+                "[yellow]warning[/]: {} already hold(s) every store of the log: probably the state after "
+                "the run, so every crash state looks the same. Restore a pristine copy first (as for "
+                "pmreorder) or pass --image FILE=PRISTINE_COPY.",
+                ", ".join(result.stale),
+            )
+
+        def whole_log() -> tuple[StoreLog, Any]:
+            # A failure is rare: the log is read again, whole, only to shrink one.
+            import warnings
+
+            from pmemsim.persistence.saved import read_log
+
+            if log is not None:
+                return log, _replay_images(args.image, list(log.files))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                whole = read_log(args.log)
+            return whole, _replay_images(args.image, list(whole.files))
+
+        trace = _conclude(args, out, result.report, checker, whole_log)
+    return _emit(args, result.report, trace)
+
+
+def _conclude(
+    args: argparse.Namespace,
+    out: _Out,
+    report: CrashReport,
+    checker: Checker,
+    shrink_input: Callable[[], tuple[StoreLog, Any]],
+) -> str | None:
+    """Print the summary, the failures and the minimal failing trace (``shrink_input()``: the log
+    and the --image mapping, asked only when a failure is shrunk); the trace, or None."""
+    from pmemsim.persistence.checkers import CheckerError
+
+    style = "bold green" if report.ok and report.complete else "bold yellow" if report.ok else "bold red"
+    out.say(f"[{style}]{{}}[/] in {report.elapsed:.2f}s", report.summary())
+    for warning in report.warnings:
+        out.say("[yellow]warning[/]: {}", warning)
+    for limit in report.limits:
+        out.say("[yellow]not exhaustive[/]: {}", limit)
+    shown = report.failures[:5]
+    for failure in shown:
+        out.say("{}", failure.describe())
+    failing = report.inconsistent + report.errors
+    if failing > len(shown):
+        out.say(f"... {failing - len(shown)} more failing state(s) not listed")
+    trace: str | None = None
+    first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
+    if first is not None and not args.no_shrink:
+        from pmemsim.persistence.shrinking import ShrinkError, shrink
+
+        try:
+            log, images = shrink_input()
+            small = _shrink_apart(shrink, log, first, checker, images, args.timeout)
+        except (ShrinkError, CheckerError) as exc:
+            out.say("[yellow]cannot shrink the first failure[/]: {}", exc)
+        else:
+            trace = small.trace
+            out.say(f"[bold]Minimal failing trace[/] ({small.tests} checker calls):")
+            out.say("{}", small.trace)
+    if report.errors:
+        out.say(
+            f"[bold red]checker error[/]: {report.errors} state(s) got no usable answer from the "
+            "checker (see above): fix the checker; this says nothing about the pool"
+        )
+    return trace
+
+
+def _emit(args: argparse.Namespace, report: CrashReport, trace: str | None) -> int:
+    """Print the --json document; the exit status of ``report``."""
+    if args.json:
+        import json
+
+        doc = report.to_dict()
+        doc["log"] = args.log
+        doc["trace"] = trace
+        sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        sys.stdout.flush()
+    if report.errors:
+        return EXIT_BAD_INPUT
+    return EXIT_OK if report.ok else EXIT_FAILED
 
 
 def _shrink_apart(

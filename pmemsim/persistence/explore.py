@@ -31,7 +31,9 @@ for most of it) falls back to planning in the parent, forking each worker as soo
 the epochs it starts with are cut, with work stealing between blocks of epochs.
 ``isolate=True`` runs a single-process exploration in one forked child, so that a
 checker that crashes its process (a segfault in a C extension) ends the replay with a
-checker error instead of killing it.
+checker error instead of killing it. A single-process replay of a log read as it comes
+(the command line's, for pmemcheck logs) is :mod:`pmemsim.persistence.stream`'s: the
+same Explorer, given epochs as they are cut.
 """
 
 from __future__ import annotations
@@ -160,6 +162,9 @@ class Explorer:
         self.position = 0  # the epoch whose durable base the image holds
         self.offset = 0  # the index of plan.epochs[0] (a slice of the log's plan starts later)
         self.durable = 0  # how many atoms the base holds (0: the initial image, no store applied)
+        # The record of the log's first store, when the plan does not start with it (a streaming
+        # replay's plan holds only the atoms of its window); None: the plan's first atom's.
+        self.first_store: int | None = None
         self.verdicts: dict[int, CheckOutcome | None] = {}
         self.calls = 0
         self.slots: parallel.StateSlots | None = None
@@ -246,7 +251,9 @@ class Explorer:
 
     def _markers_before_stores(self) -> int:
         """How many visible markers come before the log's first store (only asked while none is durable)."""
-        first = self.plan.atoms[0].record if self.plan.atoms else math.inf
+        first: float = self.first_store if self.first_store is not None else math.inf
+        if self.first_store is None and self.plan.atoms:
+            first = self.plan.atoms[0].record
         return sum(1 for _, _, at in self.plan.markers if at < first)
 
     def applied(self) -> tuple[Atom, ...]:

@@ -40,7 +40,7 @@ _MASK = (1 << 128) - 1
 _KEY = struct.Struct("<IQ").pack
 _UNIT = ORDER_UNIT
 #: Line hashes an Image remembers before starting over (a few hundred bytes each).
-_HASH_CACHE = 1 << 18
+_HASH_CACHE = 1 << 14
 
 
 def line_hash(fidx: int, l0: int, value: bytes) -> int:

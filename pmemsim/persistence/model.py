@@ -390,6 +390,11 @@ class EpochBuilder:
     validation (for a log :func:`scan_log` already accepted); ``resume`` starts at a
     quiescent point of that scan instead of the beginning of the log, with ``markers``
     the scan's visible markers.
+
+    A streaming replay (:mod:`pmemsim.persistence.stream`) gives it the log a window at a
+    time: ``log.records`` holds only the records from index :attr:`base` on, :meth:`forget`
+    drops the epochs and atoms already explored (ids and indices go on), :meth:`refresh_files`
+    takes files registered since, and :meth:`close` closes the last epoch.
     """
 
     def __init__(
@@ -420,6 +425,9 @@ class EpochBuilder:
         self.markers: list[tuple[str, Any, int]] = []
         self.position = 0  # the next record to scan
         self.atom_base = self.epoch_base = 0
+        # The log index of ``log.records[0]``: a streaming replay hands the builder one window of
+        # records at a time (see :meth:`forget`), and records keep their index in the whole log.
+        self.base = 0
         if resume is not None:  # start at a quiescent point found by scan_log
             self.atom_base, self.epoch_base = resume.atoms, resume.epochs
             self.position = self.epoch_start = resume.record
@@ -475,8 +483,10 @@ class EpochBuilder:
         stack, markers = self.stack, self.markers
         atom_base = self.atom_base
         records = log.records
-        for index in range(self.position, stop):
-            rec = records[index]
+        lo, hi = self.position - self.base, stop - self.base
+        if lo or hi < len(records):
+            records = records[lo:hi]
+        for index, rec in enumerate(records, self.position):
             kind = type(rec)
             if kind is Store or (kind is not Flush and kind is not Fence and isinstance(rec, Store)):
                 assert isinstance(rec, Store)
@@ -566,16 +576,41 @@ class EpochBuilder:
             tuple(self.markers),
         )
 
-    def finish(self, *, allow_open_markers: bool = False) -> EpochPlan:
-        """Close the final epoch (after feeding every record) and return the whole plan."""
-        if self.position < len(self.log.records):
-            self.feed(len(self.log.records))
+    def refresh_files(self) -> None:
+        """Take the log's files again (a streamed log registers files as it is read). Files are
+        only ever added or grown, so the index of a known file does not change."""
+        files = self.log.files
+        if len(files) != len(self.keys) or any(
+            files[k].size != size for k, size in zip(self.keys, self.sizes, strict=True)
+        ):
+            self.keys = tuple(files)
+            self.fidx_of = {k: i for i, k in enumerate(self.keys)}
+            self.sizes = tuple(files[k].size for k in self.keys)
+
+    def forget(self) -> None:
+        """Drop the epochs and atoms built so far (a streaming replay explored them): the next
+        :meth:`partial` holds only what is built after. Atoms still in flight stay known
+        (the epochs to come hold them); ids and epoch indices go on from where they were."""
+        self.atom_base += len(self.atoms)
+        self.epoch_base += len(self.epochs)
+        self.atoms = []
+        self.epochs = []
+
+    def close(self, *, allow_open_markers: bool = False) -> None:
+        """Close the final epoch, after every record was fed (raises MarkerError for an open section)."""
+        end = self.base + len(self.log.records)
+        if self.position < end:
+            self.feed(end)
         if self.pending or self.cuts:  # stores in flight, or markers a checker must see, after the last fence
-            self._close_epoch(len(self.log.records), final=True)
+            self._close_epoch(end, final=True)
             self.pending.clear()
         if self.stack and not allow_open_markers:
             name, begin_at = self.stack[-1]
             raise MarkerError(f"record {begin_at}: section {name!r} is never closed ({name}.END missing)")
+
+    def finish(self, *, allow_open_markers: bool = False) -> EpochPlan:
+        """Close the final epoch (after feeding every record) and return the whole plan."""
+        self.close(allow_open_markers=allow_open_markers)
         return self.partial()
 
 

@@ -129,7 +129,7 @@ import os
 import re
 import stat
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import IO, Protocol
 
@@ -155,6 +155,8 @@ __all__ = [
     "MAX_STORE_SIZE",
     "LogWarning",
     "PmemcheckFormatError",
+    "PmemcheckStream",
+    "StreamFallback",
     "dump_pmemcheck",
     "dumps_pmemcheck",
     "load_pmemcheck",
@@ -1018,7 +1020,7 @@ def _read_regular_file(path: str | os.PathLike[str], max_bytes: int) -> bytes:
 _CHUNK = 1 << 20
 
 
-def _stream_bytes(path: str | os.PathLike[str], max_bytes: int) -> Iterator[bytes]:
+def _stream_bytes(path: str | os.PathLike[str], max_bytes: int, chunk_size: int = _CHUNK) -> Iterator[bytes]:
     """The bytes of the regular file ``path`` in chunks.
 
     Refuses non-regular files and files over ``max_bytes`` like :func:`_read_regular_file`
@@ -1035,7 +1037,7 @@ def _stream_bytes(path: str | os.PathLike[str], max_bytes: int) -> Iterator[byte
         if st.st_size > max_bytes:
             raise LogError(f"{name}: {st.st_size} bytes, more than the limit of {max_bytes} for {what}")
         total = 0
-        while chunk := os.read(fd, min(_CHUNK, max_bytes + 1 - total)):
+        while chunk := os.read(fd, min(chunk_size, max_bytes + 1 - total)):
             total += len(chunk)
             if total > max_bytes:  # the file grew while we read it
                 raise LogError(f"{name}: more than the limit of {max_bytes} bytes for {what}")
@@ -1082,6 +1084,80 @@ def read_pmemcheck_file(
     for note in notes:
         warnings.warn(note, LogWarning, stacklevel=3)
     return log
+
+
+class StreamFallback(Exception):
+    """What :class:`PmemcheckStream` raises when the log needs the full reader: an error or a
+    warning to locate, a rare form, no STOP. Nothing read is kept: read the file whole
+    (:func:`read_pmemcheck_file`), which reports with record, line and column."""
+
+
+class PmemcheckStream:
+    """A pmemcheck log file handed out in batches of records as it is read (a streaming replay).
+
+    :meth:`batches` reads the file a chunk at a time and yields the records each chunk
+    completes; nothing of an earlier batch is kept here. ``log.files`` is the live table
+    of the files registered so far (it may still grow while batches come: the reader of
+    the batches checks). ``done`` and ``total`` are the bytes read and the file's size,
+    for a progress bar; ``on_read`` (if set) gets ``done`` after each chunk (of
+    ``chunk_size`` bytes).
+
+    Only logs the fast reader accepts stream; anything else raises
+    :class:`StreamFallback` (possibly after some batches), and the caller reads the file
+    again with :func:`read_pmemcheck_file`. Errors: OSError and LogError as
+    :func:`load_pmemcheck` for a file that cannot be read.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        granularity: Granularity | None = None,
+        page_size: int = 4096,
+        max_bytes: int = MAX_LOG_BYTES,
+        chunk_size: int = _CHUNK,
+    ) -> None:
+        self.path = path
+        self.max_bytes = max_bytes
+        self.chunk_size = chunk_size
+        try:
+            self.total = os.stat(path).st_size
+        except (OSError, ValueError):
+            self.total = 0
+        self.done = 0
+        self.log = StoreLog(granularity=granularity, page_size=page_size)
+        self._reader = _FastReader(self.log, self.total)
+        self.log.files = self._reader.parser.files  # live: registrations show as they are read
+        self.on_read: Callable[[int], None] | None = None
+
+    def _counted(self, chunks: Iterable[bytes]) -> Iterator[bytes]:
+        for chunk in chunks:
+            self.done += len(chunk)
+            if self.on_read is not None:
+                self.on_read(self.done)
+            yield chunk
+
+    def batches(self) -> Iterator[list[Record]]:
+        """The records, one list per chunk of text read (raises StreamFallback, OSError, LogError).
+
+        Once only: the reader's state is this object's.
+        """
+        log, reader = self.log, self._reader
+        try:
+            for text in _decoded(self._counted(_stream_bytes(self.path, self.max_bytes, self.chunk_size))):
+                # The collector is kept out of reading only (a batch's records form no cycle),
+                # not out of the caller's work between batches.
+                with paused_gc():
+                    reader.feed(text)
+                if log.records:
+                    batch, log.records = log.records, []
+                    yield batch
+            reader.finish()
+        except _Fallback as exc:
+            raise StreamFallback(str(exc)) from None
+        if log.records:
+            batch, log.records = log.records, []
+            yield batch
 
 
 def load_pmemcheck(
