@@ -90,11 +90,13 @@ __all__ = [
     "ChunkResult",
     "EngineChoice",
     "Explorer",
+    "Located",
     "NothingToCheck",
     "SliceWork",
     "build_report",
     "explore_slice",
     "initial_images",
+    "model_name",
     "plan_replay",
     "prepare_replay",
     "replay",
@@ -132,8 +134,8 @@ class _EpochLimit(Exception):
     """The engine's per-epoch state limit was reached."""
 
 
-class _Located(Exception):
-    """Every state being located was found."""
+class Located(Exception):
+    """Every state being located was found (raised by :meth:`Explorer.check` to end a locating run)."""
 
 
 EngineOf = Callable[[Epoch], Engine]
@@ -272,7 +274,7 @@ class Explorer:
             if seq in self.targets:
                 self.found[seq] = (self.applied(), self.point)
                 if len(self.found) == len(self.targets):
-                    raise _Located
+                    raise Located
             return
         h = self.image.h
         key = (h + self._marker_key) & _MASK if self._marker_key else h
@@ -708,7 +710,7 @@ def _locate(
             epoch = plan.epochs[index]
             ex.advance(index)
             ex.targets, ex.found = wanted[index], {}
-            with contextlib.suppress(_Located):
+            with contextlib.suppress(Located):
                 ex.explore_epoch(epoch, job.engine_of(epoch), job.seed)
             out.update({(index, seq): found for seq, found in ex.found.items()})
             ex.targets = None
@@ -741,7 +743,8 @@ def plan_replay(
         return build_epochs(log, resolve_model(log, model), allow_open_markers=allow_open_markers)
 
 
-def _model_name(model: PersistencyModel) -> str:
+def model_name(model: PersistencyModel) -> str:
+    """How a report names ``model``: ``eADR``, ``ADR``, or ADR with its flush unit."""
     if model.platform is Platform.EADR:
         return "eADR"
     return "ADR" if model.flush_unit == 64 else f"ADR (flush unit {model.flush_unit} B)"
@@ -1089,7 +1092,7 @@ def build_report(
     return CrashReport(
         engine=default.name,
         markers=tuple((name, e.name) for name, e in section_engines.items()),
-        model=_model_name(job.model),
+        model=model_name(job.model),
         epochs=epoch_count,
         states_checked=checked,
         distinct_images=len(images_seen) if checker_.sees_markers else len(seen),

@@ -55,9 +55,9 @@ from pmemsim.persistence.engines import Engine, engine_from_name, with_max_state
 from pmemsim.persistence.explore import (
     EngineChoice,
     Explorer,
+    Located,
     NothingToCheck,
-    _Located,
-    _model_name,
+    model_name,
     resolve_model,
 )
 from pmemsim.persistence.image import initial_images
@@ -321,7 +321,7 @@ class _Run:
         if rest:  # re-run the engine without judging: which atoms, which crash point (see _locate)
             ex.targets, ex.found = rest, {}
             try:
-                with contextlib.suppress(_Located):
+                with contextlib.suppress(Located):
                     ex.explore_epoch(epoch, engine, self.seed)
                 found = ex.found
             finally:
@@ -515,7 +515,7 @@ def _report(
     return CrashReport(
         engine=default.name,
         markers=tuple((name, e.name) for name, e in section_engines.items()),
-        model=_model_name(builder.model),
+        model=model_name(builder.model),
         epochs=builder.epoch_base + len(builder.epochs),
         states_checked=checked,
         distinct_images=distinct,
