@@ -95,6 +95,7 @@ __all__ = [
     "SliceWork",
     "build_report",
     "explore_slice",
+    "failure_at",
     "initial_images",
     "model_name",
     "plan_replay",
@@ -743,6 +744,38 @@ def plan_replay(
         return build_epochs(log, resolve_model(log, model), allow_open_markers=allow_open_markers)
 
 
+def failure_at(
+    index: int,
+    epoch: Epoch,
+    seq: int,
+    engine: Engine,
+    point: CrashPoint,
+    applied: tuple[Atom, ...],
+    markers: Sequence[Any],
+    outcome: CheckOutcome,
+) -> Failure:
+    """The reported failure of state ``seq`` of ``epoch`` (number ``index`` in the log): ``applied``
+    reached media at crash ``point``; the atoms of the engine's universe written before the
+    crash and not applied were lost."""
+    applied_ids = {a.id for a in applied}
+    ctx = CrashContext(index, point.record, "", tuple(markers), point.markers)
+    return Failure(
+        epoch=index,
+        seq=seq,
+        fence=None if epoch.final else epoch.end,
+        prefix=point.record,
+        engine=engine.name,
+        sections=ctx.sections,
+        markers=ctx.markers,
+        file=outcome.file,
+        verdict=outcome.verdict,
+        message=outcome.message,
+        applied=applied,
+        lost=tuple(a for a in engine.universe(epoch) if a.id not in applied_ids and a.record < point.record),
+        details=outcome.details,
+    )
+
+
 def model_name(model: PersistencyModel) -> str:
     """How a report names ``model``: ``eADR``, ``ADR``, or ADR with its flush unit."""
     if model.platform is Platform.EADR:
@@ -1066,25 +1099,8 @@ def build_report(
         assert plan is not None
         epoch = plan.epochs[epoch_index]
         applied, point = located[(epoch_index, seq)]
-        applied_ids = {a.id for a in applied}
-        ctx = CrashContext(epoch_index, point.record, "", plan.markers, point.markers)
-        universe = engine_of(epoch).universe(epoch)
         failures.append(
-            Failure(
-                epoch=epoch_index,
-                seq=seq,
-                fence=None if epoch.final else epoch.end,
-                prefix=point.record,
-                engine=engine_of(epoch).name,
-                sections=ctx.sections,
-                markers=ctx.markers,
-                file=outcome.file,
-                verdict=outcome.verdict,
-                message=outcome.message,
-                applied=applied,
-                lost=tuple(a for a in universe if a.id not in applied_ids and a.record < point.record),
-                details=outcome.details,
-            )
+            failure_at(epoch_index, epoch, seq, engine_of(epoch), point, applied, plan.markers, outcome)
         )
     samplers = sorted({e.name for e in (default, *section_engines.values()) if e.samples})
     if samplers:

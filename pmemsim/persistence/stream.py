@@ -47,7 +47,6 @@ from typing import Any, Protocol, cast
 from pmemsim.persistence.checkers import (
     Checker,
     CheckerError,
-    CrashContext,
     Verdict,
     as_checker,
 )
@@ -57,6 +56,7 @@ from pmemsim.persistence.explore import (
     Explorer,
     Located,
     NothingToCheck,
+    failure_at,
     model_name,
     resolve_model,
 )
@@ -327,7 +327,6 @@ class _Run:
             finally:
                 ex.targets, ex.found = None, {}
         by_id = {a.id: a for a in epoch.inflight}
-        universe = engine.universe(epoch)
         for epoch_index, seq, _, _, outcome in picked:
             if (epoch_index, seq) in located:
                 ids, point = located[epoch_index, seq]
@@ -338,24 +337,8 @@ class _Run:
                 applied = tuple(by_id[i] for i in ids)
             else:
                 applied, point = found[seq]
-            applied_ids = {a.id for a in applied}
-            ctx = CrashContext(epoch_index, point.record, "", self.markers, point.markers)
             self.failures.append(
-                Failure(
-                    epoch=epoch_index,
-                    seq=seq,
-                    fence=None if epoch.final else epoch.end,
-                    prefix=point.record,
-                    engine=engine.name,
-                    sections=ctx.sections,
-                    markers=ctx.markers,
-                    file=outcome.file,
-                    verdict=outcome.verdict,
-                    message=outcome.message,
-                    applied=applied,
-                    lost=tuple(a for a in universe if a.id not in applied_ids and a.record < point.record),
-                    details=outcome.details,
-                )
+                failure_at(epoch_index, epoch, seq, engine, point, applied, self.markers, outcome)
             )
 
     def close(self) -> None:
