@@ -86,6 +86,14 @@ def test_python_commands_are_recognised(tmp_path: Path) -> None:
         assert python_command([shebang, "a"]) == ([PY], [shebang, "a"])
     direct = _script(tmp_path, f"#!{PY} -S\nprint(1)\n", "tool2")
     assert python_command([direct]) == ([PY, "-S"], [direct])
+    two = _script(tmp_path, f"#!{PY} -S -u\nprint(1)\n", "tool4")  # one argument "-S -u" on Linux
+    assert python_command([two]) is None
+    env_opt = _script(tmp_path, f"#!/usr/bin/env {os.path.basename(PY)} -u\nprint(1)\n", "tool5")
+    env_split = _script(tmp_path, f"#!/usr/bin/env -S {os.path.basename(PY)} -u\nprint(1)\n", "tool6")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", os.path.dirname(PY) + os.pathsep + os.environ["PATH"])
+        assert python_command([env_opt]) is None  # env would look for a program "python -u"
+        assert python_command([env_split]) == ([PY, "-u"], [env_split])
     shell = _script(tmp_path, "#!/bin/sh\necho 1\n", "tool3")
     assert python_command([shell]) is None
 

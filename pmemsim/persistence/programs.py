@@ -350,10 +350,15 @@ def python_command(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
     if not head.startswith(b"#!"):
         return None
     words = head[2:].decode(errors="replace").split()
-    if words and os.path.basename(words[0]) == "env":
+    # Linux hands everything after the interpreter's path to it as one argument: "-S -u", or,
+    # through env, "python3 -u" (a program env does not find). Only env -S splits it.
+    split, through_env = False, bool(words) and os.path.basename(words[0]) == "env"
+    if through_env:
         words = words[1:]
-        if words and words[0] == "-S":  # env -S "python3 -u": split once more
-            words = words[1:]
+        if words and words[0] == "-S":
+            words, split = words[1:], True
+    if not split and len(words) > (1 if through_env else 2):
+        return None  # what a zygote started with those options as separate arguments would not do
     if not words or not _PYTHON.match(os.path.basename(words[0])) or not _source_file(first):
         return None
     interpreter = shutil.which(words[0])
