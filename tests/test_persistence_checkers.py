@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
 import pytest
 from support.examples import BUGGY, CORRECT, Q, check_flag
 
-from pmemsim.persistence import CallableChecker, ProgramChecker, Verdict, as_checker, replay
+from pmemsim.persistence import CallableChecker, CrashContext, ProgramChecker, Verdict, as_checker, replay
 
 FLAG_BUG = BUGGY["flag before payload is fenced"]
 FLAG_OK = CORRECT[0]
@@ -368,3 +370,44 @@ def test_a_timed_out_call_leaves_no_pending_interrupt_so_traced_code_still_runs(
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=60, env=env)
     assert proc.returncode == 0 and "traced code ran" in proc.stdout, proc.stderr
+
+
+def test_a_ctrl_c_while_a_timeout_is_pending_stops_instead_of_counting_as_a_timeout() -> None:
+    # The checker is stuck in one long C call, the timeout has fired (its interrupt waits for
+    # the call to return), and the user presses Ctrl-C: the interrupt must not replace it.
+    def stuck(image: memoryview) -> bool:
+        time.sleep(1.0)
+        return True
+
+    checker = CallableChecker(stuck, timeout=0.3)
+    checker.open(["f"], [1])
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    timer = threading.Timer(0.6, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        timer.start()
+        with pytest.raises(KeyboardInterrupt):
+            checker.check([memoryview(b"x")], CrashContext(0, 0))
+    finally:
+        timer.cancel()
+        signal.signal(signal.SIGINT, previous)
+        checker.close()
+
+
+def test_a_timeout_the_checker_turns_into_another_exception_is_still_a_timeout() -> None:
+    def wraps_everything(image: memoryview) -> bool:
+        try:
+            end = time.monotonic() + 2
+            while time.monotonic() < end:
+                pass
+        except BaseException as exc:
+            raise RuntimeError("wrapped") from exc
+        return True
+
+    checker = CallableChecker(wraps_everything, timeout=0.2)
+    checker.open(["f"], [1])
+    try:
+        outcome = checker.check([memoryview(b"x")], CrashContext(0, 0))
+    finally:
+        checker.close()
+    assert outcome is not None and outcome.verdict is Verdict.ERROR, outcome
+    assert "timed out" in outcome.message

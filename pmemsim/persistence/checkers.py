@@ -262,11 +262,19 @@ class _Watchdog:
             fired, self.fired = self.fired, False
         if fired:
             # Not contextlib.suppress: building it is a Python call, where the interrupt could
-            # land before the block that catches it.
-            try:  # noqa: SIM105
-                _nothing()
-            except _CheckerTimeout:
-                pass
+            # land before the block that catches it. A Ctrl-C handled first (signals come before
+            # the interrupt) is kept and raised once the interrupt is absorbed.
+            interrupt: KeyboardInterrupt | None = None
+            while True:
+                try:
+                    _nothing()
+                    break
+                except _CheckerTimeout:
+                    break
+                except KeyboardInterrupt as exc:
+                    interrupt = exc
+            if interrupt is not None:
+                raise interrupt
         return fired
 
     def stop(self) -> None:
@@ -285,6 +293,18 @@ def _watchdogs_after_fork() -> None:
 
 
 os.register_at_fork(after_in_child=_watchdogs_after_fork)
+
+
+def _user_interrupt(error: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C behind ``error`` (itself, or what it was raised while handling), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, KeyboardInterrupt):
+            return current
+        seen.add(id(current))
+        current = current.__context__
+    return None
 
 
 class CallTimedOut(Exception):
@@ -318,17 +338,28 @@ class TimedCalls:
         dog = self._watchdog
         if dog is None or dog.thread_id != threading.get_ident():
             return fn(*args)
+        dog.calls += 1
+        dog.busy = True
+        error: BaseException | None = None
         try:
-            dog.calls += 1
-            dog.busy = True
+            result = fn(*args)
+        except BaseException as exc:
+            error = exc
+        while True:
             try:
-                result = fn(*args)
-            finally:
-                timed_out = dog.leave()
-            if timed_out:
-                raise _CheckerTimeout
-        except _CheckerTimeout:
-            dog.leave()  # the timeout may have landed before leave() ran: end the call for sure
+                fired = dog.leave()
+                break
+            except _CheckerTimeout:
+                continue  # it landed as leave() was entered, before its body: leave again
+        if error is not None:
+            interrupt = _user_interrupt(error)
+            if interrupt is not None:
+                raise interrupt  # the user's Ctrl-C wins over a timeout
+            if not fired and not isinstance(error, _CheckerTimeout):
+                raise error
+        if fired or error is not None:
+            # However the call ended once the timeout fired -- the interrupt, an exception the
+            # checker made of it, even a return -- it is a timeout, not a verdict.
             raise CallTimedOut from None
         return result
 

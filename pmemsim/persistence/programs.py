@@ -53,6 +53,7 @@ import re
 import select
 import shutil
 import signal
+import stat
 import struct
 import subprocess
 import tempfile
@@ -203,22 +204,22 @@ class ImageFiles:
         """Make file ``index`` hold exactly ``view``; its path."""
         path, f, watch = self.paths[index], self._files[index], self._watch
         watch.poll()
-        if f is not None and not self._same_inode(path, f):  # replaced or removed: a new file
+        # Someone wrote it, held it open for writing (a shared mapping), still holds it open (or
+        # the count cannot be trusted: inotify merges identical events), changed its mode,
+        # replaced or removed it: the next run gets a new file, created here (never through a
+        # link the program left at the path), with the whole image in it.
+        if f is not None and (
+            f.wd < 0 or index in watch.touched or watch.opens(index) != 0 or not self._same_inode(path, f)
+        ):
             self._forget(index)
             f = None
         if f is None:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
             f = self._files[index] = _File(fd, os.fstat(fd).st_ino, -1)
             f.wd = watch.add(index, path)
-        # Someone wrote it, held it open for writing (a shared mapping), or still holds it open:
-        # all of it is written again. Our descriptor stays open, so our own opens are never seen.
-        if (
-            not f.shadow
-            or f.size != len(view)
-            or f.wd < 0
-            or index in watch.touched
-            or watch.opens(index) > 0
-        ):
+        if not f.shadow or f.size != len(view):
             self._write_whole(f, view)
         else:
             self._write_changes(f, view)
@@ -229,9 +230,10 @@ class ImageFiles:
     @staticmethod
     def _same_inode(path: str, f: _File) -> bool:
         try:
-            return os.stat(path).st_ino == f.inode
+            st = os.lstat(path)
         except OSError:
             return False
+        return st.st_ino == f.inode and stat.S_ISREG(st.st_mode)
 
     def _write_whole(self, f: _File, view: memoryview) -> None:
         done, total = 0, len(view)
