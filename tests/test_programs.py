@@ -86,6 +86,8 @@ def test_python_commands_are_recognised(tmp_path: Path) -> None:
         assert python_command([shebang, "a"]) == ([PY], [shebang, "a"])
     direct = _script(tmp_path, f"#!{PY} -S\nprint(1)\n", "tool2")
     assert python_command([direct]) == ([PY, "-S"], [direct])
+    crlf = _script(tmp_path, f"#!{PY}\r\nprint(1)\r\n", "tool7")  # the kernel looks for "python\r"
+    assert python_command([crlf]) is None
     two = _script(tmp_path, f"#!{PY} -S -u\nprint(1)\n", "tool4")  # one argument "-S -u" on Linux
     assert python_command([two]) is None
     env_opt = _script(tmp_path, f"#!/usr/bin/env {os.path.basename(PY)} -u\nprint(1)\n", "tool5")
@@ -212,13 +214,34 @@ def _replace(path: str) -> None:
     Path(path).write_bytes(b"other")
 
 
+def _chmod(path: str) -> None:
+    os.chmod(path, 0o400)
+
+
+def _symlink_to_a_user_file(path: str) -> None:
+    victim = path + ".victim"
+    Path(victim).write_bytes(b"the user's file")
+    os.unlink(path)
+    os.symlink(victim, path)
+
+
 def _read_only(path: str) -> None:
     with open(path, "rb") as f:
         f.read()
 
 
 @pytest.mark.parametrize(
-    "meddle", [_write_through_write, _write_through_a_mapping, _truncate, _replace, _read_only, None]
+    "meddle",
+    [
+        _write_through_write,
+        _write_through_a_mapping,
+        _truncate,
+        _replace,
+        _chmod,
+        _symlink_to_a_user_file,
+        _read_only,
+        None,
+    ],
 )
 def test_an_image_file_holds_exactly_the_image_whatever_the_program_did(meddle: object) -> None:
     files = ImageFiles(["pool"], "pmemsim-test-")
@@ -227,8 +250,11 @@ def test_an_image_file_holds_exactly_the_image_whatever_the_program_did(meddle: 
         for n, image in enumerate(images):
             path = files.write(0, memoryview(image))
             assert Path(path).read_bytes() == bytes(image), n
+            assert not os.path.islink(path) and os.stat(path).st_mode & 0o777 == 0o600, n
             if meddle is not None:
                 meddle(path)  # type: ignore[operator]
+        victim = Path(files.paths[0] + ".victim")
+        assert not victim.exists() or victim.read_bytes() == b"the user's file"  # never written through
     finally:
         files.close()
     assert not os.path.exists(files.dir)
@@ -340,5 +366,92 @@ def test_a_warm_interpreter_that_died_between_runs_is_replaced(tmp_path: Path) -
         assert runner.run(str(tmp_path / "img"), dict(os.environ)).returncode == 5  # this run: a plain start
         assert runner.run(str(tmp_path / "img"), dict(os.environ)).returncode == 5  # then a new zygote
         assert runner.warm and runner._zygote is not None and runner._zygote is not zygote
+    finally:
+        runner.close()
+
+
+def test_what_a_run_leaves_running_ends_with_it(tmp_path: Path) -> None:
+    # A helper the program leaves behind could write into the next state's image.
+    pids = tmp_path / "helper"
+    script = _script(
+        tmp_path,
+        textwrap.dedent(
+            f"""
+            import subprocess, sys
+            helper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+            open({str(pids)!r}, "w").write(str(helper.pid))
+            """
+        ),
+    )
+    for warm in (True, False):
+        runner = ProgramRunner([PY, "-S", script], timeout=30, warm=warm)
+        try:
+            assert runner.run(str(tmp_path / "img"), dict(os.environ)).returncode == 0
+        finally:
+            runner.close()
+        helper = int(pids.read_text())
+        for _ in range(100):
+            if not _alive(helper):
+                break
+            time.sleep(0.05)
+        assert not _alive(helper), warm
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "import sys\nsys.stdout.close()\n",
+        "import sys\nsys.stdout = None\n",
+        "import sys\nprint(sys.stdout.seekable(), sys.stderr.seekable())\n",
+        "def f(:\n",  # a SyntaxError: the traceback names the script only
+        "import os, signal\nprint(signal.getsignal(signal.SIGPIPE))\n",
+    ],
+)
+def test_warm_and_cold_runs_agree_on_stream_and_start_up_details(tmp_path: Path, code: str) -> None:
+    script = _script(tmp_path, code)
+    warm, cold = _both([PY, "-S", script], str(tmp_path / "img"), dict(os.environ))
+    assert warm == cold, (warm, cold)
+
+
+def test_a_shell_checker_gets_sigpipe_at_its_default(tmp_path: Path) -> None:
+    # posix_spawn keeps the dispositions Python ignores; a pipeline checker relies on SIGPIPE.
+    script = _script(
+        tmp_path, "#!/bin/sh\nyes | head -n 1 >/dev/null\ngrep SigIgn /proc/self/status\n", "c.sh"
+    )
+    runner = ProgramRunner([script], timeout=30, stderr_apart=True)
+    try:
+        ran = runner.run(str(tmp_path / "img"), dict(os.environ))
+    finally:
+        runner.close()
+    assert ran.returncode == 0 and b"Broken pipe" not in ran.stderr, ran
+    ignored = int(ran.stdout.split()[-1], 16)
+    assert not ignored & (1 << (signal.SIGPIPE - 1)), ran.stdout
+
+
+def test_a_ctrl_c_before_the_warm_run_started_does_not_shift_the_next_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pmemsim.persistence import programs
+
+    script = _script(tmp_path, "import os, sys\nsys.exit(int(os.environ['PMSIM_CODE']))\n")
+    runner = ProgramRunner([PY, "-S", script], timeout=30)
+    try:
+        assert runner.run(str(tmp_path / "img"), dict(os.environ, PMSIM_CODE="3")).returncode == 3
+        real = programs._Zygote._receive
+        calls = [0]
+
+        def interrupted(self: object, timeout: float | None) -> dict[str, int]:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise KeyboardInterrupt  # right after the request went out, before its pid came back
+            return real(self, timeout)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(programs._Zygote, "_receive", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            runner.run(str(tmp_path / "img"), dict(os.environ, PMSIM_CODE="4"))
+        monkeypatch.setattr(programs._Zygote, "_receive", real)
+        for code in (5, 6, 7):  # each run its own status, not the one before
+            ran = runner.run(str(tmp_path / "img"), dict(os.environ, PMSIM_CODE=str(code)))
+            assert ran.returncode == code
     finally:
         runner.close()

@@ -349,8 +349,8 @@ def python_command(argv: Sequence[str]) -> tuple[list[str], list[str]] | None:
             head = f.readline(256)
     except OSError:
         return None
-    if not head.startswith(b"#!"):
-        return None
+    if not head.startswith(b"#!") or b"\r" in head:
+        return None  # a CR ends up in the interpreter's name: a plain start fails as it should
     words = head[2:].decode(errors="replace").split()
     # Linux hands everything after the interpreter's path to it as one argument: "-S -u", or,
     # through env, "python3 -u" (a program env does not find). Only env -S splits it.
@@ -423,6 +423,48 @@ try:  # the child dies with the zygote (which dies with pmemsim): no orphan runs
     _prctl = ctypes.CDLL(None, use_errno=True).prctl
 except Exception:
     _prctl = None
+def _killgroup(pid):
+    try:
+        os.killpg(pid, 9)
+    except OSError:
+        pass
+def _wait(pid):
+    # Until the run ends, or pmemsim does (its socket closes): then the run ends with it.
+    try:
+        pfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        pfd = -1
+    if pfd >= 0:
+        import select
+        poller = select.poll()
+        poller.register(pfd, select.POLLIN)
+        poller.register(_sock.fileno(), select.POLLIN)
+        while True:
+            ready = dict(poller.poll())
+            if pfd in ready:
+                break
+            try:
+                gone = not _sock.recv(1, socket.MSG_PEEK)
+            except OSError:
+                gone = True
+            if gone:
+                _killgroup(pid)
+                os.waitpid(pid, 0)
+                os._exit(0)
+            poller.unregister(_sock.fileno())
+        os.close(pfd)
+    while True:  # ended, not reaped yet: its pid still names its group
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+            break
+        except InterruptedError:
+            pass
+    _killgroup(pid)  # what the run left running in its session ends with it
+    while True:
+        try:
+            return os.waitpid(pid, 0)[1]
+        except InterruptedError:
+            pass
 import gc as _gc
 _gc.freeze()  # collections in a child skip the zygote's objects (no page copied for them)
 _send({"ready": os.getpid()})
@@ -438,13 +480,7 @@ while True:
     for _fd in _fds:
         os.close(_fd)
     _send({"pid": _pid})
-    while True:
-        try:
-            _status = os.waitpid(_pid, 0)[1]
-            break
-        except InterruptedError:
-            pass
-    _send({"status": _status})
+    _send({"status": _wait(_pid)})
 os.setsid()
 if _prctl is not None:
     _prctl(1, 9, 0, 0, 0)  # PR_SET_PDEATHSIG, SIGKILL
@@ -465,10 +501,10 @@ _main = type(sys)("__main__")
 _file = os.path.abspath(sys.argv[0])  # as Python 3.9 and later set it for the main script
 _main.__file__, _main.__cached__, _main.__builtins__ = _file, None, builtins
 sys.modules["__main__"] = _main
-with open(_file, "rb") as _f:
-    _code = compile(_f.read(), _file, "exec", dont_inherit=True)
 _status = 0
 try:
+    with open(_file, "rb") as _f:
+        _code = compile(_f.read(), _file, "exec", dont_inherit=True)
     exec(_code, _main.__dict__)
 except SystemExit as _e:
     _status = _e.code
@@ -494,6 +530,8 @@ try:
 except BaseException as _e:
     sys.excepthook(type(_e), _e, _e.__traceback__)
 for _stream in (sys.stdout, sys.stderr):
+    if _stream is None or getattr(_stream, "closed", False):
+        continue  # as the interpreter does at exit
     try:
         _stream.flush()
     except BaseException:
@@ -509,6 +547,9 @@ except (OverflowError, TypeError):
 """
 
 _HEAD = struct.Struct("<I")
+#: Signals Python ignores for itself and a spawned program must get back at their default (as
+#: subprocess does): a shell checker's pipeline relies on SIGPIPE.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class _ZygoteGone(Exception):
@@ -529,6 +570,9 @@ class _Zygote:
         self.sock = ours
         self.pid = -1
         self._env: dict[str, str] | None = None
+        # Its standard output and error are a pipe nobody reads (it writes nothing): the streams
+        # Python builds at start-up then are what a run's are, on a pipe (not seekable).
+        out_r, out_w = os.pipe()
         try:
             self.pid = os.posix_spawn(
                 interpreter[0],
@@ -536,14 +580,17 @@ class _Zygote:
                 env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, 1, 2),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, out_w, 2),
                     (os.POSIX_SPAWN_DUP2, theirs.fileno(), 3),
                 ],
                 setsid=True,
+                setsigdef=_DEFAULT_SIGNALS,
             )
         finally:
             theirs.close()
+            os.close(out_r)
+            os.close(out_w)
         self._env = env
         try:
             self._receive(timeout)  # {"ready": pid}: the interpreter started and can fork
@@ -659,7 +706,12 @@ class ProgramRunner:
                     os.close(err_w)
             try:
                 chunks = _collect(done, [out_r] if err_r < 0 else [out_r, err_r], self.timeout)
-                status = zygote.status() if zygote is not None else os.waitpid(pid, 0)[1]
+                if zygote is not None:
+                    status = zygote.status()  # the zygote ended the run's session before reaping it
+                else:
+                    with contextlib.suppress(ProcessLookupError):  # ended, not yet reaped: still its group
+                        os.killpg(pid, signal.SIGKILL)  # what the run left running ends with it
+                    status = os.waitpid(pid, 0)[1]
             finally:
                 if zygote is None and done >= 0:
                     os.close(done)
@@ -674,6 +726,8 @@ class ProgramRunner:
         except BaseException:
             if pid >= 0:
                 self._end(pid, zygote)
+            elif zygote is not None:
+                self._drop_zygote(-1)  # a request may be on its way: its answers must not reach the next run
             raise
         finally:
             os.close(out_r)
@@ -703,6 +757,7 @@ class ProgramRunner:
                 (os.POSIX_SPAWN_DUP2, err, 2),
             ],
             setsid=True,
+            setsigdef=_DEFAULT_SIGNALS,
         )
 
     def _end(self, pid: int, zygote: _Zygote | None) -> None:
@@ -721,7 +776,10 @@ class ProgramRunner:
                 raise _ZygoteGone("no status after a kill")
             zygote.status()  # the zygote reaped it: the next run starts clean
         except (OSError, ValueError, _ZygoteGone):
+            self._drop_zygote(-1)  # the next run starts a new one
+        except BaseException:  # a second Ctrl-C: the exchange is not where the next run expects
             self._drop_zygote(-1)
+            raise
 
     def _drop_zygote(self, pid: int) -> None:
         if pid >= 0:
