@@ -20,12 +20,19 @@ def lazy_exports(
     """``(__getattr__, __dir__)`` for ``package``, whose public names live in the modules ``table`` gives.
 
     A name, once loaded, is stored in ``namespace`` (the package's globals), so later
-    lookups do not come back here.
+    lookups do not come back here. Any other name that is a submodule's is that submodule,
+    imported (as it would be if the package had imported all of them).
     """
 
     def __getattr__(name: str) -> Any:
         module = table.get(name)
         if module is None:
+            # A submodule, as a package that imported all of them would have it bound.
+            try:
+                return importlib.import_module(f"{package}.{name}")
+            except ModuleNotFoundError as exc:
+                if exc.name != f"{package}.{name}":
+                    raise
             raise AttributeError(f"module {package!r} has no attribute {name!r}")
         value = getattr(importlib.import_module(module), name)
         namespace[name] = value

@@ -14,7 +14,7 @@ from pmemsim.persistence import (
     replay,
     shrink,
 )
-from pmemsim.persistence.shrinking import ddmin
+from pmemsim.persistence.shrink import ddmin
 
 # Hand-written minimal explanations: (stores that must have persisted, stores that must be lost).
 MINIMAL = {

@@ -113,7 +113,5 @@ def test_a_replay_imports_only_the_modules_it_uses(tmp_path: Path) -> None:
     status, modules = json.loads(proc.stderr.strip().splitlines()[-1])
     assert status == 0, proc.stderr
     assert "pmemsim.persistence.explore" in modules  # the probe sees what replay loaded
-    unused = {
-        f"pmemsim.persistence.{m}" for m in ("lazy", "linearizability", "programs", "shrinking", "shards")
-    }
+    unused = {f"pmemsim.persistence.{m}" for m in ("lazy", "linearizability", "programs", "shrink", "shards")}
     assert not unused & set(modules), sorted(unused & set(modules))

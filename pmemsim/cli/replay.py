@@ -746,7 +746,7 @@ def _conclude(
     trace: str | None = None
     first = next((f for f in report.failures if f.verdict.value == "inconsistent"), None)
     if first is not None and not args.no_shrink:
-        from pmemsim.persistence.shrinking import ShrinkError, shrink
+        from pmemsim.persistence.shrink import ShrinkError, shrink
 
         try:
             log, images = shrink_input()

@@ -14,12 +14,12 @@
   durable-linearizability check built from the program's own ``recover(image)``;
 * :func:`replay` (:mod:`~pmemsim.persistence.explore`) -- explore the crash states
   (optionally in parallel) into a :class:`CrashReport`; :func:`shrink` -- reduce a
-  failure to a minimal trace (:mod:`~pmemsim.persistence.shrinking`);
+  failure to a minimal trace (:mod:`~pmemsim.persistence.shrink`);
 * :mod:`~pmemsim.persistence.pmemcheck` -- pmemcheck store-log import/export;
 * :mod:`~pmemsim.persistence.programs` -- how checker and recovery programs run.
 
 Imports run one way: log, programs → checkers → model → image → engines, linearizability →
-parallel → explore → shrinking (a hygiene test keeps it so). The names below load their
+parallel → explore → shrink (a hygiene test keeps it so). The names below load their
 module on first use.
 
 Typical use::
@@ -35,6 +35,8 @@ Typical use::
 
 from __future__ import annotations
 
+import sys as _sys
+import types as _types
 import typing as _typing
 
 from pmemsim._exports import lazy_exports as _lazy_exports
@@ -99,7 +101,7 @@ if _typing.TYPE_CHECKING:
     from pmemsim.persistence.progress import CountingChecker, estimate_states, stale_files
     from pmemsim.persistence.results import CrashReport, Failure
     from pmemsim.persistence.saved import dumps_log, load_log, loads_log, read_log, save_log
-    from pmemsim.persistence.shrinking import ShrinkError, ShrinkResult, shrink
+    from pmemsim.persistence.shrink import ShrinkError, ShrinkResult, shrink
 
 # Every public name loads its module on first use: `pmemsim replay` and the pytest plugin
 # import only the modules they use (a whole-package import costs more than a small replay).
@@ -160,9 +162,9 @@ _EXPORTS: dict[str, str] = {
     "ReorderReverseAccumulative": "pmemsim.persistence.engines",
     "replay": "pmemsim.persistence.explore",
     "save_log": "pmemsim.persistence.saved",
-    "shrink": "pmemsim.persistence.shrinking",
-    "ShrinkError": "pmemsim.persistence.shrinking",
-    "ShrinkResult": "pmemsim.persistence.shrinking",
+    "shrink": "pmemsim.persistence.shrink",
+    "ShrinkError": "pmemsim.persistence.shrink",
+    "ShrinkResult": "pmemsim.persistence.shrink",
     "stale_files": "pmemsim.persistence.progress",
     "Store": "pmemsim.persistence.log",
     "StoreLog": "pmemsim.persistence.log",
@@ -236,3 +238,17 @@ __all__ = [
 
 
 __getattr__, __dir__ = _lazy_exports(__name__, _EXPORTS, globals())
+
+
+class _Package(_types.ModuleType):
+    """This package's module type: the submodule ``shrink`` shares its name with the function it
+    defines, and importing it (which binds each submodule on its package) must not replace the
+    function here."""
+
+    def __setattr__(self, name: str, value: _typing.Any) -> None:
+        if name == "shrink" and isinstance(value, _types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+_sys.modules[__name__].__class__ = _Package
