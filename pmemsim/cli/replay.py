@@ -594,7 +594,7 @@ def _replay_streamed(
 
     from pmemsim.persistence import parallel
     from pmemsim.persistence.checkers import CheckerError
-    from pmemsim.persistence.explore import CheckerCrashed, NothingToCheck
+    from pmemsim.persistence.explore import NothingToCheck, crashed_while_judging
     from pmemsim.persistence.log import LogError
     from pmemsim.persistence.pmemcheck import PmemcheckStream, StreamFallback
     from pmemsim.persistence.stream import (
@@ -669,11 +669,7 @@ def _replay_streamed(
                 try:
                     result: StreamResult = parallel.collect(*parallel.fork(run))
                 except parallel.WorkerDied as died:
-                    epoch_index, seq = slots.get(died.slot)
-                    raise CheckerCrashed(
-                        f"the checker crashed its process ({died}) while judging epoch {epoch_index} "
-                        f"state {seq}: no verdict; run the checker on its own to debug it"
-                    ) from None
+                    raise crashed_while_judging(died, slots) from None
             else:
                 result = run()
         except (StreamFallback, Restart):

@@ -94,6 +94,7 @@ __all__ = [
     "NothingToCheck",
     "SliceWork",
     "build_report",
+    "crashed_while_judging",
     "explore_slice",
     "failure_at",
     "initial_images",
@@ -101,6 +102,7 @@ __all__ = [
     "plan_replay",
     "prepare_replay",
     "replay",
+    "report_of",
     "resolve_model",
     "usable_cpus",
 ]
@@ -129,6 +131,15 @@ class NothingToCheck(LogError):
 
 class CheckerCrashed(CheckerError):
     """The checker killed the process judging a state (a segfault, an abort): no verdict exists."""
+
+
+def crashed_while_judging(died: parallel.WorkerDied, slots: parallel.StateSlots) -> CheckerCrashed:
+    """The error of a process that died judging a state: which state, from the slot it left."""
+    epoch_index, seq = slots.get(died.slot)
+    return CheckerCrashed(
+        f"the checker crashed its process ({died}) while judging epoch {epoch_index} state {seq}: "
+        "no verdict; run the checker on its own to debug it"
+    )
 
 
 class _EpochLimit(Exception):
@@ -907,11 +918,7 @@ def replay(
             epoch_count = len(plan.epochs)
     except parallel.WorkerDied as died:
         assert slots is not None
-        epoch_index, seq = slots.get(died.slot)
-        raise CheckerCrashed(
-            f"the checker crashed its process ({died}) while judging epoch {epoch_index} state {seq}: "
-            "no verdict; run the checker on its own to debug it"
-        ) from None
+        raise crashed_while_judging(died, slots) from None
 
     return build_report(
         job,
@@ -1102,22 +1109,44 @@ def build_report(
         failures.append(
             failure_at(epoch_index, epoch, seq, engine_of(epoch), point, applied, plan.markers, outcome)
         )
-    samplers = sorted({e.name for e in (default, *section_engines.values()) if e.samples})
-    if samplers:
-        limits.insert(0, f"{', '.join(samplers)} sample(s) crash states by design")
-    return CrashReport(
-        engine=default.name,
-        markers=tuple((name, e.name) for name, e in section_engines.items()),
-        model=model_name(job.model),
+    return report_of(
+        default,
+        section_engines,
+        job.model,
         epochs=epoch_count,
         states_checked=checked,
         distinct_images=len(images_seen) if checker_.sees_markers else len(seen),
         inconsistent=inconsistent,
         errors=errors,
-        failures=tuple(failures),
-        warnings=tuple(notes),
-        limits=tuple(limits),
+        failures=failures,
+        warnings=notes,
+        limits=limits,
         checker_calls=calls,
         elapsed=0.0 if started is None else time.perf_counter() - started,
         workers=workers,
+    )
+
+
+def report_of(
+    default: Engine,
+    section_engines: Mapping[str, Engine],
+    model: PersistencyModel,
+    *,
+    limits: Sequence[str],
+    failures: Sequence[Failure],
+    warnings: Sequence[str],
+    **counts: Any,
+) -> CrashReport:
+    """A replay's report: its engines and model named, sampling engines noted first among the
+    limits, ``counts`` (epochs, states, verdicts, calls, elapsed, workers) as given."""
+    samplers = sorted({e.name for e in (default, *section_engines.values()) if e.samples})
+    noted = [f"{', '.join(samplers)} sample(s) crash states by design"] if samplers else []
+    return CrashReport(
+        engine=default.name,
+        markers=tuple((name, e.name) for name, e in section_engines.items()),
+        model=model_name(model),
+        failures=tuple(failures),
+        warnings=tuple(warnings),
+        limits=(*noted, *limits),
+        **counts,
     )

@@ -57,7 +57,7 @@ from pmemsim.persistence.explore import (
     Located,
     NothingToCheck,
     failure_at,
-    model_name,
+    report_of,
     resolve_model,
 )
 from pmemsim.persistence.image import initial_images
@@ -492,21 +492,18 @@ def _report(
         checked = ex.nondedup + run.checked
         distinct = len(ex.images) if judge.sees_markers else len(ex.seen)
         calls = ex.calls
-    samplers = sorted({e.name for e in (default, *section_engines.values()) if e.samples})
-    if samplers:
-        limits.insert(0, f"{', '.join(samplers)} sample(s) crash states by design")
-    return CrashReport(
-        engine=default.name,
-        markers=tuple((name, e.name) for name, e in section_engines.items()),
-        model=model_name(builder.model),
+    return report_of(
+        default,
+        section_engines,
+        builder.model,
         epochs=builder.epoch_base + len(builder.epochs),
         states_checked=checked,
         distinct_images=distinct,
         inconsistent=run.inconsistent,
         errors=run.errors,
-        failures=tuple(run.failures),
-        warnings=tuple(notes),
-        limits=tuple(limits),
+        failures=run.failures,
+        warnings=notes,
+        limits=limits,
         checker_calls=calls,
         elapsed=time.perf_counter() - started,
         workers=1,
