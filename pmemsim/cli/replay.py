@@ -58,7 +58,8 @@ and forks per state, which costs a millisecond instead of an interpreter's start
 the program sees the same arguments, environment, directory and modules, only its
 hash seed is the same for every state. --cold-start starts every run from scratch.
 The image file is rewritten only where the next state differs, unless the program
-wrote it (or kept it open): then it gets the whole image again.
+wrote it (or kept it open): then it gets a new file with the whole image. What a run
+leaves running in its session is killed when it ends.
 
 --recover / --recover-prog check durable linearizability instead, with no checker
 written: the function (or program) recovers the pool as a restart would and returns

@@ -14,13 +14,17 @@ next image are written. That is correct only if nobody else wrote the file since
 each file is watched with inotify (``inotify(7)``): a program that wrote it (``write``,
 ``truncate``), or merely held it open for writing -- a write through a shared mapping
 gives no event of its own, but the file's last close (``IN_CLOSE_WRITE``, sent when the
-mapping too is gone) does -- or that still has it open after the run, removed, renamed
-or re-permissioned it, gets the whole image written back before the next run. Without
-inotify (not Linux, no instances left) every run gets the whole image, as before.
+mapping too is gone) does -- or that still has it open after the run (or whose open
+count cannot be trusted: inotify merges identical events), removed, renamed or
+re-permissioned it, gets a new file (created where the old one was, never through a link
+left there) holding the whole image. Without inotify (not Linux, no instances left)
+every run gets a new file.
 
 **Starting the program** (:class:`ProgramRunner`). ``posix_spawn`` (vfork and exec, no
 copy of this process's page tables), in a session of its own so that a timeout or a
-Ctrl-C kills the program with its children. A *Python* program (``python [options]
+Ctrl-C kills the program with its children; what a run leaves running in its session
+when it ends is killed too (it could write into the next state's image). SIGPIPE and
+SIGXFSZ are back at their defaults, as ``subprocess`` sets them. A *Python* program (``python [options]
 script.py ...``, or a script whose ``#!`` line names a Python interpreter) spends most
 of a run starting the interpreter, which costs the same for every state. It is started
 *warm* instead: one interpreter, the *zygote*, is started with the program's own
