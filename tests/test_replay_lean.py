@@ -12,6 +12,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.examples import BUGGY, CORRECT
@@ -59,50 +60,21 @@ def test_paused_gc_restores_the_collector_even_on_error() -> None:
     assert gc.isenabled()
 
 
-def test_replay_off_a_terminal_needs_neither_rich_nor_multiprocessing(tmp_path: Path) -> None:
+def _replay_in_a_probe(tmp_path: Path, report: str, options: list[str]) -> tuple[Path, Any, str]:
+    """``pmemsim replay`` of a buggy example's pmemcheck log in a fresh interpreter, ``options`` after
+    the log; (log path, the JSON the probe wrote last on stderr -- ``report``, an expression of
+    ``status`` and ``sys`` -- and stdout)."""
     example = next(iter(BUGGY.values()))
     log = tmp_path / "store.log"
     dump_pmemcheck(example.log, log)
-    checker = tmp_path / "check.py"
-    checker.write_text("import sys\nsys.exit(0)\n")
     code = (
         "import sys, json\n"
         "from pmemsim.cli import main\n"
         "status = main(sys.argv[1:])\n"
-        "sys.stderr.write(json.dumps([status, 'rich' in sys.modules, 'multiprocessing' in sys.modules]))\n"
+        f"sys.stderr.write(json.dumps({report}))\n"
     )
-    argv = [sys.executable, "-c", code, "replay", str(log), "--engine", "NoReorderDoCheck"]
-    argv += ["--checker-prog", f"{sys.executable} {checker}", "--no-shrink"]
+    argv = [sys.executable, "-c", code, "replay", str(log), *options]
     for key, info in example.log.files.items():  # the log names files by path: give their content
-        image = tmp_path / f"{len(argv)}.img"
-        image.write_bytes(info.initial or bytes(info.size))
-        argv += ["--image", f"{key}={image}"]
-    env = {"PYTHONPATH": f"{ROOT}{':' + str(ROOT / 'tests')}", "PATH": "/usr/bin:/bin"}
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=False)
-    status, rich, multiprocessing = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert (status, rich, multiprocessing) == (0, False, False), proc.stderr
-    # Plain text: the markup of the terminal lines is gone, the values are there as they are.
-    assert proc.stdout.startswith(f"{log}: pmemcheck store log, ")
-    assert "[bold" not in proc.stdout and "[/]" not in proc.stdout
-    assert "consistent: " in proc.stdout
-
-
-def test_a_replay_imports_only_the_modules_it_uses(tmp_path: Path) -> None:
-    # The fixed cost of a small replay is mostly imports: the lazy-image module (it builds a C
-    # type), recovery, program runs, shrinking and shards load only when they are used.
-    example = next(iter(BUGGY.values()))
-    log = tmp_path / "store.log"
-    dump_pmemcheck(example.log, log)
-    (tmp_path / "freecheck.py").write_text("def check(image):\n    return True\n")
-    code = (
-        "import sys, json\n"
-        "from pmemsim.cli import main\n"
-        "status = main(sys.argv[1:])\n"
-        "sys.stderr.write(json.dumps([status, sorted(m for m in sys.modules if m.startswith('pmemsim'))]))\n"
-    )
-    argv = [sys.executable, "-c", code, "replay", str(log), "--engine", "ReorderAccumulative"]
-    argv += ["--checker", "freecheck:check", "--no-shrink"]
-    for key, info in example.log.files.items():
         image = tmp_path / f"{len(argv)}.img"
         image.write_bytes(info.initial or bytes(info.size))
         argv += ["--image", f"{key}={image}"]
@@ -110,8 +82,34 @@ def test_a_replay_imports_only_the_modules_it_uses(tmp_path: Path) -> None:
     proc = subprocess.run(
         argv, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120, check=False
     )
-    status, modules = json.loads(proc.stderr.strip().splitlines()[-1])
-    assert status == 0, proc.stderr
+    return log, json.loads(proc.stderr.strip().splitlines()[-1]), proc.stdout
+
+
+def test_replay_off_a_terminal_needs_neither_rich_nor_multiprocessing(tmp_path: Path) -> None:
+    checker = tmp_path / "check.py"
+    checker.write_text("import sys\nsys.exit(0)\n")
+    log, probe, stdout = _replay_in_a_probe(
+        tmp_path,
+        "[status, 'rich' in sys.modules, 'multiprocessing' in sys.modules]",
+        ["--engine", "NoReorderDoCheck", "--checker-prog", f"{sys.executable} {checker}", "--no-shrink"],
+    )
+    assert probe == [0, False, False], probe
+    # Plain text: the markup of the terminal lines is gone, the values are there as they are.
+    assert stdout.startswith(f"{log}: pmemcheck store log, ")
+    assert "[bold" not in stdout and "[/]" not in stdout
+    assert "consistent: " in stdout
+
+
+def test_a_replay_imports_only_the_modules_it_uses(tmp_path: Path) -> None:
+    # The fixed cost of a small replay is mostly imports: the lazy-image module (it builds a C
+    # type), recovery, program runs, shrinking and shards load only when they are used.
+    (tmp_path / "freecheck.py").write_text("def check(image):\n    return True\n")
+    _, (status, modules), _ = _replay_in_a_probe(
+        tmp_path,
+        "[status, sorted(m for m in sys.modules if m.startswith('pmemsim'))]",
+        ["--engine", "ReorderAccumulative", "--checker", "freecheck:check", "--no-shrink"],
+    )
+    assert status == 0
     assert "pmemsim.persistence.explore" in modules  # the probe sees what replay loaded
     unused = {f"pmemsim.persistence.{m}" for m in ("lazy", "linearizability", "programs", "shrink", "shards")}
     assert not unused & set(modules), sorted(unused & set(modules))
