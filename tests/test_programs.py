@@ -132,6 +132,15 @@ def _alive(pid: int) -> bool:
         return False
 
 
+def _gone(pid: int) -> bool:
+    """Whether ``pid`` is gone within 5 s (a killed orphan is reaped by init a little later)."""
+    for _ in range(100):
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def test_a_warm_run_that_hangs_is_killed_with_its_children_and_the_next_run_works(tmp_path: Path) -> None:
     pids = tmp_path / "pids"
     script = _script(
@@ -157,11 +166,7 @@ def test_a_warm_run_that_hangs_is_killed_with_its_children_and_the_next_run_work
     finally:
         runner.close()
     program, grandchild = (int(p) for p in pids.read_text().split())
-    for _ in range(100):  # the grandchild is reaped by init once killed
-        if not _alive(program) and not _alive(grandchild):
-            break
-        time.sleep(0.05)
-    assert not _alive(program) and not _alive(grandchild)
+    assert _gone(program) and _gone(grandchild)
 
 
 def test_an_interpreter_that_cannot_be_a_zygote_falls_back_to_plain_runs(tmp_path: Path) -> None:
@@ -390,11 +395,7 @@ def test_what_a_run_leaves_running_ends_with_it(tmp_path: Path) -> None:
         finally:
             runner.close()
         helper = int(pids.read_text())
-        for _ in range(100):
-            if not _alive(helper):
-                break
-            time.sleep(0.05)
-        assert not _alive(helper), warm
+        assert _gone(helper), warm
 
 
 @pytest.mark.parametrize(
